@@ -1,0 +1,387 @@
+"""ONNX ModelProto -> ir.Graph: parse, bind input dims, fold constants, infer shapes, convert.
+
+Steps: parse and check the model; bind dynamic input dims; fold every node whose inputs are
+constants (Shape/Size fold from static inferred shapes), re-running shape inference until nothing
+more folds; drop dead nodes; fold BatchNormalization into the Conv before it; convert the rest
+with CONVERTERS. Unsupported ops are collected and reported together.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from .. import ir
+from .converters import CONVERTERS, Ctx, Unsupported, attr_dict, bn_scale_shift
+
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+# Folding these would freeze one random draw into the model.
+_NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+                     "Multinomial", "Bernoulli"}
+# Float constants up to this size go to shape inference by value (Resize scales and the like);
+# larger ones (weights) only by type and shape, to keep inference cheap.
+_INFER_VALUE_LIMIT = 4096
+
+
+def load_model(model, input_shapes: dict | None = None) -> ir.Graph:
+    """Load an ONNX model (path, bytes or ModelProto) into an ir.Graph with static shapes.
+
+    input_shapes binds dynamic input dims: {input_name: (N, C, H, W)}.
+    Raises ModelError for malformed models, UnsupportedOpsError listing every unsupported node.
+    """
+    proto = _parse(model)
+    opset = _default_opset(proto)
+    if proto.functions:
+        proto = onnx.inliner.inline_local_functions(proto)
+    g = proto.graph
+    _name_nodes(g)
+    consts = _initializers(g)
+    inputs = _bind_inputs(g, consts, dict(input_shapes or {}))
+    outputs = [o.name for o in g.output]
+    nodes, info, infer_err = _fold(proto, list(g.node), consts, inputs, outputs, opset)
+    nodes = _prune(nodes, outputs)
+    nodes = _fold_batchnorm(nodes, consts, outputs)
+    return _convert(nodes, consts, inputs, outputs, info, infer_err, opset)
+
+
+# ---- parsing and inputs ---------------------------------------------------------------------
+
+def _parse(model) -> onnx.ModelProto:
+    if isinstance(model, onnx.ModelProto):
+        proto = onnx.ModelProto()
+        proto.CopyFrom(model)  # folding renames nodes; never touch the caller's proto
+    elif isinstance(model, (bytes, bytearray, memoryview)):
+        data = bytes(model)
+        try:
+            proto = onnx.load_from_string(data)
+        except Exception as e:  # protobuf DecodeError and friends
+            raise ir.ModelError(f"cannot parse ONNX model from {len(data)} bytes "
+                                f"(truncated or not an ONNX file): {e}") from e
+    elif isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not os.path.isfile(path):
+            raise ir.ModelError(f"model file not found: {path}")
+        try:
+            proto = onnx.load(path)
+        except Exception as e:
+            raise ir.ModelError(f"cannot load ONNX model {path} "
+                                f"(truncated, not an ONNX file or missing external data): {e}") from e
+    else:
+        raise TypeError(f"model must be a path, bytes or onnx.ModelProto, not {type(model).__name__}")
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as e:
+        raise ir.ModelError(f"invalid ONNX model: {e}") from e
+    return proto
+
+
+def _default_opset(proto: onnx.ModelProto) -> int:
+    for o in proto.opset_import:
+        if o.domain in _DEFAULT_DOMAINS:
+            return int(o.version)
+    raise ir.ModelError("model imports no version of the default ONNX opset")
+
+
+def _name_nodes(g: onnx.GraphProto) -> None:
+    """Give every node a unique name: messages and IR nodes refer to it."""
+    seen = set()
+    for i, node in enumerate(g.node):
+        name = node.name or f"{node.op_type}_{i}"
+        base, k = name, 1
+        while name in seen:
+            name, k = f"{base}_{k}", k + 1
+        seen.add(name)
+        node.name = name
+
+
+def _initializers(g: onnx.GraphProto) -> dict[str, np.ndarray]:
+    consts = {}
+    try:
+        for t in g.initializer:
+            consts[t.name] = numpy_helper.to_array(t)
+        for t in g.sparse_initializer:
+            consts[t.values.name] = numpy_helper.to_array(onnx.helper.make_tensor(
+                t.values.name, t.values.data_type, list(t.dims),
+                _densify(t).reshape(-1).tolist()))
+    except Exception as e:
+        raise ir.ModelError(f"cannot read initializer: {e}") from e
+    return consts
+
+
+def _densify(t: onnx.SparseTensorProto) -> np.ndarray:
+    values = numpy_helper.to_array(t.values)
+    idx = numpy_helper.to_array(t.indices)
+    dense = np.zeros(math.prod(t.dims), values.dtype)
+    flat = idx if idx.ndim == 1 else np.ravel_multi_index(tuple(idx.T), tuple(t.dims))
+    dense[flat] = values
+    return dense.reshape(tuple(t.dims))
+
+
+def _bind_inputs(g: onnx.GraphProto, consts: dict, shapes: dict) -> list[onnx.ValueInfoProto]:
+    """Graph inputs (initializers excluded) as ValueInfos with static float32 shapes."""
+    real = [i for i in g.input if i.name not in consts]
+    unknown = set(shapes) - {i.name for i in real}
+    if unknown:
+        raise ir.ModelError(f"input_shapes names {sorted(unknown)}, but the model's inputs are "
+                            f"{[i.name for i in real]}")
+    bound = []
+    for vi in real:
+        if not vi.type.HasField("tensor_type"):
+            raise ir.ModelError(f"input {vi.name!r} is not a tensor")
+        tt = vi.type.tensor_type
+        if tt.elem_type != onnx.TensorProto.FLOAT:
+            raise ir.ModelError(f"input {vi.name!r} has type "
+                                f"{onnx.TensorProto.DataType.Name(tt.elem_type)}; "
+                                f"reuserun runs float32 inputs only")
+        dims = ([d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                 for d in tt.shape.dim] if tt.HasField("shape") else None)
+        given = shapes.get(vi.name)
+        if given is not None:
+            given = tuple(int(d) for d in given)
+            if any(d <= 0 for d in given):
+                raise ir.ModelError(f"input_shapes[{vi.name!r}] = {given}: dims must be positive")
+            if dims is not None and (len(dims) != len(given) or any(
+                    isinstance(d, int) and d != gd for d, gd in zip(dims, given))):
+                raise ir.ModelError(f"input_shapes[{vi.name!r}] = {given} conflicts with the "
+                                    f"model's shape {tuple(dims)}")
+        elif dims is None or not all(isinstance(d, int) and d > 0 for d in dims):
+            shown = "unknown rank" if dims is None else str(tuple(dims))
+            raise ir.ModelError(f"input {vi.name!r} has dynamic shape {shown}: bind it with "
+                                f"input_shapes={{{vi.name!r}: (...)}} (the session's input_shape=)")
+        else:
+            given = tuple(dims)
+        bound.append(helper.make_tensor_value_info(vi.name, onnx.TensorProto.FLOAT, given))
+    return bound
+
+
+# ---- constant folding and shape inference ---------------------------------------------------
+
+def _infer(proto, nodes, consts, inputs, outputs) -> tuple[dict, str | None]:
+    """name -> (elem_type, shape or None) for every tensor; and the strict-mode error, if any."""
+    needed = {i for n in nodes for i in n.input} | set(outputs)
+    inits, extra = [], []
+    for name, v in consts.items():
+        if name not in needed:
+            continue
+        if v.dtype.kind == "f" and v.size > _INFER_VALUE_LIMIT:
+            extra.append(helper.make_tensor_value_info(
+                name, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape))
+        else:
+            inits.append(numpy_helper.from_array(v, name))
+    graph = helper.make_graph(nodes, proto.graph.name or "g", inputs + extra,
+                              [onnx.ValueInfoProto(name=o) for o in outputs], inits)
+    m = helper.make_model(graph, opset_imports=proto.opset_import,
+                          ir_version=max(proto.ir_version, 4))
+    err = None
+    try:
+        m = onnx.shape_inference.infer_shapes(m, strict_mode=True, data_prop=True)
+    except Exception as e:
+        err = str(e).strip()
+        try:
+            m = onnx.shape_inference.infer_shapes(m, data_prop=True)
+        except Exception:
+            pass
+    info = {}
+    for vi in [*m.graph.input, *m.graph.value_info, *m.graph.output]:
+        if vi.type.HasField("tensor_type"):
+            info[vi.name] = (vi.type.tensor_type.elem_type, _static_shape(vi.type.tensor_type))
+    for name, v in consts.items():
+        info[name] = (helper.np_dtype_to_tensor_dtype(v.dtype) if v.dtype != object
+                      else onnx.TensorProto.STRING, tuple(v.shape))
+    return info, err
+
+
+def _static_shape(tt) -> tuple | None:
+    if not tt.HasField("shape"):
+        return None
+    dims = tt.shape.dim
+    if not all(d.HasField("dim_value") for d in dims):
+        return None
+    return tuple(int(d.dim_value) for d in dims)
+
+
+def _fold(proto, nodes, consts, inputs, outputs, opset):
+    """Fold constant nodes until a fixpoint; returns the remaining nodes and final shape info."""
+    while True:
+        info, err = _infer(proto, nodes, consts, inputs, outputs)
+        remaining, changed = [], False
+        for node in nodes:
+            values = _try_fold(node, consts, info, opset)
+            if values is None:
+                remaining.append(node)
+                continue
+            changed = True
+            for name, v in zip(node.output, values):
+                if name:
+                    consts[name] = np.asarray(v)
+        nodes = remaining
+        if not changed:
+            return nodes, info, err
+
+
+def _try_fold(node: onnx.NodeProto, consts: dict, info: dict, opset: int):
+    """Output values if the node folds to constants, else None."""
+    if node.domain not in _DEFAULT_DOMAINS or node.op_type in _NONDETERMINISTIC:
+        return None
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+           for a in node.attribute):
+        return None
+    if node.op_type in ("Shape", "Size"):
+        shape = info.get(node.input[0], (None, None))[1]
+        if shape is None:
+            return None
+        if node.op_type == "Size":
+            return [np.array(math.prod(shape), np.int64)]
+        a = attr_dict(node)
+        return [np.array(shape[a.get("start", 0):a.get("end", len(shape))], np.int64)]
+    ins = [i for i in node.input if i]
+    if not all(i in consts for i in ins):
+        return None
+    if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+        return [numpy_helper.to_array(node.attribute[0].t)]
+    try:
+        ev = ReferenceEvaluator(node, opsets={"": opset})
+        return ev.run(None, {i: consts[i] for i in ins})
+    except Exception:
+        return None  # left in the graph: converted, or reported as unsupported
+
+
+def _prune(nodes: list, outputs: list) -> list:
+    """Drop nodes no graph output depends on."""
+    needed, kept = set(outputs), []
+    for node in reversed(nodes):
+        if any(o in needed for o in node.output):
+            kept.append(node)
+            needed.update(node.input)
+    return kept[::-1]
+
+
+def _fold_batchnorm(nodes: list, consts: dict, outputs: list) -> list:
+    """Conv -> BatchNormalization (Conv output read only by the BN) becomes one Conv."""
+    uses = defaultdict(int)
+    for n in nodes:
+        for i in n.input:
+            uses[i] += 1
+    for o in outputs:
+        uses[o] += 1
+    producer = {o: n for n in nodes for o in n.output}
+    replaced, dropped = {}, set()
+    for bn in nodes:
+        if bn.op_type != "BatchNormalization" or bn.domain not in _DEFAULT_DOMAINS:
+            continue
+        a = attr_dict(bn)
+        if a.get("training_mode", 0) or a.get("spatial", 1) != 1:
+            continue
+        if any(uses[o] for o in bn.output[1:] if o):
+            continue
+        conv = producer.get(bn.input[0])
+        if conv is None or conv.op_type != "Conv" or conv.domain not in _DEFAULT_DOMAINS:
+            continue
+        if uses[conv.output[0]] != 1 or conv.input[1] not in consts:
+            continue
+        has_bias = len(conv.input) > 2 and conv.input[2] != ""
+        if has_bias and conv.input[2] not in consts:
+            continue
+        if not all(i in consts for i in bn.input[1:5]):
+            continue
+        gamma, beta, mean, var = (consts[i] for i in bn.input[1:5])
+        s, _ = bn_scale_shift(gamma, beta, mean, var, a.get("epsilon", 1e-5))
+        w = consts[conv.input[1]].astype(np.float64)
+        b = consts[conv.input[2]].astype(np.float64) if has_bias else 0.0
+        w_name, b_name = f"{conv.name}/bn_folded_weight", f"{conv.name}/bn_folded_bias"
+        consts[w_name] = (w * s.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
+        consts[b_name] = ((b - np.asarray(mean, np.float64)) * s
+                          + np.asarray(beta, np.float64)).astype(np.float32)
+        fused = onnx.NodeProto()
+        fused.CopyFrom(conv)
+        del fused.input[:]
+        fused.input.extend([conv.input[0], w_name, b_name])
+        fused.output[0] = bn.output[0]
+        replaced[id(conv)] = fused
+        dropped.add(id(bn))
+    return [replaced.get(id(n), n) for n in nodes if id(n) not in dropped]
+
+
+# ---- conversion -----------------------------------------------------------------------------
+
+def _convert(nodes, consts, inputs, outputs, info, infer_err, opset) -> ir.Graph:
+    used = {i for n in nodes for i in n.input if i} | set(outputs)
+    taken = set(info) | {o for n in nodes for o in n.output} | set(consts)
+    missing: dict[str, list[str]] = defaultdict(list)
+    no_shape: list[str] = []
+    ir_nodes, new_consts, new_shapes = [], {}, {}
+    for node in nodes:
+        default = node.domain in _DEFAULT_DOMAINS
+        key = node.op_type if default else f"{node.domain}.{node.op_type}"
+        fn = CONVERTERS.get(node.op_type) if default else None
+        if fn is None:
+            missing[key].append(node.name)
+            continue
+        tensors = [t for t in (*node.input, *node.output) if t and t not in consts]
+        unknown = [t for t in tensors if info.get(t, (0, None))[1] is None
+                   and (t in used or t in node.input)]
+        if unknown:
+            no_shape.extend(f"{t!r} (at node {node.name}, {node.op_type})" for t in unknown)
+            continue
+        bad = [t for t in tensors if t in info and info[t][0] != onnx.TensorProto.FLOAT]
+        if bad:
+            kind = onnx.TensorProto.DataType.Name(info[bad[0]][0])
+            missing[key].append(f"{node.name} (non-constant {kind} tensor {bad[0]!r})")
+            continue
+        ctx = Ctx(node=node, opset=opset, attrs=attr_dict(node),
+                  in_shapes=[_shape_of(i, consts, info) if i else None for i in node.input],
+                  out_shapes=[info.get(o, (0, None))[1] if o else None for o in node.output],
+                  consts=consts, used=used, taken=taken)
+        try:
+            ir_nodes.extend(fn(node, ctx))
+        except Unsupported as e:
+            missing[key].append(f"{node.name} ({e})")
+            continue
+        new_consts.update(ctx.new_consts)
+        new_shapes.update(ctx.new_shapes)
+    if missing:
+        raise ir.UnsupportedOpsError(dict(missing), opset)
+    if infer_err:
+        raise ir.ModelError(f"shape inference failed: {infer_err}")
+    if no_shape:
+        raise ir.ModelError("no static shape after constant folding and shape inference for "
+                            + ", ".join(no_shape))
+    return _build_graph(ir_nodes, consts | new_consts, new_shapes, inputs, outputs, info, opset)
+
+
+def _shape_of(name: str, consts: dict, info: dict):
+    return tuple(consts[name].shape) if name in consts else info.get(name, (0, None))[1]
+
+
+def _build_graph(ir_nodes, consts, new_shapes, inputs, outputs, info, opset) -> ir.Graph:
+    tensors: dict[str, ir.Tensor] = {}
+
+    def add_const(name):
+        v = consts[name]
+        if v.dtype.kind == "f":
+            v = v.astype(np.float32, copy=False)
+        tensors[name] = ir.Tensor(name, tuple(v.shape), v.dtype, np.ascontiguousarray(v))
+
+    for vi in inputs:
+        tensors[vi.name] = ir.Tensor(vi.name, _static_shape(vi.type.tensor_type))
+    for n in ir_nodes:
+        for i in n.inputs:
+            if i not in tensors and i in consts:
+                add_const(i)
+        for o in n.outputs:
+            if o:
+                shape = new_shapes[o] if o in new_shapes else info[o][1]
+                tensors[o] = ir.Tensor(o, tuple(shape))
+    for o in outputs:
+        if o not in tensors:
+            if o not in consts:
+                raise ir.ModelError(f"graph output {o!r} is never produced")
+            add_const(o)
+    graph = ir.Graph(tensors, ir_nodes, [vi.name for vi in inputs], list(outputs), opset)
+    graph.validate()
+    return graph

@@ -1,0 +1,248 @@
+# Convolution, depthwise convolution and transposed convolution over output-pixel lists.
+# The work split and tiling live here; the arithmetic lives in rr_conv.h.
+from cython.parallel cimport prange
+from libc.stdint cimport int32_t, uint8_t
+from libc.stdlib cimport malloc, free
+import numpy as np
+
+from reuserun.kernels.common cimport fptr, rr_num_threads
+
+cdef extern from "rr_conv.h" nogil:
+    enum:
+        RR_MR
+        RR_NR
+    ctypedef struct rr_conv_t:
+        const float *x
+        int H, W, ldx
+        float *y
+        int OH, OW, ldy
+        int kh, kw, sh, sw, pt, pl, dh, dw
+        int transposed
+        int groups, cin, cout
+        int nocb
+        const float *w
+        const float *bias
+        const float *slope
+        int act
+        float alpha, beta
+        const float *zeros
+    void rr_conv_tile(const rr_conv_t *c, const int32_t *pix, int m, int gb,
+                      const int32_t *taps, int ntaps, uint8_t *mask, float thr)
+    ctypedef struct rr_dw_t:
+        const float *x
+        int H, W, ldx
+        float *y
+        int OH, OW, ldy
+        int kh, kw, sh, sw, pt, pl, dh, dw
+        int C
+        const float *w
+        const float *bias
+        const float *slope
+        int act
+        float alpha, beta
+    void rr_dw_pixel(const rr_dw_t *c, int p, uint8_t *mask, float thr, float *tmp)
+
+MR = RR_MR
+NR = RR_NR
+
+
+def pack_conv_weights(w, transposed=False, groups=1):
+    """Pack (O, I/g, kh, kw) conv weights (or (I, O/g, kh, kw) transposed ones) into
+    [g*nocb][kh*kw][cin][16], zero padded in the output channels."""
+    w = np.asarray(w, np.float32)
+    if transposed:
+        cin_total, cout, kh, kw = w.shape
+        cin = cin_total // groups
+        wg = w.reshape(groups, cin, cout, kh, kw).transpose(0, 2, 1, 3, 4)  # g, co, ci, kh, kw
+    else:
+        cout_total, cin, kh, kw = w.shape
+        cout = cout_total // groups
+        wg = w.reshape(groups, cout, cin, kh, kw)
+    nocb = (cout + RR_NR - 1) // RR_NR
+    packed = np.zeros((groups, nocb * RR_NR, kh * kw, cin), np.float32)
+    packed[:, :cout] = wg.reshape(groups, cout, cin, kh * kw).transpose(0, 1, 3, 2)
+    # -> [g][ocb][tap][ci][16]
+    packed = packed.reshape(groups, nocb, RR_NR, kh * kw, cin).transpose(0, 1, 3, 4, 2)
+    return np.ascontiguousarray(packed), nocb
+
+
+def pad_channels(v, groups, cout, nocb, fill=0.0):
+    """Per-output-channel vector laid out per [group][block*16]."""
+    out = np.full((groups, nocb * RR_NR), fill, np.float32)
+    out[:, :cout] = np.asarray(v, np.float32).reshape(groups, cout)
+    return out.reshape(-1)
+
+
+cdef class ConvKernel:
+    """A conv (or transposed conv) bound to its input and output buffers.
+
+    x_buf / y_buf are the session's NHWC buffers (H, W, Ctot); x_off / y_off are channel
+    offsets, so a kernel may read a channel slice and write into a concat's buffer."""
+    cdef rr_conv_t c
+    cdef object keep
+    cdef int32_t[::1] all_taps
+    cdef list phase_taps        # transposed: taps per output phase
+    cdef int32_t[::1] sorted_pix
+    cdef int tiles_per_item
+
+    def __init__(self, x_buf, int x_off, y_buf, int y_off, packed, int nocb, bias, slope,
+                 kernel, strides, pads, dilations, int groups, int cin, int cout,
+                 int act, float alpha, float beta, bint transposed=False):
+        for name, a in (("x", x_buf), ("y", y_buf), ("w", packed), ("bias", bias)):
+            if a.dtype != np.float32 or not a.flags.c_contiguous:
+                raise ValueError(f"{name} must be a C-contiguous float32 array")
+        zeros = np.zeros(max(cin, 1) + 16, np.float32)
+        self.keep = (x_buf, y_buf, packed, bias, slope, zeros)
+        self.c.x = fptr(x_buf) + x_off
+        self.c.H, self.c.W, self.c.ldx = x_buf.shape[0], x_buf.shape[1], x_buf.shape[2]
+        self.c.y = fptr(y_buf) + y_off
+        self.c.OH, self.c.OW, self.c.ldy = y_buf.shape[0], y_buf.shape[1], y_buf.shape[2]
+        self.c.kh, self.c.kw = kernel
+        self.c.sh, self.c.sw = strides
+        self.c.pt, self.c.pl = pads[0], pads[1]
+        self.c.dh, self.c.dw = dilations
+        self.c.transposed = transposed
+        self.c.groups, self.c.cin, self.c.cout, self.c.nocb = groups, cin, cout, nocb
+        self.c.w = fptr(packed)
+        self.c.bias = fptr(bias)
+        self.c.slope = fptr(slope) if slope is not None else NULL
+        self.c.act, self.c.alpha, self.c.beta = act, alpha, beta
+        self.c.zeros = fptr(zeros)
+        ntap = kernel[0] * kernel[1]
+        self.all_taps = np.arange(ntap, dtype=np.int32)
+        # keep one item's input rows plus its weight block within about 256 KiB of L2
+        k = ntap * cin
+        self.tiles_per_item = max(1, min(32, (256 * 1024) // (4 * k * (RR_MR + RR_NR))))
+        if transposed:
+            self.phase_taps = []
+            for py in range(strides[0]):
+                for px in range(strides[1]):
+                    self.phase_taps.append(np.array(
+                        [t for t in range(ntap)
+                         if ((t // kernel[1]) * dilations[0]) % strides[0] == py
+                         and ((t % kernel[1]) * dilations[1]) % strides[1] == px], np.int32))
+            self.sorted_pix = np.empty(y_buf.shape[0] * y_buf.shape[1], np.int32)
+
+    def run(self, const int32_t[::1] pix, int n, uint8_t[::1] mask, float thr, int threads):
+        """Compute output pixels pix[:n]; set mask[p] = 1 where the output changed by more than
+        thr (thr < 0: no tracking, mask may be None)."""
+        cdef uint8_t *mp = &mask[0] if mask is not None else NULL
+        if n <= 0:
+            return
+        if not self.c.transposed:
+            self._run(&pix[0], n, &self.all_taps[0], self.all_taps.shape[0], mp, thr, threads)
+            return
+        # transposed: pixels of one phase share their tap list, so tile them together
+        cdef int sh = self.c.sh, sw = self.c.sw, nph = sh * sw, i, ph, start = 0
+        cdef int[::1] counts = np.zeros(nph + 1, np.int32)
+        cdef int32_t[::1] sp = self.sorted_pix
+        cdef int32_t p
+        for i in range(n):
+            p = pix[i]
+            counts[((p // self.c.OW + self.c.pt) % sh) * sw + (p % self.c.OW + self.c.pl) % sw + 1] += 1
+        for ph in range(nph):
+            counts[ph + 1] += counts[ph]
+        cdef int[::1] fill = np.array(counts[:nph], np.int32)
+        for i in range(n):
+            p = pix[i]
+            ph = ((p // self.c.OW + self.c.pt) % sh) * sw + (p % self.c.OW + self.c.pl) % sw
+            sp[fill[ph]] = p
+            fill[ph] += 1
+        cdef int32_t[::1] taps
+        for ph in range(nph):
+            if counts[ph + 1] > counts[ph]:
+                taps = self.phase_taps[ph]
+                if taps.shape[0] == 0:
+                    self._run(&sp[counts[ph]], counts[ph + 1] - counts[ph], NULL, 0, mp, thr, threads)
+                else:
+                    self._run(&sp[counts[ph]], counts[ph + 1] - counts[ph], &taps[0],
+                              taps.shape[0], mp, thr, threads)
+
+    cdef void _run(self, const int32_t *pix, int n, const int32_t *taps, int ntaps,
+                   uint8_t *mask, float thr, int threads) noexcept:
+        cdef int ntiles = (n + RR_MR - 1) // RR_MR
+        cdef int nblk = self.c.groups * self.c.nocb
+        cdef int tpi = self.tiles_per_item
+        cdef int ngroups = (ntiles + tpi - 1) // tpi
+        cdef int nitems = ngroups * nblk
+        cdef int nt = rr_num_threads(threads)
+        cdef int item, grp, gb, t, t0, t1, m
+        if nitems < nt:
+            nt = max(1, nitems)
+        with nogil:
+            for item in prange(nitems, num_threads=nt, schedule="static"):
+                grp = item // nblk
+                gb = item % nblk
+                t0 = grp * tpi
+                t1 = min(t0 + tpi, ntiles)
+                for t in range(t0, t1):
+                    m = min(RR_MR, n - t * RR_MR)
+                    rr_conv_tile(&self.c, pix + t * RR_MR, m, gb, taps, ntaps, mask, thr)
+
+
+def pack_dw_weights(w):
+    """(C, 1, kh, kw) depthwise weights -> [kh*kw][Cpad]."""
+    w = np.asarray(w, np.float32)
+    c, _, kh, kw = w.shape
+    cpad = (c + 7) // 8 * 8
+    packed = np.zeros((kh * kw, cpad), np.float32)
+    packed[:, :c] = w.reshape(c, kh * kw).T
+    return packed
+
+
+cdef class DepthwiseKernel:
+    cdef rr_dw_t c
+    cdef object keep
+    cdef int cpad
+
+    def __init__(self, x_buf, int x_off, y_buf, int y_off, packed, bias, slope, int C,
+                 kernel, strides, pads, dilations, int act, float alpha, float beta):
+        if kernel[0] * kernel[1] > 64:
+            raise ValueError("depthwise kernel has more than 64 taps")
+        self.cpad = (C + 7) // 8 * 8
+        bias_p = np.zeros(self.cpad, np.float32)
+        bias_p[:C] = bias
+        slope_p = None
+        if slope is not None:
+            slope_p = np.zeros(self.cpad, np.float32)
+            slope_p[:C] = slope
+        self.keep = (x_buf, y_buf, packed, bias_p, slope_p)
+        self.c.x = fptr(x_buf) + x_off
+        self.c.H, self.c.W, self.c.ldx = x_buf.shape[0], x_buf.shape[1], x_buf.shape[2]
+        self.c.y = fptr(y_buf) + y_off
+        self.c.OH, self.c.OW, self.c.ldy = y_buf.shape[0], y_buf.shape[1], y_buf.shape[2]
+        self.c.kh, self.c.kw = kernel
+        self.c.sh, self.c.sw = strides
+        self.c.pt, self.c.pl = pads[0], pads[1]
+        self.c.dh, self.c.dw = dilations
+        self.c.C = C
+        self.c.w = fptr(packed)
+        self.c.bias = fptr(bias_p)
+        self.c.slope = fptr(slope_p) if slope_p is not None else NULL
+        self.c.act, self.c.alpha, self.c.beta = act, alpha, beta
+
+    def run(self, const int32_t[::1] pix, int n, uint8_t[::1] mask, float thr, int threads):
+        cdef uint8_t *mp = &mask[0] if mask is not None else NULL
+        cdef int nt = rr_num_threads(threads), i
+        if n <= 0:
+            return
+        if n < 64:
+            nt = 1
+        with nogil:
+            for i in prange(n, num_threads=nt, schedule="static"):
+                _dw_one(&self.c, pix[i], mp, thr, self.cpad)
+
+
+cdef void _dw_one(const rr_dw_t *c, int p, uint8_t *mask, float thr, int cpad) noexcept nogil:
+    # scratch on the stack: channel counts in real nets stay far below this
+    cdef float tmp[4096]
+    if cpad <= 4096:
+        rr_dw_pixel(c, p, mask, thr, tmp)
+    else:
+        _dw_one_heap(c, p, mask, thr, cpad)
+
+
+cdef void _dw_one_heap(const rr_dw_t *c, int p, uint8_t *mask, float thr, int cpad) noexcept nogil:
+    cdef float *tmp = <float *> malloc(cpad * sizeof(float))
+    rr_dw_pixel(c, p, mask, thr, tmp)
+    free(tmp)

@@ -1,0 +1,178 @@
+# Per-pixel kernels bound to session buffers: activations, broadcast binaries, gathers
+# (slice, pad, nearest resize, channel copies), bilinear resize and pooling.
+from cython.parallel cimport prange
+from libc.stdint cimport int32_t, uint8_t
+import numpy as np
+
+from reuserun.kernels.common cimport fptr, rr_num_threads
+
+cdef extern from "rr_eltwise.h" nogil:
+    enum:
+        RR_K_EW
+        RR_K_GATHER
+        RR_K_LINEAR
+        RR_K_POOL
+    ctypedef struct rr_operand_t:
+        const float *base
+        long ps
+        long cs
+    ctypedef struct rr_ew_t:
+        float *y
+        int ldy, C, act
+        float alpha, beta
+        rr_operand_t a, b, slope
+        int binop
+    ctypedef struct rr_gather_t:
+        const float *x
+        int W, ldx
+        float *y
+        int OW, ldy, C
+        const int32_t *ymap
+        const int32_t *xmap
+        float value
+    ctypedef struct rr_linear_t:
+        const float *x
+        int W, ldx
+        float *y
+        int OW, ldy, C
+        const int32_t *y0
+        const int32_t *y1
+        const int32_t *x0
+        const int32_t *x1
+        const float *wy0
+        const float *wy1
+        const float *wx0
+        const float *wx1
+    ctypedef struct rr_pool_t:
+        const float *x
+        int H, W, ldx
+        float *y
+        int OH, OW, ldy, C
+        int kh, kw, sh, sw, pt, pl, dh, dw
+        int is_max, count_include_pad
+        int ph_end, pw_end
+    void rr_pixel(int kind, const void *params, int p, uint8_t *mask, float thr)
+
+BINOPS = {"add": 0, "sub": 1, "mul": 2, "div": 3}
+
+# below this many pixels a frame's work is too small to be worth waking other threads
+cdef int SERIAL_PIXELS = 128
+
+
+cdef class PixelKernel:
+    """Base: runs rr_pixel over a pixel list in parallel."""
+    cdef int kind
+    cdef void *params
+    cdef object keep
+
+    def run(self, const int32_t[::1] pix, int n, uint8_t[::1] mask, float thr, int threads):
+        cdef uint8_t *mp = &mask[0] if mask is not None else NULL
+        cdef int nt = rr_num_threads(threads), i
+        if n <= 0:
+            return
+        if n < SERIAL_PIXELS:
+            nt = 1
+        with nogil:
+            for i in prange(n, num_threads=nt, schedule="static"):
+                rr_pixel(self.kind, self.params, pix[i], mp, thr)
+
+
+cdef int32_t *iptr(object a) except NULL:
+    cdef int32_t[::1] v = a
+    return &v[0]
+
+
+def operand(buf, int off, per_pixel, per_channel):
+    """Describe a binary operand: buf is an NHWC buffer (per_pixel) or a flat vector/scalar."""
+    ps = buf.shape[2] if per_pixel else 0
+    return (buf, off, ps, 1 if per_channel else 0)
+
+
+cdef class ElementwiseKernel(PixelKernel):
+    cdef rr_ew_t e
+
+    def __init__(self, y_buf, int y_off, int C, a, b=None, str binop="", int act=0,
+                 float alpha=0.0, float beta=0.0, slope=None):
+        """a, b: operands from `operand()`; slope: per-channel (C,) PRelu slope or None."""
+        self.kind = RR_K_EW
+        self.params = &self.e
+        keep = [y_buf, a[0]]
+        self.e.y = fptr(y_buf) + y_off
+        self.e.ldy = y_buf.shape[2]
+        self.e.C = C
+        self.e.act, self.e.alpha, self.e.beta = act, alpha, beta
+        self.e.a.base = fptr(a[0]) + <long> a[1]
+        self.e.a.ps, self.e.a.cs = a[2], a[3]
+        self.e.binop = BINOPS[binop] if binop else -1
+        if b is not None:
+            keep.append(b[0])
+            self.e.b.base = fptr(b[0]) + <long> b[1]
+            self.e.b.ps, self.e.b.cs = b[2], b[3]
+        self.e.slope.base = NULL
+        if slope is not None:
+            slope = np.ascontiguousarray(slope, np.float32).reshape(-1)
+            keep.append(slope)
+            self.e.slope.base = fptr(slope)
+            self.e.slope.ps, self.e.slope.cs = 0, (1 if slope.size > 1 else 0)
+        self.keep = keep
+
+
+cdef class GatherKernel(PixelKernel):
+    cdef rr_gather_t g
+
+    def __init__(self, x_buf, int x_off, y_buf, int y_off, int C, ymap, xmap, float value=0.0):
+        self.kind = RR_K_GATHER
+        self.params = &self.g
+        ymap = np.ascontiguousarray(ymap, np.int32)
+        xmap = np.ascontiguousarray(xmap, np.int32)
+        self.keep = (x_buf, y_buf, ymap, xmap)
+        self.g.x = fptr(x_buf) + x_off
+        self.g.W, self.g.ldx = x_buf.shape[1], x_buf.shape[2]
+        self.g.y = fptr(y_buf) + y_off
+        self.g.OW, self.g.ldy = y_buf.shape[1], y_buf.shape[2]
+        self.g.C = C
+        self.g.ymap, self.g.xmap = iptr(ymap), iptr(xmap)
+        self.g.value = value
+
+
+cdef class LinearResizeKernel(PixelKernel):
+    cdef rr_linear_t r
+
+    def __init__(self, x_buf, y_buf, int C, ys, xs):
+        """ys, xs: (i0, i1, w0, w1) arrays per output row / column."""
+        self.kind = RR_K_LINEAR
+        self.params = &self.r
+        ys = [np.ascontiguousarray(a, np.int32 if i < 2 else np.float32) for i, a in enumerate(ys)]
+        xs = [np.ascontiguousarray(a, np.int32 if i < 2 else np.float32) for i, a in enumerate(xs)]
+        self.keep = (x_buf, y_buf, ys, xs)
+        self.r.x = fptr(x_buf)
+        self.r.W, self.r.ldx = x_buf.shape[1], x_buf.shape[2]
+        self.r.y = fptr(y_buf)
+        self.r.OW, self.r.ldy = y_buf.shape[1], y_buf.shape[2]
+        self.r.C = C
+        self.r.y0, self.r.y1 = iptr(ys[0]), iptr(ys[1])
+        self.r.x0, self.r.x1 = iptr(xs[0]), iptr(xs[1])
+        self.r.wy0, self.r.wy1 = fptr(ys[2]), fptr(ys[3])
+        self.r.wx0, self.r.wx1 = fptr(xs[2]), fptr(xs[3])
+
+
+cdef class PoolKernel(PixelKernel):
+    cdef rr_pool_t q
+
+    def __init__(self, x_buf, y_buf, int C, kernel, strides, pads, dilations, bint is_max,
+                 bint count_include_pad=False):
+        self.kind = RR_K_POOL
+        self.params = &self.q
+        self.keep = (x_buf, y_buf)
+        self.q.x = fptr(x_buf)
+        self.q.H, self.q.W, self.q.ldx = x_buf.shape[0], x_buf.shape[1], x_buf.shape[2]
+        self.q.y = fptr(y_buf)
+        self.q.OH, self.q.OW, self.q.ldy = y_buf.shape[0], y_buf.shape[1], y_buf.shape[2]
+        self.q.C = C
+        self.q.kh, self.q.kw = kernel
+        self.q.sh, self.q.sw = strides
+        self.q.pt, self.q.pl = pads[0], pads[1]
+        self.q.dh, self.q.dw = dilations
+        self.q.is_max, self.q.count_include_pad = is_max, count_include_pad
+        self.q.ph_end = x_buf.shape[0] + pads[0] + pads[2]
+        self.q.pw_end = x_buf.shape[1] + pads[1] + pads[3]

@@ -1,0 +1,144 @@
+/* Convolution micro-kernels over arbitrary output-pixel lists (NHWC).
+ *
+ * A tile is up to MR output pixels (any positions: they are gathered through per-tap row
+ * pointers, XNNPACK-style) times 16 output channels. Each output element accumulates
+ * taps x input channels in one fixed order starting from 0, then adds the bias and applies the
+ * activation, so its value never depends on which other pixels share its tile.
+ */
+#ifndef RR_CONV_H
+#define RR_CONV_H
+
+#include "rr_simd.h"
+
+#define RR_MR 6
+#define RR_NR 16
+
+typedef struct {
+    const float *x; int H, W, ldx;      /* input view; x already offset to channel 0 */
+    float *y; int OH, OW, ldy;          /* output view */
+    int kh, kw, sh, sw, pt, pl, dh, dw;
+    int transposed;                     /* ConvTranspose: gather form of the scatter */
+    int groups, cin, cout;              /* cin, cout per group */
+    int nocb;                           /* 16-wide output-channel blocks per group */
+    const float *w;                     /* packed [groups*nocb][kh*kw][cin][16] */
+    const float *bias;                  /* [groups*nocb*16], zero padded */
+    const float *slope;                 /* PRelu slope, like bias, or NULL */
+    int act; float alpha, beta;
+    const float *zeros;                 /* >= cin zeros, stands in for padding */
+} rr_conv_t;
+
+/* Input row for output pixel (oy, ox) at tap (ky, kx), or the zero row. */
+static inline const float *rr_conv_row(const rr_conv_t *c, int oy, int ox, int ky, int kx) {
+    int iy, ix;
+    if (!c->transposed) {
+        iy = oy * c->sh - c->pt + ky * c->dh;
+        ix = ox * c->sw - c->pl + kx * c->dw;
+    } else {
+        int ny = oy + c->pt - ky * c->dh, nx = ox + c->pl - kx * c->dw;
+        if (ny < 0 || nx < 0 || ny % c->sh || nx % c->sw) return c->zeros;
+        iy = ny / c->sh; ix = nx / c->sw;
+    }
+    if (iy < 0 || iy >= c->H || ix < 0 || ix >= c->W) return c->zeros;
+    return c->x + ((size_t)iy * c->W + ix) * c->ldx;
+}
+
+#define RR_ROW_FMA(i) { v8f a = vbroadcast(r##i[ci]); acc##i##0 = vfma(a, b0, acc##i##0); acc##i##1 = vfma(a, b1, acc##i##1); }
+
+/* One tile: pixels pix[0..m), global channel block gb (= group * nocb + block).
+ * taps[0..ntaps) lists the kernel taps (ky * kw + kx) to visit, in increasing order. */
+static inline void rr_conv_tile(const rr_conv_t *c, const int32_t *pix, int m, int gb,
+                                const int32_t *taps, int ntaps, uint8_t *mask, float thr) {
+    int oy[RR_MR], ox[RR_MR];
+    for (int r = 0; r < RR_MR; r++) {
+        int p = pix[r < m ? r : m - 1];
+        oy[r] = p / c->OW; ox[r] = p % c->OW;
+    }
+    const int g = gb / c->nocb, cin = c->cin;
+    const float *xg_base = c->x;
+    v8f acc00 = {0}, acc01 = {0}, acc10 = {0}, acc11 = {0}, acc20 = {0}, acc21 = {0};
+    v8f acc30 = {0}, acc31 = {0}, acc40 = {0}, acc41 = {0}, acc50 = {0}, acc51 = {0};
+    const float *wbase = c->w + (size_t)gb * c->kh * c->kw * cin * RR_NR;
+    for (int ti = 0; ti < ntaps; ti++) {
+        const int t = taps[ti], ky = t / c->kw, kx = t % c->kw;
+        const float *rows[RR_MR];
+        for (int r = 0; r < RR_MR; r++) {
+            const float *row = rr_conv_row(c, oy[r], ox[r], ky, kx);
+            rows[r] = row == c->zeros ? row : row + (size_t)g * cin;
+        }
+        const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3], *r4 = rows[4], *r5 = rows[5];
+        const float *wp = wbase + (size_t)t * cin * RR_NR;
+        for (int ci = 0; ci < cin; ci++) {
+            v8f b0 = vload(wp), b1 = vload(wp + 8);
+            wp += RR_NR;
+            RR_ROW_FMA(0) RR_ROW_FMA(1) RR_ROW_FMA(2) RR_ROW_FMA(3) RR_ROW_FMA(4) RR_ROW_FMA(5)
+        }
+    }
+    (void)xg_base;
+    v8f accs[RR_MR][2] = {{acc00, acc01}, {acc10, acc11}, {acc20, acc21},
+                          {acc30, acc31}, {acc40, acc41}, {acc50, acc51}};
+    const int blk = gb % c->nocb;
+    const int oc0 = g * c->cout + blk * RR_NR;
+    int nc = c->cout - blk * RR_NR;
+    if (nc > RR_NR) nc = RR_NR;
+    const float *bias = c->bias + (size_t)gb * RR_NR;
+    const float *slope = c->slope ? c->slope + (size_t)gb * RR_NR : NULL;
+    for (int r = 0; r < m; r++) {
+        float tmp[RR_NR];
+        vstore(tmp, accs[r][0] + vload(bias));
+        vstore(tmp + 8, accs[r][1] + vload(bias + 8));
+        if (c->act != ACT_NONE)
+            for (int j = 0; j < nc; j++)
+                tmp[j] = rr_act(c->act, tmp[j], c->alpha, c->beta, slope ? slope[j] : 0.0f);
+        const int p = pix[r];
+        if (rr_store_tracked(c->y + (size_t)p * c->ldy + oc0, tmp, nc, thr) && mask) mask[p] = 1;
+    }
+}
+
+/* Depthwise (one input channel per group, one output per group). */
+typedef struct {
+    const float *x; int H, W, ldx;
+    float *y; int OH, OW, ldy;
+    int kh, kw, sh, sw, pt, pl, dh, dw;
+    int C;                              /* channels */
+    const float *w;                     /* packed [kh*kw][Cpad], Cpad = C rounded up to 8 */
+    const float *bias;                  /* [Cpad] */
+    const float *slope;                 /* [Cpad] or NULL */
+    int act; float alpha, beta;
+} rr_dw_t;
+
+/* One output pixel, all channels. Out-of-image taps are skipped; that depends only on the
+ * pixel's position, so the order stays fixed per element. */
+static inline void rr_dw_pixel(const rr_dw_t *c, int p, uint8_t *mask, float thr, float *tmp) {
+    const int oy = p / c->OW, ox = p % c->OW, C = c->C;
+    const int cpad = (C + 7) & ~7;
+    const int ntap = c->kh * c->kw;
+    const float *rows[64];
+    int nrows = 0, tapidx[64];
+    for (int t = 0; t < ntap && t < 64; t++) {
+        int iy = oy * c->sh - c->pt + (t / c->kw) * c->dh;
+        int ix = ox * c->sw - c->pl + (t % c->kw) * c->dw;
+        if (iy < 0 || iy >= c->H || ix < 0 || ix >= c->W) continue;
+        rows[nrows] = c->x + ((size_t)iy * c->W + ix) * c->ldx;
+        tapidx[nrows++] = t;
+    }
+    for (int c0 = 0; c0 < cpad; c0 += 8) {
+        v8f acc = {0};
+        if (c0 + 8 <= C) {
+            for (int k = 0; k < nrows; k++)
+                acc = vfma(vload(rows[k] + c0), vload(c->w + (size_t)tapidx[k] * cpad + c0), acc);
+        } else {
+            for (int k = 0; k < nrows; k++) {
+                float xin[8] = {0};
+                memcpy(xin, rows[k] + c0, (size_t)(C - c0) * sizeof(float));
+                acc = vfma(vload(xin), vload(c->w + (size_t)tapidx[k] * cpad + c0), acc);
+            }
+        }
+        vstore(tmp + c0, acc + vload(c->bias + c0));
+    }
+    if (c->act != ACT_NONE)
+        for (int j = 0; j < C; j++)
+            tmp[j] = rr_act(c->act, tmp[j], c->alpha, c->beta, c->slope ? c->slope[j] : 0.0f);
+    if (rr_store_tracked(c->y + (size_t)p * c->ldy, tmp, C, thr) && mask) mask[p] = 1;
+}
+
+#endif

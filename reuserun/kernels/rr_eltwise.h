@@ -1,0 +1,153 @@
+/* Per-pixel kernels on NHWC views: activations, broadcast binaries, gathers (slice, pad,
+ * nearest resize, channel copies), bilinear resize and pooling. Each computes one output pixel
+ * from a fixed formula of its position, in channel chunks of RR_CHUNK. */
+#ifndef RR_ELTWISE_H
+#define RR_ELTWISE_H
+
+#include "rr_simd.h"
+
+#define RR_CHUNK 256
+
+/* An operand of a broadcast binary op: element (p, c) is at base[p * ps + c * cs]. */
+typedef struct { const float *base; long ps; long cs; } rr_operand_t;
+
+enum { BIN_ADD = 0, BIN_SUB, BIN_MUL, BIN_DIV };
+
+typedef struct {
+    float *y; int ldy; int C;
+    int act; float alpha, beta;
+    rr_operand_t a, b, slope;   /* unary ops use a (and slope for PRelu); binary use a and b */
+    int binop;                  /* -1: unary */
+} rr_ew_t;
+
+static inline void rr_ew_pixel(const rr_ew_t *e, int p, uint8_t *mask, float thr) {
+    float tmp[RR_CHUNK];
+    int changed = 0;
+    for (int c0 = 0; c0 < e->C; c0 += RR_CHUNK) {
+        int nc = e->C - c0 < RR_CHUNK ? e->C - c0 : RR_CHUNK;
+        const float *pa = e->a.base + p * e->a.ps + c0 * e->a.cs;
+        if (e->binop < 0) {
+            const float *ps = e->slope.base ? e->slope.base + c0 * e->slope.cs : NULL;
+            for (int j = 0; j < nc; j++)
+                tmp[j] = rr_act(e->act, pa[j * e->a.cs], e->alpha, e->beta, ps ? ps[j * e->slope.cs] : 0.0f);
+        } else {
+            const float *pb = e->b.base + p * e->b.ps + c0 * e->b.cs;
+            long as = e->a.cs, bs = e->b.cs;
+            switch (e->binop) {
+            case BIN_ADD: for (int j = 0; j < nc; j++) tmp[j] = pa[j * as] + pb[j * bs]; break;
+            case BIN_SUB: for (int j = 0; j < nc; j++) tmp[j] = pa[j * as] - pb[j * bs]; break;
+            case BIN_MUL: for (int j = 0; j < nc; j++) tmp[j] = pa[j * as] * pb[j * bs]; break;
+            default: for (int j = 0; j < nc; j++) tmp[j] = pa[j * as] / pb[j * bs]; break;
+            }
+            if (e->act != ACT_NONE)
+                for (int j = 0; j < nc; j++) tmp[j] = rr_act(e->act, tmp[j], e->alpha, e->beta, 0.0f);
+        }
+        changed |= rr_store_tracked(e->y + (size_t)p * e->ldy + c0, tmp, nc, thr);
+    }
+    if (changed && mask) mask[p] = 1;
+}
+
+/* y[oy, ox, c] = x[ymap[oy], xmap[ox], c] or `value` where a map is < 0. */
+typedef struct {
+    const float *x; int W, ldx;
+    float *y; int OW, ldy; int C;
+    const int32_t *ymap, *xmap;
+    float value;
+} rr_gather_t;
+
+static inline void rr_gather_pixel(const rr_gather_t *g, int p, uint8_t *mask, float thr) {
+    float tmp[RR_CHUNK];
+    int oy = p / g->OW, ox = p % g->OW, iy = g->ymap[oy], ix = g->xmap[ox], changed = 0;
+    const float *src = (iy >= 0 && ix >= 0) ? g->x + ((size_t)iy * g->W + ix) * g->ldx : NULL;
+    for (int c0 = 0; c0 < g->C; c0 += RR_CHUNK) {
+        int nc = g->C - c0 < RR_CHUNK ? g->C - c0 : RR_CHUNK;
+        if (src) memcpy(tmp, src + c0, (size_t)nc * sizeof(float));
+        else for (int j = 0; j < nc; j++) tmp[j] = g->value;
+        changed |= rr_store_tracked(g->y + (size_t)p * g->ldy + c0, tmp, nc, thr);
+    }
+    if (changed && mask) mask[p] = 1;
+}
+
+/* Bilinear resize: per output row/column two source indices and weights. */
+typedef struct {
+    const float *x; int W, ldx;
+    float *y; int OW, ldy; int C;
+    const int32_t *y0, *y1, *x0, *x1;
+    const float *wy0, *wy1, *wx0, *wx1;
+} rr_linear_t;
+
+static inline void rr_linear_pixel(const rr_linear_t *r, int p, uint8_t *mask, float thr) {
+    float tmp[RR_CHUNK];
+    int oy = p / r->OW, ox = p % r->OW, changed = 0;
+    const float *a = r->x + ((size_t)r->y0[oy] * r->W + r->x0[ox]) * r->ldx;
+    const float *b = r->x + ((size_t)r->y0[oy] * r->W + r->x1[ox]) * r->ldx;
+    const float *c = r->x + ((size_t)r->y1[oy] * r->W + r->x0[ox]) * r->ldx;
+    const float *d = r->x + ((size_t)r->y1[oy] * r->W + r->x1[ox]) * r->ldx;
+    float wy0 = r->wy0[oy], wy1 = r->wy1[oy], wx0 = r->wx0[ox], wx1 = r->wx1[ox];
+    for (int c0 = 0; c0 < r->C; c0 += RR_CHUNK) {
+        int nc = r->C - c0 < RR_CHUNK ? r->C - c0 : RR_CHUNK;
+        for (int j = 0; j < nc; j++) {
+            float top = a[c0 + j] * wx0 + b[c0 + j] * wx1;
+            float bot = c[c0 + j] * wx0 + d[c0 + j] * wx1;
+            tmp[j] = top * wy0 + bot * wy1;
+        }
+        changed |= rr_store_tracked(r->y + (size_t)p * r->ldy + c0, tmp, nc, thr);
+    }
+    if (changed && mask) mask[p] = 1;
+}
+
+/* Max / average pooling. Taps outside the input are skipped (max) or counted per
+ * count_include_pad (average); the divisor depends only on the position. */
+typedef struct {
+    const float *x; int H, W, ldx;
+    float *y; int OH, OW, ldy; int C;
+    int kh, kw, sh, sw, pt, pl, dh, dw;
+    int is_max, count_include_pad;
+    int ph_end, pw_end;        /* padded extent for count_include_pad: H + pt + pb, W + pl + pr */
+} rr_pool_t;
+
+static inline void rr_pool_pixel(const rr_pool_t *q, int p, uint8_t *mask, float thr) {
+    float tmp[RR_CHUNK];
+    int oy = p / q->OW, ox = p % q->OW, changed = 0;
+    for (int c0 = 0; c0 < q->C; c0 += RR_CHUNK) {
+        int nc = q->C - c0 < RR_CHUNK ? q->C - c0 : RR_CHUNK;
+        int count = 0;
+        for (int j = 0; j < nc; j++) tmp[j] = q->is_max ? -INFINITY : 0.0f;
+        for (int ky = 0; ky < q->kh; ky++) {
+            int iy = oy * q->sh - q->pt + ky * q->dh;
+            for (int kx = 0; kx < q->kw; kx++) {
+                int ix = ox * q->sw - q->pl + kx * q->dw;
+                if (q->count_include_pad) {
+                    /* pads count, the region beyond them (ceil_mode overhang) does not */
+                    if (iy + q->pt < q->ph_end && ix + q->pl < q->pw_end) count++;
+                }
+                if (iy < 0 || iy >= q->H || ix < 0 || ix >= q->W) continue;
+                if (!q->count_include_pad) count++;
+                const float *src = q->x + ((size_t)iy * q->W + ix) * q->ldx + c0;
+                if (q->is_max) { for (int j = 0; j < nc; j++) tmp[j] = src[j] > tmp[j] ? src[j] : tmp[j]; }
+                else { for (int j = 0; j < nc; j++) tmp[j] += src[j]; }
+            }
+        }
+        if (!q->is_max) {
+            float inv = count > 0 ? (float)count : 1.0f;
+            for (int j = 0; j < nc; j++) tmp[j] = tmp[j] / inv;
+        }
+        changed |= rr_store_tracked(q->y + (size_t)p * q->ldy + c0, tmp, nc, thr);
+    }
+    if (changed && mask) mask[p] = 1;
+}
+
+
+
+/* One entry point so a single parallel loop serves every per-pixel kernel. */
+enum { RR_K_EW = 0, RR_K_GATHER, RR_K_LINEAR, RR_K_POOL };
+
+static inline void rr_pixel(int kind, const void *params, int p, uint8_t *mask, float thr) {
+    switch (kind) {
+    case RR_K_EW: rr_ew_pixel((const rr_ew_t *)params, p, mask, thr); break;
+    case RR_K_GATHER: rr_gather_pixel((const rr_gather_t *)params, p, mask, thr); break;
+    case RR_K_LINEAR: rr_linear_pixel((const rr_linear_t *)params, p, mask, thr); break;
+    default: rr_pool_pixel((const rr_pool_t *)params, p, mask, thr); break;
+    }
+}
+#endif

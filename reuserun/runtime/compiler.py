@@ -1,0 +1,326 @@
+"""Compile an IR graph into a session's program: storage per tensor, one kernel step per node.
+
+BUILDERS holds one builder per IR op. A builder binds kernels to the session's buffers
+(weights come packed once per model and are shared by its sessions) or, where the kernels
+don't cover a case, falls back to numpy on the whole tensor.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from reuserun import ir
+from reuserun.kernels import conv as kconv
+from reuserun.kernels import eltwise as kel
+from reuserun.plan import geometry as geo
+from reuserun.plan.rules import SAME, rule_for, spatial_hw
+from reuserun.runtime.fuse import act_params
+from reuserun.runtime.steps import FallbackStep, KernelStep, ToSpatialStep
+from reuserun.runtime.storage import Const, Plain, Spatial
+
+
+def is_spatial_shape(shape) -> bool:
+    return len(shape) in (3, 4) and shape[0] == 1 and all(d > 0 for d in shape)
+
+
+class Compiler:
+    def __init__(self, graph: ir.Graph, packed: dict):
+        self.graph = graph
+        self.packed_cache = packed  # shared by every session of the model
+        self.storage: dict[str, object] = {}
+        self.steps: list = []
+        for name, t in graph.tensors.items():
+            if t.is_const:
+                self.storage[name] = Const(name, t.value)
+        for name in graph.inputs:
+            shape = graph.tensors[name].shape
+            self.storage[name] = Spatial(name, shape) if is_spatial_shape(shape) else Plain(name, shape)
+
+    # --- storage helpers -------------------------------------------------------------------
+    def shape(self, name):
+        return self.graph.tensors[name].shape
+
+    def new_spatial(self, name) -> Spatial:
+        s = Spatial(name, self.shape(name))
+        self.storage[name] = s
+        return s
+
+    def spatial(self, name) -> Spatial:
+        """Storage of `name` as a spatial tensor, converting a plain one (once)."""
+        s = self.storage[name]
+        if s.kind == "spatial":
+            return s
+        key = name + "#spatial"
+        if key not in self.storage:
+            conv = Spatial(key, s.shape)
+            conv.load(s.logical())
+            self.storage[key] = conv
+            if s.kind == "plain":
+                self.steps.append(ToSpatialStep(s, conv))
+        return self.storage[key]
+
+    def can_be_spatial(self, name) -> bool:
+        return is_spatial_shape(self.shape(name))
+
+    def packed(self, node, make):
+        if node.name not in self.packed_cache:
+            self.packed_cache[node.name] = make()
+        return self.packed_cache[node.name]
+
+    # --- building ---------------------------------------------------------------------------
+    def build(self):
+        for node in self.graph.nodes:
+            builder = BUILDERS.get(node.op, fallback)
+            step = builder(node, self)
+            if step is not None:
+                self.steps.append(step)
+        return self.steps, self.storage
+
+
+def fallback(node, cx: Compiler):
+    inputs = [cx.storage[i] for i in node.inputs]
+    outputs = []
+    for o in node.outputs:
+        t = cx.graph.tensors[o]
+        outputs.append(Plain(o, t.shape))
+        cx.storage[o] = outputs[-1]
+    return FallbackStep(node, inputs, outputs, macs=_fallback_macs(node, cx))
+
+
+def _fallback_macs(node, cx) -> int:
+    if node.op == "gemm":
+        a = cx.shape(node.inputs[0])
+        y = cx.shape(node.outputs[0])
+        k = a[0] if node.attrs.get("trans_a") else a[1]
+        return int(np.prod(y)) * int(k)
+    if node.op == "matmul":
+        a = cx.shape(node.inputs[0])
+        return int(np.prod(cx.shape(node.outputs[0]))) * int(a[-1])
+    return 0
+
+
+def _all_spatial_inputs(node, cx) -> bool:
+    return all(cx.can_be_spatial(i) for i in node.inputs)
+
+
+def _slope_vector(slope, C):
+    if slope is None:
+        return None
+    s = np.asarray(slope, np.float32).reshape(-1)
+    return np.full(C, s[0], np.float32) if s.size == 1 else s
+
+
+def build_conv(node, cx: Compiler):
+    if not cx.can_be_spatial(node.inputs[0]):
+        return fallback(node, cx)
+    a = node.attrs
+    x, y = cx.spatial(node.inputs[0]), cx.new_spatial(node.outputs[0])
+    w, g = a["weight"], a["group"]
+    O, Ig, kh, kw = w.shape
+    bias = a["bias"] if a.get("bias") is not None else np.zeros(O, np.float32)
+    code, alpha, beta, slope = act_params(a.get("act"))
+    slope = _slope_vector(slope, O)
+    geom = ((kh, kw), tuple(a["strides"]), tuple(a["pads"]), tuple(a["dilations"]))
+    if g > 1 and Ig == 1 and O == g and kh * kw <= 64:
+        packed = cx.packed(node, lambda: kconv.pack_dw_weights(w))
+        kernel = kconv.DepthwiseKernel(x.buf, x.off, y.buf, y.off, packed, bias, slope, O, *geom,
+                                       code, alpha, beta)
+    else:
+        packed, nocb = cx.packed(node, lambda: kconv.pack_conv_weights(w, False, g))
+        kernel = kconv.ConvKernel(
+            x.buf, x.off, y.buf, y.off, packed, nocb, kconv.pad_channels(bias, g, O // g, nocb),
+            None if slope is None else kconv.pad_channels(slope, g, O // g, nocb), *geom,
+            g, Ig, O // g, code, alpha, beta)
+    return KernelStep(node, [x], [y], [(kernel, 0)], rule_for(node, cx.graph), Ig * kh * kw * O)
+
+
+def build_conv_transpose(node, cx: Compiler):
+    if not cx.can_be_spatial(node.inputs[0]):
+        return fallback(node, cx)
+    a = node.attrs
+    x, y = cx.spatial(node.inputs[0]), cx.new_spatial(node.outputs[0])
+    w, g = a["weight"], a["group"]
+    I, Og, kh, kw = w.shape
+    O = Og * g
+    bias = a["bias"] if a.get("bias") is not None else np.zeros(O, np.float32)
+    code, alpha, beta, slope = act_params(a.get("act"))
+    slope = _slope_vector(slope, O)
+    packed, nocb = cx.packed(node, lambda: kconv.pack_conv_weights(w, True, g))
+    kernel = kconv.ConvKernel(
+        x.buf, x.off, y.buf, y.off, packed, nocb, kconv.pad_channels(bias, g, Og, nocb),
+        None if slope is None else kconv.pad_channels(slope, g, Og, nocb),
+        (kh, kw), tuple(a["strides"]), tuple(a["pads"]), tuple(a["dilations"]),
+        g, I // g, Og, code, alpha, beta, transposed=True)
+    macs = (I // g) * kh * kw * O // (a["strides"][0] * a["strides"][1])
+    return KernelStep(node, [x], [y], [(kernel, 0)], rule_for(node, cx.graph), macs)
+
+
+def build_pool(node, cx: Compiler):
+    if not cx.can_be_spatial(node.inputs[0]):
+        return fallback(node, cx)
+    a = node.attrs
+    x, y = cx.spatial(node.inputs[0]), cx.new_spatial(node.outputs[0])
+    kernel = kel.PoolKernel(x.buf, y.buf, x.C, tuple(a["kernel"]), tuple(a["strides"]),
+                            tuple(a["pads"]), tuple(a.get("dilations", (1, 1))),
+                            node.op == "maxpool", bool(a.get("count_include_pad", False)))
+    return KernelStep(node, [x], [y], [(kernel, 0)], rule_for(node, cx.graph))
+
+
+def build_act(node, cx: Compiler):
+    if not cx.can_be_spatial(node.inputs[0]):
+        return fallback(node, cx)
+    x, y = cx.spatial(node.inputs[0]), cx.new_spatial(node.outputs[0])
+    code, alpha, beta, slope = act_params(node.attrs)
+    if slope is not None and np.asarray(slope).size not in (1, x.C):
+        return fallback(node, cx)
+    kernel = kel.ElementwiseKernel(y.buf, y.off, y.C, kel.operand(x.buf, x.off, True, True),
+                                   act=code, alpha=alpha, beta=beta, slope=slope)
+    return KernelStep(node, [x], [y], [(kernel, 0)], SAME)
+
+
+def _vector_operand(name, cx, C, rank):
+    """A constant or plain operand that broadcasts only along channels, or None."""
+    shape = cx.shape(name)
+    if len(shape) > rank:
+        return None
+    full = (1,) * (rank - len(shape)) + tuple(shape)
+    if full[0] != 1 or any(d != 1 for d in full[2:]) or full[1] not in (1, C):
+        return None
+    s = cx.storage[name]
+    flat = np.ascontiguousarray(s.arr, np.float32).reshape(-1) if s.kind == "const" else s.arr.reshape(-1)
+    if s.kind == "plain" and not np.shares_memory(flat, s.arr):
+        return None
+    return s, kel.operand(flat, 0, False, full[1] == C)
+
+
+def build_binary(node, cx: Compiler):
+    out_shape = cx.shape(node.outputs[0])
+    if not is_spatial_shape(out_shape):
+        return fallback(node, cx)
+    C, (H, W), rank = out_shape[1], spatial_hw(out_shape), len(out_shape)
+    inputs, operands = [], []
+    for name in node.inputs:
+        shape = cx.shape(name)
+        s = cx.storage[name]
+        if s.kind != "const" and len(shape) == rank and is_spatial_shape(shape) \
+                and spatial_hw(shape) == (H, W) and shape[1] in (1, C):
+            sp = cx.spatial(name)
+            inputs.append(sp)
+            operands.append(kel.operand(sp.buf, sp.off, True, sp.C == C))
+            continue
+        vec = _vector_operand(name, cx, C, rank)
+        if vec is None:
+            return fallback(node, cx)
+        inputs.append(vec[0])
+        operands.append(vec[1])
+    if not any(s.kind == "spatial" for s in inputs):
+        return fallback(node, cx)
+    y = cx.new_spatial(node.outputs[0])
+    kernel = kel.ElementwiseKernel(y.buf, y.off, C, operands[0], operands[1], binop=node.attrs["kind"])
+    return KernelStep(node, inputs, [y], [(kernel, 0)], SAME)
+
+
+def _identity_map(n):
+    return np.arange(n, dtype=np.int32)
+
+
+def build_resize(node, cx: Compiler):
+    a = node.attrs
+    if not cx.can_be_spatial(node.inputs[0]) or any(s != 1.0 for s in a["scales"][:2]):
+        return fallback(node, cx)
+    x, y = cx.spatial(node.inputs[0]), cx.new_spatial(node.outputs[0])
+    reach = rule_for(node, cx.graph)
+    if a["mode"] == "nearest":
+        kernel = kel.GatherKernel(x.buf, x.off, y.buf, y.off, x.C, reach.ylo, reach.xlo)
+    else:
+        if x.off or y.off:
+            return fallback(node, cx)
+        sy, sx = (a["scales"][2], a["scales"][3]) if x.rank == 4 else (1.0, a["scales"][2])
+        ys = geo.resize_sources(y.H, x.H, sy, "linear", a["coord_mode"])
+        xs = geo.resize_sources(y.W, x.W, sx, "linear", a["coord_mode"])
+        kernel = kel.LinearResizeKernel(x.buf, y.buf, x.C, ys, xs)
+    return KernelStep(node, [x], [y], [(kernel, 0)], reach)
+
+
+def build_concat(node, cx: Compiler):
+    if node.attrs["axis"] != 1 or not is_spatial_shape(cx.shape(node.outputs[0])) \
+            or not _all_spatial_inputs(node, cx):
+        return fallback(node, cx)
+    y = cx.new_spatial(node.outputs[0])
+    xs, work, off = [], [], 0
+    ymap, xmap = _identity_map(y.H), _identity_map(y.W)
+    for name in node.inputs:
+        x = cx.spatial(name)
+        xs.append(x)
+        work.append((kel.GatherKernel(x.buf, x.off, y.buf, y.off + off, x.C, ymap, xmap), 0))
+        off += x.C
+    return KernelStep(node, xs, [y], work, SAME)
+
+
+def build_split(node, cx: Compiler):
+    if node.attrs["axis"] != 1 or not cx.can_be_spatial(node.inputs[0]):
+        return fallback(node, cx)
+    x = cx.spatial(node.inputs[0])
+    ymap, xmap = _identity_map(x.H), _identity_map(x.W)
+    outs, work, off = [], [], 0
+    for i, name in enumerate(node.outputs):
+        y = cx.new_spatial(name)
+        outs.append(y)
+        work.append((kel.GatherKernel(x.buf, x.off + off, y.buf, y.off, y.C, ymap, xmap), i))
+        off += y.C
+    return KernelStep(node, [x], outs, work, SAME)
+
+
+def build_slice(node, cx: Compiler):
+    a = node.attrs
+    x_shape, y_shape = cx.shape(node.inputs[0]), cx.shape(node.outputs[0])
+    if not cx.can_be_spatial(node.inputs[0]) or not is_spatial_shape(y_shape) or a["steps"][1] != 1:
+        return fallback(node, cx)
+    c0 = a["starts"][1] or 0
+    x, y = cx.spatial(node.inputs[0]), cx.new_spatial(node.outputs[0])
+    reach = rule_for(node, cx.graph)
+    kernel = kel.GatherKernel(x.buf, x.off + c0, y.buf, y.off, y.C, reach.ylo, reach.xlo)
+    return KernelStep(node, [x], [y], [(kernel, 0)], reach)
+
+
+def build_pad(node, cx: Compiler):
+    a = node.attrs
+    if not cx.can_be_spatial(node.inputs[0]) or any(a["pads"][ax] != (0, 0) for ax in (0, 1)):
+        return fallback(node, cx)
+    x, y = cx.spatial(node.inputs[0]), cx.new_spatial(node.outputs[0])
+    maps = [geo.pad_map(y_len, x_len, a["pads"][ax][0], a["mode"])
+            for ax, y_len, x_len in zip(range(2, x.rank), cx.shape(node.outputs[0])[2:], x.shape[2:])]
+    if x.rank == 3:
+        maps.insert(0, np.zeros(1, np.int32))
+    kernel = kel.GatherKernel(x.buf, x.off, y.buf, y.off, x.C, maps[0], maps[1], float(a.get("value", 0.0)))
+    return KernelStep(node, [x], [y], [(kernel, 0)], rule_for(node, cx.graph))
+
+
+def build_identity(node, cx: Compiler):
+    cx.storage[node.outputs[0]] = cx.storage[node.inputs[0]]
+    return None
+
+
+BUILDERS = {
+    "conv": build_conv,
+    "conv_transpose": build_conv_transpose,
+    "maxpool": build_pool,
+    "avgpool": build_pool,
+    "act": build_act,
+    "binary": build_binary,
+    "resize": build_resize,
+    "concat": build_concat,
+    "split": build_split,
+    "slice": build_slice,
+    "pad": build_pad,
+    "identity": build_identity,
+    # these mix every position: numpy over the whole tensor when any input changed
+    "global_avgpool": fallback,
+    "global_maxpool": fallback,
+    "flatten": fallback,
+    "reshape": fallback,
+    "transpose": fallback,
+    "gemm": fallback,
+    "matmul": fallback,
+    "softmax": fallback,
+}
+assert set(BUILDERS) == set(ir.OPS), set(ir.OPS) ^ set(BUILDERS)

@@ -1,0 +1,268 @@
+"""InferenceSession: onnxruntime's surface over a cache of every layer's last activations."""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+
+from reuserun import ir
+from reuserun.frontend import load_model
+from reuserun.frontend.loader import _parse
+from reuserun.kernels import region
+from reuserun.plan.policies import make_policy
+from reuserun.runtime.compiler import Compiler
+from reuserun.runtime.fuse import fuse
+from reuserun.runtime.steps import KernelStep
+
+
+class InputError(ValueError):
+    """A frame reuserun refuses; the session's cached state is left as it was."""
+
+
+@dataclass(frozen=True)
+class NodeArg:
+    """What onnxruntime's get_inputs() / get_outputs() return: name, shape and type."""
+    name: str
+    shape: list
+    type: str = "tensor(float)"
+
+
+class CompiledModel:
+    """The IR after fusion plus packed weights; shared by all sessions of one model and shape."""
+
+    def __init__(self, graph: ir.Graph):
+        self.graph = graph
+        self.packed: dict = {}
+
+
+_MODELS: "weakref.WeakValueDictionary[tuple, CompiledModel]" = weakref.WeakValueDictionary()
+_MODELS_LOCK = threading.Lock()
+
+
+def _compiled(proto, digest: str, input_shapes: dict) -> CompiledModel:
+    key = (digest, tuple(sorted((k, tuple(v)) for k, v in input_shapes.items())))
+    with _MODELS_LOCK:
+        model = _MODELS.get(key)
+        if model is None:
+            model = CompiledModel(fuse(load_model(proto, input_shapes)))
+            _MODELS[key] = model
+    return model
+
+
+def _dims(value_info) -> list:
+    dims = []
+    for d in value_info.type.tensor_type.shape.dim:
+        dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or None))
+    return dims
+
+
+class InferenceSession:
+    """Run an ONNX CNN on a stream of frames, recomputing only what each frame's change reaches.
+
+    policy:    "auto" (default), "tiles", "rects", "rect" or "dense" (the reference).
+    threshold: input change threshold; 0 means any bit counts (exact mode).
+    threads:   kernel threads (default: all cores).
+    tile:      tile size for "tiles" / "rects".
+    input_shape: binds dynamic input dims, a tuple (single input) or {name: tuple};
+               otherwise the first frame binds them.
+    """
+
+    def __init__(self, model, policy: str = "auto", threshold: float = 0.0, threads: int | None = None,
+                 tile: int | None = None, input_shape=None, sess_options=None, providers=None):
+        self._proto = _parse(model)
+        self._digest = hashlib.sha1(self._proto.SerializeToString()).hexdigest()
+        init = {i.name for i in self._proto.graph.initializer}
+        self._input_args = [NodeArg(i.name, _dims(i)) for i in self._proto.graph.input if i.name not in init]
+        self._output_args = [NodeArg(o.name, _dims(o)) for o in self._proto.graph.output]
+        if not threshold >= 0 or not np.isfinite(threshold):
+            raise ValueError(f"threshold must be a finite number >= 0, got {threshold}")
+        self.policy_name = policy
+        self._policy = make_policy(policy, tile)
+        self.threshold = float(threshold)
+        self.threads = int(threads) if threads else (os.cpu_count() or 1)
+        self._program = None
+        self._stats: dict = {}
+        if input_shape is not None:
+            if not isinstance(input_shape, dict):
+                if len(self._input_args) != 1:
+                    raise ValueError("input_shape must be a dict {name: shape} for a model with several inputs")
+                input_shape = {self._input_args[0].name: tuple(input_shape)}
+            self._compile({k: tuple(int(d) for d in v) for k, v in input_shape.items()})
+        elif all(all(isinstance(d, int) and d > 0 for d in a.shape) for a in self._input_args):
+            self._compile({a.name: tuple(a.shape) for a in self._input_args})
+
+    # --- onnxruntime surface ------------------------------------------------------------------
+    def get_inputs(self) -> list[NodeArg]:
+        if self._program is None:
+            return list(self._input_args)
+        return [NodeArg(a.name, list(self._input_shapes[a.name])) for a in self._input_args]
+
+    def get_outputs(self) -> list[NodeArg]:
+        if self._program is None:
+            return list(self._output_args)
+        return [NodeArg(o, list(self._graph.tensors[o].shape)) for o in self._graph.outputs]
+
+    def get_providers(self) -> list[str]:
+        return ["ReuserunCPU"]
+
+    def reset(self) -> None:
+        """Forget the cached state: the next frame is computed in full."""
+        self._fresh = True
+
+    @property
+    def stats(self) -> dict:
+        """Figures about the last run: mac_fraction, changed_fraction, time_s, per-layer counts."""
+        return self._stats
+
+    def run(self, output_names, input_feed: dict, run_options=None) -> list[np.ndarray]:
+        if not isinstance(input_feed, dict):
+            raise InputError("input_feed must be a dict {input name: numpy array}")
+        if self._program is None:
+            self._compile(self._shapes_from_feed(input_feed))
+        names = self._check_output_names(output_names)
+        t0 = time.perf_counter()
+        frames, diffs = self._validate(input_feed)
+        full = self._fresh or self.policy_name == "dense"
+        try:
+            self._load_inputs(frames, diffs, full)
+            computed = self._propagate(full)
+        except BaseException:
+            self._fresh = True  # a half-updated cache is never reused
+            raise
+        self._fresh = False
+        outs = [self._output(n) for n in names]
+        self._record_stats(computed, frames, diffs, full, time.perf_counter() - t0)
+        return outs
+
+    # --- compile ------------------------------------------------------------------------------
+    def _shapes_from_feed(self, feed) -> dict:
+        shapes = {}
+        for a in self._input_args:
+            v = feed.get(a.name)
+            if v is None:
+                raise InputError(f"missing input {a.name!r}; the model's inputs are "
+                                 f"{[x.name for x in self._input_args]}")
+            shapes[a.name] = tuple(np.shape(v))
+        return shapes
+
+    def _compile(self, input_shapes: dict) -> None:
+        for a in self._input_args:
+            if a.name not in input_shapes:
+                raise ValueError(f"no shape given for input {a.name!r}")
+            shape = input_shapes[a.name]
+            if len(shape) in (3, 4) and shape[0] != 1:
+                raise InputError(f"input {a.name!r}: reuserun runs one frame at a time (batch 1), "
+                                 f"got shape {shape}")
+        self._model = _compiled(self._proto, self._digest, input_shapes)
+        self._graph = self._model.graph
+        self._input_shapes = dict(input_shapes)
+        steps, storage = Compiler(self._graph, self._model.packed).build()
+        self._program = steps
+        self._storage = storage
+        # change masks of spatial inputs, kept apart from the cache until a frame is accepted
+        self._diff_masks = {n: np.empty(s.npix, np.uint8) for n, s in storage.items()
+                            if n in input_shapes and s.kind == "spatial"}
+        self._dense_macs = sum(self._step_dense_macs(s) for s in steps)
+        self._fresh = True
+
+    @staticmethod
+    def _step_dense_macs(step) -> int:
+        if isinstance(step, KernelStep):
+            return step.macs_per_pixel * step.npix
+        return getattr(step, "macs", 0)
+
+    # --- per frame ----------------------------------------------------------------------------
+    def _check_output_names(self, output_names) -> list[str]:
+        if output_names is None:
+            return list(self._graph.outputs)
+        unknown = [n for n in output_names if n not in self._graph.outputs]
+        if unknown:
+            raise InputError(f"unknown output name(s) {unknown}; the model's outputs are {self._graph.outputs}")
+        return list(output_names)
+
+    def _validate(self, feed: dict):
+        """Check every input before anything is touched; returns contiguous frames and, for
+        spatial inputs on an incremental frame, their change masks."""
+        expected = {a.name for a in self._input_args}
+        unknown = sorted(set(feed) - expected)
+        if unknown:
+            raise InputError(f"unknown input name(s) {unknown}; the model's inputs are {sorted(expected)}")
+        frames, diffs = {}, {}
+        full = self._fresh or self.policy_name == "dense"
+        for name in [a.name for a in self._input_args]:
+            if name not in feed:
+                raise InputError(f"missing input {name!r}; the model's inputs are {sorted(expected)}")
+            v = feed[name]
+            if not isinstance(v, np.ndarray):
+                raise InputError(f"input {name!r} must be a numpy array, not {type(v).__name__}")
+            if v.dtype != np.float32:
+                raise InputError(f"input {name!r}: expected tensor(float) (float32), got {v.dtype}")
+            shape = tuple(self._input_shapes[name])
+            if v.shape != shape:
+                raise InputError(f"input {name!r}: expected shape {shape}, got {v.shape}; a session "
+                                 f"keeps one stream of one shape (make a new session for another)")
+            v = np.ascontiguousarray(v)
+            st = self._storage[name]
+            if st.kind == "spatial" and not full:
+                mask = self._diff_masks[name]
+                chw = v[0] if st.rank == 4 else v[0][:, None, :]
+                nchanged, bad = region.diff_frame(chw, st.buf, st.off, self.threshold, mask, self.threads)
+                diffs[name] = (mask, nchanged)
+            else:
+                bad = 0 if np.isfinite(v).all() else 1
+            if bad:
+                raise InputError(f"input {name!r} contains NaN or Inf; the frame was rejected and the "
+                                 f"session's state is unchanged")
+            frames[name] = v
+        return frames, diffs
+
+    def _load_inputs(self, frames, diffs, full) -> None:
+        for name, v in frames.items():
+            st = self._storage[name]
+            if st.kind == "plain":
+                st.store(v, track=not full)
+            elif full:
+                st.load(v)
+                st.mark_all()
+            else:
+                mask, nchanged = diffs[name]
+                chw = v[0] if st.rank == 4 else v[0][:, None, :]
+                if nchanged:
+                    region.apply_frame(chw, st.buf, st.off, self.threshold, mask, self.threads)
+                st.mask[:] = mask
+                st.nchanged = nchanged
+
+    def _propagate(self, full: bool) -> list[int]:
+        return [step.run(full, self._policy, self.threads) for step in self._program]
+
+    def _output(self, name) -> np.ndarray:
+        return np.array(self._storage[name].logical(), dtype=np.float32, copy=True, order="C")
+
+    def _record_stats(self, computed, frames, diffs, full, elapsed) -> None:
+        macs, layers = 0, []
+        for step, n in zip(self._program, computed):
+            if isinstance(step, KernelStep):
+                macs += step.macs_per_pixel * n
+                layers.append((step.node.name, step.node.op, n, step.npix))
+            elif n:
+                macs += getattr(step, "macs", 0)
+        total = changed = 0
+        for name in frames:
+            st = self._storage[name]
+            if st.kind == "spatial":
+                total += st.npix
+                changed += st.npix if full else diffs[name][1]
+        self._stats = {
+            "mac_fraction": macs / self._dense_macs if self._dense_macs else 1.0,
+            "macs": macs,
+            "dense_macs": self._dense_macs,
+            "changed_fraction": changed / total if total else 1.0,
+            "full": full,
+            "time_s": elapsed,
+            "layers": [{"name": a, "op": b, "computed": c, "total": d} for a, b, c, d in layers],
+        }

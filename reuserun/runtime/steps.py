@@ -1,0 +1,117 @@
+"""The per-frame program: steps that bring each tensor's cache up to date.
+
+A KernelStep asks the planner's rule which output positions the inputs' changes reach, lets the
+policy turn that into a pixel list, and runs its kernels there; the kernels mark the positions
+whose values really changed. A FallbackStep recomputes a whole non-spatial tensor with numpy
+when any input changed.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from reuserun.kernels import region
+from reuserun.runtime.numpy_ops import NUMPY_OPS
+
+
+class KernelStep:
+    def __init__(self, node, inputs, outputs, work, reach, macs_per_pixel=0):
+        """work: [(kernel, output index)]: several kernels may fill one output (concat) or one
+        input may feed several outputs (split)."""
+        self.node, self.inputs, self.outputs, self.work = node, inputs, outputs, work
+        self.reach = reach
+        self.macs_per_pixel = macs_per_pixel
+        self.spatial_inputs = [s for s in inputs if s.kind == "spatial"]
+        self.vector_inputs = [s for s in inputs if s.kind != "spatial"]
+        out = outputs[0]
+        self.OH, self.OW, self.npix = out.H, out.W, out.npix
+        self.full_pix = np.arange(self.npix, dtype=np.int32)
+        self.reach_mask = np.zeros(self.npix, np.uint8)
+        self.compute_mask = np.zeros(self.npix, np.uint8)
+        self.pix = np.empty(self.npix, np.int32)
+        if reach.kind == "window":
+            self.tmp = np.zeros(self.OH * self.spatial_inputs[0].W, np.uint8)
+        self.thr = 0.0  # per-layer truncation threshold; 0 keeps results exact
+
+    def run(self, full: bool, policy, threads: int) -> int:
+        """Update the outputs; returns the number of output pixels computed."""
+        if full:
+            for kernel, _ in self.work:
+                kernel.run(self.full_pix, self.npix, None, -1.0, threads)
+            for o in self.outputs:
+                o.mark_all()
+            return self.npix
+        for o in self.outputs:
+            o.clear()
+        n = self._plan(policy)
+        if n == 0:
+            return 0
+        pix = self.full_pix if n == self.npix else self.pix
+        for kernel, i in self.work:
+            kernel.run(pix, n, self.outputs[i].mask, self.thr, threads)
+        for o in self.outputs:
+            o.nchanged = region.count(o.mask, self.npix)
+        return n
+
+    def _plan(self, policy) -> int:
+        """Fill self.pix with the pixels to compute; returns their count."""
+        if any(v.changed for v in self.vector_inputs):
+            return self.npix
+        changed = [s for s in self.spatial_inputs if s.nchanged]
+        if not changed:
+            return 0
+        kind = self.reach.kind
+        if kind == "all":
+            return self.npix
+        r = self.reach_mask
+        if kind == "same":
+            if len(changed) == 1:
+                r = changed[0].mask
+            else:
+                r[:] = 0
+                for s in changed:
+                    np.bitwise_or(r, s.mask, out=r)
+        else:
+            s = changed[0]
+            r[:] = 0
+            g = self.reach
+            if not region.reach(s.mask, s.H, s.W, r, self.OH, self.OW, g.ylo, g.yhi, g.xlo, g.xhi, self.tmp):
+                return 0
+        policy.coarsen(r, self.OH, self.OW, self.compute_mask)
+        return region.to_pixels(self.compute_mask, self.npix, self.pix)
+
+
+class FallbackStep:
+    """An op that mixes all positions (or a layout the kernels don't cover): numpy, whole tensor."""
+
+    def __init__(self, node, inputs, outputs, macs=0):
+        self.node, self.inputs, self.outputs = node, inputs, outputs
+        self.fn = NUMPY_OPS[node.op]
+        self.macs = macs
+        self.npix = 1
+
+    def run(self, full: bool, policy, threads: int) -> int:
+        if not full and not any(i.changed for i in self.inputs):
+            for o in self.outputs:
+                o.clear()
+            return 0
+        values = self.fn(self.node, [i.logical() for i in self.inputs])
+        for o, v in zip(self.outputs, values):
+            o.store(v, track=not full)
+        return 1
+
+
+class ToSpatialStep:
+    """A plain 4-D / 3-D tensor feeding a spatial kernel: copied into channels-last storage."""
+
+    def __init__(self, src, dst):
+        self.node, self.src, self.dst = None, src, dst
+        self.npix = 1
+        self.macs = 0
+
+    def run(self, full: bool, policy, threads: int) -> int:
+        if full or self.src.changed:
+            self.dst.load(self.src.logical())
+            self.dst.mark_all()
+            return 1
+        self.dst.clear()
+        return 0

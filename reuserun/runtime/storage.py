@@ -1,0 +1,90 @@
+"""Where a session keeps each tensor between frames.
+
+Spatial tensors ((1, C, H, W) or (1, C, L)) live channels-last in an (H, W, Ctot) float32
+buffer, possibly as a channel slice of a bigger buffer, with a per-pixel uint8 mask of the
+positions that changed this frame. Other tensors are plain arrays with one changed flag.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from reuserun.plan.rules import spatial_hw
+
+
+class Spatial:
+    kind = "spatial"
+
+    def __init__(self, name: str, shape: tuple[int, ...], buf: np.ndarray | None = None, off: int = 0):
+        self.name, self.shape, self.rank = name, tuple(shape), len(shape)
+        self.H, self.W = spatial_hw(shape)
+        self.C = shape[1]
+        self.buf = np.zeros((self.H, self.W, self.C), np.float32) if buf is None else buf
+        self.off = off
+        self.mask = np.zeros(self.H * self.W, np.uint8)
+        self.nchanged = 0
+
+    @property
+    def npix(self) -> int:
+        return self.H * self.W
+
+    def logical(self) -> np.ndarray:
+        """A read-only NCHW (or NCL) view of the cached values."""
+        v = self.buf[:, :, self.off:self.off + self.C].transpose(2, 0, 1)[None]
+        v = v if self.rank == 4 else v[:, :, 0, :]
+        v = v.view()
+        v.flags.writeable = False
+        return v
+
+    def load(self, logical: np.ndarray) -> None:
+        """Overwrite the whole tensor from an NCHW / NCL array."""
+        src = logical[0] if self.rank == 4 else logical[0][:, None, :]
+        self.buf[:, :, self.off:self.off + self.C] = src.transpose(1, 2, 0)
+
+    def mark_all(self) -> None:
+        self.mask[:] = 1
+        self.nchanged = self.npix
+
+    def clear(self) -> None:
+        if self.nchanged:
+            self.mask[:] = 0
+            self.nchanged = 0
+
+    @property
+    def changed(self) -> bool:
+        return self.nchanged > 0
+
+
+class Plain:
+    kind = "plain"
+
+    def __init__(self, name: str, shape: tuple[int, ...], dtype=np.float32):
+        self.name, self.shape = name, tuple(shape)
+        self.arr = np.zeros(shape, dtype)
+        self.changed = False
+
+    def logical(self) -> np.ndarray:
+        return self.arr
+
+    def store(self, value: np.ndarray, track: bool) -> None:
+        """Keep `value`; with track, the changed flag says whether any bit moved."""
+        value = np.asarray(value, self.arr.dtype).reshape(self.shape)
+        self.changed = not track or value.tobytes() != self.arr.tobytes()
+        if self.changed:
+            np.copyto(self.arr, value)
+
+    def clear(self) -> None:
+        self.changed = False
+
+
+class Const:
+    kind = "const"
+    changed = False
+
+    def __init__(self, name: str, value: np.ndarray):
+        self.name, self.arr, self.shape = name, value, tuple(value.shape)
+
+    def logical(self) -> np.ndarray:
+        return self.arr
+
+    def clear(self) -> None:
+        pass

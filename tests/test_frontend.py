@@ -1,0 +1,514 @@
+"""ONNX front-end: every supported op/attr combination against onnxruntime, via numpy_ops."""
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto
+
+from onnx_helpers import const, make_model, node, one_op_model, rand, run_ort, vi
+from reuserun import ir
+from reuserun.frontend import load_model
+from reuserun.runtime.numpy_ops import NUMPY_OPS, run_graph
+
+I64 = np.int64
+
+
+def check(model, input_shapes=None, seed=0, atol=1e-4, rtol=1e-4) -> ir.Graph:
+    """Load with reuserun, run with numpy_ops, compare every output with onnxruntime."""
+    g = load_model(model, input_shapes)
+    feeds = {n: rand(*g.tensors[n].shape, seed=seed + k) for k, n in enumerate(g.inputs)}
+    got = run_graph(g, feeds)
+    want = run_ort(model, feeds)
+    assert set(got) == set(want)
+    for name, w in want.items():
+        assert got[name].shape == w.shape, name
+        assert got[name].dtype == np.float32
+        np.testing.assert_allclose(got[name], w, rtol=rtol, atol=atol, err_msg=name)
+    return g
+
+
+def ops_of(g: ir.Graph) -> list[str]:
+    return [n.op for n in g.nodes]
+
+
+# ---- convolutions ---------------------------------------------------------------------------
+
+W3 = rand(4, 3, 3, 3, seed=1)
+B4 = rand(4, seed=2)
+
+
+@pytest.mark.parametrize("attrs", [
+    dict(pads=[1, 1, 1, 1]),
+    dict(strides=[2, 2], dilations=[2, 2], pads=[0, 1, 2, 0]),
+    dict(strides=[2, 1], auto_pad="SAME_UPPER"),
+    dict(strides=[2, 2], auto_pad="SAME_LOWER"),
+    dict(strides=[3, 2], auto_pad="VALID"),
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 2, 1, 0]),
+])
+def test_conv(attrs):
+    g = check(one_op_model("Conv", [1, 3, 9, 10], ["w", "b"], {"w": W3, "b": B4}, **attrs))
+    assert ops_of(g) == ["conv"]
+
+
+def test_conv_groups_depthwise_no_bias_nonsquare():
+    check(one_op_model("Conv", [2, 4, 7, 8], ["w"], {"w": rand(6, 2, 1, 5, seed=3)},
+                       group=2, pads=[0, 2, 0, 2]))
+    g = check(one_op_model("Conv", [1, 6, 8, 8], ["w", "b"],
+                           {"w": rand(6, 1, 3, 3, seed=4), "b": rand(6, seed=5)},
+                           group=6, strides=[2, 2], pads=[1, 1, 1, 1]))
+    assert g.nodes[0].attrs["group"] == 6 and g.nodes[0].attrs["bias"].shape == (6,)
+
+
+def test_conv_1d_as_2d():
+    g = check(one_op_model("Conv", [1, 3, 17], ["w", "b"],
+                           {"w": rand(5, 3, 3, seed=6), "b": rand(5, seed=7)},
+                           strides=[2], dilations=[2], pads=[2, 1]))
+    a = g.nodes[0].attrs
+    assert a["weight"].shape == (5, 3, 1, 3) and a["strides"] == (1, 2)
+    assert a["pads"] == (0, 2, 0, 1) and a["dilations"] == (1, 2)
+    check(one_op_model("Conv", [1, 3, 10], ["w"], {"w": rand(5, 3, 4, seed=6)},
+                       auto_pad="SAME_UPPER"))
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [
+    ([1, 4, 5, 6], (4, 3, 3, 3), dict(strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 0])),
+    ([1, 4, 5, 5], (4, 2, 3, 2), dict(group=2, dilations=[2, 1], strides=[1, 2])),
+    ([1, 4, 5, 6], (4, 3, 3, 3), dict(strides=[2, 2], auto_pad="SAME_UPPER")),
+    ([1, 4, 5, 6], (4, 3, 3, 3), dict(strides=[2, 2], auto_pad="SAME_LOWER")),
+    ([1, 4, 5, 6], (4, 3, 3, 3), dict(strides=[2, 2], output_shape=[10, 12])),
+    ([1, 4, 5, 6], (4, 3, 4, 4), dict(strides=[2, 2], pads=[1, 2, 1, 0])),
+    ([1, 4, 9], (4, 3, 3), dict(strides=[2], pads=[1, 0], output_padding=[1])),
+])
+def test_conv_transpose(x_shape, w_shape, attrs):
+    g = check(one_op_model("ConvTranspose", x_shape, ["w", "b"],
+                           {"w": rand(*w_shape, seed=8), "b": rand(w_shape[1] * attrs.get("group", 1), seed=9)},
+                           **attrs))
+    assert ops_of(g) == ["conv_transpose"]
+
+
+# ---- activations and elementwise ------------------------------------------------------------
+
+X4 = [1, 3, 5, 6]
+
+
+@pytest.mark.parametrize("op,opset,attrs", [
+    ("Relu", 17, {}),
+    ("LeakyRelu", 17, dict(alpha=0.2)),
+    ("LeakyRelu", 17, {}),
+    ("Sigmoid", 17, {}),
+    ("HardSigmoid", 17, dict(alpha=0.3, beta=0.4)),
+    ("HardSwish", 14, {}),
+    ("Tanh", 17, {}),
+    ("Elu", 17, dict(alpha=0.5)),
+    ("Clip", 6, dict(min=-0.5, max=0.7)),
+    ("Clip", 6, dict(max=0.3)),
+    ("Identity", 17, {}),
+])
+def test_activation(op, opset, attrs):
+    g = check(one_op_model(op, X4, opset=opset, **attrs))
+    assert len(g.nodes) == 1
+
+
+@pytest.mark.parametrize("inputs", [["lo", "hi"], ["lo"], ["", "hi"], []])
+def test_clip_inputs(inputs):
+    inits = {k: np.array(v, np.float32) for k, v in (("lo", -0.3), ("hi", 0.4)) if k in inputs}
+    g = check(one_op_model("Clip", X4, inputs, inits, opset=13))
+    a = g.nodes[0].attrs
+    assert a["alpha"] == (np.float32(-0.3) if "lo" in inputs else -np.inf)
+    assert a["beta"] == (np.float32(0.4) if "hi" in inputs else np.inf)
+
+
+@pytest.mark.parametrize("slope_shape", [(3, 1, 1), (1, 3, 1, 1), (1,)])
+def test_prelu(slope_shape):
+    g = check(one_op_model("PRelu", X4, ["s"], {"s": rand(*slope_shape, seed=3)}))
+    assert g.nodes[0].attrs["kind"] == "prelu"
+
+
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div"])
+def test_binary(op):
+    c = np.abs(rand(3, 1, 1, seed=4)) + 0.5
+    check(one_op_model(op, X4, ["c"], {"c": c}))
+    # both operands from the frame, with broadcasting
+    m = make_model([node(op, ["x", "z"], ["y"])], [("x", X4), ("z", [1, 3, 1, 6])], ["y"])
+    check(m)
+
+
+def test_silu_numpy_op():
+    x = rand(2, 3, seed=1)
+    n = ir.Node("act", "s", ["x"], ["y"], dict(kind="silu", alpha=0.0, beta=0.0))
+    np.testing.assert_allclose(NUMPY_OPS["act"](n, [x])[0], x / (1 + np.exp(-x)), rtol=1e-6)
+
+
+# ---- pooling --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("attrs", [
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+    dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+    dict(kernel_shape=[2, 3], strides=[2, 2], pads=[0, 1, 1, 0], ceil_mode=1),
+    dict(kernel_shape=[3, 3], dilations=[2, 2], pads=[1, 1, 1, 1]),
+    dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"),
+    dict(kernel_shape=[2, 2], strides=[2, 2], auto_pad="SAME_LOWER"),
+    dict(kernel_shape=[2, 2]),
+])
+def test_maxpool(attrs):
+    g = check(one_op_model("MaxPool", [1, 3, 9, 10], **attrs))
+    assert ops_of(g) == ["maxpool"]
+
+
+@pytest.mark.parametrize("attrs", [
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1),
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 0, 0, 1], ceil_mode=1),
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 0, 0, 1], ceil_mode=1, count_include_pad=1),
+    dict(kernel_shape=[2, 2], strides=[2, 2], auto_pad="SAME_UPPER", count_include_pad=1),
+    dict(kernel_shape=[3, 2]),
+])
+def test_avgpool(attrs):
+    g = check(one_op_model("AveragePool", [1, 3, 9, 10], **attrs))
+    assert ops_of(g) == ["avgpool"]
+
+
+def test_pool_1d_and_global():
+    check(one_op_model("MaxPool", [1, 3, 11], kernel_shape=[3], strides=[2], pads=[1, 1]))
+    check(one_op_model("AveragePool", [1, 3, 11], kernel_shape=[3], strides=[2], ceil_mode=1))
+    for op in ("GlobalAveragePool", "GlobalMaxPool"):
+        g = check(one_op_model(op, X4))
+        assert g.tensors["y"].shape == (1, 3, 1, 1)
+
+
+# ---- resize ---------------------------------------------------------------------------------
+
+def _f(*v):
+    return np.array(v, np.float32)
+
+
+@pytest.mark.parametrize("opset,inputs,inits,attrs", [
+    (10, ["s"], {"s": _f(1, 1, 2, 2)}, dict(mode="nearest")),
+    (10, ["s"], {"s": _f(1, 1, 2, 1.5)}, dict(mode="linear")),
+    (10, ["s"], {"s": _f(1, 1, 0.5, 0.5)}, dict(mode="nearest")),
+    (11, ["roi", "s"], {"roi": _f(), "s": _f(1, 1, 2, 2)}, dict(mode="nearest")),
+    (11, ["roi", "s"], {"roi": _f(), "s": _f(1, 1, 2, 3)},
+     dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")),
+    (13, ["", "s"], {"s": _f(1, 1, 1.5, 2.5)},
+     dict(mode="nearest", coordinate_transformation_mode="half_pixel",
+          nearest_mode="round_prefer_ceil")),
+    (13, ["", "s"], {"s": _f(1, 1, 2, 2)},
+     dict(mode="nearest", coordinate_transformation_mode="align_corners", nearest_mode="ceil")),
+    (13, ["", "s"], {"s": _f(1, 1, 2, 2)}, dict(mode="linear")),
+    (13, ["", "s"], {"s": _f(1, 1, 0.5, 0.6)},
+     dict(mode="linear", coordinate_transformation_mode="pytorch_half_pixel")),
+    (13, ["", "", "sz"], {"sz": np.array([1, 3, 13, 7], I64)},
+     dict(mode="linear", coordinate_transformation_mode="align_corners")),
+    (13, ["", "s", "sz"], {"s": _f(), "sz": np.array([1, 3, 11, 1], I64)},
+     dict(mode="linear", coordinate_transformation_mode="pytorch_half_pixel")),
+    (13, ["", "", "sz"], {"sz": np.array([1, 3, 3, 9], I64)},
+     dict(mode="nearest", coordinate_transformation_mode="half_pixel")),
+    (18, ["", "s"], {"s": _f(2, 3)}, dict(mode="linear", axes=[2, 3])),
+    (18, ["", "", "sz"], {"sz": np.array([12, 12], I64)},
+     dict(mode="linear", axes=[2, 3], keep_aspect_ratio_policy="not_larger")),
+    (19, ["", "", "sz"], {"sz": np.array([12, 12], I64)},
+     dict(mode="nearest", axes=[2, 3], keep_aspect_ratio_policy="not_smaller")),
+])
+def test_resize(opset, inputs, inits, attrs):
+    g = check(one_op_model("Resize", [1, 3, 5, 6], inputs, inits, opset=opset, **attrs))
+    assert ops_of(g) == ["resize"]
+
+
+def test_resize_negative_axes():
+    # onnxruntime 1.32 and onnx's reference both mishandle negative Resize axes: compare with
+    # the same model spelled with positive axes.
+    def model(axes):
+        return one_op_model("Resize", [1, 3, 5, 6], ["", "", "sz"], {"sz": np.array([12, 12], I64)},
+                            opset=19, mode="nearest", axes=axes,
+                            keep_aspect_ratio_policy="not_smaller")
+    x = rand(1, 3, 5, 6)
+    g = load_model(model([-2, -1]))
+    assert g.tensors["y"].shape == (1, 3, 12, 14)
+    np.testing.assert_array_equal(run_graph(g, {"x": x})["y"], run_ort(model([2, 3]), {"x": x})["y"])
+
+
+def test_resize_tf_half_pixel_for_nearest():
+    # Neither onnxruntime 1.32 nor onnx's reference runs this mode any more: check by hand.
+    g = load_model(one_op_model("Resize", [1, 2, 5, 6], ["", "s"], {"s": _f(1, 1, 1.5, 2.5)},
+                                opset=13, mode="nearest", nearest_mode="round_prefer_ceil",
+                                coordinate_transformation_mode="tf_half_pixel_for_nearest"))
+    x = rand(1, 2, 5, 6)
+    rows = np.minimum(np.floor((np.arange(7) + 0.5) / 1.5 + 0.5), 4).astype(int)
+    cols = np.minimum(np.floor((np.arange(15) + 0.5) / 2.5 + 0.5), 5).astype(int)
+    np.testing.assert_array_equal(run_graph(g, {"x": x})["y"], x[:, :, rows][:, :, :, cols])
+
+
+@pytest.mark.parametrize("opset,mode", [(9, "nearest"), (9, "linear"), (7, "nearest")])
+def test_upsample(opset, mode):
+    if opset == 7:
+        m = one_op_model("Upsample", X4, opset=7, mode=mode, scales=[1.0, 1.0, 2.0, 3.0])
+    else:
+        m = one_op_model("Upsample", X4, ["s"], {"s": _f(1, 1, 2, 2.5)}, opset=opset, mode=mode)
+    g = check(m)
+    assert g.nodes[0].attrs["coord_mode"] == "asymmetric"
+
+
+# ---- data movement --------------------------------------------------------------------------
+
+def test_concat():
+    m = make_model([node("Concat", ["x", "c", "z"], ["y"], axis=-3)],
+                   [("x", X4), ("z", [1, 2, 5, 6])], ["y"], [("c", rand(1, 4, 5, 6, seed=2))])
+    g = check(m)
+    assert g.nodes[0].attrs["axis"] == 1 and g.tensors["c"].is_const
+
+
+@pytest.mark.parametrize("starts,ends,axes,steps", [
+    ([1, -4], [4, 100], [2, 3], None),
+    ([-1], [-100], [3], [-1]),
+    ([10, 0], [0, 6], [2, -1], [-2, 2]),
+    ([0, 1, 1], [1, 3, 4], None, None),
+    ([2], [2**62], [-2], [3]),
+])
+def test_slice(starts, ends, axes, steps):
+    names, inits = ["st", "en"], {"st": np.array(starts, I64), "en": np.array(ends, I64)}
+    if axes is not None or steps is not None:
+        names.append("ax")
+        inits["ax"] = np.array(axes if axes is not None else range(len(starts)), I64)
+    if steps is not None:
+        names.append("sp")
+        inits["sp"] = np.array(steps, I64)
+    g = check(one_op_model("Slice", X4, names, inits, opset=13))
+    assert ops_of(g) == ["slice"]
+
+
+def test_slice_opset1():
+    check(one_op_model("Slice", X4, opset=1, starts=[1, -3], ends=[5, 1000], axes=[2, 3]))
+
+
+@pytest.mark.parametrize("opset,inputs,inits,attrs,n", [
+    (11, [], {}, dict(axis=1, split=[1, 2]), 2),
+    (13, ["sp"], {"sp": np.array([2, 1, 3], I64)}, dict(axis=-1), 3),
+    (13, [], {}, dict(axis=1), 3),
+    (18, [], {}, dict(axis=3, num_outputs=4), 4),
+])
+def test_split(opset, inputs, inits, attrs, n):
+    outs = [f"y{i}" for i in range(n)]
+    g = check(one_op_model("Split", X4, inputs, inits, opset=opset, outputs=outs, **attrs))
+    assert ops_of(g) == ["split"]
+
+
+@pytest.mark.parametrize("opset,mode,pads,axes", [
+    (2, "constant", [0, 0, 1, 2, 0, 0, 2, 1], None),
+    (11, "reflect", [0, 0, 2, 1, 0, 0, 1, 3], None),
+    (13, "edge", [0, 0, 3, 0, 0, 0, 0, 2], None),
+    (18, "constant", [1, 2, 3, 0], [2, -1]),
+    (13, "constant", [0, 0, -1, 2, 0, 0, 1, -2], None),
+])
+def test_pad(opset, mode, pads, axes):
+    if opset < 11:
+        m = one_op_model("Pad", X4, opset=opset, mode=mode, pads=pads, value=1.5)
+    else:
+        inputs, inits = ["p", "v"], {"p": np.array(pads, I64), "v": _f(-2.0)}
+        if axes is not None:
+            inputs.append("a")
+            inits["a"] = np.array(axes, I64)
+        m = one_op_model("Pad", X4, inputs, inits, opset=opset, mode=mode)
+    check(m)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2, -1])
+def test_flatten(axis):
+    check(one_op_model("Flatten", X4, axis=axis))
+
+
+@pytest.mark.parametrize("shape,allowzero", [([0, -1], 0), ([1, 3, -1, 2], 0), ([3, 30], 1),
+                                             ([-1], 0)])
+def test_reshape(shape, allowzero):
+    attrs = dict(allowzero=allowzero) if allowzero else {}
+    g = check(one_op_model("Reshape", X4, ["s"], {"s": np.array(shape, I64)}, opset=14, **attrs))
+    assert -1 not in g.nodes[0].attrs["shape"] and 0 not in g.nodes[0].attrs["shape"]
+
+
+def test_transpose_gemm_matmul():
+    check(one_op_model("Transpose", X4, perm=[0, 2, 3, 1]))
+    check(one_op_model("Transpose", [2, 3, 4]))
+    check(one_op_model("Gemm", [2, 5], ["b", "c"], {"b": rand(3, 5, seed=1), "c": rand(3, seed=2)},
+                       transB=1, alpha=0.5, beta=2.0))
+    check(one_op_model("Gemm", [5, 2], ["b"], {"b": rand(5, 3, seed=1)}, transA=1))
+    m = make_model([node("Gemm", ["x", "z"], ["y"])], [("x", [2, 4]), ("z", [4, 3])], ["y"])
+    check(m)
+    check(one_op_model("MatMul", [1, 3, 5, 6], ["w"], {"w": rand(6, 4, seed=3)}))
+    check(one_op_model("MatMul", [2, 6], ["w"], {"w": rand(6, 4, seed=3)}))
+
+
+@pytest.mark.parametrize("opset,shape,axis,n_nodes", [
+    (13, [1, 3, 4, 5], 1, 1),
+    (13, [2, 7], -1, 1),
+    (11, [1, 3, 4, 5], 1, 3),  # coerced to 2-D: one softmax over C*H*W
+    (11, [1, 3, 4, 5], -1, 1),
+    (11, [2, 7], 1, 1),
+    (11, [2, 3, 4, 1], 2, 1),  # trailing unit dims: a plain softmax
+])
+def test_softmax(opset, shape, axis, n_nodes):
+    g = check(one_op_model("Softmax", shape, opset=opset, axis=axis))
+    assert len(g.nodes) == n_nodes
+
+
+def test_dropout_squeeze_unsqueeze_cast():
+    g = check(one_op_model("Dropout", X4, ["r"], {"r": np.array(0.3, np.float32)}, opset=13))
+    assert ops_of(g) == ["identity"]
+    check(one_op_model("Dropout", X4, opset=7, ratio=0.5))
+    check(one_op_model("Unsqueeze", X4, ["a"], {"a": np.array([0, -1], I64)}, opset=13))
+    check(one_op_model("Unsqueeze", X4, opset=11, axes=[2]))
+    g = check(one_op_model("Squeeze", [1, 3, 1, 6], ["a"], {"a": np.array([2], I64)}, opset=13))
+    assert ops_of(g) == ["reshape"] and g.tensors["y"].shape == (1, 3, 6)
+    g = check(one_op_model("Cast", X4, to=TensorProto.FLOAT))
+    assert ops_of(g) == ["identity"]
+
+
+# ---- batch norm -----------------------------------------------------------------------------
+
+def _bn_inits(c, seed=0):
+    return {"g": rand(c, seed=seed), "bb": rand(c, seed=seed + 1),
+            "mu": rand(c, seed=seed + 2), "var": np.abs(rand(c, seed=seed + 3)) + 0.1}
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_bn_folds(bias):
+    conv_in = ["x", "w", "b"] if bias else ["x", "w"]
+    inits = {"w": W3, "b": B4, **_bn_inits(4)}
+    m = make_model([node("Conv", conv_in, ["c"], pads=[1, 1, 1, 1]),
+                    node("BatchNormalization", ["c", "g", "bb", "mu", "var"], ["y"], epsilon=1e-3)],
+                   [("x", [1, 3, 6, 6])], ["y"], list(inits.items()))
+    g = check(m)
+    assert ops_of(g) == ["conv"] and g.nodes[0].attrs["bias"] is not None
+
+
+def test_standalone_bn_and_shared_conv():
+    inits = {"w": W3, **_bn_inits(4)}
+    m = make_model([node("Conv", ["x", "w"], ["c"]),
+                    node("BatchNormalization", ["c", "g", "bb", "mu", "var"], ["y"]),
+                    node("Relu", ["c"], ["z"])],  # the conv output has a second reader
+                   [("x", [1, 3, 6, 6])], ["y", "z"], list(inits.items()))
+    g = check(m)
+    assert ops_of(g) == ["conv", "binary", "binary", "act"]
+    m = make_model([node("Relu", ["x"], ["r"]),
+                    node("BatchNormalization", ["r", "g", "bb", "mu", "var"], ["y"])],
+                   [("x", [1, 4, 3, 5])], ["y"], list(_bn_inits(4).items()))
+    g = check(m)
+    assert [n.attrs.get("kind") for n in g.nodes] == ["relu", "mul", "add"]
+    assert g.tensors[g.nodes[1].inputs[1]].shape == (4, 1, 1)
+
+
+# ---- folding and dynamic shapes -------------------------------------------------------------
+
+def _shape_chain_model(x_shape, y_shape):
+    nodes = [
+        node("Shape", ["x"], ["s"]),
+        node("Constant", [], ["i0"], value=const("i0v", np.array(0, I64))),
+        node("Gather", ["s", "i0"], ["n"], axis=0),
+        node("Unsqueeze", ["n", "ax"], ["n1"]),
+        node("Cast", ["n1"], ["n2"], to=TensorProto.INT64),
+        node("Concat", ["n2", "minus1"], ["shape"], axis=0),
+        node("Reshape", ["x", "shape"], ["r"]),
+        node("Relu", ["r"], ["y"]),
+    ]
+    inits = [("ax", np.array([0], I64)), ("minus1", np.array([-1], I64))]
+    # onnx's own data propagation stops at this chain, so the output shape is spelled out.
+    return make_model(nodes, [("x", x_shape)], [("y", y_shape)], inits, opset=13)
+
+
+def test_shape_chain_folds():
+    g = check(_shape_chain_model([2, 3, 4, 4], [2, 48]))
+    assert ops_of(g) == ["reshape", "act"] and g.nodes[0].attrs["shape"] == (2, 48)
+
+
+def test_dynamic_dims_bound():
+    g = check(_shape_chain_model(["N", 3, 4, 4], ["N", 48]), input_shapes={"x": (3, 3, 4, 4)})
+    assert g.nodes[0].attrs["shape"] == (3, 48)
+    m = one_op_model("Conv", ["N", 3, "H", "W"], ["w"], {"w": W3}, strides=[2, 2])
+    g = check(m, input_shapes={"x": (2, 3, 11, 9)})
+    assert g.tensors["y"].shape == (2, 4, 5, 4)
+
+
+def test_dynamic_dims_errors():
+    m = one_op_model("Relu", ["N", 3, "H", "W"])
+    with pytest.raises(ir.ModelError, match="'x'.*input_shape"):
+        load_model(m)
+    with pytest.raises(ir.ModelError, match="conflicts"):
+        load_model(m, {"x": (1, 4, 5, 5)})
+    with pytest.raises(ir.ModelError, match="conflicts"):
+        load_model(m, {"x": (1, 3, 5)})
+    with pytest.raises(ir.ModelError, match="nope"):
+        load_model(m, {"x": (1, 3, 5, 5), "nope": (1,)})
+
+
+def test_constant_output_and_initializer_input():
+    # An initializer listed as a graph input is a constant, not an input.
+    m = make_model([node("Add", ["x", "c"], ["y"])], [("x", X4), ("c", [3, 1, 1])], ["y"],
+                   [("c", rand(3, 1, 1, seed=5))])
+    g = check(m)
+    assert g.inputs == ["x"] and g.tensors["c"].is_const
+
+
+# ---- errors ---------------------------------------------------------------------------------
+
+def test_unsupported_ops_listed_together():
+    nodes = [
+        node("Einsum", ["x"], ["e1"], name="ein1", equation="nchw->nchw"),
+        node("Einsum", ["e1"], ["e2"], name="ein2", equation="nchw->nchw"),
+        node("TopK", ["e2", "k"], ["t", "ti"], name="topk", axis=3),
+        node("Resize", ["t", "", "s"], ["r"], name="rs", mode="cubic"),
+        node("Relu", ["r"], ["y"]),
+    ]
+    m = make_model(nodes, [("x", X4)], ["y"],
+                   [("k", np.array([2], I64)), ("s", _f(1, 1, 2, 2))], opset=17)
+    with pytest.raises(ir.UnsupportedOpsError) as e:
+        load_model(m)
+    assert e.value.opset == 17
+    assert set(e.value.missing) == {"Einsum", "TopK", "Resize"}
+    assert e.value.missing["Einsum"] == ["ein1", "ein2"]
+    msg = str(e.value)
+    assert "ein1" in msg and "topk" in msg and "cubic" in msg and "opset 17" in msg
+
+
+def test_unsupported_attrs_and_data_dependent_ops():
+    cases = [
+        one_op_model("Resize", X4, ["", "s"], {"s": _f(1, 1, 2, 2)}, opset=18, mode="linear",
+                     antialias=1),
+        one_op_model("MaxPool", X4, outputs=("y", "idx"), kernel_shape=[2, 2]),
+        one_op_model("Dropout", X4, opset=13, outputs=("y", "mask")),
+        one_op_model("Resize", X4, ["", "s"], {"s": _f(1, 2, 2, 2)}, opset=13, mode="linear"),
+        one_op_model("Gather", X4, ["i"], {"i": np.array([0, 2], I64)}, axis=1),
+    ]
+    for m in cases:
+        with pytest.raises(ir.UnsupportedOpsError):
+            load_model(m)
+
+
+def test_malformed_models(tmp_path: pathlib.Path):
+    m = one_op_model("Relu", X4)
+    data = m.SerializeToString()
+    with pytest.raises(ir.ModelError):
+        load_model(data[: len(data) // 2])
+    with pytest.raises(ir.ModelError):
+        load_model(b"\x08\x07garbage\xff\xfe" * 10)
+    with pytest.raises(ir.ModelError, match="not found"):
+        load_model(tmp_path / "missing.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(data[:-7])
+    with pytest.raises(ir.ModelError):
+        load_model(str(bad))
+    good = tmp_path / "good.onnx"
+    good.write_bytes(data)
+    assert ops_of(load_model(good)) == ops_of(load_model(data)) == ["act"]
+
+
+def test_non_float_input():
+    m = make_model([node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)],
+                   [vi("x", [1, 3], TensorProto.INT64)], ["y"])
+    with pytest.raises(ir.ModelError, match="'x'.*INT64"):
+        load_model(m)
+
+
+def test_ir_does_not_import_onnx():
+    src = pathlib.Path(ir.__file__).read_text()
+    assert "import onnx" not in src and "from onnx" not in src
