@@ -73,6 +73,7 @@ def run_ort(model: onnx.ModelProto, feeds: dict) -> dict[str, np.ndarray]:
 def one_op_model(op_type: str, x_shape, inputs=(), inits: dict | None = None, opset: int = 17,
                  outputs=("y",), **attrs) -> onnx.ModelProto:
     """One `op_type` node reading float input x (x_shape), then `inputs` by name ("" = absent),
-    with `inits` {name: array} as initializers."""
-    n = node(op_type, ["x", *inputs], list(outputs), **attrs)
+    with `inits` {name: array} as initializers. outputs: names or (name, shape) pairs."""
+    n = node(op_type, ["x", *inputs], [o if isinstance(o, str) else o[0] for o in outputs],
+             **attrs)
     return make_model([n], [("x", x_shape)], list(outputs), list((inits or {}).items()), opset)

@@ -152,6 +152,7 @@ def test_silu_numpy_op():
     dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"),
     dict(kernel_shape=[2, 2], strides=[2, 2], auto_pad="SAME_LOWER"),
     dict(kernel_shape=[2, 2]),
+    dict(kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1),  # last window in pad
 ])
 def test_maxpool(attrs):
     g = check(one_op_model("MaxPool", [1, 3, 9, 10], **attrs))
@@ -169,6 +170,14 @@ def test_maxpool(attrs):
 def test_avgpool(attrs):
     g = check(one_op_model("AveragePool", [1, 3, 9, 10], **attrs))
     assert ops_of(g) == ["avgpool"]
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+def test_pool_ceil_mode_per_axis(op):
+    # H drops the window that would start past the input, W keeps a ceil window: onnx's shape
+    # inference and onnxruntime disagree on H; the loader follows onnxruntime.
+    g = check(one_op_model(op, [1, 2, 3, 3], kernel_shape=[1, 2], strides=[3, 2], ceil_mode=1))
+    assert g.tensors["y"].shape == (1, 2, 1, 2)
 
 
 def test_pool_1d_and_global():
@@ -301,12 +310,15 @@ def test_split(opset, inputs, inits, attrs, n):
     (13, "edge", [0, 0, 3, 0, 0, 0, 0, 2], None),
     (18, "constant", [1, 2, 3, 0], [2, -1]),
     (13, "constant", [0, 0, -1, 2, 0, 0, 1, -2], None),
+    (11, "constant", [0, 1, 1, 0, 0, 0, 2, 2], "no value"),
 ])
 def test_pad(opset, mode, pads, axes):
     if opset < 11:
         m = one_op_model("Pad", X4, opset=opset, mode=mode, pads=pads, value=1.5)
     else:
         inputs, inits = ["p", "v"], {"p": np.array(pads, I64), "v": _f(-2.0)}
+        if axes == "no value":
+            inputs, axes = ["p"], None
         if axes is not None:
             inputs.append("a")
             inits["a"] = np.array(axes, I64)
@@ -400,24 +412,28 @@ def test_standalone_bn_and_shared_conv():
 
 # ---- folding and dynamic shapes -------------------------------------------------------------
 
-def _shape_chain_model(x_shape, y_shape):
+def _shape_chain_model(x_shape, y_shape, opset=13):
+    unsqueeze = (node("Unsqueeze", ["n", "ax"], ["n1"]) if opset >= 13
+                 else node("Unsqueeze", ["n"], ["n1"], axes=[0]))
     nodes = [
         node("Shape", ["x"], ["s"]),
         node("Constant", [], ["i0"], value=const("i0v", np.array(0, I64))),
         node("Gather", ["s", "i0"], ["n"], axis=0),
-        node("Unsqueeze", ["n", "ax"], ["n1"]),
+        unsqueeze,
         node("Cast", ["n1"], ["n2"], to=TensorProto.INT64),
         node("Concat", ["n2", "minus1"], ["shape"], axis=0),
         node("Reshape", ["x", "shape"], ["r"]),
         node("Relu", ["r"], ["y"]),
     ]
-    inits = [("ax", np.array([0], I64)), ("minus1", np.array([-1], I64))]
+    inits = [("minus1", np.array([-1], I64))] + ([("ax", np.array([0], I64))] if opset >= 13 else [])
     # onnx's own data propagation stops at this chain, so the output shape is spelled out.
-    return make_model(nodes, [("x", x_shape)], [("y", y_shape)], inits, opset=13)
+    return make_model(nodes, [("x", x_shape)], [("y", y_shape)], inits, opset=opset)
 
 
-def test_shape_chain_folds():
-    g = check(_shape_chain_model([2, 3, 4, 4], [2, 48]))
+@pytest.mark.parametrize("opset", [11, 13])
+def test_shape_chain_folds(opset):
+    # Each node folds at its own opset: Unsqueeze-11 takes axes as an attribute.
+    g = check(_shape_chain_model([2, 3, 4, 4], [2, 48], opset))
     assert ops_of(g) == ["reshape", "act"] and g.nodes[0].attrs["shape"] == (2, 48)
 
 
@@ -439,6 +455,13 @@ def test_dynamic_dims_errors():
         load_model(m, {"x": (1, 3, 5)})
     with pytest.raises(ir.ModelError, match="nope"):
         load_model(m, {"x": (1, 3, 5, 5), "nope": (1,)})
+
+
+def test_caller_model_untouched():
+    m = one_op_model("Relu", X4)
+    before = m.SerializeToString()
+    load_model(m)
+    assert m.SerializeToString() == before
 
 
 def test_constant_output_and_initializer_input():
@@ -468,6 +491,24 @@ def test_unsupported_ops_listed_together():
     assert e.value.missing["Einsum"] == ["ein1", "ein2"]
     msg = str(e.value)
     assert "ein1" in msg and "topk" in msg and "cubic" in msg and "opset 17" in msg
+
+
+def test_custom_domain_op_listed():
+    n = onnx.helper.make_node("Foo", ["x"], ["f"], domain="my.ops", name="foo")
+    m = make_model([n, node("Relu", ["f"], ["y"])], [("x", X4)], [("y", X4)])
+    m.opset_import.append(onnx.helper.make_opsetid("my.ops", 1))
+    with pytest.raises(ir.UnsupportedOpsError) as e:
+        load_model(m)
+    assert e.value.missing == {"my.ops.Foo": ["foo"]}
+
+
+def test_shape_inference_error_is_model_error():
+    m = one_op_model("Add", X4, ["c"], {"c": rand(4, 1, 1)}, outputs=[("y", X4)])
+    with pytest.raises(ir.ModelError, match="shape inference"):
+        load_model(m)
+    m = one_op_model("Conv", X4, ["w"], {"w": rand(4, 5, 3, 3)})  # 5 input channels, x has 3
+    with pytest.raises(ir.ModelError, match="channels"):
+        load_model(m)
 
 
 def test_unsupported_attrs_and_data_dependent_ops():
@@ -512,3 +553,72 @@ def test_non_float_input():
 def test_ir_does_not_import_onnx():
     src = pathlib.Path(ir.__file__).read_text()
     assert "import onnx" not in src and "from onnx" not in src
+
+
+# ---- randomised geometry against onnxruntime ------------------------------------------------
+
+from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+FEW = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FEW
+@given(st.data())
+def test_conv_random_geometry(data):
+    d = data.draw
+    g, cin, cout = d(st.integers(1, 3)), d(st.integers(1, 2)), d(st.integers(1, 2))
+    k = [d(st.integers(1, 4)), d(st.integers(1, 4))]
+    s, dil = [d(st.integers(1, 3)) for _ in k], [d(st.integers(1, 2)) for _ in k]
+    auto_pad = d(st.sampled_from(["NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"]))
+    if auto_pad.startswith("SAME"):
+        dil = [1, 1]  # onnxruntime refuses dilated SAME convs
+    pads = [d(st.integers(0, 2)) for _ in range(4)]
+    h, w = d(st.integers(1, 9)), d(st.integers(1, 9))
+    ek = [(kk - 1) * dd + 1 for kk, dd in zip(k, dil)]
+    if auto_pad == "NOTSET":
+        assume(h + pads[0] + pads[2] >= ek[0] and w + pads[1] + pads[3] >= ek[1])
+    elif auto_pad == "VALID":
+        assume(h >= ek[0] and w >= ek[1])
+    attrs = dict(strides=s, dilations=dil, group=g, auto_pad=auto_pad)
+    if auto_pad == "NOTSET":
+        attrs["pads"] = pads
+    check(one_op_model("Conv", [1, g * cin, h, w], ["w", "b"],
+                       {"w": rand(g * cout, cin, *k, seed=1), "b": rand(g * cout, seed=2)}, **attrs))
+
+
+@FEW
+@given(st.data())
+def test_pool_random_geometry(data):
+    d = data.draw
+    op = d(st.sampled_from(["MaxPool", "AveragePool"]))
+    k = [d(st.integers(1, 3)), d(st.integers(1, 3))]
+    s = [d(st.integers(1, 3)) for _ in k]
+    dil = [d(st.integers(1, 2)) for _ in k] if op == "MaxPool" else [1, 1]
+    pads = [d(st.integers(0, kk - 1)) for kk in k + k]
+    h, w = d(st.integers(3, 9)), d(st.integers(3, 9))
+    assume(h >= (k[0] - 1) * dil[0] + 1 and w >= (k[1] - 1) * dil[1] + 1)
+    attrs = dict(kernel_shape=k, strides=s, pads=pads, ceil_mode=d(st.integers(0, 1)))
+    if op == "MaxPool":
+        attrs["dilations"] = dil
+    else:
+        attrs["count_include_pad"] = d(st.integers(0, 1))
+    check(one_op_model(op, [1, 2, h, w], **attrs))
+
+
+@FEW
+@given(st.data())
+def test_slice_random(data):
+    d = data.draw
+    shape = [1, 3, 5, 6]
+    axes = d(st.lists(st.integers(-4, 3), min_size=1, max_size=3, unique_by=lambda a: a % 4))
+    starts = [d(st.integers(-9, 9)) for _ in axes]
+    ends = [d(st.sampled_from([-2**63, 2**63 - 1, *range(-9, 10)])) for _ in axes]
+    steps = [d(st.sampled_from([-3, -2, -1, 1, 2, 3])) for _ in axes]
+    expected = np.empty(shape)
+    for a, b, e, sp in zip(axes, starts, ends, steps):
+        expected = expected[(slice(None),) * (a % 4) + (slice(b, e, sp),)]
+    assume(expected.size > 0)
+    inits = {"st": np.array(starts, I64), "en": np.array(ends, I64),
+             "ax": np.array(axes, I64), "sp": np.array(steps, I64)}
+    check(one_op_model("Slice", shape, ["st", "en", "ax", "sp"], inits, opset=13))

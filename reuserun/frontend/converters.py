@@ -137,12 +137,12 @@ def _pads_2d(begins: list, ends: list) -> tuple:
     return (b[0], b[1], e[0], e[1])
 
 
-def _resolve_pads(ctx: Ctx, in_sp, kernel, strides, dilations) -> tuple[list, list]:
+def _resolve_pads(attrs: dict, in_sp, kernel, strides, dilations) -> tuple[list, list]:
     """Begin/end pads of a conv or pool, auto_pad resolved the way the ONNX spec says."""
     n = len(in_sp)
-    auto_pad = ctx.attr("auto_pad", "NOTSET")
+    auto_pad = attrs.get("auto_pad", "NOTSET")
     if auto_pad == "NOTSET":
-        pads = _ints(ctx.attr("pads", [0] * (2 * n)))
+        pads = _ints(attrs.get("pads", [0] * (2 * n)))
         return pads[:n], pads[n:]
     if auto_pad == "VALID":
         return [0] * n, [0] * n
@@ -179,7 +179,10 @@ def conv(node, ctx: Ctx):
     strides = _ints(ctx.attr("strides", [1] * n))
     dil = _ints(ctx.attr("dilations", [1] * n))
     group = int(ctx.attr("group", 1))
-    begins, ends = _resolve_pads(ctx, x[2:], kernel, strides, dil)
+    if x[1] != w.shape[1] * group:
+        raise ir.ModelError(f"node {ctx.name} (Conv): input has {x[1]} channels, weight "
+                            f"{w.shape} with group={group} wants {w.shape[1] * group}")
+    begins, ends = _resolve_pads(ctx.attrs, x[2:], kernel, strides, dil)
     out_sp = [(i + b + e - (k - 1) * d - 1) // s + 1
               for i, b, e, k, d, s in zip(x[2:], begins, ends, kernel, dil, strides)]
     _check_out(ctx, (x[0], w.shape[0], *out_sp))
@@ -199,6 +202,9 @@ def conv_transpose(node, ctx: Ctx):
     dil = _ints(ctx.attr("dilations", [1] * n))
     group = int(ctx.attr("group", 1))
     out_pad = _ints(ctx.attr("output_padding", [0] * n))
+    if x[1] != w.shape[0]:
+        raise ir.ModelError(f"node {ctx.name} (ConvTranspose): input has {x[1]} channels, "
+                            f"weight {w.shape} wants {w.shape[0]}")
     auto_pad = ctx.attr("auto_pad", "NOTSET")
     full = [s * (i - 1) + op + (k - 1) * d + 1
             for i, s, op, k, d in zip(x[2:], strides, out_pad, kernel, dil)]
@@ -227,17 +233,30 @@ def conv_transpose(node, ctx: Ctx):
 
 # ---- pooling --------------------------------------------------------------------------------
 
+def pool_geometry(attrs: dict, in_sp) -> tuple:
+    """kernel, strides, dilations, pad begins, pad ends and output size of a MaxPool/AveragePool.
+
+    With ceil_mode, a last window that would start in the end padding is dropped, as
+    onnxruntime (and PyTorch) do; onnx's shape inference keeps it (the loader corrects that).
+    """
+    n = len(in_sp)
+    kernel = _ints(attrs["kernel_shape"])
+    strides = _ints(attrs.get("strides", [1] * n))
+    dil = _ints(attrs.get("dilations", [1] * n))
+    begins, ends = _resolve_pads(attrs, in_sp, kernel, strides, dil)
+    out = []
+    for i, b, e, k, d, s in zip(in_sp, begins, ends, kernel, dil, strides):
+        span = i + b + e - (k - 1) * d - 1
+        o = (-(-span // s) if attrs.get("ceil_mode", 0) else span // s) + 1
+        out.append(o - 1 if (o - 1) * s >= i + b else o)
+    return kernel, strides, dil, begins, ends, out
+
+
 def _pool_common(ctx: Ctx, what: str):
-    n = _spatial(ctx, what)
+    _spatial(ctx, what)
     x = ctx.shape(0)
-    kernel = _ints(ctx.attr("kernel_shape"))
-    strides = _ints(ctx.attr("strides", [1] * n))
-    dil = _ints(ctx.attr("dilations", [1] * n))
-    begins, ends = _resolve_pads(ctx, x[2:], kernel, strides, dil)
-    if not ctx.attr("ceil_mode", 0):
-        out_sp = [(i + b + e - (k - 1) * d - 1) // s + 1
-                  for i, b, e, k, d, s in zip(x[2:], begins, ends, kernel, dil, strides)]
-        _check_out(ctx, (*x[:2], *out_sp))
+    kernel, strides, dil, begins, ends, out_sp = pool_geometry(ctx.attrs, x[2:])
+    _check_out(ctx, (*x[:2], *out_sp))
     # ceil_mode lives in the output shape only (ir.py); kernels clip windows at the input edge.
     return dict(kernel=_to_2d(kernel, 1), strides=_to_2d(strides, 1),
                 pads=_pads_2d(begins, ends), dilations=_to_2d(dil, 1),

@@ -17,7 +17,8 @@ from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from .. import ir
-from .converters import CONVERTERS, Ctx, Unsupported, attr_dict, bn_scale_shift
+from .converters import (CONVERTERS, Ctx, Unsupported, attr_dict, bn_scale_shift,
+                         pool_geometry)
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 # Folding these would freeze one random draw into the model.
@@ -207,8 +208,12 @@ def _static_shape(tt) -> tuple | None:
 
 def _fold(proto, nodes, consts, inputs, outputs, opset):
     """Fold constant nodes until a fixpoint; returns the remaining nodes and final shape info."""
+    shape_fixes: dict[str, onnx.NodeProto] = {}  # stand-ins used by shape inference only
     while True:
-        info, err = _infer(proto, nodes, consts, inputs, outputs)
+        info, err = _infer(proto, [shape_fixes.get(n.name, n) for n in nodes], consts, inputs,
+                           outputs)
+        if _fix_ceil_pools(nodes, info, shape_fixes):
+            continue  # Shape nodes must not fold the uncorrected sizes
         remaining, changed = [], False
         for node in nodes:
             values = _try_fold(node, consts, info, opset)
@@ -224,6 +229,38 @@ def _fold(proto, nodes, consts, inputs, outputs, opset):
             return nodes, info, err
 
 
+def _fix_ceil_pools(nodes, info, shape_fixes) -> bool:
+    """onnx's shape inference keeps a ceil_mode window that starts in the end padding, where
+    onnxruntime drops it. For such a pool, shape inference sees a floor-mode stand-in whose end
+    pads give the onnxruntime size."""
+    changed = False
+    for node in nodes:
+        if (node.op_type not in ("MaxPool", "AveragePool") or node.name in shape_fixes
+                or node.domain not in _DEFAULT_DOMAINS):
+            continue
+        a = attr_dict(node)
+        x, y = info.get(node.input[0], (0, None))[1], info.get(node.output[0], (0, None))[1]
+        if not a.get("ceil_mode", 0) or x is None or y is None or "kernel_shape" not in a:
+            continue
+        try:
+            kernel, strides, dil, begins, ends, out = pool_geometry(a, x[2:])
+        except Unsupported:
+            continue
+        if tuple(out) == tuple(y[2:]):
+            continue
+        # floor((i + b + e - ek) / s) + 1 == o  for  e = (o - 1) * s + ek - i - b
+        ends = [max(e, (o - 1) * s + (k - 1) * d + 1 - i - b)
+                for e, o, s, k, d, i, b in zip(ends, out, strides, kernel, dil, x[2:], begins)]
+        keep = [attr for attr in node.attribute
+                if attr.name not in ("auto_pad", "pads", "ceil_mode")]
+        fixed = helper.make_node(node.op_type, node.input, node.output, name=node.name,
+                                 pads=begins + ends, ceil_mode=0)
+        fixed.attribute.extend(keep)
+        shape_fixes[node.name] = fixed
+        changed = True
+    return changed
+
+
 def _try_fold(node: onnx.NodeProto, consts: dict, info: dict, opset: int):
     """Output values if the node folds to constants, else None."""
     if node.domain not in _DEFAULT_DOMAINS or node.op_type in _NONDETERMINISTIC:
@@ -232,7 +269,8 @@ def _try_fold(node: onnx.NodeProto, consts: dict, info: dict, opset: int):
            for a in node.attribute):
         return None
     if node.op_type in ("Shape", "Size"):
-        shape = info.get(node.input[0], (None, None))[1]
+        src = node.input[0]
+        shape = consts[src].shape if src in consts else info.get(src, (None, None))[1]
         if shape is None:
             return None
         if node.op_type == "Size":
@@ -244,11 +282,17 @@ def _try_fold(node: onnx.NodeProto, consts: dict, info: dict, opset: int):
         return None
     if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
         return [numpy_helper.to_array(node.attribute[0].t)]
+    # A one-node model, not the bare node: the evaluator ignores `opsets` for a NodeProto and
+    # would run e.g. Unsqueeze-13 on an opset-11 node.
+    graph = helper.make_graph([node], "fold", [onnx.ValueInfoProto(name=i) for i in dict.fromkeys(ins)],
+                              [onnx.ValueInfoProto(name=o) for o in node.output if o])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     try:
-        ev = ReferenceEvaluator(node, opsets={"": opset})
-        return ev.run(None, {i: consts[i] for i in ins})
+        values = ReferenceEvaluator(model).run(None, {i: consts[i] for i in ins})
     except Exception:
         return None  # left in the graph: converted, or reported as unsupported
+    it = iter(values)
+    return [next(it) if o else None for o in node.output]
 
 
 def _prune(nodes: list, outputs: list) -> list:

@@ -10,6 +10,8 @@ cdef extern from "rr_simd.h" nogil:
 
 
 cdef inline float *fptr(object a) except NULL:
-    """Data pointer of a float32 ndarray (the caller keeps it alive)."""
-    cdef float[::1] v = a.reshape(-1)
-    return &v[0]
+    """Data pointer of a C-contiguous float32 ndarray (the caller keeps it alive)."""
+    if not a.flags.c_contiguous:
+        raise ValueError("kernel buffers must be C-contiguous")
+    cdef const float[::1] v = a.reshape(-1)
+    return <float *> &v[0]

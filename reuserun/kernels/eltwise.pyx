@@ -78,8 +78,8 @@ cdef class PixelKernel:
 
 
 cdef int32_t *iptr(object a) except NULL:
-    cdef int32_t[::1] v = a
-    return &v[0]
+    cdef const int32_t[::1] v = a
+    return <int32_t *> &v[0]
 
 
 def operand(buf, int off, per_pixel, per_channel):

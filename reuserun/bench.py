@@ -1,0 +1,107 @@
+"""Measure reuserun against onnxruntime on the same frames.
+
+Method: one onnxruntime session and one reuserun session per policy, all with the same thread
+count, run frame by frame in turn (interleaved), so machine noise hits them alike. Times are
+medians over the frames after the first (the first frame is dense for every reuse session).
+onnxruntime's thread pool is told not to spin between runs, so it does not steal the cores from
+the session that runs next; reuserun's OpenMP threads likewise spin only briefly.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class PolicyResult:
+    policy: str
+    ms_per_frame: float          # median over frames 1.. (reuserun)
+    ort_ms_per_frame: float      # median over the same frames (onnxruntime)
+    speedup: float               # ort median / reuserun median
+    mac_fraction: float          # mean over frames 1..
+    changed_fraction: float      # mean input change over frames 1..
+    max_abs_err: float           # max |reuserun - onnxruntime| over all frames and outputs
+    ideal_speedup: float         # 1 / mac_fraction
+
+
+@dataclass
+class BenchResult:
+    model: str
+    source: str
+    frames: int
+    threads: int
+    threshold: float
+    input_shape: list
+    dense_macs: int
+    results: list[PolicyResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def ort_session(model_bytes: bytes, threads: int):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+
+
+def run_bench(model_proto, frames, policies=("auto",), threads: int = 2, threshold: float = 0.0,
+              model_name: str = "model", source_name: str = "synthetic", progress: bool = True,
+              tile: int | None = None) -> BenchResult:
+    """frames: a list of NCHW float32 arrays for the model's single input."""
+    from reuserun.runtime.session import InferenceSession
+
+    frames = list(frames)
+    if len(frames) < 2:
+        raise ValueError("a benchmark needs at least two frames")
+    ort_sess = ort_session(model_proto.SerializeToString(), threads)
+    name = ort_sess.get_inputs()[0].name
+    sessions = {p: InferenceSession(model_proto, policy=p, threshold=threshold, threads=threads, tile=tile,
+                                    input_shape=frames[0].shape) for p in policies}
+    t_ort: list[float] = []
+    t_rr = {p: [] for p in policies}
+    macs = {p: [] for p in policies}
+    changed = {p: [] for p in policies}
+    err = {p: 0.0 for p in policies}
+    it = frames
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(frames, desc="bench", unit="frame", leave=False)
+    for f in it:
+        t0 = time.perf_counter()
+        ref = ort_sess.run(None, {name: f})
+        t_ort.append(time.perf_counter() - t0)
+        for p, s in sessions.items():
+            t0 = time.perf_counter()
+            out = s.run(None, {name: f})
+            t_rr[p].append(time.perf_counter() - t0)
+            macs[p].append(s.stats["mac_fraction"])
+            changed[p].append(s.stats["changed_fraction"])
+            err[p] = max(err[p], max(float(np.max(np.abs(a - b))) for a, b in zip(out, ref)))
+    ort_med = float(np.median(t_ort[1:]))
+    res = BenchResult(model_name, source_name, len(frames), threads, threshold, list(frames[0].shape),
+                      next(iter(sessions.values())).stats["dense_macs"] if sessions else 0)
+    for p in policies:
+        med = float(np.median(t_rr[p][1:]))
+        mf = float(np.mean(macs[p][1:]))
+        res.results.append(PolicyResult(p, med * 1e3, ort_med * 1e3, ort_med / med, mf,
+                                        float(np.mean(changed[p][1:])), err[p],
+                                        1.0 / mf if mf > 0 else float("inf")))
+    return res
+
+
+def format_table(res: BenchResult) -> str:
+    lines = [f"model {res.model}  input {tuple(res.input_shape)}  source {res.source}  frames {res.frames}  "
+             f"threads {res.threads}  threshold {res.threshold}",
+             f"dense MACs per frame {res.dense_macs / 1e9:.3f} G; onnxruntime median "
+             f"{res.results[0].ort_ms_per_frame:.2f} ms/frame" if res.results else "",
+             f"{'policy':<8} {'ms/frame':>9} {'speedup':>8} {'mac_frac':>9} {'ideal':>7} {'changed':>8} {'max|d|':>9}"]
+    for r in res.results:
+        lines.append(f"{r.policy:<8} {r.ms_per_frame:>9.2f} {r.speedup:>7.2f}x {r.mac_fraction:>9.4f} "
+                     f"{r.ideal_speedup:>6.1f}x {r.changed_fraction:>8.4f} {r.max_abs_err:>9.2e}")
+    return "\n".join(lines)

@@ -1,0 +1,118 @@
+"""reuserun command line: bench and info."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from reuserun import ir
+
+POLICY_CHOICES = ("auto", "tiles", "rects", "rect", "dense")
+
+
+def _load_proto(model: str | None, size: int):
+    """The user's ONNX model, or the built-in default detector."""
+    from reuserun import zoo
+    if model is None:
+        return zoo.default_model(size), f"builtin:yolo_like({size})"
+    if model.startswith("builtin:"):
+        name = model.split(":", 1)[1]
+        if name not in zoo.MODELS:
+            raise SystemExit(f"unknown built-in model {name!r}; choose from {sorted(zoo.MODELS)}")
+        return zoo.MODELS[name](size), f"builtin:{name}({size})"
+    from reuserun.frontend.loader import _parse
+    try:
+        return _parse(model), os.path.basename(model)
+    except ir.ModelError as e:
+        raise SystemExit(f"error: {e}")
+
+
+def _input_shape(proto, size: int) -> tuple:
+    init = {i.name for i in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in init]
+    if len(inputs) != 1:
+        raise SystemExit("bench needs a model with exactly one input")
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
+    defaults = [1, 3, size, size] if len(dims) == 4 else [1, 1, size]
+    return tuple(d if d else defaults[i] for i, d in enumerate(dims))
+
+
+def cmd_bench(args) -> int:
+    from reuserun.bench import format_table, run_bench
+    from reuserun.streams import frames_from_spec
+
+    proto, name = _load_proto(args.model, args.size)
+    shape = _input_shape(proto, args.size)
+    frames = frames_from_spec(args.source, shape, args.frames, seed=args.seed)
+    threads = args.threads or os.cpu_count() or 1
+    try:
+        res = run_bench(proto, frames, policies=args.policy or ["auto", "dense"], threads=threads,
+                        threshold=args.threshold, model_name=name, source_name=args.source,
+                        progress=not args.no_progress, tile=args.tile)
+    except (ir.ModelError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(res))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res.to_dict(), f, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from reuserun.frontend import load_model
+    from reuserun.info import describe
+
+    proto, name = _load_proto(args.model, args.size)
+    try:
+        graph = load_model(proto, {k: v for k, v in [(i.name, _input_shape(proto, args.size))
+                                                      for i in _graph_inputs(proto)]})
+    except ir.UnsupportedOpsError as e:
+        print(f"{name}: NOT supported\n{e}")
+        return 1
+    except ir.ModelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{name}: supported")
+    print(describe(graph))
+    return 0
+
+
+def _graph_inputs(proto):
+    init = {i.name for i in proto.graph.initializer}
+    return [i for i in proto.graph.input if i.name not in init]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="reuserun", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("bench", help="measure onnxruntime and reuserun on the same frames")
+    b.add_argument("model", nargs="?", help="ONNX file, or builtin:NAME (default: builtin yolo_like)")
+    b.add_argument("--source", default="synthetic", help="synthetic[:SCENARIO] | video:PATH | atari:GAME")
+    b.add_argument("--frames", type=int, default=30)
+    b.add_argument("--policy", action="append", choices=POLICY_CHOICES,
+                   help="policy to run (repeatable; default: auto and dense)")
+    b.add_argument("--threshold", type=float, default=0.0)
+    b.add_argument("--threads", type=int, default=None)
+    b.add_argument("--tile", type=int, default=None)
+    b.add_argument("--size", type=int, default=320, help="input size for built-in models and dynamic dims")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--json", help="write results as JSON here")
+    b.add_argument("--no-progress", action="store_true")
+    b.set_defaults(func=cmd_bench)
+    i = sub.add_parser("info", help="ops, shapes, MACs and receptive fields of a model")
+    i.add_argument("model", nargs="?")
+    i.add_argument("--size", type=int, default=320)
+    i.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
