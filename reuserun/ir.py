@@ -14,6 +14,8 @@ Node ops and their attrs (all attrs already resolved to plain Python / numpy val
   avgpool         x -> y. kernel, strides, pads, count_include_pad (bool).
                   ceil_mode is already reflected in the output shape; kernels clip at the input edge.
   global_avgpool, global_maxpool   x -> y (N, C, 1, 1).
+  conv_transpose, maxpool, avgpool and resize also carry out_shape (the output tensor's shape),
+  which output_padding, ceil_mode and sizes leave implicit.
   act             x -> y. kind in ACT_KINDS; alpha, beta floats: leaky_relu/elu alpha; clip
                   alpha = min, beta = max (-inf / inf when absent); hard_sigmoid alpha, beta;
                   for 'prelu' attrs['slope'] is an array broadcastable to x (usually (C, 1, 1)).

@@ -23,10 +23,11 @@ def rand(*shape, seed: int = 0, scale: float = 1.0) -> np.ndarray:
 
 def make_model(nodes, inputs, outputs, initializers=(), opset: int = 17,
                ir_version: int | None = None) -> onnx.ModelProto:
-    """A checked single-graph model.
+    """A single-graph model (not checked: tests build broken ones on purpose).
 
     inputs / outputs: ValueInfoProtos, or (name, shape) pairs (float32), or bare output names
-    (type and shape filled in by shape inference, as the checker wants them). initializers: TensorProtos or (name, array) pairs.
+    (type and shape filled in by shape inference, as the checker wants them).
+    initializers: TensorProtos or (name, array) pairs.
     """
     def as_vi(v, allow_bare):
         if isinstance(v, onnx.ValueInfoProto):
@@ -42,7 +43,8 @@ def make_model(nodes, inputs, outputs, initializers=(), opset: int = 17,
     # Old opsets need an IR version onnxruntime accepts alongside them.
     model.ir_version = ir_version or min(onnx.IR_VERSION, 10)
     if any(not o.HasField("type") for o in graph.output):
-        typed = {o.name: o for o in onnx.shape_inference.infer_shapes(model, data_prop=True).graph.output}
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        typed = {o.name: o for o in inferred.graph.output}
         for o in model.graph.output:
             if not o.HasField("type"):
                 if not typed[o.name].type.tensor_type.HasField("shape"):

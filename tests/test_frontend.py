@@ -6,6 +6,8 @@ import pathlib
 import numpy as np
 import onnx
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto
 
 from onnx_helpers import const, make_model, node, one_op_model, rand, run_ort, vi
@@ -83,9 +85,9 @@ def test_conv_1d_as_2d():
     ([1, 4, 9], (4, 3, 3), dict(strides=[2], pads=[1, 0], output_padding=[1])),
 ])
 def test_conv_transpose(x_shape, w_shape, attrs):
+    cout = w_shape[1] * attrs.get("group", 1)
     g = check(one_op_model("ConvTranspose", x_shape, ["w", "b"],
-                           {"w": rand(*w_shape, seed=8), "b": rand(w_shape[1] * attrs.get("group", 1), seed=9)},
-                           **attrs))
+                           {"w": rand(*w_shape, seed=8), "b": rand(cout, seed=9)}, **attrs))
     assert ops_of(g) == ["conv_transpose"]
 
 
@@ -236,7 +238,8 @@ def test_resize_negative_axes():
     x = rand(1, 3, 5, 6)
     g = load_model(model([-2, -1]))
     assert g.tensors["y"].shape == (1, 3, 12, 14)
-    np.testing.assert_array_equal(run_graph(g, {"x": x})["y"], run_ort(model([2, 3]), {"x": x})["y"])
+    want = run_ort(model([2, 3]), {"x": x})["y"]
+    np.testing.assert_array_equal(run_graph(g, {"x": x})["y"], want)
 
 
 def test_resize_tf_half_pixel_for_nearest():
@@ -425,7 +428,9 @@ def _shape_chain_model(x_shape, y_shape, opset=13):
         node("Reshape", ["x", "shape"], ["r"]),
         node("Relu", ["r"], ["y"]),
     ]
-    inits = [("minus1", np.array([-1], I64))] + ([("ax", np.array([0], I64))] if opset >= 13 else [])
+    inits = [("minus1", np.array([-1], I64))]
+    if opset >= 13:
+        inits.append(("ax", np.array([0], I64)))
     # onnx's own data propagation stops at this chain, so the output shape is spelled out.
     return make_model(nodes, [("x", x_shape)], [("y", y_shape)], inits, opset=opset)
 
@@ -470,6 +475,18 @@ def test_constant_output_and_initializer_input():
                    [("c", rand(3, 1, 1, seed=5))])
     g = check(m)
     assert g.inputs == ["x"] and g.tensors["c"].is_const
+
+
+def test_model_local_function_inlined():
+    fn = onnx.helper.make_function("local", "ReluTwice", ["a"], ["b"],
+                                   [node("Relu", ["a"], ["t"]), node("Relu", ["t"], ["b"])],
+                                   [onnx.helper.make_opsetid("", 17)])
+    m = make_model([onnx.helper.make_node("ReluTwice", ["x"], ["y"], domain="local")],
+                   [("x", X4)], [("y", X4)])
+    m.opset_import.append(onnx.helper.make_opsetid("local", 1))
+    m.functions.append(fn)
+    g = check(m)
+    assert ops_of(g) == ["act", "act"]
 
 
 # ---- errors ---------------------------------------------------------------------------------
@@ -557,10 +574,7 @@ def test_ir_does_not_import_onnx():
 
 # ---- randomised geometry against onnxruntime ------------------------------------------------
 
-from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-FEW = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FEW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @FEW
@@ -583,8 +597,8 @@ def test_conv_random_geometry(data):
     attrs = dict(strides=s, dilations=dil, group=g, auto_pad=auto_pad)
     if auto_pad == "NOTSET":
         attrs["pads"] = pads
-    check(one_op_model("Conv", [1, g * cin, h, w], ["w", "b"],
-                       {"w": rand(g * cout, cin, *k, seed=1), "b": rand(g * cout, seed=2)}, **attrs))
+    inits = {"w": rand(g * cout, cin, *k, seed=1), "b": rand(g * cout, seed=2)}
+    check(one_op_model("Conv", [1, g * cin, h, w], ["w", "b"], inits, **attrs))
 
 
 @FEW
@@ -622,3 +636,4 @@ def test_slice_random(data):
     inits = {"st": np.array(starts, I64), "en": np.array(ends, I64),
              "ax": np.array(axes, I64), "sp": np.array(steps, I64)}
     check(one_op_model("Slice", shape, ["st", "en", "ax", "sp"], inits, opset=13))
+

@@ -21,7 +21,7 @@ class Unsupported(Exception):
 
 
 def attr_dict(node: onnx.NodeProto) -> dict:
-    """Attributes as plain Python values: str for strings, lists for repeated, arrays for tensors."""
+    """Attributes as plain values: str for strings, lists for repeated, arrays for tensors."""
     out = {}
     for a in node.attribute:
         v = helper.get_attribute_value(a)
@@ -117,6 +117,10 @@ def _axis(axis: int, rank: int, ctx: Ctx) -> int:
 
 def _ints(v) -> list[int]:
     return [int(i) for i in np.asarray(v).reshape(-1)]
+
+
+def _scalar(v) -> float:
+    return float(np.asarray(v).reshape(-1)[0])
 
 
 def _spatial(ctx: Ctx, what: str) -> int:
@@ -247,8 +251,11 @@ def pool_geometry(attrs: dict, in_sp) -> tuple:
     out = []
     for i, b, e, k, d, s in zip(in_sp, begins, ends, kernel, dil, strides):
         span = i + b + e - (k - 1) * d - 1
-        o = (-(-span // s) if attrs.get("ceil_mode", 0) else span // s) + 1
-        out.append(o - 1 if (o - 1) * s >= i + b else o)
+        if attrs.get("ceil_mode", 0):
+            o = -(-span // s) + 1
+            out.append(o - 1 if (o - 1) * s >= i + b else o)
+        else:
+            out.append(span // s + 1)
     return kernel, strides, dil, begins, ends, out
 
 
@@ -306,7 +313,11 @@ def leaky_relu(node, ctx):
 def prelu(node, ctx):
     slope = ctx.need_const(1, "slope").astype(np.float32)
     x = ctx.shape(0)
-    if np.broadcast_shapes(slope.shape, x) != tuple(x):
+    try:
+        fits = np.broadcast_shapes(slope.shape, x) == tuple(x)
+    except ValueError:
+        fits = False
+    if not fits:
         raise Unsupported(f"slope shape {slope.shape} does not broadcast to {x}")
     # Drop leading unit axes so the usual (1, C, 1, 1) reads as (C, 1, 1).
     while slope.ndim > max(len(x) - 1, 1) and slope.shape[0] == 1:
@@ -318,8 +329,8 @@ def clip(node, ctx):
     if ctx.opset < 11:
         lo, hi = ctx.attr("min", -math.inf), ctx.attr("max", math.inf)
     else:
-        lo = float(ctx.need_const(1, "min")) if ctx.has(1) else -math.inf
-        hi = float(ctx.need_const(2, "max")) if ctx.has(2) else math.inf
+        lo = _scalar(ctx.need_const(1, "min")) if ctx.has(1) else -math.inf
+        hi = _scalar(ctx.need_const(2, "max")) if ctx.has(2) else math.inf
     return _act(ctx, "clip", lo, hi)
 
 
@@ -524,7 +535,7 @@ def pad(node, ctx: Ctx):
         axes = list(range(rank))
     else:
         pads = _ints(ctx.need_const(1, "pads"))
-        value = float(ctx.need_const(2, "constant_value").reshape(-1)[0]) if ctx.has(2) else 0.0
+        value = _scalar(ctx.need_const(2, "constant_value")) if ctx.has(2) else 0.0
         axes = ([_axis(a, rank, ctx) for a in _ints(ctx.need_const(3, "axes"))]
                 if ctx.has(3) else list(range(rank)))
     n = len(axes)

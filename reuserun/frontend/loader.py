@@ -38,7 +38,9 @@ def load_model(model, input_shapes: dict | None = None) -> ir.Graph:
     proto = _parse(model)
     opset = _default_opset(proto)
     if proto.functions:
-        proto = onnx.inliner.inline_local_functions(proto)
+        from onnx import inliner  # model-local functions: run their bodies as plain nodes
+
+        proto = inliner.inline_local_functions(proto)
     g = proto.graph
     _name_nodes(g)
     consts = _initializers(g)
@@ -70,10 +72,11 @@ def _parse(model) -> onnx.ModelProto:
         try:
             proto = onnx.load(path)
         except Exception as e:
-            raise ir.ModelError(f"cannot load ONNX model {path} "
-                                f"(truncated, not an ONNX file or missing external data): {e}") from e
+            raise ir.ModelError(f"cannot load ONNX model {path} (truncated, not an ONNX "
+                                f"file or missing external data): {e}") from e
     else:
-        raise TypeError(f"model must be a path, bytes or onnx.ModelProto, not {type(model).__name__}")
+        raise TypeError(f"model must be a path, bytes or onnx.ModelProto, "
+                        f"not {type(model).__name__}")
     try:
         onnx.checker.check_model(proto)
     except Exception as e:
@@ -106,9 +109,7 @@ def _initializers(g: onnx.GraphProto) -> dict[str, np.ndarray]:
         for t in g.initializer:
             consts[t.name] = numpy_helper.to_array(t)
         for t in g.sparse_initializer:
-            consts[t.values.name] = numpy_helper.to_array(onnx.helper.make_tensor(
-                t.values.name, t.values.data_type, list(t.dims),
-                _densify(t).reshape(-1).tolist()))
+            consts[t.values.name] = _densify(t)
     except Exception as e:
         raise ir.ModelError(f"cannot read initializer: {e}") from e
     return consts
@@ -284,7 +285,8 @@ def _try_fold(node: onnx.NodeProto, consts: dict, info: dict, opset: int):
         return [numpy_helper.to_array(node.attribute[0].t)]
     # A one-node model, not the bare node: the evaluator ignores `opsets` for a NodeProto and
     # would run e.g. Unsqueeze-13 on an opset-11 node.
-    graph = helper.make_graph([node], "fold", [onnx.ValueInfoProto(name=i) for i in dict.fromkeys(ins)],
+    graph = helper.make_graph([node], "fold",
+                              [onnx.ValueInfoProto(name=i) for i in dict.fromkeys(ins)],
                               [onnx.ValueInfoProto(name=o) for o in node.output if o])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     try:

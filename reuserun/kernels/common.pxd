@@ -7,6 +7,7 @@ cdef extern from "rr_simd.h" nogil:
     float rr_act(int act, float v, float alpha, float beta, float slope)
     int rr_store_tracked(float *dst, const float *src, int n, float thr)
     int rr_num_threads(int requested)
+    int rr_differs(float now, float ref, float thr)
 
 
 cdef inline float *fptr(object a) except NULL:

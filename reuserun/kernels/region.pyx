@@ -1,12 +1,12 @@
 # Change detection and region bookkeeping on per-pixel uint8 masks (what changed; the
 # planner in reuserun/plan decides what to do with it).
 from cython.parallel cimport prange
-from libc.math cimport fabsf, isfinite
-from libc.stdint cimport int32_t, uint8_t, uint32_t
-from libc.string cimport memcpy, memset
+from libc.math cimport isfinite
+from libc.stdint cimport int32_t, uint8_t
+from libc.string cimport memset
 import numpy as np
 
-from reuserun.kernels.common cimport rr_num_threads
+from reuserun.kernels.common cimport rr_differs, rr_num_threads
 
 
 def diff_frame(const float[:, :, ::1] frame, const float[:, :, ::1] ref, int ref_off,
@@ -16,8 +16,7 @@ def diff_frame(const float[:, :, ::1] frame, const float[:, :, ::1] ref, int ref
     cdef int C = frame.shape[0], H = frame.shape[1], W = frame.shape[2]
     cdef int y, x, c, p, nt = rr_num_threads(threads)
     cdef long changed = 0, bad = 0
-    cdef float f, r
-    cdef uint32_t fb, rb
+    cdef float f
     cdef uint8_t m
     with nogil:
         for y in prange(H, num_threads=nt, schedule="static"):
@@ -25,15 +24,9 @@ def diff_frame(const float[:, :, ::1] frame, const float[:, :, ::1] ref, int ref
                 m = 0
                 for c in range(C):
                     f = frame[c, y, x]
-                    r = ref[y, x, ref_off + c]
                     if not isfinite(f):
                         bad += 1
-                    if thr == 0.0:
-                        memcpy(&fb, &f, 4)
-                        memcpy(&rb, &r, 4)
-                        if fb != rb:
-                            m = 1
-                    elif not (fabsf(f - r) <= thr):
+                    if rr_differs(f, ref[y, x, ref_off + c], thr):
                         m = 1
                 mask[y * W + x] = m
                 changed += m
@@ -53,7 +46,7 @@ def apply_frame(const float[:, :, ::1] frame, float[:, :, ::1] ref, int ref_off,
                 if mask[y * W + x]:
                     for c in range(C):
                         f = frame[c, y, x]
-                        if thr == 0.0 or not (fabsf(f - ref[y, x, ref_off + c]) <= thr):
+                        if rr_differs(f, ref[y, x, ref_off + c], thr):
                             ref[y, x, ref_off + c] = f
 
 

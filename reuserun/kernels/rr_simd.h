@@ -56,6 +56,16 @@ static inline float rr_act(int act, float v, float alpha, float beta, float slop
     }
 }
 
+/* Does `now` count as changed from `ref`? thr == 0: any bit differs; else |now - ref| > thr. */
+static inline int rr_differs(float now, float ref, float thr) {
+    if (thr == 0.0f) {
+        uint32_t a, b;
+        memcpy(&a, &now, 4); memcpy(&b, &ref, 4);
+        return a != b;
+    }
+    return !(fabsf(now - ref) <= thr);
+}
+
 /* Store `n` results into `dst`, keeping the cached reference where the value moved by no more
  * than `thr` (thr < 0: always write, no tracking). Returns 1 when anything was written. */
 static inline int rr_store_tracked(float *dst, const float *src, int n, float thr) {

@@ -186,6 +186,8 @@ def _vector_operand(name, cx, C, rank):
     if full[0] != 1 or any(d != 1 for d in full[2:]) or full[1] not in (1, C):
         return None
     s = cx.storage[name]
+    if s.kind == "spatial":  # e.g. a squeeze-excite scale computed by 1x1 convs on a 1x1 map
+        return s, kel.operand(s.buf.reshape(-1), s.off, False, full[1] == C)
     flat = np.ascontiguousarray(s.arr, np.float32).reshape(-1) if s.kind == "const" else s.arr.reshape(-1)
     if s.kind == "plain" and not np.shares_memory(flat, s.arr):
         return None
@@ -197,7 +199,7 @@ def build_binary(node, cx: Compiler):
     if not is_spatial_shape(out_shape):
         return fallback(node, cx)
     C, (H, W), rank = out_shape[1], spatial_hw(out_shape), len(out_shape)
-    inputs, operands = [], []
+    inputs, vectors, operands = [], [], []
     for name in node.inputs:
         shape = cx.shape(name)
         s = cx.storage[name]
@@ -210,13 +212,13 @@ def build_binary(node, cx: Compiler):
         vec = _vector_operand(name, cx, C, rank)
         if vec is None:
             return fallback(node, cx)
-        inputs.append(vec[0])
+        vectors.append(vec[0])
         operands.append(vec[1])
-    if not any(s.kind == "spatial" for s in inputs):
+    if not inputs:
         return fallback(node, cx)
     y = cx.new_spatial(node.outputs[0])
     kernel = kel.ElementwiseKernel(y.buf, y.off, C, operands[0], operands[1], binop=node.attrs["kind"])
-    return KernelStep(node, inputs, [y], [(kernel, 0)], SAME)
+    return KernelStep(node, inputs, [y], [(kernel, 0)], SAME, vectors=vectors)
 
 
 def _identity_map(n):

@@ -7,6 +7,8 @@ here are simple, vectorised and slow; they only run in tests.
 Each entry of NUMPY_OPS is fn(node, inputs) -> outputs; inputs may be non-contiguous views,
 outputs are C-contiguous float32. act attrs: leaky_relu/elu use alpha; clip clamps to
 [alpha, beta]; hard_sigmoid / hard_swish use clip(alpha * x + beta, 0, 1); prelu uses 'slope'.
+conv_transpose, maxpool, avgpool and resize also read attr 'out_shape' (the output tensor's
+shape, set by the front-end), since output_padding / ceil_mode / sizes are not in their attrs.
 """
 from __future__ import annotations
 

@@ -14,14 +14,16 @@ from reuserun.runtime.numpy_ops import NUMPY_OPS
 
 
 class KernelStep:
-    def __init__(self, node, inputs, outputs, work, reach, macs_per_pixel=0):
-        """work: [(kernel, output index)]: several kernels may fill one output (concat) or one
+    def __init__(self, node, inputs, outputs, work, reach, macs_per_pixel=0, vectors=()):
+        """inputs: spatial tensors the reach rule maps to the outputs' grid; vectors: broadcast
+        operands (per-channel scales and the like) whose change reaches every position.
+        work: [(kernel, output index)]: several kernels may fill one output (concat) or one
         input may feed several outputs (split)."""
         self.node, self.inputs, self.outputs, self.work = node, inputs, outputs, work
         self.reach = reach
         self.macs_per_pixel = macs_per_pixel
-        self.spatial_inputs = [s for s in inputs if s.kind == "spatial"]
-        self.vector_inputs = [s for s in inputs if s.kind != "spatial"]
+        self.spatial_inputs = list(inputs)
+        self.vector_inputs = list(vectors)
         out = outputs[0]
         self.OH, self.OW, self.npix = out.H, out.W, out.npix
         self.full_pix = np.arange(self.npix, dtype=np.int32)

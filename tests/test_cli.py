@@ -1,0 +1,42 @@
+"""The command line: bench on the built-in default, bench on a file, info, and errors."""
+import json
+
+import pytest
+
+from reuserun import cli, zoo
+
+
+def test_bench_builtin_default(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert cli.main(["bench", "--frames", "3", "--size", "64", "--no-progress", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "speedup" in text and "mac_frac" in text and "auto" in text and "dense" in text
+    res = json.loads(out.read_text())
+    assert {r["policy"] for r in res["results"]} == {"auto", "dense"}
+    for r in res["results"]:
+        assert r["max_abs_err"] < 1e-3 and 0 < r["mac_fraction"] <= 1
+
+
+def test_bench_model_file_and_policies(tmp_path, capsys):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(zoo.unet_like(64).SerializeToString())
+    assert cli.main(["bench", str(path), "--frames", "3", "--no-progress", "--policy", "rect",
+                     "--policy", "tiles", "--source", "synthetic:object", "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "rect" in text and "tiles" in text
+
+
+def test_info(capsys):
+    assert cli.main(["info", "--size", "64"]) == 0
+    text = capsys.readouterr().out
+    assert "supported" in text and "conv" in text and "total MACs" in text
+
+
+def test_bad_model_path():
+    with pytest.raises(SystemExit, match="not found"):
+        cli.main(["bench", "/no/such/model.onnx", "--frames", "2", "--no-progress"])
+
+
+def test_unknown_source():
+    with pytest.raises(ValueError, match="unknown source"):
+        cli.main(["bench", "--source", "webcam", "--frames", "2", "--size", "64", "--no-progress"])

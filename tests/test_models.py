@@ -1,0 +1,63 @@
+"""Whole models: PyTorch exports and the built-in zoo, under every policy, on moving content.
+
+Every policy must be bit-identical to reuserun's dense run and within float tolerance of
+onnxruntime."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import reuserun
+from reuserun import sources, zoo
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+POLICIES = ["auto", "tiles", "rects", "rect"]
+
+
+def ort_outputs(model, name, frame):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return sess.run(None, {name: frame})
+
+
+def check_model(model, shape, scenario="objects", frames=4, tol=1e-4):
+    name = model.graph.input[0].name
+    stream = list(sources.synthetic_stream(shape, scenario, frames=frames, seed=1))
+    dense = reuserun.InferenceSession(model, policy="dense")
+    sessions = [reuserun.InferenceSession(model, policy=p) for p in POLICIES]
+    fractions = []
+    for i, f in enumerate(stream):
+        ref = dense.run(None, {name: f})
+        if i in (0, frames - 1):
+            for a, b in zip(ort_outputs(model, name, f), ref):
+                scale = max(1.0, float(np.abs(a).max()))
+                np.testing.assert_allclose(b, a, rtol=tol, atol=tol * scale)
+        for s in sessions:
+            for a, b in zip(s.run(None, {name: f}), ref):
+                assert a.tobytes() == b.tobytes(), (s.policy_name, i)
+        fractions.append(sessions[0].stats["mac_fraction"])
+    return fractions
+
+
+@pytest.mark.parametrize("name", ["resnet", "mobilenetv2", "mobilenetv3", "unet", "yolov5", "dbnet", "hrnet"])
+def test_torch_export(name):
+    torch_models = pytest.importorskip("torch_models")
+    module, shape = torch_models.build(name)
+    model = torch_models.export(module, shape)
+    fractions = check_model(model, shape)
+    assert fractions[0] == 1.0  # the first frame is dense
+
+
+@pytest.mark.parametrize("name", sorted(zoo.MODELS))
+def test_zoo_models(name):
+    model = zoo.MODELS[name](96)
+    check_model(model, (1, 3, 96, 96), frames=3)
+
+
+def test_atari_policy_reuses():
+    model = zoo.atari_policy(20, 40, 53, 40)
+    fr = check_model(model, (1, 1, 53, 40), scenario="object", frames=4)
+    assert fr[0] == 1.0 and max(fr[1:]) < 0.6

@@ -1,0 +1,210 @@
+"""The onnxruntime-compatible surface: API, stats, reuse really happening, and bad input."""
+import numpy as np
+import onnx
+import pytest
+
+import reuserun
+from reuserun import sources, zoo
+from onnx_helpers import make_model, node, rand
+
+
+@pytest.fixture(scope="module")
+def model():
+    return zoo.default_model(64)
+
+
+def frames(n=3, scenario="object", size=64):
+    return list(sources.synthetic_stream((1, 3, size, size), scenario, frames=n, seed=2))
+
+
+def snapshot(sess):
+    """Every cached buffer and mask, to prove a rejected frame changed nothing."""
+    out = {}
+    for name, st in sess._storage.items():
+        if st.kind == "spatial":
+            out[name] = (st.buf.copy(), st.mask.copy(), st.nchanged)
+        elif st.kind == "plain":
+            out[name] = (st.arr.copy(), st.changed)
+    return out, sess._fresh
+
+
+def assert_same_snapshot(a, b):
+    assert a[1] == b[1]
+    assert a[0].keys() == b[0].keys()
+    for k in a[0]:
+        for x, y in zip(a[0][k], b[0][k]):
+            if isinstance(x, np.ndarray):
+                assert x.tobytes() == y.tobytes(), k
+            else:
+                assert x == y, k
+
+
+def test_api_matches_onnxruntime_shape(model):
+    s = reuserun.InferenceSession(model)
+    [inp] = s.get_inputs()
+    assert inp.name == "images" and inp.shape == [1, 3, 64, 64] and inp.type == "tensor(float)"
+    outs = s.get_outputs()
+    assert len(outs) == 3 and all(o.type == "tensor(float)" for o in outs)
+    f = frames(1)[0]
+    res = s.run(None, {"images": f})
+    assert [r.shape for r in res] == [tuple(o.shape) for o in outs]
+    one = s.run([outs[1].name], {"images": f})
+    assert len(one) == 1 and one[0].tobytes() == res[1].tobytes()
+    assert isinstance(reuserun.openmp_enabled(), bool)
+
+
+def small_cnn(size=64):
+    ws = [("w1", rand(8, 3, 3, 3, seed=1)), ("w2", rand(16, 8, 3, 3, seed=2)), ("w3", rand(16, 16, 3, 3, seed=3))]
+    nodes = [node("Conv", ["x", "w1"], ["a"], pads=[1] * 4), node("Relu", ["a"], ["b"]),
+             node("Conv", ["b", "w2"], ["c"], pads=[1] * 4, strides=[2, 2]), node("Relu", ["c"], ["d"]),
+             node("MaxPool", ["d"], ["e"], kernel_shape=[2, 2], strides=[2, 2]),
+             node("Conv", ["e", "w3"], ["y"], pads=[1] * 4)]
+    return make_model(nodes, [("x", (1, 3, size, size))], [("y", (1, 16, size // 4, size // 4))], ws)
+
+
+def test_reuse_really_happens():
+    s = reuserun.InferenceSession(small_cnn(96))
+    f = frames(1, size=96)[0]
+    s.run(None, {"x": f})
+    assert s.stats["mac_fraction"] == 1.0
+    s.run(None, {"x": f.copy()})
+    assert s.stats["mac_fraction"] == 0.0 and s.stats["changed_fraction"] == 0.0
+    g = f.copy()
+    g[0, :, 40:43, 40:43] += 0.5
+    s.run(None, {"x": g})
+    assert 0 < s.stats["mac_fraction"] < 0.05
+    assert s.stats["changed_fraction"] == pytest.approx(9 / 96 ** 2)
+    assert {"name", "op", "computed", "total"} <= set(s.stats["layers"][0])
+
+
+def test_reset_makes_next_frame_dense(model):
+    s = reuserun.InferenceSession(model)
+    f = frames(1)[0]
+    s.run(None, {"images": f})
+    s.reset()
+    s.run(None, {"images": f})
+    assert s.stats["mac_fraction"] == 1.0
+
+
+def test_sessions_share_packed_weights(model):
+    a = reuserun.InferenceSession(model)
+    b = reuserun.InferenceSession(model, policy="rect")
+    assert a._model is b._model and a._model.packed
+    f = frames(1)[0]
+    assert all(x.tobytes() == y.tobytes() for x, y in zip(a.run(None, {"images": f}), b.run(None, {"images": f})))
+
+
+def test_dynamic_dims_bound_by_first_frame_or_input_shape():
+    w = rand(4, 3, 3, 3, seed=1)
+    m = make_model([node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+                   [("x", ["N", 3, "H", "W"])], [("y", ["N", 4, "H", "W"])], [("w", w)])
+    s = reuserun.InferenceSession(m)
+    assert s.get_inputs()[0].shape == ["N", 3, "H", "W"]
+    x = rand(1, 3, 10, 12, seed=2)
+    assert s.run(None, {"x": x})[0].shape == (1, 4, 10, 12)
+    assert s.get_inputs()[0].shape == [1, 3, 10, 12]
+    with pytest.raises(reuserun.InputError, match="shape"):
+        s.run(None, {"x": rand(1, 3, 10, 14)})
+    s2 = reuserun.InferenceSession(m, input_shape=(1, 3, 8, 8))
+    assert s2.get_inputs()[0].shape == [1, 3, 8, 8]
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"nope": None}, "unknown input"),
+    ({}, "missing input"),
+    ({"images": np.zeros((1, 3, 64, 64), np.float64)}, "float32"),
+    ({"images": np.zeros((1, 3, 32, 32), np.float32)}, "shape"),
+    ({"images": [[0.0]]}, "numpy array"),
+])
+def test_bad_feeds_rejected_without_touching_state(model, bad, match):
+    s = reuserun.InferenceSession(model)
+    fs = frames(2)
+    s.run(None, {"images": fs[0]})
+    before = snapshot(s)
+    with pytest.raises(reuserun.InputError, match=match):
+        s.run(None, bad)
+    assert_same_snapshot(before, snapshot(s))
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_frame_rejected_and_stream_continues(model, value):
+    s = reuserun.InferenceSession(model)
+    ref = reuserun.InferenceSession(model, policy="dense")
+    fs = frames(3)
+    s.run(None, {"images": fs[0]})
+    before = snapshot(s)
+    bad = fs[1].copy()
+    bad[0, 1, 10, 10] = value
+    with pytest.raises(reuserun.InputError, match="NaN or Inf"):
+        s.run(None, {"images": bad})
+    assert_same_snapshot(before, snapshot(s))
+    out = s.run(None, {"images": fs[2]})
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(out, ref.run(None, {"images": fs[2]})))
+
+
+def test_non_finite_first_frame_rejected(model):
+    s = reuserun.InferenceSession(model)
+    bad = frames(1)[0]
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(reuserun.InputError):
+        s.run(None, {"images": bad})
+
+
+def test_non_contiguous_and_read_only_frames_are_fine(model):
+    s = reuserun.InferenceSession(model)
+    ref = reuserun.InferenceSession(model, policy="dense")
+    for f in frames(3):
+        nhwc = np.ascontiguousarray(f.transpose(0, 2, 3, 1))
+        view = nhwc.transpose(0, 3, 1, 2)  # same values, not C-contiguous
+        assert not view.flags.c_contiguous
+        view.flags.writeable = False
+        out = s.run(None, {"images": view})
+        assert all(a.tobytes() == b.tobytes() for a, b in zip(out, ref.run(None, {"images": f})))
+
+
+def test_outputs_are_copies(model):
+    s = reuserun.InferenceSession(model)
+    f = frames(1)[0]
+    a = s.run(None, {"images": f})
+    a[0][...] = 123.0
+    b = s.run(None, {"images": f})
+    assert not np.any(b[0] == 123.0)
+
+
+def test_unknown_output_name(model):
+    s = reuserun.InferenceSession(model)
+    with pytest.raises(reuserun.InputError, match="unknown output"):
+        s.run(["nope"], {"images": frames(1)[0]})
+
+
+def test_bad_models():
+    good = zoo.default_model(64).SerializeToString()
+    with pytest.raises(reuserun.ModelError):
+        reuserun.InferenceSession(good[: len(good) // 3])
+    with pytest.raises(reuserun.ModelError):
+        reuserun.InferenceSession(b"not an onnx model at all")
+    with pytest.raises(reuserun.ModelError, match="not found"):
+        reuserun.InferenceSession("/nonexistent/model.onnx")
+
+
+def test_unsupported_ops_listed_at_load():
+    m = make_model([node("Conv", ["x", "w"], ["c"], name="conv0"),
+                    node("TopK", ["c", "k"], ["v", "i"], name="topk0", axis=1),
+                    node("Einsum", ["v", "v"], ["e"], name="einsum0", equation="bchw,bchw->bchw"),
+                    node("Einsum", ["e", "e"], ["y"], name="einsum1", equation="bchw,bchw->bchw")],
+                   [("x", (1, 3, 8, 8))], [("y", (1, 2, 6, 6))],
+                   [("w", rand(4, 3, 3, 3)), ("k", np.array([2], np.int64))])
+    with pytest.raises(reuserun.UnsupportedOpsError) as e:
+        reuserun.InferenceSession(m)
+    msg = str(e.value)
+    for part in ("TopK", "topk0", "Einsum", "einsum0", "einsum1", "opset 17"):
+        assert part in msg
+
+
+def test_bad_arguments(model):
+    with pytest.raises(ValueError, match="policy"):
+        reuserun.InferenceSession(model, policy="fastest")
+    with pytest.raises(ValueError, match="threshold"):
+        reuserun.InferenceSession(model, threshold=-1)
+    with pytest.raises(reuserun.InputError, match="batch"):
+        reuserun.InferenceSession(model, input_shape=(2, 3, 64, 64))
