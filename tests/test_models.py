@@ -2,9 +2,6 @@
 
 Every policy must be bit-identical to reuserun's dense run and within float tolerance of
 onnxruntime."""
-import sys
-from pathlib import Path
-
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -12,7 +9,6 @@ import pytest
 import reuserun
 from reuserun import sources, zoo
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 POLICIES = ["auto", "tiles", "rects", "rect"]
 
 

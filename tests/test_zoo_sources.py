@@ -163,7 +163,7 @@ def test_endless_stream():
 
 def test_torch_models_export_and_match():
     torch = pytest.importorskip("torch")
-    from tools import torch_models as tm
+    import torch_models as tm
 
     for name in tm.TORCH_MODELS:
         module, shape = tm.build(name)
