@@ -138,16 +138,16 @@ cdef class GatherKernel(PixelKernel):
 cdef class LinearResizeKernel(PixelKernel):
     cdef rr_linear_t r
 
-    def __init__(self, x_buf, y_buf, int C, ys, xs):
+    def __init__(self, x_buf, int x_off, y_buf, int y_off, int C, ys, xs):
         """ys, xs: (i0, i1, w0, w1) arrays per output row / column."""
         self.kind = RR_K_LINEAR
         self.params = &self.r
         ys = [np.ascontiguousarray(a, np.int32 if i < 2 else np.float32) for i, a in enumerate(ys)]
         xs = [np.ascontiguousarray(a, np.int32 if i < 2 else np.float32) for i, a in enumerate(xs)]
         self.keep = (x_buf, y_buf, ys, xs)
-        self.r.x = fptr(x_buf)
+        self.r.x = fptr(x_buf) + x_off
         self.r.W, self.r.ldx = x_buf.shape[1], x_buf.shape[2]
-        self.r.y = fptr(y_buf)
+        self.r.y = fptr(y_buf) + y_off
         self.r.OW, self.r.ldy = y_buf.shape[1], y_buf.shape[2]
         self.r.C = C
         self.r.y0, self.r.y1 = iptr(ys[0]), iptr(ys[1])
@@ -159,14 +159,14 @@ cdef class LinearResizeKernel(PixelKernel):
 cdef class PoolKernel(PixelKernel):
     cdef rr_pool_t q
 
-    def __init__(self, x_buf, y_buf, int C, kernel, strides, pads, dilations, bint is_max,
+    def __init__(self, x_buf, int x_off, y_buf, int y_off, int C, kernel, strides, pads, dilations, bint is_max,
                  bint count_include_pad=False):
         self.kind = RR_K_POOL
         self.params = &self.q
         self.keep = (x_buf, y_buf)
-        self.q.x = fptr(x_buf)
+        self.q.x = fptr(x_buf) + x_off
         self.q.H, self.q.W, self.q.ldx = x_buf.shape[0], x_buf.shape[1], x_buf.shape[2]
-        self.q.y = fptr(y_buf)
+        self.q.y = fptr(y_buf) + y_off
         self.q.OH, self.q.OW, self.q.ldy = y_buf.shape[0], y_buf.shape[1], y_buf.shape[2]
         self.q.C = C
         self.q.kh, self.q.kw = kernel

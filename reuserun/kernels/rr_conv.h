@@ -82,15 +82,25 @@ static inline void rr_conv_tile(const rr_conv_t *c, const int32_t *pix, int m, i
     if (nc > RR_NR) nc = RR_NR;
     const float *bias = c->bias + (size_t)gb * RR_NR;
     const float *slope = c->slope ? c->slope + (size_t)gb * RR_NR : NULL;
+    const v8f s0 = slope ? vload(slope) : vbroadcast(0.0f), s1 = slope ? vload(slope + 8) : s0;
     for (int r = 0; r < m; r++) {
-        float tmp[RR_NR];
-        vstore(tmp, accs[r][0] + vload(bias));
-        vstore(tmp + 8, accs[r][1] + vload(bias + 8));
-        if (c->act != ACT_NONE)
-            for (int j = 0; j < nc; j++)
-                tmp[j] = rr_act(c->act, tmp[j], c->alpha, c->beta, slope ? slope[j] : 0.0f);
+        v8f v0 = accs[r][0] + vload(bias), v1 = accs[r][1] + vload(bias + 8);
+        if (c->act != ACT_NONE) {
+            v0 = vact(c->act, v0, c->alpha, c->beta, s0);
+            v1 = vact(c->act, v1, c->alpha, c->beta, s1);
+        }
         const int p = pix[r];
-        if (rr_store_tracked(c->y + (size_t)p * c->ldy + oc0, tmp, nc, thr) && mask) mask[p] = 1;
+        float *dst = c->y + (size_t)p * c->ldy + oc0;
+        int changed;
+        if (nc == RR_NR) {
+            changed = rr_store8_tracked(dst, v0, thr) | rr_store8_tracked(dst + 8, v1, thr);
+        } else {
+            float tmp[RR_NR];
+            vstore(tmp, v0);
+            vstore(tmp + 8, v1);
+            changed = rr_store_tracked(dst, tmp, nc, thr);
+        }
+        if (changed && mask) mask[p] = 1;
     }
 }
 
@@ -121,24 +131,33 @@ static inline void rr_dw_pixel(const rr_dw_t *c, int p, uint8_t *mask, float thr
         rows[nrows] = c->x + ((size_t)iy * c->W + ix) * c->ldx;
         tapidx[nrows++] = t;
     }
+    int changed = 0;
+    float *dst = c->y + (size_t)p * c->ldy;
     for (int c0 = 0; c0 < cpad; c0 += 8) {
         v8f acc = {0};
-        if (c0 + 8 <= C) {
-            for (int k = 0; k < nrows; k++)
-                acc = vfma(vload(rows[k] + c0), vload(c->w + (size_t)tapidx[k] * cpad + c0), acc);
-        } else {
-            for (int k = 0; k < nrows; k++) {
-                float xin[8] = {0};
-                memcpy(xin, rows[k] + c0, (size_t)(C - c0) * sizeof(float));
-                acc = vfma(vload(xin), vload(c->w + (size_t)tapidx[k] * cpad + c0), acc);
+        const int full = c0 + 8 <= C;
+        for (int k = 0; k < nrows; k++) {
+            v8f xin;
+            if (full) {
+                xin = vload(rows[k] + c0);
+            } else {
+                float part[8] = {0};
+                memcpy(part, rows[k] + c0, (size_t)(C - c0) * sizeof(float));
+                xin = vload(part);
             }
+            acc = vfma(xin, vload(c->w + (size_t)tapidx[k] * cpad + c0), acc);
         }
-        vstore(tmp + c0, acc + vload(c->bias + c0));
+        v8f v = acc + vload(c->bias + c0);
+        if (c->act != ACT_NONE)
+            v = vact(c->act, v, c->alpha, c->beta, c->slope ? vload(c->slope + c0) : vbroadcast(0.0f));
+        if (full) {
+            changed |= rr_store8_tracked(dst + c0, v, thr);
+        } else {
+            vstore(tmp, v);
+            changed |= rr_store_tracked(dst + c0, tmp, C - c0, thr);
+        }
     }
-    if (c->act != ACT_NONE)
-        for (int j = 0; j < C; j++)
-            tmp[j] = rr_act(c->act, tmp[j], c->alpha, c->beta, c->slope ? c->slope[j] : 0.0f);
-    if (rr_store_tracked(c->y + (size_t)p * c->ldy, tmp, C, thr) && mask) mask[p] = 1;
+    if (changed && mask) mask[p] = 1;
 }
 
 #endif

@@ -33,27 +33,63 @@ static inline v8f vfma(v8f a, v8f b, v8f c) { return a * b + c; }
 #endif
 static inline v8f vbroadcast(float x) { v8f v = {x, x, x, x, x, x, x, x}; return v; }
 
-/* Activation codes; the order matches reuserun/kernels/acts.py. */
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+/* Lane-wise select: m lanes are all ones (true) or zeros, as vector comparisons give. */
+static inline v8f vsel(v8i m, v8f a, v8f b) { return (v8f)(((v8i)a & m) | ((v8i)b & ~m)); }
+static inline v8f vmax(v8f a, v8f b) { return vsel(a > b, a, b); }
+static inline v8f vmin(v8f a, v8f b) { return vsel(a < b, a, b); }
+static inline v8f vfloor(v8f x) {
+    v8f t = __builtin_convertvector(__builtin_convertvector(x, v8i), v8f);
+    return vsel(t > x, t - vbroadcast(1.0f), t);
+}
+
+/* exp on 8 lanes (Cephes' single-precision scheme, ~1 ulp). Deterministic: one instruction
+ * sequence for every element, which is all exactness needs. */
+static inline v8f vexp(v8f x) {
+    x = vmin(vmax(x, vbroadcast(-87.3f)), vbroadcast(88.3f));
+    v8f fx = vfloor(x * vbroadcast(1.44269504088896341f) + vbroadcast(0.5f));
+    x = x - fx * vbroadcast(0.693359375f) - fx * vbroadcast(-2.12194440e-4f);
+    v8f z = x * x;
+    v8f y = vbroadcast(1.9875691500e-4f);
+    y = y * x + vbroadcast(1.3981999507e-3f);
+    y = y * x + vbroadcast(8.3334519073e-3f);
+    y = y * x + vbroadcast(4.1665795894e-2f);
+    y = y * x + vbroadcast(1.6666665459e-1f);
+    y = y * x + vbroadcast(5.0000001201e-1f);
+    y = y * z + x + vbroadcast(1.0f);
+    v8i e = (__builtin_convertvector(fx, v8i) + 127) << 23;
+    return y * (v8f)e;
+}
+
+/* Activation codes; the order matches ACT_CODES in reuserun/runtime/fuse.py. */
 enum {
     ACT_NONE = 0, ACT_RELU, ACT_LEAKY_RELU, ACT_CLIP, ACT_SIGMOID, ACT_HARD_SIGMOID,
     ACT_HARD_SWISH, ACT_TANH, ACT_ELU, ACT_SILU, ACT_PRELU
 };
 
-/* One element through an activation; `slope` is PRelu's per-channel slope. */
-static inline float rr_act(int act, float v, float alpha, float beta, float slope) {
+/* Eight elements through an activation; `slope` is PRelu's per-channel slope (8 lanes). */
+static inline v8f vact(int act, v8f v, float alpha, float beta, v8f slope) {
+    const v8f zero = vbroadcast(0.0f), one = vbroadcast(1.0f);
     switch (act) {
-    case ACT_RELU: return v > 0.0f ? v : 0.0f;
-    case ACT_LEAKY_RELU: return v >= 0.0f ? v : v * alpha;
-    case ACT_PRELU: return v >= 0.0f ? v : v * slope;
-    case ACT_CLIP: return v < alpha ? alpha : (v > beta ? beta : v);
-    case ACT_SIGMOID: return 1.0f / (1.0f + expf(-v));
-    case ACT_HARD_SIGMOID: { float t = alpha * v + beta; return t < 0.0f ? 0.0f : (t > 1.0f ? 1.0f : t); }
-    case ACT_HARD_SWISH: { float t = v * (1.0f / 6.0f) + 0.5f; t = t < 0.0f ? 0.0f : (t > 1.0f ? 1.0f : t); return v * t; }
-    case ACT_TANH: return tanhf(v);
-    case ACT_ELU: return v >= 0.0f ? v : alpha * (expf(v) - 1.0f);
-    case ACT_SILU: return v / (1.0f + expf(-v));
+    case ACT_RELU: return vmax(v, zero);
+    case ACT_LEAKY_RELU: return vsel(v >= zero, v, v * vbroadcast(alpha));
+    case ACT_PRELU: return vsel(v >= zero, v, v * slope);
+    case ACT_CLIP: return vmin(vmax(v, vbroadcast(alpha)), vbroadcast(beta));
+    case ACT_SIGMOID: return one / (one + vexp(zero - v));
+    case ACT_HARD_SIGMOID: return vmin(vmax(v * vbroadcast(alpha) + vbroadcast(beta), zero), one);
+    case ACT_HARD_SWISH: return v * vmin(vmax(v * vbroadcast(1.0f / 6.0f) + vbroadcast(0.5f), zero), one);
+    case ACT_TANH: return vbroadcast(2.0f) / (one + vexp(v * vbroadcast(-2.0f))) - one;
+    case ACT_ELU: return vsel(v >= zero, v, vbroadcast(alpha) * (vexp(v) - one));
+    case ACT_SILU: return v / (one + vexp(zero - v));
     default: return v;
     }
+}
+
+/* One element through an activation: lane 0 of vact, so scalar and vector paths agree. */
+static inline float rr_act(int act, float v, float alpha, float beta, float slope) {
+    v8f r = vact(act, vbroadcast(v), alpha, beta, vbroadcast(slope));
+    return r[0];
 }
 
 /* Does `now` count as changed from `ref`? thr == 0: any bit differs; else |now - ref| > thr. */
@@ -87,6 +123,26 @@ static inline int rr_store_tracked(float *dst, const float *src, int n, float th
         if (!(fabsf(src[i] - dst[i]) <= thr)) { dst[i] = src[i]; changed = 1; }
     }
     return changed;
+}
+
+/* rr_store_tracked for 8 lanes. */
+static inline int rr_store8_tracked(float *dst, v8f v, float thr) {
+    if (thr < 0.0f) { vstore(dst, v); return 1; }
+    v8f old = vload(dst);
+    v8i changed;
+    if (thr == 0.0f) {
+        changed = (v8i)v != (v8i)old;
+    } else {
+        v8f d = v - old;
+        v8f ad = vsel(d < vbroadcast(0.0f), vbroadcast(0.0f) - d, d);
+        changed = ~(ad <= vbroadcast(thr));
+        v = vsel(changed, v, old);
+    }
+    v8i any = changed;
+    int hit = 0;
+    for (int i = 0; i < 8; i++) hit |= any[i];
+    if (hit) vstore(dst, v);
+    return hit != 0;
 }
 
 static inline int rr_num_threads(int requested) {

@@ -11,14 +11,20 @@ from reuserun.kernels import region
 DEFAULT_TILE = 8
 
 
-class Dense:
+class Policy:
+    name = ""
+    # a layer whose compute set is everything runs without comparing old and new values
+    dense_when_full = True
+
+
+class Dense(Policy):
     name = "dense"
 
     def coarsen(self, reach, H, W, out):
         out[:] = 1
 
 
-class Rect:
+class Rect(Policy):
     """One bounding rectangle per tensor, as in the seed paper."""
     name = "rect"
 
@@ -48,7 +54,7 @@ def merge_overlapping(boxes):
     return boxes
 
 
-class Rects:
+class Rects(Policy):
     """Several disjoint rectangles: bounding boxes of connected groups of changed tiles."""
     name = "rects"
 
@@ -61,7 +67,7 @@ class Rects:
             region.fill_rect(out, W, *box)
 
 
-class Tiles:
+class Tiles(Policy):
     """A grid of tile x tile blocks; tile=1 is exact pixel granularity."""
     name = "tiles"
 
@@ -75,14 +81,24 @@ class Tiles:
             region.tiles(reach, H, W, self.tile, out)
 
 
-POLICIES = {"dense": Dense, "rect": Rect, "rects": Rects, "tiles": Tiles}
+class Auto(Policy):
+    """Pixel granularity (the kernels gather arbitrary pixel lists at no extra cost per pixel),
+    switching a layer to its dense form when the change reaches most of it."""
+    name = "auto"
+    dense_above = 0.8
+
+    def coarsen(self, reach, H, W, out):
+        if region.count(reach, H * W) > self.dense_above * H * W:
+            out[:] = 1
+        else:
+            out[:] = reach
+
+
+POLICIES = {"auto": Auto, "dense": Dense, "rect": Rect, "rects": Rects, "tiles": Tiles}
 
 
 def make_policy(name: str, tile: int | None = None):
-    if name == "auto":
-        # pixel granularity: the kernels gather arbitrary pixel lists at no extra cost
-        return Tiles(1)
     if name not in POLICIES:
-        raise ValueError(f"unknown policy {name!r}; choose from {sorted(POLICIES) + ['auto']}")
+        raise ValueError(f"unknown policy {name!r}; choose from {sorted(POLICIES)}")
     cls = POLICIES[name]
     return cls(tile) if tile is not None and name in ("tiles", "rects") else cls()

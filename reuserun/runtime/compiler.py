@@ -14,7 +14,7 @@ from reuserun.kernels import eltwise as kel
 from reuserun.plan import geometry as geo
 from reuserun.plan.rules import SAME, rule_for, spatial_hw
 from reuserun.runtime.fuse import act_params
-from reuserun.runtime.steps import FallbackStep, KernelStep, ToSpatialStep
+from reuserun.runtime.steps import ConcatStep, FallbackStep, KernelStep, ToSpatialStep
 from reuserun.runtime.storage import Const, Plain, Spatial
 
 
@@ -34,13 +34,14 @@ class Compiler:
         for name in graph.inputs:
             shape = graph.tensors[name].shape
             self.storage[name] = Spatial(name, shape) if is_spatial_shape(shape) else Plain(name, shape)
+        self.aliases = plan_concat_aliases(graph)
 
     # --- storage helpers -------------------------------------------------------------------
     def shape(self, name):
         return self.graph.tensors[name].shape
 
     def new_spatial(self, name) -> Spatial:
-        s = Spatial(name, self.shape(name))
+        s = self.aliases.get(name) or Spatial(name, self.shape(name))
         self.storage[name] = s
         return s
 
@@ -74,6 +75,37 @@ class Compiler:
             if step is not None:
                 self.steps.append(step)
         return self.steps, self.storage
+
+
+# ops whose kernels can write their output straight into a channel slice of a concat's buffer
+WRITES_IN_PLACE = {"conv", "conv_transpose", "maxpool", "avgpool", "act", "binary", "resize", "pad",
+                   "slice", "concat"}
+
+
+def plan_concat_aliases(graph: ir.Graph) -> dict[str, Spatial]:
+    """Storage for tensors that feed a channel concat: slices of the concat's own buffer, so the
+    concat costs no copy. Later concats first, so a concat feeding a concat nests correctly."""
+    producers = {o: n for n in graph.nodes for o in n.outputs}
+    aliases: dict[str, Spatial] = {}
+    for node in reversed(graph.nodes):
+        out_shape = graph.tensors[node.outputs[0]].shape
+        if node.op != "concat" or node.attrs["axis"] != 1 or not is_spatial_shape(out_shape):
+            continue
+        if len(set(node.inputs)) != len(node.inputs):
+            continue
+        if not all(is_spatial_shape(graph.tensors[i].shape) for i in node.inputs):
+            continue
+        out = aliases.get(node.outputs[0]) or Spatial(node.outputs[0], out_shape)
+        aliases[node.outputs[0]] = out
+        off = 0
+        for name in node.inputs:
+            p = producers.get(name)
+            shape = graph.tensors[name].shape
+            if p is not None and p.op in WRITES_IN_PLACE and len(p.outputs) == 1 \
+                    and name not in aliases and name not in graph.inputs:
+                aliases[name] = Spatial(name, shape, buf=out.buf, off=out.off + off)
+            off += shape[1]
+    return aliases
 
 
 def fallback(node, cx: Compiler):
@@ -159,7 +191,7 @@ def build_pool(node, cx: Compiler):
         return fallback(node, cx)
     a = node.attrs
     x, y = cx.spatial(node.inputs[0]), cx.new_spatial(node.outputs[0])
-    kernel = kel.PoolKernel(x.buf, y.buf, x.C, tuple(a["kernel"]), tuple(a["strides"]),
+    kernel = kel.PoolKernel(x.buf, x.off, y.buf, y.off, x.C, tuple(a["kernel"]), tuple(a["strides"]),
                             tuple(a["pads"]), tuple(a.get("dilations", (1, 1))),
                             node.op == "maxpool", bool(a.get("count_include_pad", False)))
     return KernelStep(node, [x], [y], [(kernel, 0)], rule_for(node, cx.graph))
@@ -234,12 +266,10 @@ def build_resize(node, cx: Compiler):
     if a["mode"] == "nearest":
         kernel = kel.GatherKernel(x.buf, x.off, y.buf, y.off, x.C, reach.ylo, reach.xlo)
     else:
-        if x.off or y.off:
-            return fallback(node, cx)
         sy, sx = (a["scales"][2], a["scales"][3]) if x.rank == 4 else (1.0, a["scales"][2])
         ys = geo.resize_sources(y.H, x.H, sy, "linear", a["coord_mode"])
         xs = geo.resize_sources(y.W, x.W, sx, "linear", a["coord_mode"])
-        kernel = kel.LinearResizeKernel(x.buf, y.buf, x.C, ys, xs)
+        kernel = kel.LinearResizeKernel(x.buf, x.off, y.buf, y.off, x.C, ys, xs)
     return KernelStep(node, [x], [y], [(kernel, 0)], reach)
 
 
@@ -253,9 +283,10 @@ def build_concat(node, cx: Compiler):
     for name in node.inputs:
         x = cx.spatial(name)
         xs.append(x)
-        work.append((kel.GatherKernel(x.buf, x.off, y.buf, y.off + off, x.C, ymap, xmap), 0))
+        if not (x.buf is y.buf and x.off == y.off + off):  # not already written in place
+            work.append((kel.GatherKernel(x.buf, x.off, y.buf, y.off + off, x.C, ymap, xmap), x))
         off += x.C
-    return KernelStep(node, xs, [y], work, SAME)
+    return ConcatStep(node, xs, y, work)
 
 
 def build_split(node, cx: Compiler):

@@ -130,7 +130,10 @@ class InferenceSession:
         full = self._fresh or self.policy_name == "dense"
         try:
             self._load_inputs(frames, diffs, full)
-            computed = self._propagate(full)
+            if not full and not any(self._storage[n].changed for n in frames):
+                computed = [0] * len(self._program)  # a still frame: every cache is current
+            else:
+                computed = self._propagate(full)
         except BaseException:
             self._fresh = True  # a half-updated cache is never reused
             raise
