@@ -574,7 +574,7 @@ def test_ir_does_not_import_onnx():
 
 # ---- randomised geometry against onnxruntime ------------------------------------------------
 
-FEW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FEW = settings(max_examples=int(__import__("os").environ.get("RR_EXAMPLES", 40)), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
 @FEW

@@ -91,7 +91,7 @@ cdef class ConvKernel:
         for name, a in (("x", x_buf), ("y", y_buf), ("w", packed), ("bias", bias)):
             if a.dtype != np.float32 or not a.flags.c_contiguous:
                 raise ValueError(f"{name} must be a C-contiguous float32 array")
-        zeros = np.zeros(max(cin, 1) + 16, np.float32)
+        zeros = np.zeros(max(cin * kernel[1], 1) + 16, np.float32)  # a whole kernel row of padding
         self.keep = (x_buf, y_buf, packed, bias, slope, zeros)
         self.c.x = fptr(x_buf) + x_off
         self.c.H, self.c.W, self.c.ldx = x_buf.shape[0], x_buf.shape[1], x_buf.shape[2]
@@ -167,12 +167,21 @@ cdef class ConvKernel:
         cdef int nitems = ngroups * nblk
         cdef int nt = rr_num_threads(threads)
         cdef int item, grp, gb, t, t0, t1, m
+        # Visit order: when the weights outweigh the input rows of the pixels to compute (deep
+        # layers, small dirty sets), keep each weight block hot across all tiles; otherwise
+        # keep each tile group's input rows hot across all blocks.
+        cdef long k = self.c.kh * self.c.kw * self.c.cin
+        cdef bint block_major = nblk * k * RR_NR > <long> n * k * self.c.groups
         if nitems < nt:
             nt = max(1, nitems)
         with nogil:
             for item in prange(nitems, num_threads=nt, schedule="static"):
-                grp = item // nblk
-                gb = item % nblk
+                if block_major:
+                    gb = item // ngroups
+                    grp = item % ngroups
+                else:
+                    grp = item // nblk
+                    gb = item % nblk
                 t0 = grp * tpi
                 t1 = min(t0 + tpi, ntiles)
                 for t in range(t0, t1):

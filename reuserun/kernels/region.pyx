@@ -189,3 +189,34 @@ def count(const uint8_t[::1] mask, int n):
         for i in range(n):
             k += mask[i]
     return k
+
+
+def to_channels_first(const float[:, :, ::1] buf, int off, int C, const uint8_t[::1] mask,
+                      float[:, ::1] out, int threads):
+    """out[c, p] = buf[p, off + c] for the marked pixels p (all of them when mask is None):
+    keeps a CHW mirror of a cached output up to date at the cost of what changed."""
+    cdef int H = buf.shape[0], W = buf.shape[1], npix = H * W
+    cdef int b, p, c, p0, p1, nt = rr_num_threads(threads)
+    cdef int nblocks = (npix + 63) // 64
+    cdef bint every = mask is None
+    cdef const uint8_t *m = NULL if every else &mask[0]
+    with nogil:
+        for b in prange(nblocks, num_threads=nt if npix > 4096 else 1, schedule="static"):
+            p0 = b * 64
+            p1 = min(p0 + 64, npix)
+            for c in range(C):
+                for p in range(p0, p1):
+                    if every or m[p]:
+                        out[c, p] = buf[p // W, p % W, off + c]
+
+
+def all_finite(const float[::1] a):
+    """True when no element is NaN or Inf."""
+    cdef Py_ssize_t i, n = a.shape[0]
+    cdef int bad = 0
+    with nogil:
+        for i in range(n):
+            if not isfinite(a[i]):
+                bad = 1
+                break
+    return not bad

@@ -12,6 +12,7 @@
 
 #define RR_MR 6
 #define RR_NR 16
+#define RR_ROWWISE_MAX 512   /* kw * cin bound for the row-wise K loop (stack scratch) */
 
 typedef struct {
     const float *x; int H, W, ldx;      /* input view; x already offset to channel 0 */
@@ -42,38 +43,77 @@ static inline const float *rr_conv_row(const rr_conv_t *c, int oy, int ox, int k
     return c->x + ((size_t)iy * c->W + ix) * c->ldx;
 }
 
-#define RR_ROW_FMA(i) { v8f a = vbroadcast(r##i[ci]); acc##i##0 = vfma(a, b0, acc##i##0); acc##i##1 = vfma(a, b1, acc##i##1); }
+#define RR_ROW_FMA(i) { v8f a = vbroadcast(r##i[j]); acc##i##0 = vfma(a, b0, acc##i##0); \
+                       if (nb == 2) acc##i##1 = vfma(a, b1, acc##i##1); }
 
-/* One tile: pixels pix[0..m), global channel block gb (= group * nocb + block).
+/* acc += rows[r][0..len) x wp[0..len)[16]: the inner product step of a tile. */
+#define RR_KLOOP(len) \
+    for (int j = 0; j < (len); j++) { \
+        v8f b0 = vload(wp), b1 = nb == 2 ? vload(wp + 8) : b0; \
+        wp += RR_NR; \
+        RR_ROW_FMA(0) RR_ROW_FMA(1) RR_ROW_FMA(2) RR_ROW_FMA(3) RR_ROW_FMA(4) RR_ROW_FMA(5) \
+    }
+
+/* Row-wise K loop applies when a kernel row's taps are contiguous in memory: one group,
+ * undilated columns, an unsliced input. It visits the same (ky, kx, ci) order as the per-tap
+ * loop, with zeros for padding, so it is an equivalent (faster) instruction sequence. */
+static inline int rr_conv_rowwise(const rr_conv_t *c) {
+    return !c->transposed && c->groups == 1 && c->dw == 1 && c->ldx == c->cin && c->kw > 1
+        && c->kw * c->cin <= RR_ROWWISE_MAX;
+}
+
+/* One tile: pixels pix[0..m), global channel block gb (= group * nocb + block), nb 8-lane
+ * halves of the block (1 when at most 8 output channels remain).
  * taps[0..ntaps) lists the kernel taps (ky * kw + kx) to visit, in increasing order. */
-static inline void rr_conv_tile(const rr_conv_t *c, const int32_t *pix, int m, int gb,
-                                const int32_t *taps, int ntaps, uint8_t *mask, float thr) {
+static inline __attribute__((always_inline)) void rr_conv_tile_nb(
+        const rr_conv_t *c, const int32_t *pix, int m, int gb, const int32_t *taps, int ntaps,
+        uint8_t *mask, float thr, const int nb) {
     int oy[RR_MR], ox[RR_MR];
     for (int r = 0; r < RR_MR; r++) {
         int p = pix[r < m ? r : m - 1];
         oy[r] = p / c->OW; ox[r] = p % c->OW;
     }
     const int g = gb / c->nocb, cin = c->cin;
-    const float *xg_base = c->x;
     v8f acc00 = {0}, acc01 = {0}, acc10 = {0}, acc11 = {0}, acc20 = {0}, acc21 = {0};
     v8f acc30 = {0}, acc31 = {0}, acc40 = {0}, acc41 = {0}, acc50 = {0}, acc51 = {0};
     const float *wbase = c->w + (size_t)gb * c->kh * c->kw * cin * RR_NR;
-    for (int ti = 0; ti < ntaps; ti++) {
-        const int t = taps[ti], ky = t / c->kw, kx = t % c->kw;
-        const float *rows[RR_MR];
-        for (int r = 0; r < RR_MR; r++) {
-            const float *row = rr_conv_row(c, oy[r], ox[r], ky, kx);
-            rows[r] = row == c->zeros ? row : row + (size_t)g * cin;
+    if (rr_conv_rowwise(c)) {
+        const int len = c->kw * cin;
+        float edge[RR_MR][RR_ROWWISE_MAX];
+        const float *wp = wbase;
+        for (int ky = 0; ky < c->kh; ky++) {
+            const float *rows[RR_MR];
+            for (int r = 0; r < RR_MR; r++) {
+                const int iy = oy[r] * c->sh - c->pt + ky * c->dh, ix0 = ox[r] * c->sw - c->pl;
+                if (iy < 0 || iy >= c->H) {
+                    rows[r] = c->zeros;
+                } else if (ix0 >= 0 && ix0 + c->kw <= c->W) {
+                    rows[r] = c->x + ((size_t)iy * c->W + ix0) * cin;
+                } else {  /* the window crosses the left or right edge: gather with zeros */
+                    for (int kx = 0; kx < c->kw; kx++) {
+                        const int ix = ix0 + kx;
+                        if (ix < 0 || ix >= c->W) memset(edge[r] + kx * cin, 0, (size_t)cin * sizeof(float));
+                        else memcpy(edge[r] + kx * cin, c->x + ((size_t)iy * c->W + ix) * cin, (size_t)cin * sizeof(float));
+                    }
+                    rows[r] = edge[r];
+                }
+            }
+            const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3], *r4 = rows[4], *r5 = rows[5];
+            RR_KLOOP(len)
         }
-        const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3], *r4 = rows[4], *r5 = rows[5];
-        const float *wp = wbase + (size_t)t * cin * RR_NR;
-        for (int ci = 0; ci < cin; ci++) {
-            v8f b0 = vload(wp), b1 = vload(wp + 8);
-            wp += RR_NR;
-            RR_ROW_FMA(0) RR_ROW_FMA(1) RR_ROW_FMA(2) RR_ROW_FMA(3) RR_ROW_FMA(4) RR_ROW_FMA(5)
+    } else {
+        for (int ti = 0; ti < ntaps; ti++) {
+            const int t = taps[ti], ky = t / c->kw, kx = t % c->kw;
+            const float *rows[RR_MR];
+            for (int r = 0; r < RR_MR; r++) {
+                const float *row = rr_conv_row(c, oy[r], ox[r], ky, kx);
+                rows[r] = row == c->zeros ? row : row + (size_t)g * cin;
+            }
+            const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3], *r4 = rows[4], *r5 = rows[5];
+            const float *wp = wbase + (size_t)t * cin * RR_NR;
+            RR_KLOOP(cin)
         }
     }
-    (void)xg_base;
     v8f accs[RR_MR][2] = {{acc00, acc01}, {acc10, acc11}, {acc20, acc21},
                           {acc30, acc31}, {acc40, acc41}, {acc50, acc51}};
     const int blk = gb % c->nocb;
@@ -102,6 +142,14 @@ static inline void rr_conv_tile(const rr_conv_t *c, const int32_t *pix, int m, i
         }
         if (changed && mask) mask[p] = 1;
     }
+}
+
+static inline void rr_conv_tile(const rr_conv_t *c, const int32_t *pix, int m, int gb,
+                                const int32_t *taps, int ntaps, uint8_t *mask, float thr) {
+    if (c->cout - (gb % c->nocb) * RR_NR <= 8)
+        rr_conv_tile_nb(c, pix, m, gb, taps, ntaps, mask, thr, 1);
+    else
+        rr_conv_tile_nb(c, pix, m, gb, taps, ntaps, mask, thr, 2);
 }
 
 /* Depthwise (one input channel per group, one output per group). */

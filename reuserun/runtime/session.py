@@ -138,6 +138,7 @@ class InferenceSession:
             self._fresh = True  # a half-updated cache is never reused
             raise
         self._fresh = False
+        self._update_mirrors(full)
         outs = [self._output(n) for n in names]
         self._record_stats(computed, frames, diffs, full, time.perf_counter() - t0)
         return outs
@@ -167,6 +168,8 @@ class InferenceSession:
         steps, storage = Compiler(self._graph, self._model.packed).build()
         self._program = steps
         self._storage = storage
+        self._mirrors = {n: (storage[n], np.zeros(self._graph.tensors[n].shape, np.float32))
+                         for n in self._graph.outputs if storage[n].kind == "spatial"}
         # change masks of spatial inputs, kept apart from the cache until a frame is accepted
         self._diff_masks = {n: np.empty(s.npix, np.uint8) for n, s in storage.items()
                             if n in input_shapes and s.kind == "spatial"}
@@ -217,7 +220,7 @@ class InferenceSession:
                 nchanged, bad = region.diff_frame(chw, st.buf, st.off, self.threshold, mask, self.threads)
                 diffs[name] = (mask, nchanged)
             else:
-                bad = 0 if np.isfinite(v).all() else 1
+                bad = not region.all_finite(v.reshape(-1))
             if bad:
                 raise InputError(f"input {name!r} contains NaN or Inf; the frame was rejected and the "
                                  f"session's state is unchanged")
@@ -243,7 +246,16 @@ class InferenceSession:
     def _propagate(self, full: bool) -> list[int]:
         return [step.run(full, self._policy, self.threads) for step in self._program]
 
+    def _update_mirrors(self, full: bool) -> None:
+        """Channels-first copies of spatial outputs, updated where they changed."""
+        for name, (st, mirror) in self._mirrors.items():
+            if full or st.nchanged:
+                region.to_channels_first(st.buf, st.off, st.C, None if full else st.mask,
+                                         mirror.reshape(st.C, -1), self.threads)
+
     def _output(self, name) -> np.ndarray:
+        if name in self._mirrors:
+            return self._mirrors[name][1].copy()
         return np.array(self._storage[name].logical(), dtype=np.float32, copy=True, order="C")
 
     def _record_stats(self, computed, frames, diffs, full, elapsed) -> None:
