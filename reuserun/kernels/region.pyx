@@ -195,19 +195,32 @@ def to_channels_first(const float[:, :, ::1] buf, int off, int C, const uint8_t[
                       float[:, ::1] out, int threads):
     """out[c, p] = buf[p, off + c] for the marked pixels p (all of them when mask is None):
     keeps a CHW mirror of a cached output up to date at the cost of what changed."""
-    cdef int H = buf.shape[0], W = buf.shape[1], npix = H * W
+    cdef int npix = buf.shape[0] * buf.shape[1], ld = buf.shape[2]
     cdef int b, p, c, p0, p1, nt = rr_num_threads(threads)
     cdef int nblocks = (npix + 63) // 64
     cdef bint every = mask is None
     cdef const uint8_t *m = NULL if every else &mask[0]
+    cdef const float *src = &buf[0, 0, 0] + off
+    cdef float *dst = &out[0, 0]
     with nogil:
         for b in prange(nblocks, num_threads=nt if npix > 4096 else 1, schedule="static"):
             p0 = b * 64
             p1 = min(p0 + 64, npix)
-            for c in range(C):
-                for p in range(p0, p1):
-                    if every or m[p]:
-                        out[c, p] = buf[p // W, p % W, off + c]
+            for p in range(p0, p1):
+                if every or m[p]:
+                    for c in range(C):
+                        dst[<Py_ssize_t> c * npix + p] = src[<Py_ssize_t> p * ld + c]
+
+
+def to_channels_last(const float[:, :, ::1] frame, float[:, :, ::1] buf, int off, int threads):
+    """buf[y, x, off + c] = frame[c, y, x]: a whole frame into its cache."""
+    cdef int C = frame.shape[0], H = frame.shape[1], W = frame.shape[2], y, x, c
+    cdef int nt = rr_num_threads(threads)
+    with nogil:
+        for y in prange(H, num_threads=nt if H * W > 4096 else 1, schedule="static"):
+            for x in range(W):
+                for c in range(C):
+                    buf[y, x, off + c] = frame[c, y, x]
 
 
 def all_finite(const float[::1] a):

@@ -13,8 +13,6 @@ DEFAULT_TILE = 8
 
 class Policy:
     name = ""
-    # a layer whose compute set is everything runs without comparing old and new values
-    dense_when_full = True
 
 
 class Dense(Policy):
@@ -83,7 +81,8 @@ class Tiles(Policy):
 
 class Auto(Policy):
     """Pixel granularity (the kernels gather arbitrary pixel lists at no extra cost per pixel),
-    switching a layer to its dense form when the change reaches most of it."""
+    computing a layer whole (still comparing results, so unchanged values stop the change)
+    when the change reaches most of it."""
     name = "auto"
     dense_above = 0.8
 

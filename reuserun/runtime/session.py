@@ -233,7 +233,7 @@ class InferenceSession:
             if st.kind == "plain":
                 st.store(v, track=not full)
             elif full:
-                st.load(v)
+                region.to_channels_last(v[0] if st.rank == 4 else v[0][:, None, :], st.buf, st.off, self.threads)
                 st.mark_all()
             else:
                 mask, nchanged = diffs[name]

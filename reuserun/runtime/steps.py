@@ -47,8 +47,8 @@ class KernelStep:
         n = self._plan(policy)
         if n == 0:
             return 0
-        if n == self.npix and self.thr == 0.0 and policy.dense_when_full:
-            # everything is recomputed: skip comparing with the old values, mark it all changed
+        if n < 0:
+            # an input changed everywhere: skip comparing with the old values, mark it all changed
             return self.run(True, policy, threads)
         pix = self.full_pix if n == self.npix else self.pix
         for kernel, i in self.work:
@@ -58,15 +58,16 @@ class KernelStep:
         return n
 
     def _plan(self, policy) -> int:
-        """Fill self.pix with the pixels to compute; returns their count."""
+        """Fill self.pix with the pixels to compute; returns their count, or -1 when an input
+        changed everywhere (then every output position is reached: a superset at worst)."""
         if any(v.changed for v in self.vector_inputs):
-            return self.npix
+            return -1
         changed = [s for s in self.spatial_inputs if s.nchanged]
         if not changed:
             return 0
         kind = self.reach.kind
-        if kind == "all":
-            return self.npix
+        if kind == "all" or any(s.nchanged == s.npix for s in changed):
+            return -1
         r = self.reach_mask
         if kind == "same":
             if len(changed) == 1:
