@@ -14,7 +14,7 @@ from reuserun.kernels import eltwise as kel
 from reuserun.plan import geometry as geo
 from reuserun.plan.rules import SAME, rule_for, spatial_hw
 from reuserun.runtime.fuse import act_params
-from reuserun.runtime.steps import ConcatStep, FallbackStep, KernelStep, ToSpatialStep
+from reuserun.runtime.steps import ConcatStep, FallbackStep, GemvStep, KernelStep, ToSpatialStep
 from reuserun.runtime.storage import Const, Plain, Spatial
 
 
@@ -328,6 +328,32 @@ def build_pad(node, cx: Compiler):
     return KernelStep(node, [x], [y], [(kernel, 0)], rule_for(node, cx.graph))
 
 
+def build_gemm(node, cx: Compiler):
+    """One input row times constant weights (classifier heads): the conv kernel as a 1x1 conv on
+    one pixel. Anything else: numpy."""
+    a = node.attrs if node.op == "gemm" else {"alpha": 1.0, "beta": 1.0, "trans_a": 0, "trans_b": 0}
+    x, w = cx.storage[node.inputs[0]], cx.storage[node.inputs[1]]
+    if x.kind != "plain" or w.kind != "const" or len(x.shape) != 2 or len(w.shape) != 2 \
+            or a["trans_a"] or x.shape[0] != 1:
+        return fallback(node, cx)
+    W = (w.arr.T if a["trans_b"] else w.arr).astype(np.float32)  # (K, N)
+    K, N = W.shape
+    bias = np.zeros(N, np.float32)
+    if len(node.inputs) > 2:
+        c = cx.storage[node.inputs[2]]
+        if c.kind != "const" or c.arr.size not in (1, N):
+            return fallback(node, cx)
+        bias = np.broadcast_to(np.float32(a["beta"]) * c.arr.astype(np.float32).reshape(-1), (N,)).copy()
+    weight = (np.float32(a["alpha"]) * W).T.reshape(N, K, 1, 1) if a["alpha"] != 1.0 else W.T.reshape(N, K, 1, 1)
+    packed, nocb = cx.packed(node, lambda: kconv.pack_conv_weights(weight, False, 1))
+    out = Plain(node.outputs[0], cx.shape(node.outputs[0]))
+    cx.storage[node.outputs[0]] = out
+    kernel = kconv.ConvKernel(x.arr.reshape(1, 1, K), 0, out.arr.reshape(1, 1, N), 0, packed, nocb,
+                              kconv.pad_channels(bias, 1, N, nocb), None, (1, 1), (1, 1), (0, 0, 0, 0),
+                              (1, 1), 1, K, N, 0, 0.0, 0.0)
+    return GemvStep(node, x, out, kernel, K * N)
+
+
 def build_identity(node, cx: Compiler):
     cx.storage[node.outputs[0]] = cx.storage[node.inputs[0]]
     return None
@@ -352,8 +378,8 @@ BUILDERS = {
     "flatten": fallback,
     "reshape": fallback,
     "transpose": fallback,
-    "gemm": fallback,
-    "matmul": fallback,
+    "gemm": build_gemm,
+    "matmul": build_gemm,
     "softmax": fallback,
 }
 assert set(BUILDERS) == set(ir.OPS), set(ir.OPS) ^ set(BUILDERS)

@@ -279,14 +279,18 @@ def gemm(node, inputs):
     A, B = inputs[0], inputs[1]
     A = A.T if a["trans_a"] else A
     B = B.T if a["trans_b"] else B
-    y = F32(a["alpha"]) * (A.astype(F32) @ B.astype(F32))
+    # copy=False: weights are float32 already; a transposed view goes to BLAS as is
+    y = A.astype(F32, copy=False) @ B.astype(F32, copy=False)
+    if a["alpha"] != 1.0:
+        y = F32(a["alpha"]) * y
     if len(inputs) > 2:
-        y = y + F32(a["beta"]) * inputs[2].astype(F32)
+        c = inputs[2].astype(F32, copy=False)
+        y = y + (c if a["beta"] == 1.0 else F32(a["beta"]) * c)
     return [_out(y)]
 
 
 def matmul(node, inputs):
-    return [_out(np.matmul(inputs[0].astype(F32), inputs[1].astype(F32)))]
+    return [_out(np.matmul(inputs[0].astype(F32, copy=False), inputs[1].astype(F32, copy=False)))]
 
 
 def softmax(node, inputs):

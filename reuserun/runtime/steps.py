@@ -137,6 +137,25 @@ class FallbackStep:
         return 1
 
 
+class GemvStep:
+    """Gemm / MatMul of one row by constant weights, on the conv micro-kernel: a 1x1 conv over a
+    single pixel (fixed accumulation order, OpenMP over output blocks, no BLAS threads)."""
+
+    def __init__(self, node, inp, out, kernel, macs):
+        self.node, self.inputs, self.outputs, self.kernel = node, [inp], [out], kernel
+        self.macs = macs
+        self.npix = 1
+        self.pix = np.zeros(1, np.int32)
+
+    def run(self, full: bool, policy, threads: int) -> int:
+        if not full and not self.inputs[0].changed:
+            self.outputs[0].clear()
+            return 0
+        self.kernel.run(self.pix, 1, None, -1.0, threads)
+        self.outputs[0].changed = True
+        return 1
+
+
 class ToSpatialStep:
     """A plain 4-D / 3-D tensor feeding a spatial kernel: copied into channels-last storage."""
 
