@@ -181,8 +181,29 @@ static inline void rr_dw_pixel(const rr_dw_t *c, int p, uint8_t *mask, float thr
     }
     int changed = 0;
     float *dst = c->y + (size_t)p * c->ldy;
-    for (int c0 = 0; c0 < cpad; c0 += 8) {
-        v8f acc = {0};
+    const v8f zero = vbroadcast(0.0f);
+    int c0 = 0;
+    /* four independent accumulators hide the FMA latency; each lane's order is the same */
+    for (; c0 + 32 <= C; c0 += 32) {
+        v8f a0 = zero, a1 = zero, a2 = zero, a3 = zero;
+        for (int k = 0; k < nrows; k++) {
+            const float *xr = rows[k] + c0, *wr = c->w + (size_t)tapidx[k] * cpad + c0;
+            a0 = vfma(vload(xr), vload(wr), a0);
+            a1 = vfma(vload(xr + 8), vload(wr + 8), a1);
+            a2 = vfma(vload(xr + 16), vload(wr + 16), a2);
+            a3 = vfma(vload(xr + 24), vload(wr + 24), a3);
+        }
+        v8f acc[4] = {a0, a1, a2, a3};
+        for (int b = 0; b < 4; b++) {
+            const int cb = c0 + 8 * b;
+            v8f v = acc[b] + vload(c->bias + cb);
+            if (c->act != ACT_NONE)
+                v = vact(c->act, v, c->alpha, c->beta, c->slope ? vload(c->slope + cb) : zero);
+            changed |= rr_store8_tracked(dst + cb, v, thr);
+        }
+    }
+    for (; c0 < cpad; c0 += 8) {
+        v8f acc = zero;
         const int full = c0 + 8 <= C;
         for (int k = 0; k < nrows; k++) {
             v8f xin;
@@ -197,7 +218,7 @@ static inline void rr_dw_pixel(const rr_dw_t *c, int p, uint8_t *mask, float thr
         }
         v8f v = acc + vload(c->bias + c0);
         if (c->act != ACT_NONE)
-            v = vact(c->act, v, c->alpha, c->beta, c->slope ? vload(c->slope + c0) : vbroadcast(0.0f));
+            v = vact(c->act, v, c->alpha, c->beta, c->slope ? vload(c->slope + c0) : zero);
         if (full) {
             changed |= rr_store8_tracked(dst + c0, v, thr);
         } else {

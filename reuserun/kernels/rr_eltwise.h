@@ -30,6 +30,19 @@ static inline void rr_ew_pixel(const rr_ew_t *e, int p, uint8_t *mask, float thr
             const float *ps = e->slope.base ? e->slope.base + c0 * e->slope.cs : NULL;
             for (int j = 0; j < nc; j++)
                 tmp[j] = rr_act(e->act, pa[j * e->a.cs], e->alpha, e->beta, ps ? ps[j * e->slope.cs] : 0.0f);
+        } else if (e->a.cs == 1 && nc % 8 == 0 && e->act == ACT_NONE) {
+            /* the common layouts (same-shape, per-channel and scalar operands), 8 lanes at a time */
+            const float *pb = e->b.base + p * e->b.ps + c0 * e->b.cs;
+            for (int j = 0; j < nc; j += 8) {
+                v8f x = vload(pa + j), y = e->b.cs ? vload(pb + j) : vbroadcast(pb[0]), r;
+                switch (e->binop) {
+                case BIN_ADD: r = x + y; break;
+                case BIN_SUB: r = x - y; break;
+                case BIN_MUL: r = x * y; break;
+                default: r = x / y; break;
+                }
+                vstore(tmp + j, r);
+            }
         } else {
             const float *pb = e->b.base + p * e->b.ps + c0 * e->b.cs;
             long as = e->a.cs, bs = e->b.cs;
