@@ -1,7 +1,8 @@
 """Measure reuserun against onnxruntime on the same frames.
 
 Method: one onnxruntime session and one reuserun session per policy, all with the same thread
-count, run frame by frame in turn (interleaved), so machine noise hits them alike. Times are
+count, run frame by frame in turn (interleaved, the order rotating every frame), so machine noise
+and cache effects hit them alike. Times are
 medians over the frames after the first (the first frame is dense for every reuse session).
 onnxruntime's thread pool is told not to spin between runs, so it does not steal the cores from
 the session that runs next; reuserun's OpenMP threads likewise spin only briefly.
@@ -72,17 +73,24 @@ def run_bench(model_proto, frames, policies=("auto",), threads: int = 2, thresho
     if progress:
         from tqdm import tqdm
         it = tqdm(frames, desc="bench", unit="frame", leave=False)
-    for f in it:
-        t0 = time.perf_counter()
-        ref = ort_sess.run(None, {name: f})
-        t_ort.append(time.perf_counter() - t0)
-        for p, s in sessions.items():
+    order = [None, *policies]  # None: onnxruntime
+    for i, f in enumerate(it):
+        # rotate who runs first, so no runtime always inherits the other's cache and threads
+        k = i % len(order)
+        outs = {}
+        for p in order[k:] + order[:k]:
             t0 = time.perf_counter()
-            out = s.run(None, {name: f})
+            if p is None:
+                outs[p] = ort_sess.run(None, {name: f})
+                t_ort.append(time.perf_counter() - t0)
+                continue
+            s = sessions[p]
+            outs[p] = s.run(None, {name: f})
             t_rr[p].append(time.perf_counter() - t0)
             macs[p].append(s.stats["mac_fraction"])
             changed[p].append(s.stats["changed_fraction"])
-            err[p] = max(err[p], max(float(np.max(np.abs(a - b))) for a, b in zip(out, ref)))
+        for p in policies:
+            err[p] = max(err[p], max(float(np.max(np.abs(a - b))) for a, b in zip(outs[p], outs[None])))
     ort_med = float(np.median(t_ort[1:]))
     res = BenchResult(model_name, source_name, len(frames), threads, threshold, list(frames[0].shape),
                       next(iter(sessions.values())).stats["dense_macs"] if sessions else 0)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto
 
 from onnx_helpers import const, make_model, node, one_op_model, rand, run_ort, vi
+import reuserun
 from reuserun import ir
 from reuserun.frontend import load_model
 from reuserun.runtime.numpy_ops import NUMPY_OPS, run_graph
@@ -29,7 +30,26 @@ def check(model, input_shapes=None, seed=0, atol=1e-4, rtol=1e-4) -> ir.Graph:
         assert got[name].shape == w.shape, name
         assert got[name].dtype == np.float32
         np.testing.assert_allclose(got[name], w, rtol=rtol, atol=atol, err_msg=name)
+    check_runtime(model, g, feeds, want, input_shapes, atol, rtol)
     return g
+
+
+def check_runtime(model, g, feeds, want, input_shapes, atol, rtol):
+    """The same model through reuserun's kernels: dense against onnxruntime, then an edited
+    frame incrementally against dense, bit for bit."""
+    if any(len(v.shape) in (3, 4) and v.shape[0] != 1 for v in feeds.values()):
+        return  # reuserun streams batch-1 frames
+    dense = reuserun.InferenceSession(model, policy="dense", input_shape=input_shapes)
+    inc = reuserun.InferenceSession(model, policy="auto", input_shape=input_shapes)
+    got = dict(zip(g.outputs, dense.run(None, feeds)))
+    for name, w in want.items():
+        np.testing.assert_allclose(got[name], w, rtol=rtol, atol=atol, err_msg=f"runtime {name}")
+    inc.run(None, feeds)
+    edited = {k: v.copy() for k, v in feeds.items()}
+    first = next(iter(edited.values()))
+    first.reshape(-1)[first.size // 2] += 1.0
+    for a, b in zip(inc.run(None, edited), dense.run(None, edited)):
+        assert a.tobytes() == b.tobytes()
 
 
 def ops_of(g: ir.Graph) -> list[str]:

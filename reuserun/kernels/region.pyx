@@ -2,52 +2,62 @@
 # planner in reuserun/plan decides what to do with it).
 from cython.parallel cimport prange
 from libc.math cimport isfinite
-from libc.stdint cimport int32_t, uint8_t
+from libc.stdint cimport int32_t, uint8_t, uint32_t
 from libc.string cimport memset
 import numpy as np
 
 from reuserun.kernels.common cimport rr_differs, rr_num_threads
 
 
-def diff_frame(const float[:, :, ::1] frame, const float[:, :, ::1] ref, int ref_off,
-               float thr, uint8_t[::1] mask, int threads):
-    """Mark pixels where the CHW frame differs from the HWC reference by more than thr
+def diff_frame(const float[:, ::1] frame, const float[:, ::1] ref, float thr, uint8_t[::1] mask,
+               int threads):
+    """Mark pixels where the (C, HW) frame differs from its (C, HW) reference by more than thr
     (thr == 0: any bit differs). Reads only: returns (changed pixels, non-finite values)."""
-    cdef int C = frame.shape[0], H = frame.shape[1], W = frame.shape[2]
-    cdef int y, x, c, p, nt = rr_num_threads(threads)
+    cdef int C = frame.shape[0], npix = frame.shape[1]
+    cdef int b, p, c, p0, p1, nt = rr_num_threads(threads)
+    cdef int nblocks = (npix + 1023) // 1024
     cdef long changed = 0, bad = 0
-    cdef float f
-    cdef uint8_t m
+    cdef const uint32_t *fb = <const uint32_t *> &frame[0, 0]
+    cdef const uint32_t *rb = <const uint32_t *> &ref[0, 0]
+    cdef const float *ff = &frame[0, 0]
+    cdef const float *rf = &ref[0, 0]
+    cdef uint8_t *m = &mask[0]
     with nogil:
-        for y in prange(H, num_threads=nt, schedule="static"):
-            for x in range(W):
-                m = 0
-                for c in range(C):
-                    f = frame[c, y, x]
-                    if not isfinite(f):
-                        bad += 1
-                    if rr_differs(f, ref[y, x, ref_off + c], thr):
-                        m = 1
-                mask[y * W + x] = m
-                changed += m
+        for b in prange(nblocks, num_threads=nt if npix > 16384 else 1, schedule="static"):
+            p0 = b * 1024
+            p1 = min(p0 + 1024, npix)
+            memset(m + p0, 0, p1 - p0)
+            for c in range(C):
+                # plain loops over contiguous planes, so the compiler vectorises them
+                for p in range(p0, p1):
+                    bad += (fb[<Py_ssize_t> c * npix + p] & 0x7f800000u) == 0x7f800000u
+                if thr == 0.0:
+                    for p in range(p0, p1):
+                        m[p] |= fb[<Py_ssize_t> c * npix + p] != rb[<Py_ssize_t> c * npix + p]
+                else:
+                    for p in range(p0, p1):
+                        m[p] |= rr_differs(ff[<Py_ssize_t> c * npix + p], rf[<Py_ssize_t> c * npix + p], thr)
+            for p in range(p0, p1):
+                changed += m[p]
     return changed, bad
 
 
-def apply_frame(const float[:, :, ::1] frame, float[:, :, ::1] ref, int ref_off, float thr,
-                const uint8_t[::1] mask, int threads):
-    """Write the marked pixels of the frame into the reference; under a threshold only the
-    elements that moved by more than it, so every element keeps its last propagated value."""
-    cdef int C = frame.shape[0], H = frame.shape[1], W = frame.shape[2]
-    cdef int y, x, c, nt = rr_num_threads(threads)
+def apply_frame(const float[:, ::1] frame, float[:, ::1] ref, float[:, :, ::1] buf, int off,
+                float thr, const uint8_t[::1] mask, int threads):
+    """Write the marked pixels of the (C, HW) frame into its (C, HW) reference and its cache
+    buffer (H, W, Ctot); under a threshold only the elements that moved by more than it, so
+    every element keeps its last propagated value."""
+    cdef int C = frame.shape[0], npix = frame.shape[1], W = buf.shape[1]
+    cdef int p, c, nt = rr_num_threads(threads)
     cdef float f
     with nogil:
-        for y in prange(H, num_threads=nt, schedule="static"):
-            for x in range(W):
-                if mask[y * W + x]:
-                    for c in range(C):
-                        f = frame[c, y, x]
-                        if rr_differs(f, ref[y, x, ref_off + c], thr):
-                            ref[y, x, ref_off + c] = f
+        for p in prange(npix, num_threads=nt if npix > 16384 else 1, schedule="static"):
+            if mask[p]:
+                for c in range(C):
+                    f = frame[c, p]
+                    if rr_differs(f, ref[c, p], thr):
+                        ref[c, p] = f
+                        buf[p // W, p % W, off + c] = f
 
 
 def reach(const uint8_t[::1] src, int H, int W, uint8_t[::1] dst, int OH, int OW,

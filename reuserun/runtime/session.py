@@ -107,6 +107,34 @@ class InferenceSession:
             return list(self._output_args)
         return [NodeArg(o, list(self._graph.tensors[o].shape)) for o in self._graph.outputs]
 
+    def memory(self) -> dict:
+        """Bytes this session holds: cached activations (what the brief bounds by 2x the model's
+        intermediate activations), masks and scratch, output mirrors, and the shared weights."""
+        if self._program is None:
+            return {}
+        seen, cache, masks = set(), 0, 0
+        for st in self._storage.values():
+            arr = getattr(st, "buf", None) if st.kind == "spatial" else getattr(st, "arr", None)
+            if st.kind == "const" or arr is None:
+                continue
+            base = arr.base if arr.base is not None else arr
+            if id(base) not in seen:
+                seen.add(id(base))
+                cache += base.nbytes
+            if st.kind == "spatial":
+                masks += st.mask.nbytes
+        scratch = sum(a.nbytes for step in self._program
+                      for a in (getattr(step, k, None) for k in ("reach_mask", "compute_mask", "pix", "full_pix", "tmp"))
+                      if isinstance(a, np.ndarray))
+        inputs = set(self._graph.inputs)
+        activations = sum(4 * int(np.prod(t.shape)) for n, t in self._graph.tensors.items()
+                          if not t.is_const and n not in inputs)
+        weights = sum(sum(a.nbytes for a in (v if isinstance(v, tuple) else (v,)) if isinstance(a, np.ndarray))
+                      for v in self._model.packed.values())
+        return {"cache": cache, "masks": masks, "scratch": scratch,
+                "mirrors": sum(m.nbytes for _, m in self._mirrors.values()),
+                "activations": activations, "weights": weights}
+
     def get_providers(self) -> list[str]:
         return ["ReuserunCPU"]
 
@@ -173,6 +201,8 @@ class InferenceSession:
         # change masks of spatial inputs, kept apart from the cache until a frame is accepted
         self._diff_masks = {n: np.empty(s.npix, np.uint8) for n, s in storage.items()
                             if n in input_shapes and s.kind == "spatial"}
+        # the reference frames in their own (C, H*W) layout, so diffing is a contiguous compare
+        self._ref_frames = {n: np.zeros((storage[n].C, storage[n].npix), np.float32) for n in self._diff_masks}
         self._dense_macs = sum(self._step_dense_macs(s) for s in steps)
         self._fresh = True
 
@@ -216,8 +246,8 @@ class InferenceSession:
             st = self._storage[name]
             if st.kind == "spatial" and not full:
                 mask = self._diff_masks[name]
-                chw = v[0] if st.rank == 4 else v[0][:, None, :]
-                nchanged, bad = region.diff_frame(chw, st.buf, st.off, self.threshold, mask, self.threads)
+                nchanged, bad = region.diff_frame(v.reshape(st.C, -1), self._ref_frames[name],
+                                                  self.threshold, mask, self.threads)
                 diffs[name] = (mask, nchanged)
             else:
                 bad = not region.all_finite(v.reshape(-1))
@@ -234,12 +264,13 @@ class InferenceSession:
                 st.store(v, track=not full)
             elif full:
                 region.to_channels_last(v[0] if st.rank == 4 else v[0][:, None, :], st.buf, st.off, self.threads)
+                np.copyto(self._ref_frames[name], v.reshape(st.C, -1))
                 st.mark_all()
             else:
                 mask, nchanged = diffs[name]
-                chw = v[0] if st.rank == 4 else v[0][:, None, :]
                 if nchanged:
-                    region.apply_frame(chw, st.buf, st.off, self.threshold, mask, self.threads)
+                    region.apply_frame(v.reshape(st.C, -1), self._ref_frames[name], st.buf, st.off,
+                                       self.threshold, mask, self.threads)
                 st.mask[:] = mask
                 st.nchanged = nchanged
 

@@ -1,0 +1,184 @@
+"""Model benchmarks: reuserun against onnxruntime on the built-in architectures and scenarios.
+
+For each model and scenario, onnxruntime and one reuserun session per policy run the same frames
+interleaved frame by frame, with the same thread count; times are medians over frames 1.. (frame
+0 is dense for reuserun). Also measured: 1 vs 2 threads on full frames, and the memory each
+runtime holds (resident-set growth in a fresh process). Writes JSON, a markdown table and a PNG
+of speedup against changed-area fraction with the ideal 1/mac_fraction beside it.
+
+    python bench/models.py --size 320 --frames 20
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from reuserun import sources, zoo
+from reuserun.bench import ort_session, run_bench
+
+POLICIES = ["auto", "tiles", "rects", "rect", "dense"]
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_probe(model: str, size: int, runtime: str) -> int:
+    """Resident-set growth of creating a session and running two frames, in a fresh process."""
+    code = f"""
+import numpy as np, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from models import rss_bytes
+from reuserun import zoo, sources
+m = zoo.MODELS[{model!r}]({size})
+frames = list(sources.synthetic_stream((1, 3, {size}, {size}), "objects", frames=2))
+before = rss_bytes()
+if {runtime!r} == "ort":
+    from reuserun.bench import ort_session
+    s = ort_session(m.SerializeToString(), 2)
+else:
+    import reuserun
+    s = reuserun.InferenceSession(m)
+for f in frames:
+    s.run(None, {{"images": f}})
+print(rss_bytes() - before)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def thread_scaling(model_proto, size: int, frames: int = 8) -> dict:
+    """Dense full-frame time with 1 and 2 threads, for reuserun and onnxruntime, interleaved."""
+    import reuserun
+    stream = list(sources.synthetic_stream((1, 3, size, size), "full", frames=frames))
+    runs = {}
+    for t in (1, 2):
+        runs[f"reuserun_{t}"] = reuserun.InferenceSession(model_proto, policy="dense", threads=t)
+        runs[f"ort_{t}"] = ort_session(model_proto.SerializeToString(), t)
+    times = {k: [] for k in runs}
+    for f in stream:
+        for k, s in runs.items():
+            t0 = time.perf_counter()
+            s.run(None, {"images": f})
+            times[k].append(time.perf_counter() - t0)
+    med = {k: float(np.median(v[1:])) for k, v in times.items()}
+    return {"ms": {k: v * 1e3 for k, v in med.items()},
+            "reuserun_scaling": med["reuserun_1"] / med["reuserun_2"],
+            "ort_scaling": med["ort_1"] / med["ort_2"]}
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted({r["model"] for r in results})
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.8), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        rows = [r for r in results if r["model"] == model and r["scenario"] != "still"]
+        # the dense policy never diffs; place every policy at the scenario's measured change
+        changed = {r["scenario"]: r["changed_fraction"] for r in rows if r["policy"] != "dense"}
+        for policy in POLICIES:
+            pts = sorted((changed.get(r["scenario"], 1.0), r["speedup"], r["ideal_speedup"])
+                         for r in rows if r["policy"] == policy)
+            if not pts:
+                continue
+            x, y, ideal = zip(*pts)
+            line, = ax.plot(x, y, "o-", label=policy, markersize=4)
+            if policy == "auto":
+                ax.plot(x, ideal, "--", color=line.get_color(), alpha=0.6, label="auto ideal 1/mac")
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(model)
+        ax.set_xlabel("changed fraction of input pixels")
+        ax.set_ylabel("speedup over onnxruntime")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default=",".join(sorted(zoo.MODELS)))
+    p.add_argument("--scenarios", default=",".join(sources.SCENARIOS))
+    p.add_argument("--policies", default=",".join(POLICIES))
+    p.add_argument("--size", type=int, default=320)
+    p.add_argument("--frames", type=int, default=20)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default="bench/out")
+    p.add_argument("--no-memory", action="store_true")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    policies = args.policies.split(",")
+    results, extra = [], {}
+    for model in args.models.split(","):
+        proto = zoo.MODELS[model](args.size)
+        for scenario in args.scenarios.split(","):
+            frames = list(sources.synthetic_stream((1, 3, args.size, args.size), scenario, frames=args.frames))
+            res = run_bench(proto, frames, policies, threads=args.threads, model_name=model,
+                            source_name=scenario, progress=False)
+            for r in res.results:
+                results.append({"model": model, "scenario": scenario, **r.__dict__})
+                print(f"{model:<10} {scenario:<8} {r.policy:<6} speedup {r.speedup:6.2f}x  "
+                      f"mac {r.mac_fraction:.4f} (ideal {r.ideal_speedup:7.1f}x)  "
+                      f"changed {r.changed_fraction:.4f}  err {r.max_abs_err:.1e}", flush=True)
+        extra[model] = {"threads": thread_scaling(proto, args.size)}
+        if not args.no_memory:
+            extra[model]["memory_bytes"] = {"reuserun": memory_probe(model, args.size, "reuserun"),
+                                            "onnxruntime": memory_probe(model, args.size, "ort")}
+        print(model, json.dumps(extra[model]), flush=True)
+    meta = {"size": args.size, "frames": args.frames, "threads": args.threads,
+            "machine": f"{os.cpu_count()} cores, {os.uname().machine}, {_cpu_name()}"}
+    stem = f"models_{args.size}"
+    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results, "extra": extra}, indent=1))
+    (out / f"{stem}.md").write_text(table(results, extra, meta))
+    plot(results, out / f"{stem}.png")
+    print(table(results, extra, meta))
+    return 0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def table(results, extra, meta) -> str:
+    lines = [f"Speedup over onnxruntime (median ms/frame ratio, interleaved, {meta['threads']} threads, "
+             f"{meta['size']}x{meta['size']}, {meta['frames']} frames; {meta['machine']}). "
+             "In brackets: the ideal 1/mac_fraction.", "",
+             "| model | scenario | " + " | ".join(POLICIES) + " |",
+             "|---|---|" + "---|" * len(POLICIES)]
+    keyed = {(r["model"], r["scenario"], r["policy"]): r for r in results}
+    for model in dict.fromkeys(r["model"] for r in results):
+        for scenario in dict.fromkeys(r["scenario"] for r in results):
+            cells = []
+            for p in POLICIES:
+                r = keyed.get((model, scenario, p))
+                cells.append("" if r is None else f"{r['speedup']:.2f}x ({min(r['ideal_speedup'], 999):.1f}x)")
+            lines.append(f"| {model} | {scenario} | " + " | ".join(cells) + " |")
+    lines += ["", "| model | reuserun 1->2 threads | onnxruntime 1->2 threads | memory reuserun | memory onnxruntime |",
+              "|---|---|---|---|---|"]
+    for model, e in extra.items():
+        mem = e.get("memory_bytes", {})
+        lines.append(f"| {model} | {e['threads']['reuserun_scaling']:.2f}x | {e['threads']['ort_scaling']:.2f}x | "
+                     f"{mem.get('reuserun', 0) / 2**20:.0f} MiB | {mem.get('onnxruntime', 0) / 2**20:.0f} MiB |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
