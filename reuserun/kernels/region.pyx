@@ -3,7 +3,7 @@
 from cython.parallel cimport prange
 from libc.math cimport isfinite
 from libc.stdint cimport int32_t, uint8_t, uint32_t
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 import numpy as np
 
 from reuserun.kernels.common cimport rr_differs, rr_num_threads
@@ -60,29 +60,30 @@ def apply_frame(const float[:, ::1] frame, float[:, ::1] ref, float[:, :, ::1] b
                         buf[p // W, p % W, off + c] = f
 
 
-def reach(const uint8_t[::1] src, int H, int W, uint8_t[::1] dst, int OH, int OW,
+# Boxes are (y0, y1, x0, x1), half-open, in the mask's own grid. Every function below touches
+# only its box, so the bookkeeping of a frame costs what its change covers, not the image size.
+
+def reach(const uint8_t[::1] src, int W, int sy0, int sy1, int sx0, int sx1,
+          uint8_t[::1] dst, int OW, int y0, int y1, int x0, int x1,
           const int32_t[::1] ylo, const int32_t[::1] yhi,
           const int32_t[::1] xlo, const int32_t[::1] xhi, uint8_t[::1] tmp):
-    """dst[oy, ox] |= any(src[ylo[oy]..yhi[oy], xlo[ox]..xhi[ox]]) (inclusive, clipped ranges,
-    empty when lo > hi). tmp needs OH * W bytes. Returns the number of marked dst pixels."""
+    """Within the output box: dst[oy, ox] = any(src[ylo[oy]..yhi[oy], xlo[ox]..xhi[ox]])
+    (inclusive ranges, clipped to the source box where src may be marked). tmp needs OH * W
+    bytes. Returns the number of marked dst pixels."""
     cdef int oy, ox, iy, x, lo, hi
     cdef long count = 0
     cdef uint8_t v
     with nogil:
-        for oy in range(OH):
-            memset(&tmp[oy * W], 0, W)
-            lo = max(ylo[oy], 0)
-            hi = min(yhi[oy], H - 1)
+        for oy in range(y0, y1):
+            memset(&tmp[oy * W + sx0], 0, sx1 - sx0)
+            lo = max(ylo[oy], sy0)
+            hi = min(yhi[oy], sy1 - 1)
             for iy in range(lo, hi + 1):
-                for x in range(W):
+                for x in range(sx0, sx1):
                     tmp[oy * W + x] |= src[iy * W + x]
-        for oy in range(OH):
-            for ox in range(OW):
-                if dst[oy * OW + ox]:
-                    count += 1
-                    continue
-                lo = max(xlo[ox], 0)
-                hi = min(xhi[ox], W - 1)
+            for ox in range(x0, x1):
+                lo = max(xlo[ox], sx0)
+                hi = min(xhi[ox], sx1 - 1)
                 v = 0
                 for x in range(lo, hi + 1):
                     if tmp[oy * W + x]:
@@ -93,64 +94,84 @@ def reach(const uint8_t[::1] src, int H, int W, uint8_t[::1] dst, int OH, int OW
     return count
 
 
-def bbox(const uint8_t[::1] mask, int H, int W):
-    """(y0, y1, x0, x1), half-open, of the marked pixels, or None."""
-    cdef int y, x, y0 = H, y1 = -1, x0 = W, x1 = -1
+def scan(const uint8_t[::1] mask, int W, int y0, int y1, int x0, int x1):
+    """(count, tight box or None) of the marked pixels inside the box."""
+    cdef int y, x, ty0 = y1, ty1 = -1, tx0 = x1, tx1 = -1
+    cdef long n = 0
     with nogil:
-        for y in range(H):
-            for x in range(W):
+        for y in range(y0, y1):
+            for x in range(x0, x1):
                 if mask[y * W + x]:
-                    if y < y0: y0 = y
-                    y1 = y
-                    if x < x0: x0 = x
-                    if x > x1: x1 = x
-    if y1 < 0:
-        return None
-    return (y0, y1 + 1, x0, x1 + 1)
+                    n += 1
+                    if y < ty0: ty0 = y
+                    ty1 = y
+                    if x < tx0: tx0 = x
+                    if x > tx1: tx1 = x
+    if n == 0:
+        return 0, None
+    return n, (ty0, ty1 + 1, tx0, tx1 + 1)
 
 
-def fill_rect(uint8_t[::1] mask, int W, int y0, int y1, int x0, int x1):
+def fill(uint8_t[::1] mask, int W, int y0, int y1, int x0, int x1, int value):
     cdef int y
     with nogil:
         for y in range(y0, y1):
-            memset(&mask[y * W + x0], 1, x1 - x0)
+            memset(&mask[y * W + x0], value, x1 - x0)
 
 
-def tiles(const uint8_t[::1] src, int H, int W, int T, uint8_t[::1] dst):
-    """dst = src coarsened to a T x T grid: every tile holding a marked pixel is marked whole."""
-    cdef int gy, gx, ty, tx, y, x, y1, x1, hit
-    cdef int GH = (H + T - 1) // T, GW = (W + T - 1) // T
+def copy_box(const uint8_t[::1] src, uint8_t[::1] dst, int W, int y0, int y1, int x0, int x1):
+    cdef int y
     with nogil:
-        for gy in range(GH):
+        for y in range(y0, y1):
+            memcpy(&dst[y * W + x0], &src[y * W + x0], x1 - x0)
+
+
+def or_box(uint8_t[::1] dst, const uint8_t[::1] src, int W, int y0, int y1, int x0, int x1):
+    cdef int y, x
+    with nogil:
+        for y in range(y0, y1):
+            for x in range(x0, x1):
+                dst[y * W + x] |= src[y * W + x]
+
+
+def tiles(const uint8_t[::1] src, int H, int W, int T, uint8_t[::1] dst, int y0, int y1, int x0, int x1):
+    """Within the box grown to the T x T grid: every tile holding a marked pixel is marked
+    whole in dst. Returns the grown box."""
+    cdef int gy, gx, ty, tx, y, x, ty1, tx1, hit
+    cdef int gy0 = y0 // T, gy1 = (y1 + T - 1) // T, gx0 = x0 // T, gx1 = (x1 + T - 1) // T
+    with nogil:
+        for gy in range(gy0, gy1):
             ty = gy * T
-            y1 = min(ty + T, H)
-            for gx in range(GW):
+            ty1 = min(ty + T, H)
+            for gx in range(gx0, gx1):
                 tx = gx * T
-                x1 = min(tx + T, W)
+                tx1 = min(tx + T, W)
                 hit = 0
-                for y in range(ty, y1):
-                    for x in range(tx, x1):
+                for y in range(ty, ty1):
+                    for x in range(tx, tx1):
                         if src[y * W + x]:
                             hit = 1
                             break
                     if hit:
                         break
-                for y in range(ty, y1):
-                    memset(&dst[y * W + tx], hit, x1 - tx)
+                for y in range(ty, ty1):
+                    memset(&dst[y * W + tx], hit, tx1 - tx)
+    return (gy0 * T, min(gy1 * T, H), gx0 * T, min(gx1 * T, W))
 
 
-def components(const uint8_t[::1] src, int H, int W, int T):
-    """Bounding boxes (y0, y1, x0, x1) of the 8-connected groups of marked T x T tiles,
-    each shrunk to the marked pixels it holds."""
-    cdef int GH = (H + T - 1) // T, GW = (W + T - 1) // T
+def components(const uint8_t[::1] src, int H, int W, int T, int y0, int y1, int x0, int x1):
+    """Bounding boxes (y0, y1, x0, x1) of the 8-connected groups of marked T x T tiles inside
+    the box, each shrunk to the marked pixels it holds."""
+    cdef int gy0 = y0 // T, gx0 = x0 // T
+    cdef int GH = (y1 + T - 1) // T - gy0, GW = (x1 + T - 1) // T - gx0
     cdef int32_t[::1] label = np.full(GH * GW, -1, np.int32)
     cdef int32_t[::1] stack = np.empty(GH * GW, np.int32)
     cdef uint8_t[::1] occ = np.zeros(GH * GW, np.uint8)
     cdef int ty, tx, y, x, t, sp, cur, ny, nx, dy, dx, ncomp = 0
-    for y in range(H):
-        for x in range(W):
+    for y in range(y0, y1):
+        for x in range(x0, x1):
             if src[y * W + x]:
-                occ[(y // T) * GW + x // T] = 1
+                occ[(y // T - gy0) * GW + x // T - gx0] = 1
     boxes = []
     cdef int by0, by1, bx0, bx1
     for t in range(GH * GW):
@@ -163,7 +184,7 @@ def components(const uint8_t[::1] src, int H, int W, int T):
         while sp:
             sp -= 1
             cur = stack[sp]
-            ty, tx = cur // GW, cur % GW
+            ty, tx = cur // GW + gy0, cur % GW + gx0
             for y in range(ty * T, min(ty * T + T, H)):
                 for x in range(tx * T, min(tx * T + T, W)):
                     if src[y * W + x]:
@@ -171,7 +192,7 @@ def components(const uint8_t[::1] src, int H, int W, int T):
                         bx0 = min(bx0, x); bx1 = max(bx1, x)
             for dy in range(-1, 2):
                 for dx in range(-1, 2):
-                    ny, nx = ty + dy, tx + dx
+                    ny, nx = ty - gy0 + dy, tx - gx0 + dx
                     if 0 <= ny < GH and 0 <= nx < GW and occ[ny * GW + nx] and label[ny * GW + nx] < 0:
                         label[ny * GW + nx] = ncomp
                         stack[sp] = ny * GW + nx
@@ -181,41 +202,35 @@ def components(const uint8_t[::1] src, int H, int W, int T):
     return boxes
 
 
-def to_pixels(const uint8_t[::1] mask, int n, int32_t[::1] pix):
-    """Indices of the marked entries of mask[:n] into pix; returns their count."""
-    cdef int i, k = 0
+def to_pixels(const uint8_t[::1] mask, int W, int y0, int y1, int x0, int x1, int32_t[::1] pix):
+    """Flat indices of the marked pixels inside the box, row by row; returns their count."""
+    cdef int y, x, k = 0
     with nogil:
-        for i in range(n):
-            if mask[i]:
-                pix[k] = i
-                k += 1
-    return k
-
-
-def count(const uint8_t[::1] mask, int n):
-    cdef int i
-    cdef long k = 0
-    with nogil:
-        for i in range(n):
-            k += mask[i]
+        for y in range(y0, y1):
+            for x in range(x0, x1):
+                if mask[y * W + x]:
+                    pix[k] = y * W + x
+                    k += 1
     return k
 
 
 def to_channels_first(const float[:, :, ::1] buf, int off, int C, const uint8_t[::1] mask,
-                      float[:, ::1] out, int threads):
-    """out[c, p] = buf[p, off + c] for the marked pixels p (all of them when mask is None):
-    keeps a CHW mirror of a cached output up to date at the cost of what changed."""
+                      float[:, ::1] out, int threads, int p_lo=0, int p_hi=-1):
+    """out[c, p] = buf[p, off + c] for the marked pixels p in [p_lo, p_hi) (all of them when
+    mask is None): keeps a CHW mirror of a cached output up to date at the cost of what changed."""
     cdef int npix = buf.shape[0] * buf.shape[1], ld = buf.shape[2]
     cdef int b, p, c, p0, p1, nt = rr_num_threads(threads)
-    cdef int nblocks = (npix + 63) // 64
+    if p_hi < 0:
+        p_hi = npix
+    cdef int nblocks = (p_hi - p_lo + 63) // 64
     cdef bint every = mask is None
     cdef const uint8_t *m = NULL if every else &mask[0]
     cdef const float *src = &buf[0, 0, 0] + off
     cdef float *dst = &out[0, 0]
     with nogil:
-        for b in prange(nblocks, num_threads=nt if npix > 4096 else 1, schedule="static"):
-            p0 = b * 64
-            p1 = min(p0 + 64, npix)
+        for b in prange(nblocks, num_threads=nt if p_hi - p_lo > 4096 else 1, schedule="static"):
+            p0 = p_lo + b * 64
+            p1 = min(p0 + 64, p_hi)
             for p in range(p0, p1):
                 if every or m[p]:
                     for c in range(C):

@@ -1,14 +1,19 @@
 """Region policies: how the set of positions a change reaches becomes the set a kernel computes.
 
-Every policy writes a uint8 compute mask that covers the reach mask; kernels then compute the
-listed pixels. Coarser regions cost more MACs but less bookkeeping."""
+`coarsen(reach, H, W, out, box)` gets the reach mask, valid inside `box` (y0, y1, x0, x1), and
+writes the compute mask into `out` over every pixel of the box it returns (pixels outside that box
+are not computed). Coarser regions cost more MACs but less bookkeeping.
+"""
 from __future__ import annotations
-
-import numpy as np
 
 from reuserun.kernels import region
 
 DEFAULT_TILE = 8
+
+
+def _full(H, W, out):
+    out[:] = 1
+    return (0, H, 0, W)
 
 
 class Policy:
@@ -18,19 +23,19 @@ class Policy:
 class Dense(Policy):
     name = "dense"
 
-    def coarsen(self, reach, H, W, out):
-        out[:] = 1
+    def coarsen(self, reach, H, W, out, box):
+        return _full(H, W, out)
 
 
 class Rect(Policy):
     """One bounding rectangle per tensor, as in the seed paper."""
     name = "rect"
 
-    def coarsen(self, reach, H, W, out):
-        out[:] = 0
-        box = region.bbox(reach, H, W)
-        if box is not None:
-            region.fill_rect(out, W, *box)
+    def coarsen(self, reach, H, W, out, box):
+        _, tight = region.scan(reach, W, *box)
+        if tight is not None:
+            region.fill(out, W, *tight, 1)
+        return tight
 
 
 def merge_overlapping(boxes):
@@ -59,10 +64,16 @@ class Rects(Policy):
     def __init__(self, tile=4):
         self.tile = tile
 
-    def coarsen(self, reach, H, W, out):
-        out[:] = 0
-        for box in merge_overlapping(region.components(reach, H, W, self.tile)):
-            region.fill_rect(out, W, *box)
+    def coarsen(self, reach, H, W, out, box):
+        rects = merge_overlapping(region.components(reach, H, W, self.tile, *box))
+        if not rects:
+            return None
+        outer = (min(r[0] for r in rects), max(r[1] for r in rects),
+                 min(r[2] for r in rects), max(r[3] for r in rects))
+        region.fill(out, W, *outer, 0)
+        for r in rects:
+            region.fill(out, W, *r, 1)
+        return outer
 
 
 class Tiles(Policy):
@@ -72,11 +83,11 @@ class Tiles(Policy):
     def __init__(self, tile=DEFAULT_TILE):
         self.tile = tile
 
-    def coarsen(self, reach, H, W, out):
+    def coarsen(self, reach, H, W, out, box):
         if self.tile == 1:
-            out[:] = reach
-        else:
-            region.tiles(reach, H, W, self.tile, out)
+            region.copy_box(reach, out, W, *box)
+            return box
+        return region.tiles(reach, H, W, self.tile, out, *box)
 
 
 class Auto(Policy):
@@ -86,11 +97,13 @@ class Auto(Policy):
     name = "auto"
     dense_above = 0.8
 
-    def coarsen(self, reach, H, W, out):
-        if region.count(reach, H * W) > self.dense_above * H * W:
-            out[:] = 1
-        else:
-            out[:] = reach
+    def coarsen(self, reach, H, W, out, box):
+        y0, y1, x0, x1 = box
+        if (y1 - y0) * (x1 - x0) > self.dense_above * H * W \
+                and region.scan(reach, W, *box)[0] > self.dense_above * H * W:
+            return _full(H, W, out)
+        region.copy_box(reach, out, W, *box)
+        return box
 
 
 POLICIES = {"auto": Auto, "dense": Dense, "rect": Rect, "rects": Rects, "tiles": Tiles}

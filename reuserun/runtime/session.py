@@ -272,7 +272,7 @@ class InferenceSession:
                     region.apply_frame(v.reshape(st.C, -1), self._ref_frames[name], st.buf, st.off,
                                        self.threshold, mask, self.threads)
                 st.mask[:] = mask
-                st.nchanged = nchanged
+                st.rescan((0, st.H, 0, st.W))
 
     def _propagate(self, full: bool) -> list[int]:
         return [step.run(full, self._policy, self.threads) for step in self._program]
@@ -281,8 +281,9 @@ class InferenceSession:
         """Channels-first copies of spatial outputs, updated where they changed."""
         for name, (st, mirror) in self._mirrors.items():
             if full or st.nchanged:
+                lo, hi = (0, st.npix) if full else (st.box[0] * st.W, st.box[1] * st.W)
                 region.to_channels_first(st.buf, st.off, st.C, None if full else st.mask,
-                                         mirror.reshape(st.C, -1), self.threads)
+                                         mirror.reshape(st.C, -1), self.threads, lo, hi)
 
     def _output(self, name) -> np.ndarray:
         if name in self._mirrors:

@@ -44,7 +44,7 @@ class KernelStep:
             return self.npix
         for o in self.outputs:
             o.clear()
-        n = self._plan(policy)
+        n, box = self._plan(policy)
         if n == 0:
             return 0
         if n < 0:
@@ -54,36 +54,57 @@ class KernelStep:
         for kernel, i in self.work:
             kernel.run(pix, n, self.outputs[i].mask, self.thr, threads)
         for o in self.outputs:
-            o.nchanged = region.count(o.mask, self.npix)
+            o.rescan(box)
         return n
 
-    def _plan(self, policy) -> int:
-        """Fill self.pix with the pixels to compute; returns their count, or -1 when an input
-        changed everywhere (then every output position is reached: a superset at worst)."""
+    def _plan(self, policy):
+        """Fill self.pix with the pixels to compute; returns (count, box holding them), count -1
+        when an input changed everywhere (then every output position is reached: a superset at
+        worst)."""
         if any(v.changed for v in self.vector_inputs):
-            return -1
+            return -1, None
         changed = [s for s in self.spatial_inputs if s.nchanged]
         if not changed:
-            return 0
+            return 0, None
         kind = self.reach.kind
         if kind == "all" or any(s.nchanged == s.npix for s in changed):
-            return -1
+            return -1, None
         r = self.reach_mask
         if kind == "same":
+            box = _union([s.box for s in changed])
             if len(changed) == 1:
                 r = changed[0].mask
             else:
-                r[:] = 0
+                region.fill(r, self.OW, *box, 0)
                 for s in changed:
-                    np.bitwise_or(r, s.mask, out=r)
+                    region.or_box(r, s.mask, self.OW, *s.box)
         else:
-            s = changed[0]
-            r[:] = 0
-            g = self.reach
-            if not region.reach(s.mask, s.H, s.W, r, self.OH, self.OW, g.ylo, g.yhi, g.xlo, g.xhi, self.tmp):
-                return 0
-        policy.coarsen(r, self.OH, self.OW, self.compute_mask)
-        return region.to_pixels(self.compute_mask, self.npix, self.pix)
+            s, g = changed[0], self.reach
+            box = _window_box(g, s.box)
+            if box is None or not region.reach(s.mask, s.W, *s.box, r, self.OW, *box,
+                                               g.ylo, g.yhi, g.xlo, g.xhi, self.tmp):
+                return 0, None
+        box = policy.coarsen(r, self.OH, self.OW, self.compute_mask, box)
+        if box is None:
+            return 0, None
+        return region.to_pixels(self.compute_mask, self.OW, *box, self.pix), box
+
+
+def _union(boxes):
+    return (min(b[0] for b in boxes), max(b[1] for b in boxes),
+            min(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def _span(lo, hi, a, b):
+    """Output indices whose input range [lo, hi] meets [a, b): a half-open span, or None."""
+    hit = np.flatnonzero((hi >= a) & (lo <= b - 1))
+    return (int(hit[0]), int(hit[-1]) + 1) if hit.size else None
+
+
+def _window_box(reach, box):
+    ys = _span(reach.ylo, reach.yhi, box[0], box[1])
+    xs = _span(reach.xlo, reach.xhi, box[2], box[3])
+    return None if ys is None or xs is None else (ys[0], ys[1], xs[0], xs[1])
 
 
 class ConcatStep:
@@ -106,14 +127,16 @@ class ConcatStep:
             out.mark_all()
             return self.npix
         out.clear()
-        for x in self.inputs:
-            if x.nchanged:
-                np.bitwise_or(out.mask, x.mask, out=out.mask)
+        changed = [x for x in self.inputs if x.nchanged]
+        if not changed:
+            return 0
+        for x in changed:
+            region.or_box(out.mask, x.mask, out.W, *x.box)
         for kernel, x in self.copies:
             if x.nchanged:
-                n = region.to_pixels(x.mask, self.npix, self.pix)
+                n = region.to_pixels(x.mask, x.W, *x.box, self.pix)
                 kernel.run(self.pix, n, None, -1.0, threads)
-        out.nchanged = region.count(out.mask, self.npix)
+        out.rescan(_union([x.box for x in changed]))
         return out.nchanged
 
 

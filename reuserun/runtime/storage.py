@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from reuserun.kernels import region
 from reuserun.plan.rules import spatial_hw
 
 
@@ -22,6 +23,7 @@ class Spatial:
         self.off = off
         self.mask = np.zeros(self.H * self.W, np.uint8)
         self.nchanged = 0
+        self.box = None  # (y0, y1, x0, x1) holding every marked pixel, None when none is
 
     @property
     def npix(self) -> int:
@@ -43,11 +45,17 @@ class Spatial:
     def mark_all(self) -> None:
         self.mask[:] = 1
         self.nchanged = self.npix
+        self.box = (0, self.H, 0, self.W)
 
     def clear(self) -> None:
         if self.nchanged:
-            self.mask[:] = 0
+            region.fill(self.mask, self.W, *self.box, 0)
             self.nchanged = 0
+            self.box = None
+
+    def rescan(self, box) -> None:
+        """Count the marked pixels, which all lie inside `box`, and tighten the box."""
+        self.nchanged, self.box = region.scan(self.mask, self.W, *box)
 
     @property
     def changed(self) -> bool:
