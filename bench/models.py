@@ -26,36 +26,33 @@ from reuserun.bench import ort_session, run_bench
 POLICIES = ["auto", "tiles", "rects", "rect", "dense"]
 
 
-def rss_bytes() -> int:
+def memory_probe(model_path: str, size: int, runtime: str) -> int:
+    """Resident-set growth of creating a session from the file and running two frames, in a
+    fresh process whose libraries are already imported (both runtimes measured alike)."""
+    code = f"""
+import os, sys
+import numpy as np
+import onnxruntime, reuserun
+from reuserun import sources
+from reuserun.bench import ort_session
+def rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def memory_probe(model: str, size: int, runtime: str) -> int:
-    """Resident-set growth of creating a session and running two frames, in a fresh process."""
-    code = f"""
-import numpy as np, sys
-sys.path.insert(0, {str(Path(__file__).parent)!r})
-from models import rss_bytes
-from reuserun import zoo, sources
-m = zoo.MODELS[{model!r}]({size})
 frames = list(sources.synthetic_stream((1, 3, {size}, {size}), "objects", frames=2))
-before = rss_bytes()
+before = rss()
 if {runtime!r} == "ort":
-    from reuserun.bench import ort_session
-    s = ort_session(m.SerializeToString(), 2)
+    s = ort_session(open({model_path!r}, "rb").read(), 2)
 else:
-    import reuserun
-    s = reuserun.InferenceSession(m)
+    s = reuserun.InferenceSession({model_path!r})
 for f in frames:
     s.run(None, {{"images": f}})
-print(rss_bytes() - before)
+print(rss() - before)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1])
 
 
-def thread_scaling(model_proto, size: int, frames: int = 8) -> dict:
+def thread_scaling(model_proto, size: int, frames: int = 12) -> dict:
     """Dense full-frame time with 1 and 2 threads, for reuserun and onnxruntime, interleaved."""
     import reuserun
     stream = list(sources.synthetic_stream((1, 3, size, size), "full", frames=frames))
@@ -64,8 +61,11 @@ def thread_scaling(model_proto, size: int, frames: int = 8) -> dict:
         runs[f"reuserun_{t}"] = reuserun.InferenceSession(model_proto, policy="dense", threads=t)
         runs[f"ort_{t}"] = ort_session(model_proto.SerializeToString(), t)
     times = {k: [] for k in runs}
+    rng = np.random.default_rng(0)
+    keys = list(runs)
     for f in stream:
-        for k, s in runs.items():
+        for i in rng.permutation(len(keys)).tolist():
+            k, s = keys[i], runs[keys[i]]
             t0 = time.perf_counter()
             s.run(None, {"images": f})
             times[k].append(time.perf_counter() - t0)
@@ -134,8 +134,11 @@ def main(argv=None) -> int:
                       f"changed {r.changed_fraction:.4f}  err {r.max_abs_err:.1e}", flush=True)
         extra[model] = {"threads": thread_scaling(proto, args.size)}
         if not args.no_memory:
-            extra[model]["memory_bytes"] = {"reuserun": memory_probe(model, args.size, "reuserun"),
-                                            "onnxruntime": memory_probe(model, args.size, "ort")}
+            path = out / f"{model}_{args.size}.onnx"
+            path.write_bytes(proto.SerializeToString())
+            extra[model]["memory_bytes"] = {"reuserun": memory_probe(str(path), args.size, "reuserun"),
+                                            "onnxruntime": memory_probe(str(path), args.size, "ort")}
+            path.unlink()
         print(model, json.dumps(extra[model]), flush=True)
     meta = {"size": args.size, "frames": args.frames, "threads": args.threads,
             "machine": f"{os.cpu_count()} cores, {os.uname().machine}, {_cpu_name()}"}

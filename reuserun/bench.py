@@ -1,7 +1,7 @@
 """Measure reuserun against onnxruntime on the same frames.
 
 Method: one onnxruntime session and one reuserun session per policy, all with the same thread
-count, run frame by frame in turn (interleaved, the order rotating every frame), so machine noise
+count, run frame by frame in turn (interleaved, in a random order each frame), so machine noise
 and cache effects hit them alike. Times are
 medians over the frames after the first (the first frame is dense for every reuse session).
 onnxruntime's thread pool is told not to spin between runs, so it does not steal the cores from
@@ -74,11 +74,12 @@ def run_bench(model_proto, frames, policies=("auto",), threads: int = 2, thresho
         from tqdm import tqdm
         it = tqdm(frames, desc="bench", unit="frame", leave=False)
     order = [None, *policies]  # None: onnxruntime
-    for i, f in enumerate(it):
-        # rotate who runs first, so no runtime always inherits the other's cache and threads
-        k = i % len(order)
+    rng = np.random.default_rng(0)
+    for f in it:
+        # a fresh order every frame, so no runtime always inherits another's cache and threads
         outs = {}
-        for p in order[k:] + order[:k]:
+        for p in rng.permutation(len(order)).tolist():
+            p = order[p]
             t0 = time.perf_counter()
             if p is None:
                 outs[p] = ort_sess.run(None, {name: f})

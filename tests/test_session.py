@@ -208,3 +208,12 @@ def test_bad_arguments(model):
         reuserun.InferenceSession(model, threshold=-1)
     with pytest.raises(reuserun.InputError, match="batch"):
         reuserun.InferenceSession(model, input_shape=(2, 3, 64, 64))
+
+
+def test_still_frames_between_changes(model):
+    s = reuserun.InferenceSession(model)
+    ref = reuserun.InferenceSession(model, policy="dense")
+    a, b = frames(2, scenario="object")
+    for f in (a, a, b, b, a, a, b):
+        out = s.run(None, {"images": f})
+        assert all(x.tobytes() == y.tobytes() for x, y in zip(out, ref.run(None, {"images": f})))

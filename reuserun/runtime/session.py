@@ -158,15 +158,16 @@ class InferenceSession:
         full = self._fresh or self.policy_name == "dense"
         try:
             self._load_inputs(frames, diffs, full)
-            if not full and not any(self._storage[n].changed for n in frames):
-                computed = [0] * len(self._program)  # a still frame: every cache is current
+            still = not full and not any(self._storage[n].changed for n in frames)
+            if still:
+                computed = [0] * len(self._program)  # every cache is current
             else:
                 computed = self._propagate(full)
+                self._update_mirrors(full)
         except BaseException:
             self._fresh = True  # a half-updated cache is never reused
             raise
         self._fresh = False
-        self._update_mirrors(full)
         outs = [self._output(n) for n in names]
         self._record_stats(computed, frames, diffs, full, time.perf_counter() - t0)
         return outs
