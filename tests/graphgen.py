@@ -24,6 +24,7 @@ class GraphGen:
         self.draw = draw  # draw(options_list) -> one option; draw(lo, hi) -> int
         self.nodes, self.inits = [], []
         self.tensors = [("x", (c, h, w))]
+        self.heads = []
         self.k = 0
         self.rng = np.random.default_rng(draw.int(0, 2**31 - 1))
 
@@ -181,8 +182,20 @@ class GraphGen:
         self.inits.append(const(scales, np.array([1, 1, sy, sx], np.float32)))
         self.add("Resize", [x, "", scales], (c, oh, ow), **attrs)
 
+    def head(self):
+        """Flatten -> Gemm (a classifier or policy head), an output of its own."""
+        x, (c, h, w) = self.pick()
+        d = self.draw
+        n, trans_b = d.int(1, 12), d.bool()
+        flat, out = self.name("flatten"), self.name("gemm")
+        wn = self.weight((n, c * h * w) if trans_b else (c * h * w, n))
+        self.nodes.append(helper.make_node("Flatten", [x], [flat], name=flat, axis=1))
+        self.nodes.append(helper.make_node("Gemm", [flat, wn, self.weight((n,), 0.1)], [out], name=out,
+                                           transB=int(trans_b), alpha=d.choice([1.0, 0.5])))
+        self.heads.append((out, (1, n)))
+
     OPS = ["conv", "conv", "conv", "act", "act", "pool", "binary", "concat", "split", "slice",
-           "pad", "resize", "conv_transpose"]
+           "pad", "resize", "conv_transpose", "head"]
 
     def build(self, n_ops: int):
         for _ in range(n_ops):
@@ -195,6 +208,7 @@ class GraphGen:
         outs = [(t, (1,) + s) for t, s in self.tensors[1:] if t not in used]
         if not outs:
             outs = [(self.tensors[-1][0], (1,) + self.tensors[-1][1])]
+        outs += self.heads
         c, h, w = self.tensors[0][1]
         return make_model(self.nodes, [("x", (1, c, h, w))], outs, self.inits)
 

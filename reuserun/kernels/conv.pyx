@@ -41,6 +41,8 @@ cdef extern from "rr_conv.h" nogil:
         int act
         float alpha, beta
     void rr_dw_pixel(const rr_dw_t *c, int p, uint8_t *mask, float thr, float *tmp)
+    void rr_gemm_pixel_partial(const float *x, int C, const float *w, int npad, float *out)
+    void rr_gemm_pixel_sum(const float *partial, int npix, int npad, const float *bias, float *y)
 
 MR = RR_MR
 NR = RR_NR
@@ -255,3 +257,56 @@ cdef void _dw_one_heap(const rr_dw_t *c, int p, uint8_t *mask, float thr, int cp
     cdef float *tmp = <float *> malloc(cpad * sizeof(float))
     rr_dw_pixel(c, p, mask, thr, tmp)
     free(tmp)
+
+
+def pack_spatial_gemm(w, C, H, W):
+    """Gemm weights (N, C*H*W) over an NCHW-flattened input -> per-pixel slices [p][C][npad]."""
+    w = np.asarray(w, np.float32)
+    n = w.shape[0]
+    npad = (n + 7) // 8 * 8
+    packed = np.zeros((H * W, C, npad), np.float32)
+    packed[:, :, :n] = w.reshape(n, C, H * W).transpose(2, 1, 0)
+    return packed
+
+
+cdef class SpatialGemmKernel:
+    """Flatten -> Gemm over a spatial tensor, with per-pixel partial sums kept between frames:
+    a frame recomputes the partials of its changed pixels, then sums all partials in order."""
+    cdef object keep
+    cdef const float *x
+    cdef int C, ldx, npix, npad, N
+    cdef const float *w
+    cdef float *partial
+    cdef const float *bias
+    cdef float *y
+    cdef float[::1] ybuf
+
+    def __init__(self, x_buf, int x_off, packed, bias, y_flat):
+        self.npix, self.C, self.npad = packed.shape[0], packed.shape[1], packed.shape[2]
+        self.N = y_flat.shape[0]
+        partial = np.zeros((self.npix, self.npad), np.float32)
+        bias_p = np.zeros(self.npad, np.float32)
+        bias_p[:self.N] = bias
+        self.ybuf = np.zeros(self.npad, np.float32)
+        self.keep = (x_buf, packed, partial, bias_p, y_flat)
+        self.x = fptr(x_buf) + x_off
+        self.ldx = x_buf.shape[2]
+        self.w = fptr(packed)
+        self.partial = fptr(partial)
+        self.bias = fptr(bias_p)
+        self.y = fptr(y_flat)
+
+    def run(self, const int32_t[::1] pix, int n, int threads):
+        """Recompute the partials of pixels pix[:n], then y = bias + sum of all partials."""
+        cdef int nt = rr_num_threads(threads), i, p
+        if n < 32:
+            nt = 1
+        with nogil:
+            for i in prange(n, num_threads=nt, schedule="static"):
+                p = pix[i]
+                rr_gemm_pixel_partial(self.x + <size_t> p * self.ldx, self.C,
+                                      self.w + <size_t> p * self.C * self.npad, self.npad,
+                                      self.partial + <size_t> p * self.npad)
+            rr_gemm_pixel_sum(self.partial, self.npix, self.npad, self.bias, &self.ybuf[0])
+        for i in range(self.N):
+            self.y[i] = self.ybuf[i]

@@ -229,4 +229,34 @@ static inline void rr_dw_pixel(const rr_dw_t *c, int p, uint8_t *mask, float thr
     if (changed && mask) mask[p] = 1;
 }
 
+/* A dense layer over a flattened spatial tensor (Flatten -> Gemm), split by pixel:
+ * partial[p] = x[p, :] . W[p] (per-pixel weight slices, [C][npad] each), y = bias + sum_p
+ * partial[p] in increasing p. A changed pixel costs its own slice; the final sum is cheap. */
+static inline void rr_gemm_pixel_partial(const float *x, int C, const float *w, int npad, float *out) {
+    for (int n0 = 0; n0 < npad; n0 += 32) {
+        const int nb = npad - n0 < 32 ? (npad - n0) / 8 : 4;
+        v8f a0 = vbroadcast(0.0f), a1 = a0, a2 = a0, a3 = a0;
+        const float *wp = w + n0;
+        for (int c = 0; c < C; c++, wp += npad) {
+            const v8f xv = vbroadcast(x[c]);
+            a0 = vfma(xv, vload(wp), a0);
+            if (nb > 1) a1 = vfma(xv, vload(wp + 8), a1);
+            if (nb > 2) a2 = vfma(xv, vload(wp + 16), a2);
+            if (nb > 3) a3 = vfma(xv, vload(wp + 24), a3);
+        }
+        vstore(out + n0, a0);
+        if (nb > 1) vstore(out + n0 + 8, a1);
+        if (nb > 2) vstore(out + n0 + 16, a2);
+        if (nb > 3) vstore(out + n0 + 24, a3);
+    }
+}
+
+static inline void rr_gemm_pixel_sum(const float *partial, int npix, int npad, const float *bias, float *y) {
+    for (int n0 = 0; n0 < npad; n0 += 8) {
+        v8f acc = vload(bias + n0);
+        for (int p = 0; p < npix; p++) acc = acc + vload(partial + (size_t)p * npad + n0);
+        vstore(y + n0, acc);
+    }
+}
+
 #endif

@@ -14,7 +14,8 @@ from reuserun.kernels import eltwise as kel
 from reuserun.plan import geometry as geo
 from reuserun.plan.rules import SAME, rule_for, spatial_hw
 from reuserun.runtime.fuse import act_params
-from reuserun.runtime.steps import ConcatStep, FallbackStep, GemvStep, KernelStep, ToSpatialStep
+from reuserun.runtime.steps import (ConcatStep, FallbackStep, GemvStep, KernelStep, SpatialGemmStep,
+                                     ToSpatialStep)
 from reuserun.runtime.storage import Const, Plain, Spatial
 
 
@@ -69,7 +70,10 @@ class Compiler:
 
     # --- building ---------------------------------------------------------------------------
     def build(self):
+        self.done: set[int] = set()  # nodes a builder already covered (fused into another step)
         for node in self.graph.nodes:
+            if id(node) in self.done:
+                continue
             builder = BUILDERS.get(node.op, fallback)
             step = builder(node, self)
             if step is not None:
@@ -354,6 +358,38 @@ def build_gemm(node, cx: Compiler):
     return GemvStep(node, x, out, kernel, K * N)
 
 
+def build_flatten(node, cx: Compiler):
+    """Flatten of a spatial tensor feeding only a Gemm with constant weights: one step with
+    per-pixel partial sums, so a frame pays for the pixels that changed."""
+    x = cx.storage[node.inputs[0]]
+    users = [n for n in cx.graph.nodes if node.outputs[0] in n.inputs]
+    if x.kind != "spatial" or x.rank != 4 or node.attrs.get("axis", 1) != 1 or len(users) != 1 \
+            or node.outputs[0] in cx.graph.outputs:
+        return fallback(node, cx)
+    gemm = users[0]
+    a = gemm.attrs if gemm.op == "gemm" else {"alpha": 1.0, "beta": 1.0, "trans_a": 0, "trans_b": 0}
+    w = cx.storage.get(gemm.inputs[1])
+    if gemm.op not in ("gemm", "matmul") or gemm.inputs[0] != node.outputs[0] or a["trans_a"] \
+            or w is None or w.kind != "const":
+        return fallback(node, cx)
+    Wt = (w.arr if a["trans_b"] else w.arr.T).astype(np.float32)  # (N, C*H*W)
+    N = Wt.shape[0]
+    bias = np.zeros(N, np.float32)
+    if len(gemm.inputs) > 2:
+        c = cx.storage[gemm.inputs[2]]
+        if c.kind != "const" or c.arr.size not in (1, N):
+            return fallback(node, cx)
+        bias = np.broadcast_to(np.float32(a["beta"]) * c.arr.astype(np.float32).reshape(-1), (N,)).copy()
+    if a["alpha"] != 1.0:
+        Wt = np.float32(a["alpha"]) * Wt
+    packed = cx.packed(gemm, lambda: kconv.pack_spatial_gemm(Wt, x.C, x.H, x.W))
+    out = Plain(gemm.outputs[0], cx.shape(gemm.outputs[0]))
+    cx.storage[gemm.outputs[0]] = out
+    cx.done.add(id(gemm))
+    kernel = kconv.SpatialGemmKernel(x.buf, x.off, packed, bias, out.arr.reshape(-1))
+    return SpatialGemmStep(gemm, x, out, kernel, x.C * N)
+
+
 def build_identity(node, cx: Compiler):
     cx.storage[node.outputs[0]] = cx.storage[node.inputs[0]]
     return None
@@ -375,7 +411,7 @@ BUILDERS = {
     # these mix every position: numpy over the whole tensor when any input changed
     "global_avgpool": fallback,
     "global_maxpool": fallback,
-    "flatten": fallback,
+    "flatten": build_flatten,
     "reshape": fallback,
     "transpose": fallback,
     "gemm": build_gemm,

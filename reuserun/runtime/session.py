@@ -17,7 +17,6 @@ from reuserun.kernels import region
 from reuserun.plan.policies import make_policy
 from reuserun.runtime.compiler import Compiler
 from reuserun.runtime.fuse import fuse
-from reuserun.runtime.steps import KernelStep
 
 
 class InputError(ValueError):
@@ -209,7 +208,7 @@ class InferenceSession:
 
     @staticmethod
     def _step_dense_macs(step) -> int:
-        if isinstance(step, KernelStep):
+        if hasattr(step, "macs_per_pixel"):
             return step.macs_per_pixel * step.npix
         return getattr(step, "macs", 0)
 
@@ -294,7 +293,7 @@ class InferenceSession:
     def _record_stats(self, computed, frames, diffs, full, elapsed) -> None:
         macs, layers = 0, []
         for step, n in zip(self._program, computed):
-            if isinstance(step, KernelStep):
+            if hasattr(step, "macs_per_pixel"):
                 macs += step.macs_per_pixel * n
                 layers.append((step.node.name, step.node.op, n, step.npix))
             elif n:

@@ -179,6 +179,32 @@ class GemvStep:
         return 1
 
 
+class SpatialGemmStep:
+    """Flatten -> Gemm over a spatial tensor: per-pixel partial sums, recomputed where the input
+    changed (the dense run uses the same split, so results stay bit-identical)."""
+
+    def __init__(self, node, inp, out, kernel, macs_per_pixel):
+        self.node, self.inputs, self.outputs, self.kernel = node, [inp], [out], kernel
+        self.macs_per_pixel = macs_per_pixel
+        self.npix = inp.npix
+        self.full_pix = np.arange(self.npix, dtype=np.int32)
+        self.pix = np.empty(self.npix, np.int32)
+
+    def run(self, full: bool, policy, threads: int) -> int:
+        x, out = self.inputs[0], self.outputs[0]
+        if full or x.nchanged == self.npix:
+            self.kernel.run(self.full_pix, self.npix, threads)
+            out.changed = True
+            return self.npix
+        if not x.nchanged:
+            out.clear()
+            return 0
+        n = region.to_pixels(x.mask, x.W, *x.box, self.pix)
+        self.kernel.run(self.pix, n, threads)
+        out.changed = True
+        return n
+
+
 class ToSpatialStep:
     """A plain 4-D / 3-D tensor feeding a spatial kernel: copied into channels-last storage."""
 
