@@ -46,35 +46,57 @@ def video(path: str, shape, count, seed):
     return out
 
 
-def atari(game: str, shape, count, seed):
+ATARI_ENV = dict(frameskip=4, repeat_action_probability=0.25, full_action_space=False)
+"""ALE v5 settings used everywhere: fixed frameskip 4, sticky actions 0.25 (seeded, so runs
+repeat exactly), the game's minimal action set."""
+
+
+def make_atari_env(game: str):
     try:
         import ale_py
         import gymnasium as gym
     except ImportError as e:
         raise RuntimeError("atari sources need gymnasium and ale-py: pip install 'reuserun[atari]'") from e
     gym.register_envs(ale_py)
+    return gym.make(f"ALE/{game}-v5", **ATARI_ENV)
+
+
+def atari_preprocess(obs: np.ndarray, c: int, h: int, w: int, mode: str = "red") -> np.ndarray:
+    """An ALE RGB frame (210, 160, 3) as a model input (1, c, h, w) in [0, 1]. mode "red": the
+    seed paper's red channel, "gray": luminance, "rgb": all three. Subsampled by striding when
+    (h, w) is the frame divided by an integer (105x80, 53x40), else by nearest neighbour."""
+    if mode == "red":
+        img = obs[..., :1]
+    elif mode == "gray":
+        img = (obs.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+    else:
+        img = obs[..., :c]
+    ys, xs = _subsample(img.shape[0], h), _subsample(img.shape[1], w)
+    img = img[ys][:, xs].transpose(2, 0, 1)
+    if img.shape[0] != c:
+        img = np.repeat(img[:1], c, axis=0)
+    return np.ascontiguousarray(img[None], np.float32) / np.float32(255.0)
+
+
+def _subsample(n: int, m: int) -> np.ndarray:
+    """m indices out of n: every k-th (k = ceil(n / m)) when that gives m, else nearest."""
+    k = -(-n // m)
+    return (np.arange(m) * k if k * (m - 1) < n else np.arange(m) * n // m).astype(np.intp)
+
+
+def atari(game: str, shape, count, seed):
     _, c, h, w = shape
-    env = gym.make(f"ALE/{game or 'Pong'}-v5", frameskip=4, repeat_action_probability=0.0)
+    env = make_atari_env(game or "Pong")
     obs, _ = env.reset(seed=seed)
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(count):
-        out.append(_atari_frame(obs, c, h, w))
+        out.append(atari_preprocess(obs, c, h, w, "red" if c == 1 else "rgb"))
         obs, _, term, trunc, _ = env.step(int(rng.integers(env.action_space.n)))
         if term or trunc:
             obs, _ = env.reset()
     env.close()
     return out
-
-
-def _atari_frame(obs: np.ndarray, c: int, h: int, w: int) -> np.ndarray:
-    """Red channel (the seed paper's choice) for one-channel models, RGB otherwise; nearest
-    subsampling to (h, w)."""
-    img = obs[..., :1] if c == 1 else obs[..., :c]
-    ys = (np.arange(h) * img.shape[0] // h).astype(np.intp)
-    xs = (np.arange(w) * img.shape[1] // w).astype(np.intp)
-    img = img[ys][:, xs].transpose(2, 0, 1)
-    return np.ascontiguousarray(img[None], np.float32) / np.float32(255.0)
 
 
 SOURCES = {"synthetic": synthetic, "video": video, "atari": atari}

@@ -338,6 +338,25 @@ def atari_policy(n1: int = 20, n2: int = 40, h: int = 105, w: int = 80, actions:
     return b.model({"frame": (1, 1, h, w)}, [out], "atari_policy")
 
 
+def nature_dqn(frames: int = 4, size: int = 84, actions: int = 6, seed: int = 5) -> onnx.ModelProto:
+    """Nature-DQN (Mnih et al. 2015): a stack of the last `frames` frames as input channels,
+    Conv(32,8,s4) - Relu - Conv(64,4,s2) - Relu - Conv(64,3,s1) - Relu - Linear(512) - Relu -
+    Linear(actions). Input "frames" (1, frames, size, size); output the Q-values."""
+    b = _Builder(seed)
+    x = b.input("frames", frames)
+    hw = size
+    for c, k, s in ((32, 8, 4), (64, 4, 2), (64, 3, 1)):
+        bias = b.rng.normal(0.0, 0.1, c).astype(np.float32)
+        y = b.op("Conv", [x, b.weight(x, (c, b.ch[x], k, k), b.ch[x] * k * k), b.const(bias, "b")],
+                 c, 1.0, kernel_shape=[k, k], strides=[s, s])
+        x = b.act(y, "relu")
+        hw = (hw - k) // s + 1
+    hidden = b.act(b.linear(x, 512, 64 * hw * hw), "relu")
+    flat_w = b.weight(hidden, (actions, 512), 512)
+    q = b.op("Gemm", [hidden, flat_w, b.const(np.zeros(actions, np.float32), "fc_b")], actions, 1.0, transB=1)
+    return b.model({"frames": (1, frames, size, size)}, [q], "nature_dqn")
+
+
 MODELS = {"yolo": yolo_like, "resnet": resnet_like, "mobilenet": mobilenet_v3_like,
           "unet": unet_like}
 
