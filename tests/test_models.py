@@ -57,3 +57,37 @@ def test_atari_policy_reuses():
     model = zoo.atari_policy(20, 40, 53, 40)
     fr = check_model(model, (1, 1, 53, 40), scenario="object", frames=4)
     assert fr[0] == 1.0 and max(fr[1:]) < 0.6
+
+
+def stacked_frames(k, size, n, scenario="object"):
+    frames = list(sources.synthetic_stream((1, 1, size, size), scenario, frames=n + k, seed=3))
+    return [np.concatenate(frames[i:i + k], axis=1) for i in range(n)]
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_frame_stack_reuse_is_exact(policy):
+    model = zoo.nature_dqn(frames=4, size=84)
+    stack = reuserun.InferenceSession(model, policy=policy)
+    plain = reuserun.InferenceSession(model, policy=policy, frame_stack=False)
+    dense = reuserun.InferenceSession(model, policy="dense")
+    assert "frames" in stack._stacks and not plain._stacks
+    frames = stacked_frames(4, 84, 6)
+    # a non-shifting edit and a repeated stack too
+    frames += [frames[-1].copy(), frames[-1] + np.float32(0.5) * (np.arange(84) == 40)[None, None, None, :]]
+    for i, x in enumerate(frames):
+        x = np.ascontiguousarray(x, np.float32)
+        ref = dense.run(None, {"frames": x})[0]
+        assert stack.run(None, {"frames": x})[0].tobytes() == ref.tobytes(), i
+        np.testing.assert_allclose(plain.run(None, {"frames": x})[0], ref, rtol=1e-4, atol=1e-4)
+        if i in (0, 5):
+            np.testing.assert_allclose(ort_outputs(model, "frames", x)[0], ref, rtol=1e-4, atol=1e-4)
+    # per-channel partials cost less than recomputing the whole stack where any slot changed
+    assert stack.stats["mac_fraction"] <= plain.stats["mac_fraction"]
+
+
+def test_frame_stack_declared_and_detected():
+    model = zoo.nature_dqn(frames=2, size=84)
+    assert not reuserun.InferenceSession(model)._stacks  # 2 channels: not assumed
+    assert reuserun.InferenceSession(model, frame_stack=True)._stacks == {"frames"}
+    model.metadata_props.add(key="reuserun.frame_stack", value="true")
+    assert reuserun.InferenceSession(model)._stacks == {"frames"}

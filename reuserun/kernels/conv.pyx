@@ -42,6 +42,8 @@ cdef extern from "rr_conv.h" nogil:
         float alpha, beta
     void rr_dw_pixel(const rr_dw_t *c, int p, uint8_t *mask, float thr, float *tmp)
     void rr_gemm_pixel_partial(const float *x, int C, const float *w, int npad, float *out)
+    void rr_stack_sum_pixel(const float *partials, size_t stride, int k, int C, const float *bias,
+                            int act, float alpha, float beta, float *dst, float thr, int *changed)
     void rr_gemm_pixel_sum(const float *partial, int npix, int npad, const float *bias, float *y)
 
 MR = RR_MR
@@ -310,3 +312,41 @@ cdef class SpatialGemmKernel:
             rr_gemm_pixel_sum(self.partial, self.npix, self.npad, self.bias, &self.ybuf[0])
         for i in range(self.N):
             self.y[i] = self.ybuf[i]
+
+
+cdef class StackSumKernel:
+    """y = act(sum of k partial convs + bias) at listed pixels, for convs split by input group."""
+    cdef object keep
+    cdef const float *partials
+    cdef size_t stride
+    cdef int k, C, ldy, act
+    cdef float alpha, beta
+    cdef const float *bias
+    cdef float *y
+
+    def __init__(self, partials, y_buf, int y_off, bias, int act, float alpha, float beta):
+        """partials: (k, OH, OW, C) float32."""
+        self.k, self.C = partials.shape[0], partials.shape[3]
+        self.stride = <size_t> partials.shape[1] * partials.shape[2] * self.C
+        bias = np.ascontiguousarray(bias, np.float32)
+        self.keep = (partials, y_buf, bias)
+        self.partials = fptr(partials)
+        self.y = fptr(y_buf) + y_off
+        self.ldy = y_buf.shape[2]
+        self.bias = fptr(bias)
+        self.act, self.alpha, self.beta = act, alpha, beta
+
+    def run(self, const int32_t[::1] pix, int n, uint8_t[::1] mask, float thr, int threads):
+        cdef uint8_t *mp = &mask[0] if mask is not None else NULL
+        cdef int nt = rr_num_threads(threads), i, p, changed
+        if n < 64:
+            nt = 1
+        with nogil:
+            for i in prange(n, num_threads=nt, schedule="static"):
+                p = pix[i]
+                changed = 0
+                rr_stack_sum_pixel(self.partials + <size_t> p * self.C, self.stride, self.k, self.C,
+                                   self.bias, self.act, self.alpha, self.beta,
+                                   self.y + <size_t> p * self.ldy, thr, &changed)
+                if changed and mp != NULL:
+                    mp[p] = 1

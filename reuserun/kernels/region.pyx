@@ -42,6 +42,18 @@ def diff_frame(const float[:, ::1] frame, const float[:, ::1] ref, float thr, ui
     return changed, bad
 
 
+def diff_planes(const float[:, ::1] frame, const float[:, ::1] ref, float thr, uint8_t[:, ::1] planes,
+                int threads):
+    """Per channel: mark the pixels where the (C, HW) frame differs from its reference (thr as in
+    diff_frame), for inputs whose channels change independently (frame stacks)."""
+    cdef int C = frame.shape[0], npix = frame.shape[1], c, p
+    cdef int nt = rr_num_threads(threads)
+    with nogil:
+        for c in prange(C, num_threads=nt if npix > 16384 else 1, schedule="static"):
+            for p in range(npix):
+                planes[c, p] = rr_differs(frame[c, p], ref[c, p], thr)
+
+
 def apply_frame(const float[:, ::1] frame, float[:, ::1] ref, float[:, :, ::1] buf, int off,
                 float thr, const uint8_t[::1] mask, int threads):
     """Write the marked pixels of the (C, HW) frame into its (C, HW) reference and its cache

@@ -229,6 +229,36 @@ static inline void rr_dw_pixel(const rr_dw_t *c, int p, uint8_t *mask, float thr
     if (changed && mask) mask[p] = 1;
 }
 
+/* A conv split by input-channel groups (frame stacks): y = act(((P_0 + P_1) + ...) + bias),
+ * P_s the group's partial conv (bias-free) kept between frames. */
+static inline void rr_stack_sum_pixel(const float *partials, size_t stride, int k, int C,
+                                      const float *bias, int act, float alpha, float beta,
+                                      float *dst, float thr, int *changed) {
+    float tmp[8];
+    for (int c0 = 0; c0 < C; c0 += 8) {
+        const int nc = C - c0 < 8 ? C - c0 : 8;
+        v8f v;
+        if (nc == 8) {
+            v = vload(partials + c0);
+            for (int s = 1; s < k; s++) v = v + vload(partials + s * stride + c0);
+        } else {
+            float part[8] = {0};
+            memcpy(part, partials + c0, (size_t)nc * sizeof(float));
+            v = vload(part);
+            for (int s = 1; s < k; s++) {
+                memcpy(part, partials + s * stride + c0, (size_t)nc * sizeof(float));
+                v = v + vload(part);
+            }
+        }
+        memset(tmp, 0, sizeof tmp);
+        memcpy(tmp, bias + c0, (size_t)nc * sizeof(float));
+        v = v + vload(tmp);
+        if (act != ACT_NONE) v = vact(act, v, alpha, beta, vbroadcast(0.0f));
+        vstore(tmp, v);
+        *changed |= rr_store_tracked(dst + c0, tmp, nc, thr);
+    }
+}
+
 /* A dense layer over a flattened spatial tensor (Flatten -> Gemm), split by pixel:
  * partial[p] = x[p, :] . W[p] (per-pixel weight slices, [C][npad] each), y = bias + sum_p
  * partial[p] in increasing p. A changed pixel costs its own slice; the final sum is cheap. */

@@ -15,7 +15,7 @@ from reuserun.plan import geometry as geo
 from reuserun.plan.rules import SAME, rule_for, spatial_hw
 from reuserun.runtime.fuse import act_params
 from reuserun.runtime.steps import (ConcatStep, FallbackStep, GemvStep, KernelStep, SpatialGemmStep,
-                                     ToSpatialStep)
+                                     StackConvStep, ToSpatialStep)
 from reuserun.runtime.storage import Const, Plain, Spatial
 
 
@@ -23,10 +23,30 @@ def is_spatial_shape(shape) -> bool:
     return len(shape) in (3, 4) and shape[0] == 1 and all(d > 0 for d in shape)
 
 
+def frame_stack_inputs(graph: ir.Graph, declared: bool | None, metadata: dict) -> frozenset:
+    """Graph inputs to treat as frame stacks: 4-D inputs read only by one ungrouped conv, with at
+    least 2 channels when declared (frame_stack=True), or when the model says so in its metadata
+    ("reuserun.frame_stack"), else at least 4 channels (RGB stems keep their 3 channels whole)."""
+    if declared is False:
+        return frozenset()
+    said = declared or metadata.get("reuserun.frame_stack", "").lower() in ("1", "true", "yes")
+    out = set()
+    for name in graph.inputs:
+        shape = graph.tensors[name].shape
+        users = [n for n in graph.nodes if name in n.inputs]
+        if len(shape) != 4 or shape[0] != 1 or shape[1] < (2 if said else 4) or len(users) != 1:
+            continue
+        if users[0].op == "conv" and users[0].attrs["group"] == 1 and name not in graph.outputs:
+            out.add(name)
+    return frozenset(out)
+
+
 class Compiler:
-    def __init__(self, graph: ir.Graph, packed: dict):
+    def __init__(self, graph: ir.Graph, packed: dict, stacks: frozenset = frozenset()):
+        """stacks: graph inputs that are frame stacks (their channels change independently)."""
         self.graph = graph
         self.packed_cache = packed  # shared by every session of the model
+        self.stacks = stacks
         self.storage: dict[str, object] = {}
         self.steps: list = []
         for name, t in graph.tensors.items():
@@ -64,9 +84,10 @@ class Compiler:
         return is_spatial_shape(self.shape(name))
 
     def packed(self, node, make):
-        if node.name not in self.packed_cache:
-            self.packed_cache[node.name] = make()
-        return self.packed_cache[node.name]
+        key = node if isinstance(node, tuple) else node.name
+        if key not in self.packed_cache:
+            self.packed_cache[key] = make()
+        return self.packed_cache[key]
 
     # --- building ---------------------------------------------------------------------------
     def build(self):
@@ -145,9 +166,31 @@ def _slope_vector(slope, C):
     return np.full(C, s[0], np.float32) if s.size == 1 else s
 
 
+def build_stack_conv(node, cx: Compiler):
+    """A conv on a frame stack: one bias-free partial conv per input channel, summed."""
+    a = node.attrs
+    x, y = cx.storage[node.inputs[0]], cx.new_spatial(node.outputs[0])
+    w = a["weight"]
+    O, k, kh, kw = w.shape
+    code, alpha, beta, _ = act_params(a.get("act"))
+    bias = a["bias"] if a.get("bias") is not None else np.zeros(O, np.float32)
+    geom = ((kh, kw), tuple(a["strides"]), tuple(a["pads"]), tuple(a["dilations"]))
+    partials = np.zeros((k, y.H, y.W, O), np.float32)
+    kernels = []
+    for s in range(k):
+        packed, nocb = cx.packed((node.name, s), lambda: kconv.pack_conv_weights(w[:, s:s + 1], False, 1))
+        kernels.append(kconv.ConvKernel(x.buf, x.off + s, partials[s], 0, packed, nocb,
+                                        np.zeros(nocb * 16, np.float32), None, *geom, 1, 1, O, 0, 0.0, 0.0))
+    total = kconv.StackSumKernel(partials, y.buf, y.off, bias, code, alpha, beta)
+    return StackConvStep(node, x, y, kernels, total, rule_for(node, cx.graph), kh * kw * O)
+
+
 def build_conv(node, cx: Compiler):
     if not cx.can_be_spatial(node.inputs[0]):
         return fallback(node, cx)
+    act = node.attrs.get("act") or {}
+    if node.inputs[0] in cx.stacks and node.attrs["group"] == 1 and act.get("slope") is None:
+        return build_stack_conv(node, cx)
     a = node.attrs
     x, y = cx.spatial(node.inputs[0]), cx.new_spatial(node.outputs[0])
     w, g = a["weight"], a["group"]

@@ -15,7 +15,7 @@ from reuserun.frontend import load_model
 from reuserun.frontend.loader import _parse
 from reuserun.kernels import region
 from reuserun.plan.policies import make_policy
-from reuserun.runtime.compiler import Compiler
+from reuserun.runtime.compiler import Compiler, frame_stack_inputs
 from reuserun.runtime.fuse import fuse
 
 
@@ -69,10 +69,15 @@ class InferenceSession:
     tile:      tile size for "tiles" / "rects".
     input_shape: binds dynamic input dims, a tuple (single input) or {name: tuple};
                otherwise the first frame binds them.
+    frame_stack: an input whose channels are the last frames of a stream (DQN-style stacks):
+               its first conv keeps one partial per channel, so a frame's change is computed for
+               one channel, not the whole stack. None: detected (model metadata
+               "reuserun.frame_stack", or an input of 4+ channels read by one conv).
     """
 
     def __init__(self, model, policy: str = "auto", threshold: float = 0.0, threads: int | None = None,
-                 tile: int | None = None, input_shape=None, sess_options=None, providers=None):
+                 tile: int | None = None, input_shape=None, frame_stack: bool | None = None,
+                 sess_options=None, providers=None):
         self._proto = _parse(model)
         self._digest = hashlib.sha1(self._proto.SerializeToString()).hexdigest()
         init = {i.name for i in self._proto.graph.initializer}
@@ -80,6 +85,7 @@ class InferenceSession:
         self._output_args = [NodeArg(o.name, _dims(o)) for o in self._proto.graph.output]
         if not threshold >= 0 or not np.isfinite(threshold):
             raise ValueError(f"threshold must be a finite number >= 0, got {threshold}")
+        self.frame_stack = frame_stack
         self.policy_name = policy
         self._policy = make_policy(policy, tile)
         self.threshold = float(threshold)
@@ -193,7 +199,9 @@ class InferenceSession:
         self._model = _compiled(self._proto, self._digest, input_shapes)
         self._graph = self._model.graph
         self._input_shapes = dict(input_shapes)
-        steps, storage = Compiler(self._graph, self._model.packed).build()
+        meta = {p.key: p.value for p in self._proto.metadata_props}
+        self._stacks = frame_stack_inputs(self._graph, self.frame_stack, meta)
+        steps, storage = Compiler(self._graph, self._model.packed, self._stacks).build()
         self._program = steps
         self._storage = storage
         self._mirrors = {n: (storage[n], np.zeros(self._graph.tensors[n].shape, np.float32))
@@ -203,6 +211,7 @@ class InferenceSession:
                             if n in input_shapes and s.kind == "spatial"}
         # the reference frames in their own (C, H*W) layout, so diffing is a contiguous compare
         self._ref_frames = {n: np.zeros((storage[n].C, storage[n].npix), np.float32) for n in self._diff_masks}
+        self._plane_masks = {n: np.zeros((storage[n].C, storage[n].npix), np.uint8) for n in self._stacks}
         self._dense_macs = sum(self._step_dense_macs(s) for s in steps)
         self._fresh = True
 
@@ -249,6 +258,9 @@ class InferenceSession:
                 nchanged, bad = region.diff_frame(v.reshape(st.C, -1), self._ref_frames[name],
                                                   self.threshold, mask, self.threads)
                 diffs[name] = (mask, nchanged)
+                if name in self._plane_masks and nchanged and not bad:
+                    region.diff_planes(v.reshape(st.C, -1), self._ref_frames[name], self.threshold,
+                                       self._plane_masks[name], self.threads)
             else:
                 bad = not region.all_finite(v.reshape(-1))
             if bad:
@@ -273,6 +285,9 @@ class InferenceSession:
                                        self.threshold, mask, self.threads)
                 st.mask[:] = mask
                 st.rescan((0, st.H, 0, st.W))
+                if name in self._plane_masks:
+                    st.planes = self._plane_masks[name]
+                    st.plane_boxes = [region.scan(pl, st.W, *st.box)[1] if st.box else None for pl in st.planes]
 
     def _propagate(self, full: bool) -> list[int]:
         return [step.run(full, self._policy, self.threads) for step in self._program]

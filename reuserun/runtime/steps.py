@@ -107,6 +107,61 @@ def _window_box(reach, box):
     return None if ys is None or xs is None else (ys[0], ys[1], xs[0], xs[1])
 
 
+class StackConvStep:
+    """The conv reading a frame-stack input, split by input channel: each channel's partial conv
+    (bias-free) is kept and updated only where that channel changed, and the output sums the
+    partials in a fixed order. With a shifting stack, each frame's change is paid once per slot
+    at one channel's cost instead of for the whole stack at every slot."""
+
+    def __init__(self, node, x, y, partial_kernels, sum_kernel, reach, macs_per_slot_pixel):
+        self.node, self.inputs, self.outputs = node, [x], [y]
+        self.partial_kernels, self.sum_kernel, self.reach = partial_kernels, sum_kernel, reach
+        self.k = len(partial_kernels)
+        self.OH, self.OW, npix = y.H, y.W, y.npix
+        self.npix = self.k * npix  # stats count slot-pixels: each costs macs_per_pixel
+        self.macs_per_pixel = macs_per_slot_pixel
+        self.full_pix = np.arange(npix, dtype=np.int32)
+        self.pix = np.empty(npix, np.int32)
+        self.reach_mask = np.zeros(npix, np.uint8)
+        self.compute_mask = np.zeros(npix, np.uint8)
+        self.union = np.zeros(npix, np.uint8)
+        self.tmp = np.zeros(self.OH * x.W, np.uint8)
+
+    def run(self, full: bool, policy, threads: int) -> int:
+        x, y = self.inputs[0], self.outputs[0]
+        n_out = y.npix
+        if full or x.nchanged == x.npix:
+            for kernel in self.partial_kernels:
+                kernel.run(self.full_pix, n_out, None, -1.0, threads)
+            self.sum_kernel.run(self.full_pix, n_out, None, -1.0, threads)
+            y.mark_all()
+            return self.npix
+        y.clear()
+        computed, union_box = 0, None
+        g = self.reach
+        for s, kernel in enumerate(self.partial_kernels):
+            box = x.plane_boxes[s]
+            obox = None if box is None else _window_box(g, box)
+            if obox is None or not region.reach(x.planes[s], x.W, *box, self.reach_mask, self.OW, *obox,
+                                                g.ylo, g.yhi, g.xlo, g.xhi, self.tmp):
+                continue
+            cbox = policy.coarsen(self.reach_mask, self.OH, self.OW, self.compute_mask, obox)
+            if cbox is None:
+                continue
+            n = region.to_pixels(self.compute_mask, self.OW, *cbox, self.pix)
+            kernel.run(self.pix, n, None, -1.0, threads)
+            computed += n
+            region.or_box(self.union, self.compute_mask, self.OW, *cbox)
+            union_box = cbox if union_box is None else _union([union_box, cbox])
+        if union_box is None:
+            return 0
+        n = region.to_pixels(self.union, self.OW, *union_box, self.pix)
+        self.sum_kernel.run(self.pix, n, y.mask, 0.0, threads)
+        y.rescan(union_box)
+        region.fill(self.union, self.OW, *union_box, 0)
+        return computed
+
+
 class ConcatStep:
     """Channel concat. Inputs written in place (slices of this buffer) cost nothing but their
     masks; the others are copied where they changed."""

@@ -24,6 +24,8 @@ class Spatial:
         self.mask = np.zeros(self.H * self.W, np.uint8)
         self.nchanged = 0
         self.box = None  # (y0, y1, x0, x1) holding every marked pixel, None when none is
+        self.planes = None  # frame-stack inputs: per-channel change masks (C, H*W) and boxes
+        self.plane_boxes = None
 
     @property
     def npix(self) -> int:
