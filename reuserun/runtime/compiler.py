@@ -244,6 +244,18 @@ def build_pool(node, cx: Compiler):
     return KernelStep(node, [x], [y], [(kernel, 0)], rule_for(node, cx.graph))
 
 
+def build_global_pool(node, cx: Compiler):
+    """Global pooling of a spatial tensor: one pooling window over the whole map, into a 1x1
+    spatial output (so squeeze-excite convs read it without a layout change)."""
+    x_shape = cx.shape(node.inputs[0])
+    if not cx.can_be_spatial(node.inputs[0]) or len(x_shape) != 4:
+        return fallback(node, cx)
+    x, y = cx.spatial(node.inputs[0]), cx.new_spatial(node.outputs[0])
+    kernel = kel.PoolKernel(x.buf, x.off, y.buf, y.off, x.C, (x.H, x.W), (1, 1), (0, 0, 0, 0), (1, 1),
+                            node.op == "global_maxpool", False)
+    return KernelStep(node, [x], [y], [(kernel, 0)], rule_for(node, cx.graph))
+
+
 def build_act(node, cx: Compiler):
     if not cx.can_be_spatial(node.inputs[0]):
         return fallback(node, cx)
@@ -451,9 +463,9 @@ BUILDERS = {
     "slice": build_slice,
     "pad": build_pad,
     "identity": build_identity,
-    # these mix every position: numpy over the whole tensor when any input changed
-    "global_avgpool": fallback,
-    "global_maxpool": fallback,
+    # these mix every position (a plain tensor): numpy over the whole tensor when an input changed
+    "global_avgpool": build_global_pool,
+    "global_maxpool": build_global_pool,
     "flatten": build_flatten,
     "reshape": fallback,
     "transpose": fallback,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 import time
@@ -53,6 +54,19 @@ def _compiled(proto, digest: str, input_shapes: dict) -> CompiledModel:
     return model
 
 
+def _read_thresholds(spec) -> dict:
+    if spec is None:
+        return {}
+    if isinstance(spec, (str, os.PathLike)):
+        with open(spec) as f:
+            spec = json.load(f)
+    table = {str(k): float(v) for k, v in dict(spec).items()}
+    bad = {k: v for k, v in table.items() if not (np.isfinite(v) and v >= 0)}
+    if bad:
+        raise ValueError(f"layer thresholds must be finite numbers >= 0: {bad}")
+    return table
+
+
 def _dims(value_info) -> list:
     dims = []
     for d in value_info.type.tensor_type.shape.dim:
@@ -69,6 +83,10 @@ class InferenceSession:
     tile:      tile size for "tiles" / "rects".
     input_shape: binds dynamic input dims, a tuple (single input) or {name: tuple};
                otherwise the first frame binds them.
+    layer_thresholds: per-layer truncation thresholds, a dict or a JSON file {layer: T, "default":
+               T}; layers are IR node or output tensor names (`reuserun info` lists them). A
+               recomputed value that moved by no more than its layer's T keeps its reference and
+               does not propagate. Default 0: exact.
     frame_stack: an input whose channels are the last frames of a stream (DQN-style stacks):
                its first conv keeps one partial per channel, so a frame's change is computed for
                one channel, not the whole stack. None: detected (model metadata
@@ -77,7 +95,7 @@ class InferenceSession:
 
     def __init__(self, model, policy: str = "auto", threshold: float = 0.0, threads: int | None = None,
                  tile: int | None = None, input_shape=None, frame_stack: bool | None = None,
-                 sess_options=None, providers=None):
+                 layer_thresholds=None, sess_options=None, providers=None):
         self._proto = _parse(model)
         self._digest = hashlib.sha1(self._proto.SerializeToString()).hexdigest()
         init = {i.name for i in self._proto.graph.initializer}
@@ -86,6 +104,7 @@ class InferenceSession:
         if not threshold >= 0 or not np.isfinite(threshold):
             raise ValueError(f"threshold must be a finite number >= 0, got {threshold}")
         self.frame_stack = frame_stack
+        self.layer_thresholds = _read_thresholds(layer_thresholds)
         self.policy_name = policy
         self._policy = make_policy(policy, tile)
         self.threshold = float(threshold)
@@ -213,7 +232,22 @@ class InferenceSession:
         self._ref_frames = {n: np.zeros((storage[n].C, storage[n].npix), np.float32) for n in self._diff_masks}
         self._plane_masks = {n: np.zeros((storage[n].C, storage[n].npix), np.uint8) for n in self._stacks}
         self._dense_macs = sum(self._step_dense_macs(s) for s in steps)
+        self._apply_thresholds()
         self._fresh = True
+
+    def _apply_thresholds(self) -> None:
+        table = dict(self.layer_thresholds)
+        default = table.pop("default", 0.0)
+        known = set()
+        for step in self._program:
+            if not hasattr(step, "thr") or step.node is None:
+                continue
+            names = [step.node.name] + [o.name for o in step.outputs]
+            known.update(names)
+            step.thr = next((table[n] for n in names if n in table), default)
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise ValueError(f"layer_thresholds names no layer of this model: {unknown}")
 
     @staticmethod
     def _step_dense_macs(step) -> int:

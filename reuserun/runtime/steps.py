@@ -48,8 +48,10 @@ class KernelStep:
         if n == 0:
             return 0
         if n < 0:
-            # an input changed everywhere: skip comparing with the old values, mark it all changed
-            return self.run(True, policy, threads)
+            if self.thr == 0.0:
+                # every position recomputed exactly: skip comparing, mark it all changed
+                return self.run(True, policy, threads)
+            n, box = self.npix, (0, self.OH, 0, self.OW)  # under a threshold, still compare
         pix = self.full_pix if n == self.npix else self.pix
         for kernel, i in self.work:
             kernel.run(pix, n, self.outputs[i].mask, self.thr, threads)
@@ -203,6 +205,7 @@ class FallbackStep:
         self.fn = NUMPY_OPS[node.op]
         self.macs = macs
         self.npix = 1
+        self.thr = 0.0  # per-layer threshold: a result that moved less keeps its reference
 
     def run(self, full: bool, policy, threads: int) -> int:
         if not full and not any(i.changed for i in self.inputs):
@@ -211,7 +214,7 @@ class FallbackStep:
             return 0
         values = self.fn(self.node, [i.logical() for i in self.inputs])
         for o, v in zip(self.outputs, values):
-            o.store(v, track=not full)
+            o.store(v, track=not full, thr=self.thr)
         return 1
 
 

@@ -75,10 +75,16 @@ class Plain:
     def logical(self) -> np.ndarray:
         return self.arr
 
-    def store(self, value: np.ndarray, track: bool) -> None:
-        """Keep `value`; with track, the changed flag says whether any bit moved."""
+    def store(self, value: np.ndarray, track: bool, thr: float = 0.0) -> None:
+        """Keep `value`; with track, the changed flag says whether any bit moved (thr == 0) or any
+        element moved by more than thr, else the old value stays as the reference."""
         value = np.asarray(value, self.arr.dtype).reshape(self.shape)
-        self.changed = not track or value.tobytes() != self.arr.tobytes()
+        if not track:
+            self.changed = True
+        elif thr > 0:
+            self.changed = bool(np.max(np.abs(value - self.arr), initial=0.0) > thr)
+        else:
+            self.changed = value.tobytes() != self.arr.tobytes()
         if self.changed:
             np.copyto(self.arr, value)
 

@@ -1,0 +1,82 @@
+"""Approximate mode: input and per-layer thresholds keep the last propagated value as the
+reference, so the error stays bounded over time instead of drifting."""
+import json
+
+import numpy as np
+import pytest
+
+import reuserun
+from reuserun import zoo
+
+
+def camera_like(n, size=64, seed=0, noise=0.004):
+    """A static texture with per-frame sensor noise and one moving square."""
+    rng = np.random.default_rng(seed)
+    bg = rng.random((1, 3, size, size), dtype=np.float32)
+    for t in range(n):
+        f = bg + np.float32(noise) * rng.standard_normal(bg.shape).astype(np.float32)
+        y = 8 + (t % 40)
+        f[0, :, y:y + 8, 20:28] = 0.9
+        yield np.clip(f, 0, 1).astype(np.float32)
+
+
+def test_input_threshold_error_is_bounded_and_does_not_drift():
+    model = zoo.unet_like(64)
+    dense = reuserun.InferenceSession(model, policy="dense")
+    exact = reuserun.InferenceSession(model)
+    clean = reuserun.InferenceSession(model)
+    approx = reuserun.InferenceSession(model, threshold=0.02)
+    errs, fracs, exact_fracs, clean_fracs = [], [], [], []
+    for f, g in zip(camera_like(300), camera_like(300, noise=0.0)):
+        ref = dense.run(None, {"images": f})[0]
+        out = approx.run(None, {"images": f})[0]
+        exact.run(None, {"images": f})
+        clean.run(None, {"images": g})
+        errs.append(float(np.abs(out - ref).max() / (np.abs(ref).max() + 1e-6)))
+        fracs.append(approx.stats["mac_fraction"])
+        exact_fracs.append(exact.stats["mac_fraction"])
+        clean_fracs.append(clean.stats["mac_fraction"])
+    # sensor noise defeats exact reuse; under the threshold the work is about what the moving
+    # square alone costs on a noise-free clip
+    assert np.mean(exact_fracs[1:]) > 0.95
+    assert np.mean(fracs[1:]) < min(0.9, np.mean(clean_fracs[1:]) + 0.1)
+    first, last = np.mean(errs[1:100]), np.mean(errs[200:])
+    assert last < 2 * first + 0.02  # bounded: no accumulation over time
+
+
+def test_input_reference_is_last_propagated_value():
+    model = zoo.unet_like(64)
+    s = reuserun.InferenceSession(model, threshold=0.05)
+    f = next(camera_like(1))
+    s.run(None, {"images": f})
+    # creep by less than the threshold per frame: compared with the previous frame nothing ever
+    # changes, compared with the last propagated value the creep crosses the threshold at 0.06
+    changed = []
+    for k in range(1, 6):
+        s.run(None, {"images": f + np.float32(0.02 * k)})
+        changed.append(s.stats["changed_fraction"])
+    assert changed[:2] == [0.0, 0.0] and changed[2] > 0.9 and changed[3:] == [0.0, 0.0]
+    ref = s._ref_frames["images"].reshape(f.shape)
+    assert np.abs(ref - (f + np.float32(0.06))).max() < 1e-6
+
+
+def test_layer_thresholds_cut_work_and_are_validated(tmp_path):
+    model = zoo.mobilenet_v3_like(64)
+    exact = reuserun.InferenceSession(model)
+    path = tmp_path / "thr.json"
+    path.write_text(json.dumps({"default": 0.05}))
+    approx = reuserun.InferenceSession(model, layer_thresholds=str(path))
+    dense = reuserun.InferenceSession(model, policy="dense")
+    fr = list(camera_like(12, noise=0.0))
+    worst = 0.0
+    for f in fr:
+        ref = dense.run(None, {"images": f})[0]
+        exact.run(None, {"images": f})
+        out = approx.run(None, {"images": f})[0]
+        worst = max(worst, float(np.abs(out - ref).max()))
+    assert approx.stats["mac_fraction"] < exact.stats["mac_fraction"]
+    assert worst < 0.5 * float(np.abs(ref).max())
+    with pytest.raises(ValueError, match="no layer"):
+        reuserun.InferenceSession(model, layer_thresholds={"no_such_layer": 0.1})
+    with pytest.raises(ValueError, match=">= 0"):
+        reuserun.InferenceSession(model, layer_thresholds={"default": -1})
