@@ -8,8 +8,8 @@ them); actions are sampled from onnxruntime's output with a seeded generator, so
 sees the same frames.
 
 `dqn` is a Nature-DQN on a stack of the last 4 grayscale 84x84 frames (nearest-neighbour
-subsampled), acting epsilon-greedy (0.1) on its Q-values; there `auto_nostack` is auto without
-frame-stack reuse, to show what the per-frame partials buy.
+subsampled), acting epsilon-greedy (0.1) on its Q-values; there `auto_stack` is auto with
+frame-stack reuse declared (per-channel partials of the first conv), to show what it buys.
 
 Per step, in a random order: onnxruntime (`base`, dense) and reuserun with rect (the seed's
 method), rects, tiles and auto, all with the same thread count. Every output is checked against
@@ -65,8 +65,8 @@ def run_game(net: str, game: str, steps: int, threads: int, color: str, seed: in
     base = ort_session(model.SerializeToString(), threads)
     methods = dict(METHODS)
     sessions = {m: reuserun.InferenceSession(model, policy=p, threads=threads) for m, p in methods.items()}
-    if k > 1:  # the same auto policy without frame-stack reuse, to show what the stack buys
-        sessions["auto_nostack"] = reuserun.InferenceSession(model, threads=threads, frame_stack=False)
+    if k > 1:  # the same auto policy with frame-stack reuse declared, to show what it buys
+        sessions["auto_stack"] = reuserun.InferenceSession(model, threads=threads, frame_stack=True)
     names = ["base", *sessions]
     net_time = {m: 0.0 for m in names}
     macs = {m: 0.0 for m in sessions}

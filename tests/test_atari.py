@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_export_policies(tmp_path):
     import export_policies
-    paths = export_policies.export_all(tmp_path, actions=4)
+    paths = export_policies.export_all(tmp_path, actions=4, mark_stack=True)
     assert len(paths) == 7
     dqn = reuserun.InferenceSession(str(paths[-1]))
     assert dqn._stacks == {"frames"}  # declared in the model's metadata
@@ -43,5 +43,5 @@ def test_atari_source_and_bench_script(tmp_path):
     spec.loader.exec_module(bench)
     assert bench.main(["--nets", "d4-20-40,dqn", "--games", "Pong", "--steps", "15", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "atari.md").read_text()
-    assert "| Pong |" in text and "**Mean**" in text and "auto_nostack" in text
+    assert "| Pong |" in text and "**Mean**" in text and "auto_stack" in text
     assert (tmp_path / "atari_d4-20-40.png").exists()

@@ -67,9 +67,9 @@ def stacked_frames(k, size, n, scenario="object"):
 @pytest.mark.parametrize("policy", POLICIES)
 def test_frame_stack_reuse_is_exact(policy):
     model = zoo.nature_dqn(frames=4, size=84)
-    stack = reuserun.InferenceSession(model, policy=policy)
-    plain = reuserun.InferenceSession(model, policy=policy, frame_stack=False)
-    dense = reuserun.InferenceSession(model, policy="dense")
+    stack = reuserun.InferenceSession(model, policy=policy, frame_stack=True)
+    plain = reuserun.InferenceSession(model, policy=policy)
+    dense = reuserun.InferenceSession(model, policy="dense", frame_stack=True)
     assert "frames" in stack._stacks and not plain._stacks
     frames = stacked_frames(4, 84, 6)
     # a non-shifting edit and a repeated stack too
@@ -87,7 +87,8 @@ def test_frame_stack_reuse_is_exact(policy):
 
 def test_frame_stack_declared_and_detected():
     model = zoo.nature_dqn(frames=2, size=84)
-    assert not reuserun.InferenceSession(model)._stacks  # 2 channels: not assumed
+    assert not reuserun.InferenceSession(model)._stacks  # not guessed from the shape
     assert reuserun.InferenceSession(model, frame_stack=True)._stacks == {"frames"}
     model.metadata_props.add(key="reuserun.frame_stack", value="true")
     assert reuserun.InferenceSession(model)._stacks == {"frames"}
+    assert not reuserun.InferenceSession(model, frame_stack=False)._stacks

@@ -24,17 +24,19 @@ def is_spatial_shape(shape) -> bool:
 
 
 def frame_stack_inputs(graph: ir.Graph, declared: bool | None, metadata: dict) -> frozenset:
-    """Graph inputs to treat as frame stacks: 4-D inputs read only by one ungrouped conv, with at
-    least 2 channels when declared (frame_stack=True), or when the model says so in its metadata
-    ("reuserun.frame_stack"), else at least 4 channels (RGB stems keep their 3 channels whole)."""
-    if declared is False:
+    """Graph inputs to treat as frame stacks: 4-D inputs of 2+ channels read only by one ungrouped
+    conv, when declared (frame_stack=True) or when the model says so in its metadata
+    ("reuserun.frame_stack"). Not guessed from the shape: on small nets (DQN at 84x84) the
+    per-channel bookkeeping costs more time than the partials save."""
+    said = declared if declared is not None else \
+        metadata.get("reuserun.frame_stack", "").lower() in ("1", "true", "yes")
+    if not said:
         return frozenset()
-    said = declared or metadata.get("reuserun.frame_stack", "").lower() in ("1", "true", "yes")
     out = set()
     for name in graph.inputs:
         shape = graph.tensors[name].shape
         users = [n for n in graph.nodes if name in n.inputs]
-        if len(shape) != 4 or shape[0] != 1 or shape[1] < (2 if said else 4) or len(users) != 1:
+        if len(shape) != 4 or shape[0] != 1 or shape[1] < 2 or len(users) != 1:
             continue
         if users[0].op == "conv" and users[0].attrs["group"] == 1 and name not in graph.outputs:
             out.add(name)

@@ -89,8 +89,8 @@ class InferenceSession:
                does not propagate. Default 0: exact.
     frame_stack: an input whose channels are the last frames of a stream (DQN-style stacks):
                its first conv keeps one partial per channel, so a frame's change is computed for
-               one channel, not the whole stack. None: detected (model metadata
-               "reuserun.frame_stack", or an input of 4+ channels read by one conv).
+               one channel, not the whole stack. None: as the model's metadata
+               "reuserun.frame_stack" says (off when absent).
     """
 
     def __init__(self, model, policy: str = "auto", threshold: float = 0.0, threads: int | None = None,
