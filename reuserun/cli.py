@@ -1,4 +1,4 @@
-"""reuserun command line: bench and info."""
+"""reuserun command line: bench, tune and info."""
 from __future__ import annotations
 
 import argparse
@@ -80,6 +80,31 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from reuserun.streams import frames_from_spec
+    from reuserun.tune import tune
+
+    proto, name = _load_proto(args.model, args.size)
+    frames = frames_from_spec(args.source, _input_shape(proto, args.size), args.frames, seed=args.seed)
+    from tqdm import tqdm
+    bar = tqdm(desc="tune", unit="layer", leave=False, disable=args.no_progress)
+
+    def progress(done, total):
+        bar.total = total
+        bar.update(done - bar.n)
+
+    res = tune(proto, frames, args.max_error, threads=args.threads, progress=progress)
+    bar.close()
+    with open(args.out, "w") as f:
+        f.write(res.to_json())
+    print(f"{name}: input threshold {res.threshold:.4g}, {sum(1 for v in res.layer_thresholds.values() if v)} "
+          f"layer thresholds; worst relative L2 {res.max_rel_l2:.4f} (budget {args.max_error}); "
+          f"mac_fraction {res.mac_fraction:.4f} (exact mode {res.exact_mac_fraction:.4f})"
+          + (f"; argmax agreement {res.argmax_agreement:.3f}" if res.argmax_agreement is not None else ""))
+    print(f"wrote {args.out}: load it with InferenceSession(model, layer_thresholds={args.out!r})")
+    return 0
+
+
 def _graph_inputs(proto):
     init = {i.name for i in proto.graph.initializer}
     return [i for i in proto.graph.input if i.name not in init]
@@ -102,6 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", help="write results as JSON here")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=cmd_bench)
+    t = sub.add_parser("tune", help="calibrate approximate-mode thresholds on a clip")
+    t.add_argument("model", nargs="?")
+    t.add_argument("--source", default="synthetic")
+    t.add_argument("--frames", type=int, default=20)
+    t.add_argument("--max-error", type=float, default=0.01, help="worst relative L2 allowed per frame")
+    t.add_argument("--out", default="thresholds.json")
+    t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--size", type=int, default=320)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=cmd_tune)
     i = sub.add_parser("info", help="ops, shapes, MACs and receptive fields of a model")
     i.add_argument("model", nargs="?")
     i.add_argument("--size", type=int, default=320)

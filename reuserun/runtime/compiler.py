@@ -389,24 +389,36 @@ def build_pad(node, cx: Compiler):
     return KernelStep(node, [x], [y], [(kernel, 0)], rule_for(node, cx.graph))
 
 
+def _gemm_operands(gemm, cx: Compiler):
+    """(weights (N, K) with alpha folded in, bias (N,) with beta) of a Gemm / MatMul by constant
+    weights, or None when the weights or the bias are not constants."""
+    a = gemm.attrs if gemm.op == "gemm" else {"alpha": 1.0, "beta": 1.0, "trans_a": 0, "trans_b": 0}
+    w = cx.storage.get(gemm.inputs[1])
+    if a["trans_a"] or w is None or w.kind != "const" or len(w.shape) != 2:
+        return None
+    Wt = (w.arr if a["trans_b"] else w.arr.T).astype(np.float32)
+    N = Wt.shape[0]
+    bias = np.zeros(N, np.float32)
+    if len(gemm.inputs) > 2:
+        c = cx.storage[gemm.inputs[2]]
+        if c.kind != "const" or c.arr.size not in (1, N):
+            return None
+        bias = np.broadcast_to(np.float32(a["beta"]) * c.arr.astype(np.float32).reshape(-1), (N,)).copy()
+    if a["alpha"] != 1.0:
+        Wt = np.float32(a["alpha"]) * Wt
+    return Wt, bias
+
+
 def build_gemm(node, cx: Compiler):
     """One input row times constant weights (classifier heads): the conv kernel as a 1x1 conv on
     one pixel. Anything else: numpy."""
-    a = node.attrs if node.op == "gemm" else {"alpha": 1.0, "beta": 1.0, "trans_a": 0, "trans_b": 0}
-    x, w = cx.storage[node.inputs[0]], cx.storage[node.inputs[1]]
-    if x.kind != "plain" or w.kind != "const" or len(x.shape) != 2 or len(w.shape) != 2 \
-            or a["trans_a"] or x.shape[0] != 1:
+    x = cx.storage[node.inputs[0]]
+    ops = _gemm_operands(node, cx)
+    if ops is None or x.kind != "plain" or len(x.shape) != 2 or x.shape[0] != 1:
         return fallback(node, cx)
-    W = (w.arr.T if a["trans_b"] else w.arr).astype(np.float32)  # (K, N)
-    K, N = W.shape
-    bias = np.zeros(N, np.float32)
-    if len(node.inputs) > 2:
-        c = cx.storage[node.inputs[2]]
-        if c.kind != "const" or c.arr.size not in (1, N):
-            return fallback(node, cx)
-        bias = np.broadcast_to(np.float32(a["beta"]) * c.arr.astype(np.float32).reshape(-1), (N,)).copy()
-    weight = (np.float32(a["alpha"]) * W).T.reshape(N, K, 1, 1) if a["alpha"] != 1.0 else W.T.reshape(N, K, 1, 1)
-    packed, nocb = cx.packed(node, lambda: kconv.pack_conv_weights(weight, False, 1))
+    Wt, bias = ops
+    N, K = Wt.shape
+    packed, nocb = cx.packed(node, lambda: kconv.pack_conv_weights(Wt.reshape(N, K, 1, 1), False, 1))
     out = Plain(node.outputs[0], cx.shape(node.outputs[0]))
     cx.storage[node.outputs[0]] = out
     kernel = kconv.ConvKernel(x.arr.reshape(1, 1, K), 0, out.arr.reshape(1, 1, N), 0, packed, nocb,
@@ -424,21 +436,11 @@ def build_flatten(node, cx: Compiler):
             or node.outputs[0] in cx.graph.outputs:
         return fallback(node, cx)
     gemm = users[0]
-    a = gemm.attrs if gemm.op == "gemm" else {"alpha": 1.0, "beta": 1.0, "trans_a": 0, "trans_b": 0}
-    w = cx.storage.get(gemm.inputs[1])
-    if gemm.op not in ("gemm", "matmul") or gemm.inputs[0] != node.outputs[0] or a["trans_a"] \
-            or w is None or w.kind != "const":
+    ops = _gemm_operands(gemm, cx) if gemm.op in ("gemm", "matmul") and gemm.inputs[0] == node.outputs[0] else None
+    if ops is None:
         return fallback(node, cx)
-    Wt = (w.arr if a["trans_b"] else w.arr.T).astype(np.float32)  # (N, C*H*W)
+    Wt, bias = ops
     N = Wt.shape[0]
-    bias = np.zeros(N, np.float32)
-    if len(gemm.inputs) > 2:
-        c = cx.storage[gemm.inputs[2]]
-        if c.kind != "const" or c.arr.size not in (1, N):
-            return fallback(node, cx)
-        bias = np.broadcast_to(np.float32(a["beta"]) * c.arr.astype(np.float32).reshape(-1), (N,)).copy()
-    if a["alpha"] != 1.0:
-        Wt = np.float32(a["alpha"]) * Wt
     packed = cx.packed(gemm, lambda: kconv.pack_spatial_gemm(Wt, x.C, x.H, x.W))
     out = Plain(gemm.outputs[0], cx.shape(gemm.outputs[0]))
     cx.storage[gemm.outputs[0]] = out

@@ -54,17 +54,24 @@ def _compiled(proto, digest: str, input_shapes: dict) -> CompiledModel:
     return model
 
 
-def _read_thresholds(spec) -> dict:
+def _read_thresholds(spec) -> tuple[dict, float | None]:
+    """({layer: threshold}, input threshold or None) from a dict or a JSON file; `reuserun tune`
+    writes {"threshold": T, "layer_thresholds": {...}}, a plain {layer: T} works too."""
     if spec is None:
-        return {}
+        return {}, None
     if isinstance(spec, (str, os.PathLike)):
         with open(spec) as f:
             spec = json.load(f)
-    table = {str(k): float(v) for k, v in dict(spec).items()}
+    spec = dict(spec)
+    input_thr = None
+    if "layer_thresholds" in spec:
+        input_thr = float(spec.get("threshold", 0.0))
+        spec = dict(spec["layer_thresholds"])
+    table = {str(k): float(v) for k, v in spec.items()}
     bad = {k: v for k, v in table.items() if not (np.isfinite(v) and v >= 0)}
     if bad:
         raise ValueError(f"layer thresholds must be finite numbers >= 0: {bad}")
-    return table
+    return table, input_thr
 
 
 def _dims(value_info) -> list:
@@ -104,7 +111,9 @@ class InferenceSession:
         if not threshold >= 0 or not np.isfinite(threshold):
             raise ValueError(f"threshold must be a finite number >= 0, got {threshold}")
         self.frame_stack = frame_stack
-        self.layer_thresholds = _read_thresholds(layer_thresholds)
+        self.layer_thresholds, file_threshold = _read_thresholds(layer_thresholds)
+        if file_threshold is not None and threshold == 0.0:
+            threshold = file_threshold  # a tuned file carries its input threshold too
         self.policy_name = policy
         self._policy = make_policy(policy, tile)
         self.threshold = float(threshold)
