@@ -44,7 +44,7 @@ def cmd_bench(args) -> int:
 
     proto, name = _load_proto(args.model, args.size)
     shape = _input_shape(proto, args.size)
-    frames = frames_from_spec(args.source, shape, args.frames, seed=args.seed)
+    frames = frames_from_spec(args.source, shape, args.frames, seed=args.seed, mean=args.mean, std=args.std)
     threads = args.threads or os.cpu_count() or 1
     try:
         res = run_bench(proto, frames, policies=args.policy or ["auto", "dense"], threads=threads,
@@ -85,7 +85,8 @@ def cmd_tune(args) -> int:
     from reuserun.tune import tune
 
     proto, name = _load_proto(args.model, args.size)
-    frames = frames_from_spec(args.source, _input_shape(proto, args.size), args.frames, seed=args.seed)
+    frames = frames_from_spec(args.source, _input_shape(proto, args.size), args.frames, seed=args.seed,
+                              mean=args.mean, std=args.std)
     from tqdm import tqdm
     bar = tqdm(desc="tune", unit="layer", leave=False, disable=args.no_progress)
 
@@ -110,6 +111,15 @@ def _graph_inputs(proto):
     return [i for i in proto.graph.input if i.name not in init]
 
 
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",")]
+
+
+def _add_preprocessing(p) -> None:
+    p.add_argument("--mean", type=_floats, default=None, help="per-channel mean to subtract from [0, 1] frames, e.g. 0.485,0.456,0.406")
+    p.add_argument("--std", type=_floats, default=None, help="per-channel std to divide by")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reuserun", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -126,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--json", help="write results as JSON here")
     b.add_argument("--no-progress", action="store_true")
+    _add_preprocessing(b)
     b.set_defaults(func=cmd_bench)
     t = sub.add_parser("tune", help="calibrate approximate-mode thresholds on a clip")
     t.add_argument("model", nargs="?")
@@ -137,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--size", type=int, default=320)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--no-progress", action="store_true")
+    _add_preprocessing(t)
     t.set_defaults(func=cmd_tune)
     i = sub.add_parser("info", help="ops, shapes, MACs and receptive fields of a model")
     i.add_argument("model", nargs="?")

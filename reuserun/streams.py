@@ -13,11 +13,19 @@ import numpy as np
 from reuserun import sources
 
 
-def frames_from_spec(spec: str, shape: tuple, count: int, seed: int = 0) -> list[np.ndarray]:
+def frames_from_spec(spec: str, shape: tuple, count: int, seed: int = 0, mean=None, std=None) -> list[np.ndarray]:
+    """Frames in [0, 1], then (x - mean) / std per channel when given, to match a model's
+    preprocessing (e.g. mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))."""
     kind, _, arg = spec.partition(":")
     if kind not in SOURCES:
         raise ValueError(f"unknown source {spec!r}; use synthetic[:SCENARIO], video:PATH or atari:GAME")
-    return SOURCES[kind](arg, tuple(shape), count, seed)
+    frames = SOURCES[kind](arg, tuple(shape), count, seed)
+    if mean is None and std is None:
+        return frames
+    c = shape[1]
+    m = np.broadcast_to(np.asarray(0.0 if mean is None else mean, np.float32), (c,)).reshape(1, c, 1, 1)
+    s = np.broadcast_to(np.asarray(1.0 if std is None else std, np.float32), (c,)).reshape(1, c, 1, 1)
+    return [np.ascontiguousarray((f - m) / s, np.float32) for f in frames]
 
 
 def synthetic(arg: str, shape, count, seed):

@@ -1,0 +1,54 @@
+"""Camera-like video through PyAV: exact reuse buys little there, thresholds pay, error bounded."""
+import numpy as np
+import pytest
+
+import reuserun
+from reuserun import cli, zoo
+from reuserun.streams import frames_from_spec
+
+av = pytest.importorskip("av")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    import camera_clip
+    return camera_clip.write_clip(str(tmp_path_factory.mktemp("v") / "clip.mp4"), 40, 96, 96)
+
+
+def test_video_frames_decode_at_the_model_size(clip):
+    frames = frames_from_spec(f"video:{clip}", (1, 3, 64, 80), 10)
+    assert len(frames) == 10 and frames[0].shape == (1, 3, 64, 80) and frames[0].dtype == np.float32
+    gray = frames_from_spec(f"video:{clip}", (1, 1, 64, 64), 3)
+    assert gray[0].shape == (1, 1, 64, 64)
+    changed = np.mean([(frames[i] != frames[i - 1]).any(axis=1).mean() for i in range(1, 10)])
+    assert changed > 0.3  # compression and sensor noise touch most pixels every frame
+
+
+def test_thresholds_pay_on_camera_video(clip):
+    model = zoo.resnet_like(96, width=8)
+    frames = frames_from_spec(f"video:{clip}", (1, 3, 96, 96), 40)
+    dense = reuserun.InferenceSession(model, policy="dense")
+    exact = reuserun.InferenceSession(model)
+    approx = reuserun.InferenceSession(model, threshold=0.06)
+    fe, fa, err = [], [], []
+    for f in frames:
+        ref = dense.run(None, {"images": f})[0]
+        exact.run(None, {"images": f})
+        out = approx.run(None, {"images": f})[0]
+        fe.append(exact.stats["mac_fraction"])
+        fa.append(approx.stats["mac_fraction"])
+        err.append(float(np.linalg.norm(out - ref) / np.linalg.norm(ref)))
+    assert np.mean(fa[1:]) < 0.8 * np.mean(fe[1:])
+    assert max(err) < 0.2 and np.mean(err[20:]) < 2 * np.mean(err[1:20]) + 0.01
+
+
+def test_bench_cli_on_video(clip, capsys):
+    assert cli.main(["bench", "builtin:resnet", "--size", "96", "--source", f"video:{clip}", "--frames", "4",
+                     "--threshold", "0.05", "--no-progress"]) == 0
+    assert "speedup" in capsys.readouterr().out
+
+
+def test_mean_std_preprocessing(clip):
+    raw = frames_from_spec(f"video:{clip}", (1, 3, 32, 32), 2)
+    norm = frames_from_spec(f"video:{clip}", (1, 3, 32, 32), 2, mean=(0.5, 0.4, 0.3), std=(0.2, 0.2, 0.25))
+    np.testing.assert_allclose(norm[1][0, 2], (raw[1][0, 2] - 0.3) / 0.25, rtol=1e-6)
