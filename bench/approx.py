@@ -16,14 +16,13 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 import reuserun
 from reuserun import zoo
-from reuserun.bench import ort_session
+from reuserun.bench import interleaved, ort_session
 from reuserun.streams import frames_from_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
@@ -42,23 +41,19 @@ def run(model, frames, configs, threads):
     sessions = {}
     for label, (thr, layers) in configs.items():
         sessions[label] = reuserun.InferenceSession(model, threshold=thr, layer_thresholds=layers, threads=threads)
-    keys = [None, *sessions]
-    times = {k: [] for k in keys}
     stats = {k: {"rel_l2": [], "mac": [], "argmax": []} for k in sessions}
-    rng = np.random.default_rng(0)
-    for f in frames:
-        outs = {}
-        for i in rng.permutation(len(keys)).tolist():
-            k = keys[i]
-            t0 = time.perf_counter()
-            outs[k] = ort.run(None, {name: f}) if k is None else sessions[k].run(None, {name: f})
-            times[k].append(time.perf_counter() - t0)
+    runners = {None: lambda f: ort.run(None, {name: f})}
+    runners.update({k: (lambda f, s=s: s.run(None, {name: f})) for k, s in sessions.items()})
+
+    def record(outs):
         for k, s in sessions.items():
             ref, out = outs[None][0], outs[k][0]
             stats[k]["rel_l2"].append(float(np.linalg.norm(out - ref) / np.linalg.norm(ref)))
             stats[k]["mac"].append(s.stats["mac_fraction"])
             if ref.ndim == 2 and ref.shape[1] > 1:
                 stats[k]["argmax"].append(int(out.argmax() == ref.argmax()))
+
+    times = interleaved(frames, runners, record)
     ort_med = float(np.median(times[None][1:]))
     rows = []
     for k in sessions:

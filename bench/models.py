@@ -15,13 +15,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from reuserun import sources, zoo
-from reuserun.bench import ort_session, run_bench
+from reuserun.bench import interleaved, ort_session, run_bench
 
 POLICIES = ["auto", "tiles", "rects", "rect", "dense"]
 
@@ -60,15 +59,7 @@ def thread_scaling(model_proto, size: int, frames: int = 12) -> dict:
     for t in (1, 2):
         runs[f"reuserun_{t}"] = reuserun.InferenceSession(model_proto, policy="dense", threads=t)
         runs[f"ort_{t}"] = ort_session(model_proto.SerializeToString(), t)
-    times = {k: [] for k in runs}
-    rng = np.random.default_rng(0)
-    keys = list(runs)
-    for f in stream:
-        for i in rng.permutation(len(keys)).tolist():
-            k, s = keys[i], runs[keys[i]]
-            t0 = time.perf_counter()
-            s.run(None, {"images": f})
-            times[k].append(time.perf_counter() - t0)
+    times = interleaved(stream, {k: (lambda f, s=s: s.run(None, {"images": f})) for k, s in runs.items()})
     med = {k: float(np.median(v[1:])) for k, v in times.items()}
     return {"ms": {k: v * 1e3 for k, v in med.items()},
             "reuserun_scaling": med["reuserun_1"] / med["reuserun_2"],

@@ -51,6 +51,29 @@ def ort_session(model_bytes: bytes, threads: int):
     return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
 
 
+def interleaved(frames, runners: dict, after_frame=None, progress: bool = False) -> dict:
+    """Run every runner (key -> fn(frame) -> outputs) on every frame, in a fresh random order
+    each frame so no runtime always inherits another's cache and threads. Returns the seconds
+    per frame of each runner; after_frame(outputs by key) is called after each frame."""
+    keys = list(runners)
+    times = {k: [] for k in keys}
+    rng = np.random.default_rng(0)
+    it = frames
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(frames, desc="bench", unit="frame", leave=False)
+    for f in it:
+        outs = {}
+        for i in rng.permutation(len(keys)).tolist():
+            k = keys[i]
+            t0 = time.perf_counter()
+            outs[k] = runners[k](f)
+            times[k].append(time.perf_counter() - t0)
+        if after_frame is not None:
+            after_frame(outs)
+    return times
+
+
 def run_bench(model_proto, frames, policies=("auto",), threads: int = 2, threshold: float = 0.0,
               model_name: str = "model", source_name: str = "synthetic", progress: bool = True,
               tile: int | None = None) -> BenchResult:
@@ -64,34 +87,20 @@ def run_bench(model_proto, frames, policies=("auto",), threads: int = 2, thresho
     name = ort_sess.get_inputs()[0].name
     sessions = {p: InferenceSession(model_proto, policy=p, threshold=threshold, threads=threads, tile=tile,
                                     input_shape=frames[0].shape) for p in policies}
-    t_ort: list[float] = []
-    t_rr = {p: [] for p in policies}
+    runners = {None: lambda f: ort_sess.run(None, {name: f})}  # None: onnxruntime
+    runners.update({p: (lambda f, s=s: s.run(None, {name: f})) for p, s in sessions.items()})
     macs = {p: [] for p in policies}
     changed = {p: [] for p in policies}
     err = {p: 0.0 for p in policies}
-    it = frames
-    if progress:
-        from tqdm import tqdm
-        it = tqdm(frames, desc="bench", unit="frame", leave=False)
-    order = [None, *policies]  # None: onnxruntime
-    rng = np.random.default_rng(0)
-    for f in it:
-        # a fresh order every frame, so no runtime always inherits another's cache and threads
-        outs = {}
-        for p in rng.permutation(len(order)).tolist():
-            p = order[p]
-            t0 = time.perf_counter()
-            if p is None:
-                outs[p] = ort_sess.run(None, {name: f})
-                t_ort.append(time.perf_counter() - t0)
-                continue
-            s = sessions[p]
-            outs[p] = s.run(None, {name: f})
-            t_rr[p].append(time.perf_counter() - t0)
+
+    def record(outs):
+        for p, s in sessions.items():
             macs[p].append(s.stats["mac_fraction"])
             changed[p].append(s.stats["changed_fraction"])
-        for p in policies:
             err[p] = max(err[p], max(float(np.max(np.abs(a - b))) for a, b in zip(outs[p], outs[None])))
+
+    times = interleaved(frames, runners, record, progress)
+    t_ort, t_rr = times[None], times
     ort_med = float(np.median(t_ort[1:]))
     res = BenchResult(model_name, source_name, len(frames), threads, threshold, list(frames[0].shape),
                       next(iter(sessions.values())).stats["dense_macs"] if sessions else 0)

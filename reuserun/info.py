@@ -57,9 +57,9 @@ def receptive_fields(graph: ir.Graph) -> dict[str, tuple]:
 
 def describe(graph: ir.Graph) -> str:
     rf = receptive_fields(graph)
-    lines = [f"inputs: " + ", ".join(f"{n} {graph.tensors[n].shape}" for n in graph.inputs),
-             f"outputs: " + ", ".join(f"{n} {graph.tensors[n].shape}" for n in graph.outputs),
-             f"ops: " + ", ".join(f"{op} x{c}" for op, c in Counter(n.op for n in graph.nodes).most_common()),
+    lines = ["inputs: " + ", ".join(f"{n} {graph.tensors[n].shape}" for n in graph.inputs),
+             "outputs: " + ", ".join(f"{n} {graph.tensors[n].shape}" for n in graph.outputs),
+             "ops: " + ", ".join(f"{op} x{c}" for op, c in Counter(n.op for n in graph.nodes).most_common()),
              "", f"{'node':<40} {'op':<15} {'output shape':<22} {'MACs':>12} {'RF':>6}"]
     total = 0
     for node in graph.nodes:

@@ -4,7 +4,6 @@ import os
 
 import numpy as np
 import onnxruntime as ort
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -1,6 +1,5 @@
 """The onnxruntime-compatible surface: API, stats, reuse really happening, and bad input."""
 import numpy as np
-import onnx
 import pytest
 
 import reuserun

@@ -366,7 +366,7 @@ def build_split(node, cx: Compiler):
 
 def build_slice(node, cx: Compiler):
     a = node.attrs
-    x_shape, y_shape = cx.shape(node.inputs[0]), cx.shape(node.outputs[0])
+    y_shape = cx.shape(node.outputs[0])
     if not cx.can_be_spatial(node.inputs[0]) or not is_spatial_shape(y_shape) or a["steps"][1] != 1:
         return fallback(node, cx)
     c0 = a["starts"][1] or 0
