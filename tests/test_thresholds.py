@@ -102,3 +102,29 @@ def test_tune_meets_its_budget_and_writes_a_loadable_file(tmp_path):
     refs = [dense.run(None, {"images": f}) for f in frames]
     err, _, _ = evaluate(str(model_path), frames, refs, spec["threshold"], spec["layer_thresholds"])
     assert err <= 0.05
+
+
+def test_no_drift_over_thousands_of_frames():
+    """A slowly drifting, noisy scene for 5000 frames: the error at the end is no larger than
+    early on, and a scene cut is taken in full."""
+    from test_session import small_cnn
+    model = small_cnn(32)
+    dense = reuserun.InferenceSession(model, policy="dense")
+    approx = reuserun.InferenceSession(model, threshold=0.03)
+    rng = np.random.default_rng(1)
+    bg = rng.random((1, 3, 32, 32), dtype=np.float32)
+    errs = []
+    for t in range(5000):
+        f = bg + np.float32(0.01) * rng.standard_normal(bg.shape).astype(np.float32)
+        f += np.float32(0.02 * np.sin(t / 50.0))  # a slow global drift, well past the threshold
+        ref = dense.run(None, {"x": f})[0]
+        out = approx.run(None, {"x": f})[0]
+        errs.append(float(np.linalg.norm(out - ref) / np.linalg.norm(ref)))
+    early, late = np.mean(errs[400:600]), np.mean(errs[4900:5000])
+    assert late <= 1.5 * early + 1e-3, (early, late)
+    cut = rng.random((1, 3, 32, 32), dtype=np.float32)
+    out = approx.run(None, {"x": cut})[0]
+    assert approx.stats["changed_fraction"] > 0.9
+    assert np.linalg.norm(out - dense.run(None, {"x": cut})[0]) / np.linalg.norm(out) < 0.05
+    approx.reset()
+    assert approx.run(None, {"x": cut})[0].tobytes() == dense.run(None, {"x": cut})[0].tobytes()
