@@ -178,6 +178,8 @@ class InferenceSession:
     @property
     def stats(self) -> dict:
         """Figures about the last run: mac_fraction, changed_fraction, time_s, per-layer counts."""
+        if self._stats is None:
+            self._stats = self._build_stats()
         return self._stats
 
     def run(self, output_names, input_feed: dict, run_options=None) -> list[np.ndarray]:
@@ -349,25 +351,31 @@ class InferenceSession:
         return np.array(self._storage[name].logical(), dtype=np.float32, copy=True, order="C")
 
     def _record_stats(self, computed, frames, diffs, full, elapsed) -> None:
-        macs, layers = 0, []
-        for step, n in zip(self._program, computed):
-            if hasattr(step, "macs_per_pixel"):
-                macs += step.macs_per_pixel * n
-                layers.append((step.node.name, step.node.op, n, step.npix))
-            elif n:
-                macs += getattr(step, "macs", 0)
+        """Keep what the stats need; the dict is built only when someone reads it."""
         total = changed = 0
         for name in frames:
             st = self._storage[name]
             if st.kind == "spatial":
                 total += st.npix
                 changed += st.npix if full else diffs[name][1]
-        self._stats = {
+        self._last = (computed, changed / total if total else 1.0, full, elapsed)
+        self._stats = None
+
+    def _build_stats(self) -> dict:
+        computed, changed_fraction, full, elapsed = self._last
+        macs, layers = 0, []
+        for step, n in zip(self._program, computed):
+            if hasattr(step, "macs_per_pixel"):
+                macs += step.macs_per_pixel * n
+                layers.append({"name": step.node.name, "op": step.node.op, "computed": n, "total": step.npix})
+            elif n:
+                macs += getattr(step, "macs", 0)
+        return {
             "mac_fraction": macs / self._dense_macs if self._dense_macs else 1.0,
             "macs": macs,
             "dense_macs": self._dense_macs,
-            "changed_fraction": changed / total if total else 1.0,
+            "changed_fraction": changed_fraction,
             "full": full,
             "time_s": elapsed,
-            "layers": [{"name": a, "op": b, "computed": c, "total": d} for a, b, c, d in layers],
+            "layers": layers,
         }
