@@ -216,3 +216,20 @@ def test_still_frames_between_changes(model):
     for f in (a, a, b, b, a, a, b):
         out = s.run(None, {"images": f})
         assert all(x.tobytes() == y.tobytes() for x, y in zip(out, ref.run(None, {"images": f})))
+
+
+def test_fused_activation_survives_numpy_fallback():
+    """Add -> Relu fuses; an Add that the kernels don't cover (a full-size constant operand) runs
+    in numpy and must still apply the ReLU."""
+    import onnxruntime as ort
+    c = rand(1, 4, 6, 6, seed=5)
+    m = make_model([node("Conv", ["x", "w"], ["a"], pads=[1] * 4), node("Add", ["a", "c"], ["b"]),
+                    node("Relu", ["b"], ["y"])],
+                   [("x", (1, 3, 6, 6))], [("y", (1, 4, 6, 6))], [("w", rand(4, 3, 3, 3, seed=6)), ("c", c)])
+    s = reuserun.InferenceSession(m)
+    assert any(step.node is not None and step.node.attrs.get("act") for step in s._program)
+    x = rand(1, 3, 6, 6, seed=7)
+    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = s.run(None, {"x": x})[0]
+    assert got.min() >= 0
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -30,7 +30,7 @@ static inline void rr_ew_pixel(const rr_ew_t *e, int p, uint8_t *mask, float thr
             const float *ps = e->slope.base ? e->slope.base + c0 * e->slope.cs : NULL;
             for (int j = 0; j < nc; j++)
                 tmp[j] = rr_act(e->act, pa[j * e->a.cs], e->alpha, e->beta, ps ? ps[j * e->slope.cs] : 0.0f);
-        } else if (e->a.cs == 1 && nc % 8 == 0 && e->act == ACT_NONE) {
+        } else if (e->a.cs == 1 && nc % 8 == 0) {
             /* the common layouts (same-shape, per-channel and scalar operands), 8 lanes at a time */
             const float *pb = e->b.base + p * e->b.ps + c0 * e->b.cs;
             for (int j = 0; j < nc; j += 8) {
@@ -41,6 +41,7 @@ static inline void rr_ew_pixel(const rr_ew_t *e, int p, uint8_t *mask, float thr
                 case BIN_MUL: r = x * y; break;
                 default: r = x / y; break;
                 }
+                if (e->act != ACT_NONE) r = vact(e->act, r, e->alpha, e->beta, vbroadcast(0.0f));
                 vstore(tmp + j, r);
             }
         } else {

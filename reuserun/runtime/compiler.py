@@ -310,7 +310,9 @@ def build_binary(node, cx: Compiler):
     if not inputs:
         return fallback(node, cx)
     y = cx.new_spatial(node.outputs[0])
-    kernel = kel.ElementwiseKernel(y.buf, y.off, C, operands[0], operands[1], binop=node.attrs["kind"])
+    code, alpha, beta, _ = act_params(node.attrs.get("act"))
+    kernel = kel.ElementwiseKernel(y.buf, y.off, C, operands[0], operands[1], binop=node.attrs["kind"],
+                                   act=code, alpha=alpha, beta=beta)
     return KernelStep(node, inputs, [y], [(kernel, 0)], SAME, vectors=vectors)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from reuserun.ir import Node
 from reuserun.kernels import region
 from reuserun.runtime.numpy_ops import NUMPY_OPS
 
@@ -206,6 +207,9 @@ class FallbackStep:
         self.macs = macs
         self.npix = 1
         self.thr = 0.0  # per-layer threshold: a result that moved less keeps its reference
+        # an activation fused into this node (conv or add -> act) still has to be applied
+        fused = node.attrs.get("act")
+        self.post = None if not fused else Node("act", node.name + "/act", [], [], dict(fused))
 
     def run(self, full: bool, policy, threads: int) -> int:
         if not full and not any(i.changed for i in self.inputs):
@@ -213,6 +217,8 @@ class FallbackStep:
                 o.clear()
             return 0
         values = self.fn(self.node, [i.logical() for i in self.inputs])
+        if self.post is not None:
+            values = [NUMPY_OPS["act"](self.post, [v])[0] for v in values]
         for o, v in zip(self.outputs, values):
             o.store(v, track=not full, thr=self.thr)
         return 1
