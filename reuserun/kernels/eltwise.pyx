@@ -52,6 +52,8 @@ cdef extern from "rr_eltwise.h" nogil:
         int is_max, count_include_pad
         int ph_end, pw_end
     void rr_pixel(int kind, const void *params, int p, uint8_t *mask, float thr)
+    int rr_global_pool_block(const float *x, int npix, int ldx, int c0, int nc, int is_max,
+                             float *out, float thr)
 
 BINOPS = {"add": 0, "sub": 1, "mul": 2, "div": 3}
 
@@ -176,3 +178,32 @@ cdef class PoolKernel(PixelKernel):
         self.q.is_max, self.q.count_include_pad = is_max, count_include_pad
         self.q.ph_end = x_buf.shape[0] + pads[0] + pads[2]
         self.q.pw_end = x_buf.shape[1] + pads[1] + pads[3]
+
+
+cdef class GlobalPoolKernel:
+    """Global average / max pooling of an NHWC view into one pixel, parallel over channel blocks
+    (each channel sums its pixels in row-major order, whatever the thread count)."""
+    cdef object keep
+    cdef const float *x
+    cdef float *y
+    cdef int npix, ldx, C, is_max
+
+    def __init__(self, x_buf, int x_off, y_buf, int y_off, int C, bint is_max):
+        self.keep = (x_buf, y_buf)
+        self.x = fptr(x_buf) + x_off
+        self.y = fptr(y_buf) + y_off
+        self.npix = x_buf.shape[0] * x_buf.shape[1]
+        self.ldx = x_buf.shape[2]
+        self.C, self.is_max = C, is_max
+
+    def run(self, const int32_t[::1] pix, int n, uint8_t[::1] mask, float thr, int threads):
+        cdef int nblk = (self.C + 7) // 8, b, changed = 0
+        cdef int nt = rr_num_threads(threads)
+        if nblk < 2 or self.npix * self.C < 65536:
+            nt = 1
+        with nogil:
+            for b in prange(nblk, num_threads=nt, schedule="static"):
+                changed += rr_global_pool_block(self.x, self.npix, self.ldx, b * 8, min(8, self.C - b * 8),
+                                                self.is_max, self.y, thr)
+        if changed and mask is not None:
+            mask[0] = 1

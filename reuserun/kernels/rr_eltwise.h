@@ -153,6 +153,33 @@ static inline void rr_pool_pixel(const rr_pool_t *q, int p, uint8_t *mask, float
 
 
 
+/* Global average / max pooling of channels c0..c0+nc (nc <= 8) over all npix pixels, in pixel
+ * order; returns 1 when the tracked store changed anything. */
+static inline int rr_global_pool_block(const float *x, int npix, int ldx, int c0, int nc, int is_max,
+                                       float *out, float thr) {
+    float tmp[8] = {0};
+    v8f acc;
+    if (nc == 8) {
+        acc = vload(x + c0);
+        if (!is_max) acc = vbroadcast(0.0f);
+        for (int p = 0; p < npix; p++) {
+            v8f v = vload(x + (size_t)p * ldx + c0);
+            acc = is_max ? vmax(acc, v) : acc + v;
+        }
+    } else {
+        float part[8] = {0};
+        memcpy(part, x + c0, (size_t)nc * sizeof(float));
+        acc = is_max ? vload(part) : vbroadcast(0.0f);
+        for (int p = 0; p < npix; p++) {
+            memcpy(part, x + (size_t)p * ldx + c0, (size_t)nc * sizeof(float));
+            acc = is_max ? vmax(acc, vload(part)) : acc + vload(part);
+        }
+    }
+    if (!is_max) acc = acc / vbroadcast((float)npix);
+    vstore(tmp, acc);
+    return rr_store_tracked(out + c0, tmp, nc, thr);
+}
+
 /* One entry point so a single parallel loop serves every per-pixel kernel. */
 enum { RR_K_EW = 0, RR_K_GATHER, RR_K_LINEAR, RR_K_POOL };
 

@@ -253,8 +253,7 @@ def build_global_pool(node, cx: Compiler):
     if not cx.can_be_spatial(node.inputs[0]) or len(x_shape) != 4:
         return fallback(node, cx)
     x, y = cx.spatial(node.inputs[0]), cx.new_spatial(node.outputs[0])
-    kernel = kel.PoolKernel(x.buf, x.off, y.buf, y.off, x.C, (x.H, x.W), (1, 1), (0, 0, 0, 0), (1, 1),
-                            node.op == "global_maxpool", False)
+    kernel = kel.GlobalPoolKernel(x.buf, x.off, y.buf, y.off, x.C, node.op == "global_maxpool")
     return KernelStep(node, [x], [y], [(kernel, 0)], rule_for(node, cx.graph))
 
 
