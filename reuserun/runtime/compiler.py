@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from reuserun import ir
+from reuserun.info import node_macs
 from reuserun.kernels import conv as kconv
 from reuserun.kernels import eltwise as kel
 from reuserun.plan import geometry as geo
@@ -142,19 +143,7 @@ def fallback(node, cx: Compiler):
         t = cx.graph.tensors[o]
         outputs.append(Plain(o, t.shape))
         cx.storage[o] = outputs[-1]
-    return FallbackStep(node, inputs, outputs, macs=_fallback_macs(node, cx))
-
-
-def _fallback_macs(node, cx) -> int:
-    if node.op == "gemm":
-        a = cx.shape(node.inputs[0])
-        y = cx.shape(node.outputs[0])
-        k = a[0] if node.attrs.get("trans_a") else a[1]
-        return int(np.prod(y)) * int(k)
-    if node.op == "matmul":
-        a = cx.shape(node.inputs[0])
-        return int(np.prod(cx.shape(node.outputs[0]))) * int(a[-1])
-    return 0
+    return FallbackStep(node, inputs, outputs, macs=node_macs(node, cx.graph))
 
 
 def _all_spatial_inputs(node, cx) -> bool:

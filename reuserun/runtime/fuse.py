@@ -44,7 +44,7 @@ def fuse_silu(graph: ir.Graph) -> None:
     graph.nodes = [n for n in graph.nodes if id(n) not in drop]
 
 
-def fuse_conv_act(graph: ir.Graph) -> None:
+def fuse_act_epilogues(graph: ir.Graph) -> None:
     """conv -> activation becomes a conv with an activation epilogue; so does a residual add
     (binary) -> activation, the ResNet pattern."""
     consumers = _consumers(graph)
@@ -69,7 +69,7 @@ def fuse(graph: ir.Graph) -> ir.Graph:
     graph = copy.copy(graph)
     graph.nodes = [copy.copy(n) for n in graph.nodes]
     fuse_silu(graph)
-    fuse_conv_act(graph)
+    fuse_act_epilogues(graph)
     return graph
 
 

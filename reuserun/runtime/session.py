@@ -320,7 +320,7 @@ class InferenceSession:
             if st.kind == "plain":
                 st.store(v, track=not full)
             elif full:
-                region.to_channels_last(v[0] if st.rank == 4 else v[0][:, None, :], st.buf, st.off, self.threads)
+                st.load(v, self.threads)
                 np.copyto(self._ref_frames[name], v.reshape(st.C, -1))
                 st.mark_all()
             else:
@@ -328,7 +328,8 @@ class InferenceSession:
                 if nchanged:
                     region.apply_frame(v.reshape(st.C, -1), self._ref_frames[name], st.buf, st.off,
                                        self.threshold, mask, self.threads)
-                st.mask[:] = mask
+                # the accepted change mask becomes the input's; its old mask is the next scratch
+                st.mask, self._diff_masks[name] = mask, st.mask
                 st.rescan((0, st.H, 0, st.W))
                 if name in self._plane_masks:
                     st.planes = self._plane_masks[name]

@@ -23,7 +23,6 @@ class KernelStep:
         self.node, self.inputs, self.outputs, self.work = node, inputs, outputs, work
         self.reach = reach
         self.macs_per_pixel = macs_per_pixel
-        self.spatial_inputs = list(inputs)
         self.vector_inputs = list(vectors)
         out = outputs[0]
         self.OH, self.OW, self.npix = out.H, out.W, out.npix
@@ -32,7 +31,7 @@ class KernelStep:
         self.compute_mask = np.zeros(self.npix, np.uint8)
         self.pix = np.empty(self.npix, np.int32)
         if reach.kind == "window":
-            self.tmp = np.zeros(self.OH * self.spatial_inputs[0].W, np.uint8)
+            self.tmp = np.zeros(self.OH * inputs[0].W, np.uint8)
         self.thr = 0.0  # per-layer truncation threshold; 0 keeps results exact
 
     def run(self, full: bool, policy, threads: int) -> int:
@@ -66,7 +65,7 @@ class KernelStep:
         worst)."""
         if any(v.changed for v in self.vector_inputs):
             return -1, None
-        changed = [s for s in self.spatial_inputs if s.nchanged]
+        changed = [s for s in self.inputs if s.nchanged]
         if not changed:
             return 0, None
         kind = self.reach.kind
@@ -82,15 +81,11 @@ class KernelStep:
                 for s in changed:
                     region.or_box(r, s.mask, self.OW, *s.box)
         else:
-            s, g = changed[0], self.reach
-            box = _window_box(g, s.box)
-            if box is None or not region.reach(s.mask, s.W, *s.box, r, self.OW, *box,
-                                               g.ylo, g.yhi, g.xlo, g.xhi, self.tmp):
+            s = changed[0]
+            box = _reach_window(self.reach, s.mask, s.W, s.box, r, self.OW, self.tmp)
+            if box is None:
                 return 0, None
-        box = policy.coarsen(r, self.OH, self.OW, self.compute_mask, box)
-        if box is None:
-            return 0, None
-        return region.to_pixels(self.compute_mask, self.OW, *box, self.pix), box
+        return _coarsen_to_pixels(policy, r, self.OH, self.OW, box, self.compute_mask, self.pix)
 
 
 def _union(boxes):
@@ -108,6 +103,23 @@ def _window_box(reach, box):
     ys = _span(reach.ylo, reach.yhi, box[0], box[1])
     xs = _span(reach.xlo, reach.xhi, box[2], box[3])
     return None if ys is None or xs is None else (ys[0], ys[1], xs[0], xs[1])
+
+
+def _reach_window(g, src, src_w, src_box, dst, dst_w, tmp):
+    """Mark in dst what a window rule reaches from the marked src pixels; returns the box of
+    dst it wrote, or None when nothing is reached."""
+    box = _window_box(g, src_box)
+    if box is None or not region.reach(src, src_w, *src_box, dst, dst_w, *box, g.ylo, g.yhi, g.xlo, g.xhi, tmp):
+        return None
+    return box
+
+
+def _coarsen_to_pixels(policy, reach, OH, OW, box, compute_mask, pix):
+    """The policy's compute set for a reach mask, as a pixel list: (count, box holding them)."""
+    box = policy.coarsen(reach, OH, OW, compute_mask, box)
+    if box is None:
+        return 0, None
+    return region.to_pixels(compute_mask, OW, *box, pix), box
 
 
 class StackConvStep:
@@ -144,14 +156,14 @@ class StackConvStep:
         g = self.reach
         for s, kernel in enumerate(self.partial_kernels):
             box = x.plane_boxes[s]
-            obox = None if box is None else _window_box(g, box)
-            if obox is None or not region.reach(x.planes[s], x.W, *box, self.reach_mask, self.OW, *obox,
-                                                g.ylo, g.yhi, g.xlo, g.xhi, self.tmp):
+            obox = None if box is None else _reach_window(g, x.planes[s], x.W, box, self.reach_mask,
+                                                          self.OW, self.tmp)
+            if obox is None:
                 continue
-            cbox = policy.coarsen(self.reach_mask, self.OH, self.OW, self.compute_mask, obox)
-            if cbox is None:
+            n, cbox = _coarsen_to_pixels(policy, self.reach_mask, self.OH, self.OW, obox,
+                                         self.compute_mask, self.pix)
+            if not n:
                 continue
-            n = region.to_pixels(self.compute_mask, self.OW, *cbox, self.pix)
             kernel.run(self.pix, n, None, -1.0, threads)
             computed += n
             region.or_box(self.union, self.compute_mask, self.OW, *cbox)

@@ -39,10 +39,10 @@ class Spatial:
         v.flags.writeable = False
         return v
 
-    def load(self, logical: np.ndarray) -> None:
+    def load(self, logical: np.ndarray, threads: int = 1) -> None:
         """Overwrite the whole tensor from an NCHW / NCL array."""
-        src = logical[0] if self.rank == 4 else logical[0][:, None, :]
-        self.buf[:, :, self.off:self.off + self.C] = src.transpose(1, 2, 0)
+        chw = logical[0] if self.rank == 4 else logical[0][:, None, :]
+        region.to_channels_last(np.ascontiguousarray(chw, np.float32), self.buf, self.off, threads)
 
     def mark_all(self) -> None:
         self.mask[:] = 1
@@ -84,7 +84,8 @@ class Plain:
         elif thr > 0:
             self.changed = bool(np.max(np.abs(value - self.arr), initial=0.0) > thr)
         else:
-            self.changed = value.tobytes() != self.arr.tobytes()
+            # compare bits without copying either array to bytes
+            self.changed = not np.array_equal(np.ascontiguousarray(value).view(np.uint8), self.arr.view(np.uint8))
         if self.changed:
             np.copyto(self.arr, value)
 
