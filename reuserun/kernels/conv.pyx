@@ -283,10 +283,12 @@ cdef class SpatialGemmKernel:
     cdef float *y
     cdef float[::1] ybuf
 
-    def __init__(self, x_buf, int x_off, packed, bias, y_flat):
+    def __init__(self, x_buf, int x_off, packed, bias, y_flat, partial):
+        """partial: (npix, npad) float32, the kept per-pixel partial sums (the caller owns it, so
+        a session can save and copy it)."""
         self.npix, self.C, self.npad = packed.shape[0], packed.shape[1], packed.shape[2]
         self.N = y_flat.shape[0]
-        partial = np.zeros((self.npix, self.npad), np.float32)
+        assert partial.shape == (self.npix, self.npad) and partial.dtype == np.float32
         bias_p = np.zeros(self.npad, np.float32)
         bias_p[:self.N] = bias
         self.ybuf = np.zeros(self.npad, np.float32)

@@ -173,7 +173,7 @@ def build_stack_conv(node, cx: Compiler):
         kernels.append(kconv.ConvKernel(x.buf, x.off + s, partials[s], 0, packed, nocb,
                                         np.zeros(nocb * 16, np.float32), None, *geom, 1, 1, O, 0, 0.0, 0.0))
     total = kconv.StackSumKernel(partials, y.buf, y.off, bias, code, alpha, beta)
-    return StackConvStep(node, x, y, kernels, total, rule_for(node, cx.graph), kh * kw * O)
+    return StackConvStep(node, x, y, kernels, total, rule_for(node, cx.graph), kh * kw * O, partials)
 
 
 def build_conv(node, cx: Compiler):
@@ -435,8 +435,9 @@ def build_flatten(node, cx: Compiler):
     out = Plain(gemm.outputs[0], cx.shape(gemm.outputs[0]))
     cx.storage[gemm.outputs[0]] = out
     cx.done.add(id(gemm))
-    kernel = kconv.SpatialGemmKernel(x.buf, x.off, packed, bias, out.arr.reshape(-1))
-    return SpatialGemmStep(gemm, x, out, kernel, x.C * N)
+    partial = np.zeros(packed.shape[::2], np.float32)
+    kernel = kconv.SpatialGemmKernel(x.buf, x.off, packed, bias, out.arr.reshape(-1), partial)
+    return SpatialGemmStep(gemm, x, out, kernel, x.C * N, partial)
 
 
 def build_identity(node, cx: Compiler):

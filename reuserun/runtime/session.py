@@ -18,6 +18,7 @@ from reuserun.kernels import region
 from reuserun.plan.policies import make_policy
 from reuserun.runtime.compiler import Compiler, frame_stack_inputs
 from reuserun.runtime.fuse import fuse
+from reuserun.runtime.journal import Journal
 
 
 class InputError(ValueError):
@@ -120,6 +121,9 @@ class InferenceSession:
         self.threads = int(threads) if threads else (os.cpu_count() or 1)
         self._program = None
         self._stats: dict = {}
+        self._lock = threading.RLock()  # one frame or variant at a time per session
+        self._version = 0  # counts accepted frames, so forks know when they are stale
+        self._forks: tuple = (None, [])
         if input_shape is not None:
             if not isinstance(input_shape, dict):
                 if len(self._input_args) != 1:
@@ -185,27 +189,189 @@ class InferenceSession:
     def run(self, output_names, input_feed: dict, run_options=None) -> list[np.ndarray]:
         if not isinstance(input_feed, dict):
             raise InputError("input_feed must be a dict {input name: numpy array}")
-        if self._program is None:
-            self._compile(self._shapes_from_feed(input_feed))
-        names = self._check_output_names(output_names)
-        t0 = time.perf_counter()
-        frames, diffs = self._validate(input_feed)
-        full = self._fresh or self.policy_name == "dense"
-        try:
-            self._load_inputs(frames, diffs, full)
-            still = not full and not any(self._storage[n].changed for n in frames)
-            if still:
-                computed = [0] * len(self._program)  # every cache is current
+        with self._lock:
+            if self._program is None:
+                self._compile(self._shapes_from_feed(input_feed))
+            names = self._check_output_names(output_names)
+            t0 = time.perf_counter()
+            frames, diffs = self._validate(input_feed)
+            full = self._fresh or self.policy_name == "dense"
+            self._version += 1
+            try:
+                self._load_inputs(frames, diffs, full)
+                still = not full and not any(self._storage[n].changed for n in frames)
+                if still:
+                    computed = [0] * len(self._program)  # every cache is current
+                else:
+                    computed = self._propagate(full)
+                    self._update_mirrors(full)
+            except BaseException:
+                self._fresh = True  # a half-updated cache is never reused
+                raise
+            self._fresh = False
+            outs = [self._output(n) for n in names]
+            self._record_stats(computed, frames, diffs, full, time.perf_counter() - t0)
+            return outs
+
+    # --- variants: what-if runs against the cached reference -----------------------------------
+    def run_variant(self, output_names, input_feed: dict, changed=None) -> list[np.ndarray]:
+        """Outputs for a variant of the reference (the last frame given to run()), leaving the
+        session's cache exactly as it was: the variant is computed incrementally, then every value
+        it overwrote is restored. Bit-identical to a dense run on the variant.
+
+        changed: the positions the caller edited, when known, so no diffing is done: an (H, W)
+        boolean mask or a list of (y0, y1, x0, x1) boxes (a dict {input name: ...} for several
+        inputs). Only those positions are read from the frame; the rest come from the reference.
+        Thread-safe; variants of one session run one at a time (fork() one per worker to run them
+        in parallel, or use run_variants(..., workers=k))."""
+        if not isinstance(input_feed, dict):
+            raise InputError("input_feed must be a dict {input name: numpy array}")
+        with self._lock:
+            if self._program is None or self._fresh:
+                raise InputError("run_variant compares against a reference: run() the reference frame first")
+            names = self._check_output_names(output_names)
+            t0 = time.perf_counter()
+            frames, diffs = self._validate(input_feed, incremental=True, declared=self._declared(changed))
+            journal = Journal()
+            try:
+                for step in self._program:
+                    step.journal = journal
+                self._load_variant(frames, diffs, journal)
+                computed = self._propagate(False)
+                outs = [np.array(self._storage[n].logical(), dtype=np.float32, copy=True, order="C")
+                        for n in names]
+            finally:
+                for step in self._program:
+                    step.journal = None
+                journal.restore()
+            self._record_stats(computed, frames, diffs, False, time.perf_counter() - t0)
+            return outs
+
+    def run_variants(self, output_names, input_feed: dict, changed=None, workers: int = 1,
+                     progress=None) -> list[np.ndarray]:
+        """run_variant over a batch: every input holds B variants along axis 0, changed is None
+        or a list of B declarations. Returns each output with the B results along axis 0.
+        workers > 1 runs the batch on that many forks in parallel threads (the kernels release
+        the GIL); progress(done, total) is called after each variant."""
+        if not isinstance(input_feed, dict) or not input_feed:
+            raise InputError("input_feed must be a dict {input name: batch of variants}")
+        sizes = {len(v) for v in input_feed.values()}
+        if len(sizes) != 1:
+            raise InputError(f"every input needs the same number of variants, got {sorted(sizes)}")
+        B = sizes.pop()
+        if changed is not None and len(changed) != B:
+            raise InputError(f"changed lists {len(changed)} declarations for {B} variants")
+
+        def one(sess, i):
+            feed = {k: v[i:i + 1] for k, v in input_feed.items()}
+            return sess.run_variant(output_names, feed, None if changed is None else changed[i])
+
+        results = [None] * B
+        done = 0
+        if workers <= 1:
+            for i in range(B):
+                results[i] = one(self, i)
+                done += 1
+                if progress:
+                    progress(done, B)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+            forks = self._variant_forks(workers)
+            with ThreadPoolExecutor(workers) as pool:
+                chunks = [pool.submit(lambda w: [(i, one(forks[w], i)) for i in range(w, B, workers)], w)
+                          for w in range(workers)]
+                for c in chunks:
+                    for i, r in c.result():
+                        results[i] = r
+                        done += 1
+                        if progress:
+                            progress(done, B)
+        return [np.concatenate([r[j] for r in results], axis=0) for j in range(len(results[0]))]
+
+    def fork(self) -> "InferenceSession":
+        """A session sharing this one's weights, with its own copy of the cache: what it runs
+        next is incremental against this session's reference."""
+        with self._lock:
+            twin = InferenceSession.__new__(InferenceSession)
+            twin.__dict__.update(self.__dict__)
+            twin._lock, twin._forks = threading.RLock(), (None, [])
+            if self._program is None:
+                return twin
+            twin._compile(self._input_shapes)
+            for name, st in self._storage.items():
+                dst = twin._storage[name]
+                if st.kind == "spatial":
+                    dst.buf[...] = st.buf
+                elif st.kind == "plain":
+                    dst.arr[...] = st.arr
+            for mine, theirs in zip(self._program, twin._program):
+                for attr in ("partial", "partials"):
+                    if hasattr(mine, attr):
+                        getattr(theirs, attr)[...] = getattr(mine, attr)
+            for name, ref in self._ref_frames.items():
+                twin._ref_frames[name][...] = ref
+            for name, (_, mirror) in self._mirrors.items():
+                twin._mirrors[name][1][...] = mirror
+            twin._fresh = self._fresh
+            return twin
+
+    def _variant_forks(self, workers: int) -> list:
+        version, forks = self._forks
+        if version != self._version or len(forks) < workers:
+            forks = [self.fork() for _ in range(workers)]
+            for f in forks:
+                f.threads = max(1, self.threads // workers)
+            self._forks = (self._version, forks)
+        return forks
+
+    def _declared(self, changed) -> dict | None:
+        """{input name: (H*W,) uint8 mask} from run_variant's `changed`."""
+        if changed is None:
+            return None
+        spatial = [a.name for a in self._input_args if self._storage[a.name].kind == "spatial"]
+        if not isinstance(changed, dict):
+            if len(spatial) != 1:
+                raise InputError("changed must be a dict {input name: mask or boxes} for this model")
+            changed = {spatial[0]: changed}
+        out = {}
+        for name, spec in changed.items():
+            if name not in spatial:
+                raise InputError(f"changed names {name!r}, which is not a spatial input ({spatial})")
+            st = self._storage[name]
+            if isinstance(spec, np.ndarray) and spec.ndim == 2:
+                if spec.shape != (st.H, st.W):
+                    raise InputError(f"changed mask for {name!r} must have shape {(st.H, st.W)}, got {spec.shape}")
+                mask = np.ascontiguousarray(spec != 0, np.uint8).reshape(-1)
             else:
-                computed = self._propagate(full)
-                self._update_mirrors(full)
-        except BaseException:
-            self._fresh = True  # a half-updated cache is never reused
-            raise
-        self._fresh = False
-        outs = [self._output(n) for n in names]
-        self._record_stats(computed, frames, diffs, full, time.perf_counter() - t0)
-        return outs
+                mask = np.zeros(st.npix, np.uint8)
+                for box in spec:
+                    y0, y1, x0, x1 = (int(v) for v in box)
+                    if not (0 <= y0 <= y1 <= st.H and 0 <= x0 <= x1 <= st.W):
+                        raise InputError(f"changed box {box} lies outside {name!r}'s {st.H}x{st.W} grid")
+                    region.fill(mask, st.W, y0, y1, x0, x1, 1)
+            out[name] = mask
+        return out
+
+    def _load_variant(self, frames, diffs, journal: Journal) -> None:
+        """Write a variant's changed positions into the input caches, journaled; the reference
+        frames stay as they are."""
+        for name, v in frames.items():
+            st = self._storage[name]
+            if st.kind == "plain":
+                journal.whole(st.arr)
+                st.store(v, track=True)
+                continue
+            mask, nchanged = diffs[name]
+            st.mask, self._diff_masks[name] = mask, st.mask  # masks are per run, not state
+            st.rescan((0, st.H, 0, st.W))
+            if nchanged:
+                pix = np.flatnonzero(mask[:st.npix]).astype(np.int32)
+                rows = st.rows()
+                journal.rows(rows, pix, len(pix))
+                rows[pix] = v.reshape(st.C, -1)[:, pix].T
+            if name in self._plane_masks:
+                st.planes = self._plane_masks[name]
+                st.plane_boxes = [region.scan(pl, st.W, *st.box)[1] if st.box else None for pl in st.planes]
 
     # --- compile ------------------------------------------------------------------------------
     def _shapes_from_feed(self, feed) -> dict:
@@ -275,15 +441,16 @@ class InferenceSession:
             raise InputError(f"unknown output name(s) {unknown}; the model's outputs are {self._graph.outputs}")
         return list(output_names)
 
-    def _validate(self, feed: dict):
+    def _validate(self, feed: dict, incremental: bool = False, declared: dict | None = None):
         """Check every input before anything is touched; returns contiguous frames and, for
-        spatial inputs on an incremental frame, their change masks."""
+        spatial inputs on an incremental frame, their change masks (declared ones taken as
+        given)."""
         expected = {a.name for a in self._input_args}
         unknown = sorted(set(feed) - expected)
         if unknown:
             raise InputError(f"unknown input name(s) {unknown}; the model's inputs are {sorted(expected)}")
         frames, diffs = {}, {}
-        full = self._fresh or self.policy_name == "dense"
+        full = not incremental and (self._fresh or self.policy_name == "dense")
         for name in [a.name for a in self._input_args]:
             if name not in feed:
                 raise InputError(f"missing input {name!r}; the model's inputs are {sorted(expected)}")
@@ -298,7 +465,15 @@ class InferenceSession:
                                  f"keeps one stream of one shape (make a new session for another)")
             v = np.ascontiguousarray(v)
             st = self._storage[name]
-            if st.kind == "spatial" and not full:
+            if st.kind == "spatial" and not full and declared and name in declared:
+                mask = self._diff_masks[name]
+                np.copyto(mask, declared[name])
+                nchanged = int(np.count_nonzero(mask))
+                diffs[name] = (mask, nchanged)
+                bad = not region.all_finite(v.reshape(-1))
+                if name in self._plane_masks:
+                    self._plane_masks[name][...] = mask
+            elif st.kind == "spatial" and not full:
                 mask = self._diff_masks[name]
                 nchanged, bad = region.diff_frame(v.reshape(st.C, -1), self._ref_frames[name],
                                                   self.threshold, mask, self.threads)

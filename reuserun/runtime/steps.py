@@ -4,6 +4,9 @@ A KernelStep asks the planner's rule which output positions the inputs' changes 
 policy turn that into a pixel list, and runs its kernels there; the kernels mark the positions
 whose values really changed. A FallbackStep recomputes a whole non-spatial tensor with numpy
 when any input changed.
+
+Every step may be given a journal (runtime/journal.py) for one run: it then records the old
+values of everything it is about to overwrite, so the run can be undone (variants).
 """
 from __future__ import annotations
 
@@ -33,10 +36,14 @@ class KernelStep:
         if reach.kind == "window":
             self.tmp = np.zeros(self.OH * inputs[0].W, np.uint8)
         self.thr = 0.0  # per-layer truncation threshold; 0 keeps results exact
+        self.journal = None
 
     def run(self, full: bool, policy, threads: int) -> int:
         """Update the outputs; returns the number of output pixels computed."""
         if full:
+            if self.journal is not None:
+                for o in self.outputs:
+                    self.journal.whole(o.rows())
             for kernel, _ in self.work:
                 kernel.run(self.full_pix, self.npix, None, -1.0, threads)
             for o in self.outputs:
@@ -53,6 +60,9 @@ class KernelStep:
                 return self.run(True, policy, threads)
             n, box = self.npix, (0, self.OH, 0, self.OW)  # under a threshold, still compare
         pix = self.full_pix if n == self.npix else self.pix
+        if self.journal is not None:
+            for o in self.outputs:
+                self.journal.rows(o.rows(), pix, n)
         for kernel, i in self.work:
             kernel.run(pix, n, self.outputs[i].mask, self.thr, threads)
         for o in self.outputs:
@@ -128,8 +138,11 @@ class StackConvStep:
     partials in a fixed order. With a shifting stack, each frame's change is paid once per slot
     at one channel's cost instead of for the whole stack at every slot."""
 
-    def __init__(self, node, x, y, partial_kernels, sum_kernel, reach, macs_per_slot_pixel):
+    def __init__(self, node, x, y, partial_kernels, sum_kernel, reach, macs_per_slot_pixel, partials):
+        """partials: (k, OH, OW, O), the kept per-channel partial convs the kernels write."""
         self.node, self.inputs, self.outputs = node, [x], [y]
+        self.partials = partials
+        self.journal = None
         self.partial_kernels, self.sum_kernel, self.reach = partial_kernels, sum_kernel, reach
         self.k = len(partial_kernels)
         self.OH, self.OW, npix = y.H, y.W, y.npix
@@ -146,6 +159,9 @@ class StackConvStep:
         x, y = self.inputs[0], self.outputs[0]
         n_out = y.npix
         if full or x.nchanged == x.npix:
+            if self.journal is not None:
+                self.journal.whole(self.partials)
+                self.journal.whole(y.rows())
             for kernel in self.partial_kernels:
                 kernel.run(self.full_pix, n_out, None, -1.0, threads)
             self.sum_kernel.run(self.full_pix, n_out, None, -1.0, threads)
@@ -164,6 +180,8 @@ class StackConvStep:
                                          self.compute_mask, self.pix)
             if not n:
                 continue
+            if self.journal is not None:
+                self.journal.rows(self.partials[s].reshape(n_out, -1), self.pix, n)
             kernel.run(self.pix, n, None, -1.0, threads)
             computed += n
             region.or_box(self.union, self.compute_mask, self.OW, *cbox)
@@ -171,6 +189,8 @@ class StackConvStep:
         if union_box is None:
             return 0
         n = region.to_pixels(self.union, self.OW, *union_box, self.pix)
+        if self.journal is not None:
+            self.journal.rows(y.rows(), self.pix, n)
         self.sum_kernel.run(self.pix, n, y.mask, 0.0, threads)
         y.rescan(union_box)
         region.fill(self.union, self.OW, *union_box, 0)
@@ -188,10 +208,13 @@ class ConcatStep:
         self.macs_per_pixel = 0
         self.full_pix = np.arange(self.npix, dtype=np.int32)
         self.pix = np.empty(self.npix, np.int32)
+        self.journal = None
 
     def run(self, full: bool, policy, threads: int) -> int:
         out = self.outputs[0]
         if full:
+            if self.journal is not None and self.copies:
+                self.journal.whole(out.rows())
             for kernel, _ in self.copies:
                 kernel.run(self.full_pix, self.npix, None, -1.0, threads)
             out.mark_all()
@@ -205,6 +228,8 @@ class ConcatStep:
         for kernel, x in self.copies:
             if x.nchanged:
                 n = region.to_pixels(x.mask, x.W, *x.box, self.pix)
+                if self.journal is not None:
+                    self.journal.rows(out.rows(), self.pix, n)
                 kernel.run(self.pix, n, None, -1.0, threads)
         out.rescan(_union([x.box for x in changed]))
         return out.nchanged
@@ -222,12 +247,16 @@ class FallbackStep:
         # an activation fused into this node (conv or add -> act) still has to be applied
         fused = node.attrs.get("act")
         self.post = None if not fused else Node("act", node.name + "/act", [], [], dict(fused))
+        self.journal = None
 
     def run(self, full: bool, policy, threads: int) -> int:
         if not full and not any(i.changed for i in self.inputs):
             for o in self.outputs:
                 o.clear()
             return 0
+        if self.journal is not None:
+            for o in self.outputs:
+                self.journal.whole(o.arr)
         values = self.fn(self.node, [i.logical() for i in self.inputs])
         if self.post is not None:
             values = [NUMPY_OPS["act"](self.post, [v])[0] for v in values]
@@ -245,11 +274,14 @@ class GemvStep:
         self.macs = macs
         self.npix = 1
         self.pix = np.zeros(1, np.int32)
+        self.journal = None
 
     def run(self, full: bool, policy, threads: int) -> int:
         if not full and not self.inputs[0].changed:
             self.outputs[0].clear()
             return 0
+        if self.journal is not None:
+            self.journal.whole(self.outputs[0].arr)
         self.kernel.run(self.pix, 1, None, -1.0, threads)
         self.outputs[0].changed = True
         return 1
@@ -259,8 +291,11 @@ class SpatialGemmStep:
     """Flatten -> Gemm over a spatial tensor: per-pixel partial sums, recomputed where the input
     changed (the dense run uses the same split, so results stay bit-identical)."""
 
-    def __init__(self, node, inp, out, kernel, macs_per_pixel):
+    def __init__(self, node, inp, out, kernel, macs_per_pixel, partial):
+        """partial: (npix, npad), the kept per-pixel partial sums the kernel writes."""
         self.node, self.inputs, self.outputs, self.kernel = node, [inp], [out], kernel
+        self.partial = partial
+        self.journal = None
         self.macs_per_pixel = macs_per_pixel
         self.npix = inp.npix
         self.full_pix = np.arange(self.npix, dtype=np.int32)
@@ -269,6 +304,9 @@ class SpatialGemmStep:
     def run(self, full: bool, policy, threads: int) -> int:
         x, out = self.inputs[0], self.outputs[0]
         if full or x.nchanged == self.npix:
+            if self.journal is not None:
+                self.journal.whole(self.partial)
+                self.journal.whole(out.arr)
             self.kernel.run(self.full_pix, self.npix, threads)
             out.changed = True
             return self.npix
@@ -276,6 +314,9 @@ class SpatialGemmStep:
             out.clear()
             return 0
         n = region.to_pixels(x.mask, x.W, *x.box, self.pix)
+        if self.journal is not None:
+            self.journal.rows(self.partial, self.pix, n)
+            self.journal.whole(out.arr)
         self.kernel.run(self.pix, n, threads)
         out.changed = True
         return n
@@ -288,9 +329,12 @@ class ToSpatialStep:
         self.node, self.src, self.dst = None, src, dst
         self.npix = 1
         self.macs = 0
+        self.journal = None
 
     def run(self, full: bool, policy, threads: int) -> int:
         if full or self.src.changed:
+            if self.journal is not None:
+                self.journal.whole(self.dst.rows())
             self.dst.load(self.src.logical())
             self.dst.mark_all()
             return 1

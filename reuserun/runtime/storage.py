@@ -39,6 +39,10 @@ class Spatial:
         v.flags.writeable = False
         return v
 
+    def rows(self) -> np.ndarray:
+        """The cached values as an (H*W, C) view: one row per position."""
+        return self.buf.reshape(self.npix, -1)[:, self.off:self.off + self.C]
+
     def load(self, logical: np.ndarray, threads: int = 1) -> None:
         """Overwrite the whole tensor from an NCHW / NCL array."""
         chw = logical[0] if self.rank == 4 else logical[0][:, None, :]

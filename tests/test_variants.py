@@ -1,0 +1,172 @@
+"""Variants (what-if runs against the cached reference): exact, and the cache left untouched."""
+import os
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import reuserun
+from reuserun import zoo
+from graphgen import Draw, GraphGen, edit_frames
+from test_session import assert_same_snapshot, snapshot
+
+
+def values(sess):
+    """Every cached value a later frame reads: buffers, kept partial sums, reference frames
+    (change masks are per-run scratch; each run clears them first)."""
+    out = [st.buf.tobytes() if st.kind == "spatial" else st.arr.tobytes()
+           for st in sess._storage.values() if st.kind != "const"]
+    out += [getattr(s, a).tobytes() for s in sess._program for a in ("partial", "partials") if hasattr(s, a)]
+    out += [r.tobytes() for r in sess._ref_frames.values()] + [m.tobytes() for _, m in sess._mirrors.values()]
+    return out
+
+POLICIES = ["auto", "tiles", "rects", "rect"]
+
+
+def dense_outputs(model, frame, name="x"):
+    return reuserun.InferenceSession(model, policy="dense", threads=1).run(None, {name: frame})
+
+
+@settings(max_examples=int(os.environ.get("RR_EXAMPLES", 40)) // 2, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_random_variants_exact_and_cache_untouched(data):
+    d = Draw(data, st)
+    c, h, w = d.int(1, 3), d.int(5, 16), d.int(5, 16)
+    model = GraphGen(d, c, h, w).build(d.int(2, 6))
+    rng = np.random.default_rng(d.int(0, 1000))
+    base = rng.standard_normal((1, c, h, w)).astype(np.float32)
+    variants = edit_frames(rng, base, 3, d.choice(["pixels", "rect", "rects", "mixed"]))
+    sess = reuserun.InferenceSession(model, policy=d.choice(POLICIES), threads=d.int(1, 2))
+    sess.run(None, {"x": base})
+    before = values(sess)
+    for v in variants:
+        # each variant is an edit of the base, not of the variant before it
+        out = sess.run_variant(None, {"x": v})
+        for a, b in zip(out, dense_outputs(model, v)):
+            assert a.tobytes() == b.tobytes()
+        assert values(sess) == before
+    # the stream carries on from the reference as if no variant had run
+    nxt = variants[-1]
+    for a, b in zip(sess.run(None, {"x": nxt}), dense_outputs(model, nxt)):
+        assert a.tobytes() == b.tobytes()
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return zoo.resnet_like(64, width=8, classes=10)
+
+
+def occluded(base, box, value=0.0):
+    y0, y1, x0, x1 = box
+    v = base.copy()
+    v[..., y0:y1, x0:x1] = value
+    return v
+
+
+def test_declared_boxes_and_masks(classifier):
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
+    sess = reuserun.InferenceSession(classifier)
+    name = sess.get_inputs()[0].name
+    sess.run(None, {name: base})
+    box = (8, 24, 16, 32)
+    v = occluded(base, box)
+    want = dense_outputs(classifier, v, name)
+    got_box = sess.run_variant(None, {name: v}, changed=[box])
+    mask = np.zeros((64, 64), bool)
+    mask[8:24, 16:32] = True
+    got_mask = sess.run_variant(None, {name: v}, changed=mask)
+    for a, b, c in zip(got_box, got_mask, want):
+        assert a.tobytes() == c.tobytes() and b.tobytes() == c.tobytes()
+    assert sess.stats["mac_fraction"] < 1.0
+    # pixels outside a declared region come from the reference, not from the frame
+    noisy = v + np.float32(1.0)
+    got = sess.run_variant(None, {name: occluded(noisy, box)}, changed=[box])
+    for a, c in zip(got, want):
+        assert a.tobytes() == c.tobytes()
+
+
+def test_batches_on_parallel_forks_match_one_by_one(classifier):
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
+    sess = reuserun.InferenceSession(classifier, threads=2)
+    name = sess.get_inputs()[0].name
+    sess.run(None, {name: base})
+    boxes = [(y, y + 16, x, x + 16) for y in range(0, 49, 16) for x in range(0, 49, 24)]
+    batch = np.concatenate([occluded(base, b) for b in boxes])
+    serial = sess.run_variants(None, {name: batch}, changed=[[b] for b in boxes])
+    parallel = sess.run_variants(None, {name: batch}, changed=[[b] for b in boxes], workers=2)
+    for i, b in enumerate(boxes):
+        want = dense_outputs(classifier, batch[i:i + 1], name)
+        for s, p, w in zip(serial, parallel, want):
+            assert s[i:i + 1].tobytes() == w.tobytes() and p[i:i + 1].tobytes() == w.tobytes()
+    # a new reference makes the cached forks stale: they are rebuilt, not reused
+    base2 = base + np.float32(0.5)
+    sess.run(None, {name: base2})
+    again = sess.run_variants(None, {name: np.concatenate([occluded(base2, boxes[0])])}, workers=2)
+    want = dense_outputs(classifier, occluded(base2, boxes[0]), name)
+    assert again[0].tobytes() == want[0].tobytes()
+
+
+def test_threads_share_one_session(classifier):
+    rng = np.random.default_rng(2)
+    base = rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
+    sess = reuserun.InferenceSession(classifier, threads=1)
+    name = sess.get_inputs()[0].name
+    sess.run(None, {name: base})
+    boxes = [(y, y + 8, y, y + 8) for y in range(0, 56, 8)]
+    results, errors = {}, []
+
+    def work(b):
+        try:
+            results[b] = sess.run_variant(None, {name: occluded(base, b)}, changed=[b])[0]
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(b,)) for b in boxes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for b in boxes:
+        assert results[b].tobytes() == dense_outputs(classifier, occluded(base, b), name)[0].tobytes()
+
+
+def test_fork_is_independent(classifier):
+    rng = np.random.default_rng(3)
+    a, b = (rng.standard_normal((1, 3, 64, 64)).astype(np.float32) for _ in range(2))
+    sess = reuserun.InferenceSession(classifier)
+    name = sess.get_inputs()[0].name
+    sess.run(None, {name: a})
+    twin = sess.fork()
+    before = snapshot(sess)
+    out = twin.run(None, {name: b})
+    assert out[0].tobytes() == dense_outputs(classifier, b, name)[0].tobytes()
+    assert twin.stats["mac_fraction"] <= 1.0
+    assert_same_snapshot(snapshot(sess), before)
+
+
+def test_variant_errors_leave_state(classifier):
+    rng = np.random.default_rng(4)
+    base = rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
+    sess = reuserun.InferenceSession(classifier)
+    name = sess.get_inputs()[0].name
+    with pytest.raises(reuserun.InputError, match="reference"):
+        sess.run_variant(None, {name: base})
+    sess.run(None, {name: base})
+    before = values(sess)
+    bad = base.copy()
+    bad[0, 0, 3, 3] = np.nan
+    with pytest.raises(reuserun.InputError, match="NaN"):
+        sess.run_variant(None, {name: bad})
+    with pytest.raises(reuserun.InputError, match="outside"):
+        sess.run_variant(None, {name: base}, changed=[(0, 80, 0, 8)])
+    with pytest.raises(reuserun.InputError, match="shape"):
+        sess.run_variant(None, {name: base}, changed=np.ones((8, 8), bool))
+    with pytest.raises(reuserun.InputError, match="declarations for 1 variants"):
+        sess.run_variants(None, {name: base}, changed=[[(0, 1, 0, 1)]] * 3)
+    assert values(sess) == before
