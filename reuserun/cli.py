@@ -1,10 +1,12 @@
-"""reuserun command line: bench, tune and info."""
+"""reuserun command line: bench, tune, info and occlusion."""
 from __future__ import annotations
 
 import argparse
 import json
 import os
 import sys
+
+import numpy as np
 
 from reuserun import ir
 
@@ -106,6 +108,60 @@ def cmd_tune(args) -> int:
     return 0
 
 
+def _read_image(path: str, c: int, h: int, w: int) -> np.ndarray:
+    """An image file (through Pillow) or a .npy array, as (h, w, c) floats in [0, 1] (.npy values
+    are taken as they are)."""
+    if path.endswith(".npy"):
+        a = np.load(path).astype(np.float32)
+        a = a[0] if a.ndim == 4 else a
+        a = a.transpose(1, 2, 0) if a.ndim == 3 and a.shape[0] == c and a.shape[-1] != c else a
+        a = a[..., None] if a.ndim == 2 else a
+        if a.shape != (h, w, c):
+            raise SystemExit(f"{path}: array of shape {a.shape}, the model needs {(h, w, c)}")
+        return a
+    try:
+        from PIL import Image
+    except ImportError as e:
+        raise SystemExit("reading images needs Pillow: pip install pillow (or pass a .npy array)") from e
+    try:
+        img = Image.open(path).convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
+    except OSError as e:
+        raise SystemExit(f"cannot read image {path}: {e}")
+    a = np.asarray(img, np.float32) / 255.0
+    return a[..., None] if a.ndim == 2 else a
+
+
+def cmd_occlusion(args) -> int:
+    import reuserun
+    from reuserun.occlusion import occlusion_map, save_overlay
+
+    proto, name = _load_proto(args.model, args.size)
+    shape = _input_shape(proto, args.size)
+    if len(shape) != 4:
+        raise SystemExit("occlusion needs an image model with a (1, C, H, W) input")
+    hwc = _read_image(args.image, shape[1], shape[2], shape[3])
+    x = hwc.transpose(2, 0, 1)[None].copy()
+    if args.mean is not None:
+        x -= np.asarray(args.mean, np.float32).reshape(1, -1, 1, 1)
+    if args.std is not None:
+        x /= np.asarray(args.std, np.float32).reshape(1, -1, 1, 1)
+    sess = reuserun.InferenceSession(proto, threads=args.threads, input_shape=shape)
+    try:
+        res = occlusion_map(sess, np.ascontiguousarray(x, np.float32), args.patch, args.stride, args.target,
+                            args.baseline, progress=not args.no_progress)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = args.out or os.path.splitext(os.path.basename(args.image))[0] + "_occlusion"
+    np.save(out + ".npy", res["heat"])
+    save_overlay(hwc, res["heat"], out + ".png",
+                 f"{name}: class {res['target']}, patch {args.patch}, stride {args.stride}")
+    print(f"{name}: target {res['target']} (score {res['base_score']:.4g}), {res['windows']} windows, "
+          f"mean mac_fraction {res['mac_fraction']:.3f}")
+    print(f"wrote {out}.npy and {out}.png")
+    return 0
+
+
 def _graph_inputs(proto):
     init = {i.name for i in proto.graph.initializer}
     return [i for i in proto.graph.input if i.name not in init]
@@ -154,6 +210,19 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("model", nargs="?")
     i.add_argument("--size", type=int, default=320)
     i.set_defaults(func=cmd_info)
+    o = sub.add_parser("occlusion", help="occlusion sensitivity map of an image, as PNG and .npy")
+    o.add_argument("model", help="ONNX file or builtin:NAME")
+    o.add_argument("image", help="image file (PNG, JPEG, ...) or .npy array")
+    o.add_argument("--patch", type=int, default=16)
+    o.add_argument("--stride", type=int, default=8)
+    o.add_argument("--target", type=int, default=None, help="output index to explain (default: the top one)")
+    o.add_argument("--baseline", type=float, default=0.0, help="value occluded pixels take")
+    o.add_argument("--size", type=int, default=224, help="input size for built-in models and dynamic dims")
+    o.add_argument("--threads", type=int, default=None)
+    o.add_argument("--out", default=None, help="output prefix (default: IMAGE_occlusion)")
+    o.add_argument("--no-progress", action="store_true")
+    _add_preprocessing(o)
+    o.set_defaults(func=cmd_occlusion)
     return p
 
 

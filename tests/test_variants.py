@@ -170,3 +170,43 @@ def test_variant_errors_leave_state(classifier):
     with pytest.raises(reuserun.InputError, match="declarations for 1 variants"):
         sess.run_variants(None, {name: base}, changed=[[(0, 1, 0, 1)]] * 3)
     assert values(sess) == before
+
+
+def test_occlusion_map_matches_brute_force(classifier):
+    from reuserun.occlusion import occlusion_map, window_starts
+    rng = np.random.default_rng(5)
+    x = rng.random((1, 3, 64, 64), dtype=np.float32)
+    sess = reuserun.InferenceSession(classifier)
+    res = occlusion_map(sess, x, patch=16, stride=12, target=3)
+    name = sess.get_inputs()[0].name
+    base = dense_outputs(classifier, x, name)[0].reshape(-1)[3]
+    heat, count = np.zeros((64, 64)), np.zeros((64, 64))
+    starts = window_starts(64, 16, 12)
+    assert starts == [0, 12, 24, 36, 48]
+    for y in starts:
+        for xx in starts:
+            v = occluded(x, (y, y + 16, xx, xx + 16))
+            heat[y:y + 16, xx:xx + 16] += base - dense_outputs(classifier, v, name)[0].reshape(-1)[3]
+            count[y:y + 16, xx:xx + 16] += 1
+    want = np.where(count > 0, heat / np.maximum(count, 1), 0)
+    np.testing.assert_allclose(res["heat"], want, rtol=1e-5, atol=1e-5)
+    assert res["windows"] == 25 and 0 < res["mac_fraction"] < 1
+    with pytest.raises(ValueError, match="target"):
+        occlusion_map(sess, x, target=10)
+
+
+def test_occlusion_cli_writes_png_and_npy(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+    from reuserun import cli
+    img = tmp_path / "cat.png"
+    Image.fromarray((np.random.default_rng(6).random((50, 70, 3)) * 255).astype(np.uint8)).save(img)
+    prefix = tmp_path / "out"
+    assert cli.main(["occlusion", "builtin:resnet", str(img), "--size", "64", "--patch", "16", "--stride", "16",
+                     "--out", str(prefix), "--no-progress"]) == 0
+    heat = np.load(str(prefix) + ".npy")
+    assert heat.shape == (64, 64) and np.isfinite(heat).all() and np.abs(heat).max() > 0
+    assert (tmp_path / "out.png").stat().st_size > 1000
+    assert "16 windows" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="cannot read image"):
+        cli.main(["occlusion", "builtin:resnet", str(tmp_path / "missing.png"), "--size", "64"])

@@ -8,6 +8,7 @@ A rule returns a Reach:
 """
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,40 @@ class Reach:
     yhi: np.ndarray | None = None
     xlo: np.ndarray | None = None
     xhi: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.kind == "window":
+            self._axes = [_Axis(self.ylo, self.yhi), _Axis(self.xlo, self.xhi)]
+
+    def out_box(self, box):
+        """The box of output positions whose window meets the input box (y0, y1, x0, x1), or
+        None."""
+        ys = self._axes[0].span(box[0], box[1])
+        xs = self._axes[1].span(box[2], box[3]) if ys is not None else None
+        return None if xs is None else (ys[0], ys[1], xs[0], xs[1])
+
+
+class _Axis:
+    """One axis of a window rule, answering span queries by bisection when both bounds are
+    monotone (conv, pool, resize, slice) and by a scan otherwise (reflect padding)."""
+
+    def __init__(self, lo, hi):
+        self.lo, self.hi = lo, hi
+        self.lo_list, self.hi_list = lo.tolist(), hi.tolist()
+        self.monotone = bool(np.all(np.diff(lo) >= 0) and np.all(np.diff(hi) >= 0))
+
+    def span(self, a: int, b: int):
+        """Output indices whose input range [lo, hi] meets [a, b): a half-open span, or None."""
+        if self.monotone:
+            i0 = bisect_left(self.hi_list, a)
+            i1 = bisect_right(self.lo_list, b - 1)
+            while i0 < i1 and self.lo_list[i0] > self.hi_list[i0]:  # empty ranges (padding)
+                i0 += 1
+            while i1 > i0 and self.lo_list[i1 - 1] > self.hi_list[i1 - 1]:
+                i1 -= 1
+            return (i0, i1) if i0 < i1 else None
+        hit = np.flatnonzero((self.hi >= a) & (self.lo <= b - 1))
+        return (int(hit[0]), int(hit[-1]) + 1) if hit.size else None
 
 
 SAME = Reach("same")

@@ -103,22 +103,10 @@ def _union(boxes):
             min(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
-def _span(lo, hi, a, b):
-    """Output indices whose input range [lo, hi] meets [a, b): a half-open span, or None."""
-    hit = np.flatnonzero((hi >= a) & (lo <= b - 1))
-    return (int(hit[0]), int(hit[-1]) + 1) if hit.size else None
-
-
-def _window_box(reach, box):
-    ys = _span(reach.ylo, reach.yhi, box[0], box[1])
-    xs = _span(reach.xlo, reach.xhi, box[2], box[3])
-    return None if ys is None or xs is None else (ys[0], ys[1], xs[0], xs[1])
-
-
 def _reach_window(g, src, src_w, src_box, dst, dst_w, tmp):
     """Mark in dst what a window rule reaches from the marked src pixels; returns the box of
     dst it wrote, or None when nothing is reached."""
-    box = _window_box(g, src_box)
+    box = g.out_box(src_box)
     if box is None or not region.reach(src, src_w, *src_box, dst, dst_w, *box, g.ylo, g.yhi, g.xlo, g.xhi, tmp):
         return None
     return box

@@ -1,0 +1,140 @@
+"""Occlusion maps: reuserun variants against dense onnxruntime and Captum's Occlusion.
+
+For each window of a 224-px image (patch 16, stride --stride), the occluded image is evaluated
+by onnxruntime (dense, batch 1) and by reuserun (`run_variant`, the edited box declared; and
+once more with the change found by diffing), interleaved window by window in a random order,
+same thread count, medians. Captum's Occlusion (the same PyTorch model; torch is a bench/test
+extra) computes the whole map once, per-window time is its total divided by the windows, and
+its map is checked against reuserun's.
+
+    python bench/occlusion.py --stride 16
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+
+import reuserun  # noqa: E402
+from reuserun.bench import interleaved, ort_session  # noqa: E402
+from reuserun.occlusion import occlusion_map, window_starts  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def torch_resnet18(classes: int = 1000):
+    """ResNet-18 widths (64..512) in PyTorch, seeded as the tests seed their exports."""
+    import torch_models as tm
+    tm.TORCH_MODELS["resnet18_224"] = (lambda: tm.ResNetBlocks((64, 128, 256, 512), classes), (1, 3, 224, 224))
+    return tm.build("resnet18_224")
+
+
+def torch_mobilenet_v2():
+    import torch_models as tm
+    ctor, _ = tm.TORCH_MODELS["mobilenetv2"]
+    tm.TORCH_MODELS["mobilenet_v2_224"] = (ctor, (1, 3, 224, 224))
+    return tm.build("mobilenet_v2_224")
+
+
+MODELS = {"resnet18": torch_resnet18, "mobilenet_v2": torch_mobilenet_v2}
+
+
+def image(size: int = 224, seed: int = 0) -> np.ndarray:
+    """A smooth textured picture with a bright object, values in [0, 1]."""
+    from reuserun.sources import synthetic_stream
+    return next(iter(synthetic_stream((1, 3, size, size), "object", frames=1, seed=seed)))
+
+
+def bench_model(name: str, patch: int, stride: int, threads: int, captum_batch: int) -> dict:
+    import torch
+    import torch_models as tm
+    torch.set_num_threads(threads)
+    module, shape = MODELS[name]()
+    proto = tm.export(module, shape)
+    x = image(shape[2])
+    ort = ort_session(proto.SerializeToString(), threads)
+    sess = reuserun.InferenceSession(proto, threads=threads)
+    inp = sess.get_inputs()[0].name
+    base = sess.run(None, {inp: x})
+    target = int(np.argmax(base[0]))
+    boxes = [(y, y + patch, xx, xx + patch) for y in window_starts(shape[2], patch, stride)
+             for xx in window_starts(shape[3], patch, stride)]
+
+    def occluded(box):
+        y0, y1, x0, x1 = box
+        v = x.copy()
+        v[..., y0:y1, x0:x1] = 0.0
+        return v
+
+    macs, err = [], [0.0]
+    runners = {
+        "onnxruntime": lambda b: ort.run(None, {inp: occluded(b)}),
+        "reuserun": lambda b: sess.run_variant(None, {inp: occluded(b)}, changed=[b]),
+        "reuserun_diff": lambda b: sess.run_variant(None, {inp: occluded(b)}),
+    }
+
+    def check(outs):
+        macs.append(sess.stats["mac_fraction"])
+        err[0] = max(err[0], float(np.abs(outs["reuserun"][0] - outs["onnxruntime"][0]).max()))
+        assert outs["reuserun"][0].tobytes() == outs["reuserun_diff"][0].tobytes()
+
+    times = interleaved(boxes, runners, after_frame=check, progress=True)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+
+    # Captum, whole map at once, on the PyTorch original
+    from captum.attr import Occlusion
+    xt = torch.from_numpy(x)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        attr = Occlusion(module).attribute(xt, sliding_window_shapes=(3, patch, patch), strides=(3, stride, stride),
+                                           target=target, baselines=0.0, perturbations_per_eval=captum_batch)
+    captum_s = (time.perf_counter() - t0) / len(boxes)
+    ours = occlusion_map(sess, x, patch, stride, target)["heat"]
+    theirs = attr[0, 0].numpy()
+    map_err = float(np.abs(ours - theirs).max() / (np.abs(theirs).max() + 1e-12))
+    return {"model": name, "input": list(shape), "patch": patch, "stride": stride, "windows": len(boxes),
+            "threads": threads, "median_s": med, "captum_s_per_window": captum_s, "captum_batch": captum_batch,
+            "speedup_vs_onnxruntime": med["onnxruntime"] / med["reuserun"],
+            "speedup_diff_vs_onnxruntime": med["onnxruntime"] / med["reuserun_diff"],
+            "speedup_vs_captum": captum_s / med["reuserun"],
+            "mac_fraction": float(np.mean(macs)), "ideal_speedup": 1.0 / float(np.mean(macs)),
+            "max_abs_err_vs_onnxruntime": err[0], "map_rel_err_vs_captum": map_err}
+
+
+def table(rows) -> str:
+    lines = ["| model | windows | mac_fraction | ideal | vs onnxruntime (declared box) | (diffed) | vs Captum | map err vs Captum |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['windows']} | {r['mac_fraction']:.3f} | {r['ideal_speedup']:.2f}x | "
+                     f"{r['speedup_vs_onnxruntime']:.2f}x | {r['speedup_diff_vs_onnxruntime']:.2f}x | "
+                     f"{r['speedup_vs_captum']:.2f}x | {r['map_rel_err_vs_captum']:.1e} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--patch", type=int, default=16)
+    p.add_argument("--stride", type=int, default=16)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--captum-batch", type=int, default=16, help="Captum's perturbations_per_eval")
+    p.add_argument("--out", default=str(OUT / "occlusion"))
+    args = p.parse_args(argv)
+    rows = [bench_model(m, args.patch, args.stride, args.threads, args.captum_batch) for m in args.models.split(",")]
+    md = table(rows)
+    print(md)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out + ".json").write_text(json.dumps(rows, indent=2))
+    Path(args.out + ".md").write_text(md + "\n")
+    print(f"wrote {args.out}.json and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Occlusion sensitivity (Zeiler & Fergus; Captum's Occlusion) on session variants.
+
+Each window of the image is replaced by a baseline value and the model run again; a pixel's
+attribution is the mean drop of the target score over the windows that cover it, as Captum
+computes it. Every occluded image is a variant of the one reference, with its edited box
+declared, so a window costs what its change reaches and the reference cache is never disturbed.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def window_starts(size: int, patch: int, stride: int) -> list[int]:
+    """Window origins along one axis, as Captum places them: floor((size - patch) / stride) + 1."""
+    if patch > size:
+        raise ValueError(f"patch {patch} is larger than the image side {size}")
+    return list(range(0, size - patch + 1, stride))
+
+
+def _score(outputs, target: int) -> float:
+    return float(np.asarray(outputs[0]).reshape(-1)[target])
+
+
+def occlusion_map(sess, image: np.ndarray, patch: int = 16, stride: int = 8, target: int | None = None,
+                  baseline: float = 0.0, progress: bool = False) -> dict:
+    """Sensitivity map of `target` (default: the reference's top class in output 0).
+
+    image: the model input (1, C, H, W). Returns {"heat": (H, W), "target", "base_score",
+    "windows", "mac_fraction"} where mac_fraction is the mean over the windows.
+    """
+    if stride < 1 or patch < 1:
+        raise ValueError("patch and stride must be >= 1")
+    name = sess.get_inputs()[0].name
+    base = sess.run(None, {name: image})
+    scores = np.asarray(base[0]).reshape(-1)
+    target = int(np.argmax(scores)) if target is None else int(target)
+    if not 0 <= target < scores.size:
+        raise ValueError(f"target {target} is not an index of the model's first output ({scores.size} values)")
+    H, W = image.shape[2], image.shape[3]
+    boxes = [(y, y + patch, x, x + patch) for y in window_starts(H, patch, stride)
+             for x in window_starts(W, patch, stride)]
+    heat = np.zeros((H, W), np.float64)
+    count = np.zeros((H, W), np.int32)
+    variant = image.copy()
+    fill = np.float32(baseline)
+    macs = 0.0
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(boxes), unit="window", desc="occlusion")
+    try:
+        for y0, y1, x0, x1 in boxes:
+            variant[..., y0:y1, x0:x1] = fill
+            out = sess.run_variant(None, {name: variant}, changed=[(y0, y1, x0, x1)])
+            variant[..., y0:y1, x0:x1] = image[..., y0:y1, x0:x1]
+            heat[y0:y1, x0:x1] += scores[target] - _score(out, target)
+            count[y0:y1, x0:x1] += 1
+            macs += sess.stats["mac_fraction"]
+            if bar is not None:
+                bar.update()
+    finally:
+        if bar is not None:
+            bar.close()
+    heat = np.where(count > 0, heat / np.maximum(count, 1), 0.0).astype(np.float32)
+    return {"heat": heat, "target": target, "base_score": float(scores[target]), "windows": len(boxes),
+            "mac_fraction": macs / len(boxes)}
+
+
+def save_overlay(image_hwc: np.ndarray, heat: np.ndarray, path: str, title: str = "") -> None:
+    """The heat map over the image, as a PNG (matplotlib, the [bench] extra)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise SystemExit("the PNG needs matplotlib: pip install 'reuserun[bench]'") from e
+    fig, ax = plt.subplots(figsize=(5, 5))
+    img = image_hwc - image_hwc.min()
+    img = img / img.max() if img.max() > 0 else img
+    ax.imshow(img.squeeze(), cmap="gray" if img.shape[-1] == 1 else None)
+    lim = float(np.abs(heat).max()) or 1.0
+    im = ax.imshow(heat, cmap="RdBu_r", alpha=0.55, vmin=-lim, vmax=lim)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="score drop when occluded")
+    ax.set_title(title)
+    ax.axis("off")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
