@@ -3,7 +3,7 @@
 from cython.parallel cimport prange
 from libc.math cimport isfinite
 from libc.stdint cimport int32_t, uint8_t, uint32_t
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy, memmove, memset
 import numpy as np
 
 from reuserun.kernels.common cimport rr_differs, rr_num_threads
@@ -270,3 +270,43 @@ def all_finite(const float[::1] a):
                 bad = 1
                 break
     return not bad
+
+
+def move(float[:, :, ::1] buf, int off, int C, int dy, int dx, int threads):
+    """Shift channels off..off+C of an (H, W, Ctot) cache in place: new[y, x] = old[y + dy, x + dx]
+    where that exists; the exposed band keeps what it held (it is recomputed). Rows are walked in
+    the order that reads every source before it is overwritten; threads split the columns (a
+    vertical move) or the rows (a horizontal one), which never depend on each other."""
+    cdef int H = buf.shape[0], W = buf.shape[1], L = buf.shape[2]
+    cdef int y0 = max(0, -dy), y1 = H - max(0, dy), x0 = max(0, -dx), x1 = W - max(0, dx)
+    cdef int nt = rr_num_threads(threads), t, y, i, x, xa, xb, ny, nx
+    if y0 >= y1 or x0 >= x1 or (dy == 0 and dx == 0):
+        return
+    ny, nx = y1 - y0, x1 - x0
+    if dy != 0 and dx != 0 or <long> ny * nx * C < 65536:
+        nt = 1
+    cdef float *base = &buf[0, 0, 0]
+    with nogil:
+        if dy != 0:
+            for t in prange(nt, num_threads=nt, schedule="static"):
+                xa = x0 + t * nx // nt
+                xb = x0 + (t + 1) * nx // nt
+                for i in range(ny):
+                    y = y0 + i if dy > 0 else y1 - 1 - i
+                    _move_row(base, W, L, off, C, y, y + dy, xa, xb, dx)
+        else:
+            for y in prange(y0, y1, num_threads=nt, schedule="static"):
+                _move_row(base, W, L, off, C, y, y, x0, x1, dx)
+
+
+cdef inline void _move_row(float *base, int W, int L, int off, int C, int ydst, int ysrc,
+                           int xa, int xb, int dx) noexcept nogil:
+    cdef float *d = base + (<size_t> ydst * W) * L + off
+    cdef const float *s = base + (<size_t> ysrc * W) * L + off
+    cdef int x, i, n = xb - xa
+    if C == L:  # whole pixels: one contiguous (possibly overlapping) run
+        memmove(d + <size_t> xa * L, s + <size_t> (xa + dx) * L, <size_t> n * L * sizeof(float))
+        return
+    for i in range(n):
+        x = xa + i if dx >= 0 else xb - 1 - i
+        memmove(d + <size_t> x * L, s + <size_t> (x + dx) * L, C * sizeof(float))

@@ -18,7 +18,13 @@ from reuserun.kernels import region
 from reuserun.plan.policies import make_policy
 from reuserun.runtime.compiler import Compiler, frame_stack_inputs
 from reuserun.runtime.fuse import fuse
+from reuserun.plan import shift as sh
 from reuserun.runtime.journal import Journal
+from reuserun.runtime.shifter import BANDS, FULL, Shifter
+
+
+def _union_boxes(boxes):
+    return (min(b[0] for b in boxes), max(b[1] for b in boxes), min(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
 class InputError(ValueError):
@@ -99,11 +105,15 @@ class InferenceSession:
                its first conv keeps one partial per channel, so a frame's change is computed for
                one channel, not the whole stack. None: as the model's metadata
                "reuserun.frame_stack" says (off when absent).
+    shift:     exact shift reuse (default on): when most of a frame changed, check whether it is
+               the reference translated (scrolling, panning, a sliding window over a stream);
+               if so, move every cache whose stride divides the shift and compute only the
+               exposed band, the borders and what else changed. Exact mode only.
     """
 
     def __init__(self, model, policy: str = "auto", threshold: float = 0.0, threads: int | None = None,
                  tile: int | None = None, input_shape=None, frame_stack: bool | None = None,
-                 layer_thresholds=None, sess_options=None, providers=None):
+                 layer_thresholds=None, sess_options=None, providers=None, shift: bool = True):
         self._proto = _parse(model)
         self._digest = hashlib.sha1(self._proto.SerializeToString()).hexdigest()
         init = {i.name for i in self._proto.graph.initializer}
@@ -112,6 +122,7 @@ class InferenceSession:
         if not threshold >= 0 or not np.isfinite(threshold):
             raise ValueError(f"threshold must be a finite number >= 0, got {threshold}")
         self.frame_stack = frame_stack
+        self.shift = bool(shift)
         self.layer_thresholds, file_threshold = _read_thresholds(layer_thresholds)
         if file_threshold is not None and threshold == 0.0:
             threshold = file_threshold  # a tuned file carries its input threshold too
@@ -200,8 +211,12 @@ class InferenceSession:
             try:
                 self._load_inputs(frames, diffs, full)
                 still = not full and not any(self._storage[n].changed for n in frames)
+                moved = [(n, d[2]) for n, d in diffs.items() if d[2] is not None]
                 if still:
                     computed = [0] * len(self._program)  # every cache is current
+                elif moved:
+                    computed = self._propagate_shifted(*moved[0])
+                    self._update_mirrors(True)
                 else:
                     computed = self._propagate(full)
                     self._update_mirrors(full)
@@ -210,7 +225,7 @@ class InferenceSession:
                 raise
             self._fresh = False
             outs = [self._output(n) for n in names]
-            self._record_stats(computed, frames, diffs, full, time.perf_counter() - t0)
+            self._record_stats(computed, frames, diffs, full, time.perf_counter() - t0, moved[0][1] if moved else None)
             return outs
 
     # --- variants: what-if runs against the cached reference -----------------------------------
@@ -361,7 +376,7 @@ class InferenceSession:
                 journal.whole(st.arr)
                 st.store(v, track=True)
                 continue
-            mask, nchanged = diffs[name]
+            mask, nchanged, _ = diffs[name]
             st.mask, self._diff_masks[name] = mask, st.mask  # masks are per run, not state
             st.rescan((0, st.H, 0, st.W))
             if nchanged:
@@ -410,6 +425,8 @@ class InferenceSession:
         self._plane_masks = {n: np.zeros((storage[n].C, storage[n].npix), np.uint8) for n in self._stacks}
         self._dense_macs = sum(self._step_dense_macs(s) for s in steps)
         self._apply_thresholds()
+        self._shifter = Shifter(self._graph, steps, storage)
+        self._shift_scratch = {n: np.empty(s.npix, np.uint8) for n, s in storage.items() if n in self._diff_masks}
         self._fresh = True
 
     def _apply_thresholds(self) -> None:
@@ -469,7 +486,7 @@ class InferenceSession:
                 mask = self._diff_masks[name]
                 np.copyto(mask, declared[name])
                 nchanged = int(np.count_nonzero(mask))
-                diffs[name] = (mask, nchanged)
+                diffs[name] = (mask, nchanged, None)
                 bad = not region.all_finite(v.reshape(-1))
                 if name in self._plane_masks:
                     self._plane_masks[name][...] = mask
@@ -477,7 +494,12 @@ class InferenceSession:
                 mask = self._diff_masks[name]
                 nchanged, bad = region.diff_frame(v.reshape(st.C, -1), self._ref_frames[name],
                                                   self.threshold, mask, self.threads)
-                diffs[name] = (mask, nchanged)
+                moved = None
+                if not incremental and not bad and nchanged > st.npix // 4 and self._can_shift():
+                    found = self._find_shift(name, v, nchanged)
+                    if found is not None:
+                        moved, nchanged = found
+                diffs[name] = (mask, nchanged, moved)
                 if name in self._plane_masks and nchanged and not bad:
                     region.diff_planes(v.reshape(st.C, -1), self._ref_frames[name], self.threshold,
                                        self._plane_masks[name], self.threads)
@@ -498,8 +520,14 @@ class InferenceSession:
                 st.load(v, self.threads)
                 np.copyto(self._ref_frames[name], v.reshape(st.C, -1))
                 st.mark_all()
+            elif diffs[name][2] is not None:  # moved: the whole frame is new content in memory
+                mask = diffs[name][0]
+                st.load(v, self.threads)
+                np.copyto(self._ref_frames[name], v.reshape(st.C, -1))
+                st.mask, self._diff_masks[name] = mask, st.mask
+                st.rescan((0, st.H, 0, st.W))
             else:
-                mask, nchanged = diffs[name]
+                mask, nchanged, _ = diffs[name]
                 if nchanged:
                     region.apply_frame(v.reshape(st.C, -1), self._ref_frames[name], st.buf, st.off,
                                        self.threshold, mask, self.threads)
@@ -512,6 +540,45 @@ class InferenceSession:
 
     def _propagate(self, full: bool) -> list[int]:
         return [step.run(full, self._policy, self.threads) for step in self._program]
+
+    def _propagate_shifted(self, name: str, d) -> list[int]:
+        """A frame that is the reference moved by d: move the caches, then compute what the
+        shift plan says."""
+        plan = self._shifter.plan(self._storage[name], d)
+        Shifter.apply(plan, self.threads)
+        computed = []
+        for step, (mode, bands), exposed in zip(self._program, plan.modes, plan.exposed):
+            if mode == FULL:
+                computed.append(step.run(True, self._policy, self.threads))
+            elif mode == BANDS:
+                computed.append(step.run(False, self._policy, self.threads, bands))
+            else:
+                computed.append(step.run(False, self._policy, self.threads))
+            for o, boxes in exposed:
+                for b in boxes:  # stale values moved in from nowhere: changed, whatever they hold
+                    region.fill(o.mask, o.W, *b, 1)
+                if boxes:
+                    o.rescan(_union_boxes(boxes + ([o.box] if o.box else [])))
+        return computed
+
+    def _can_shift(self) -> bool:
+        return (self.shift and self.threshold == 0.0 and not self.layer_thresholds and self._shifter.supported
+                and self.policy_name != "dense" and len(self._diff_masks) == 1 and not self._stacks)
+
+    def _find_shift(self, name, frame, nchanged):
+        """(shift, changed count) when the frame is the reference translated and that leaves
+        less than half the change; the mask is then in self._diff_masks[name]."""
+        st = self._storage[name]
+        f3 = frame.reshape(st.C, st.H, st.W)
+        r3 = self._ref_frames[name].reshape(st.C, st.H, st.W)
+        best = None
+        scratch = self._shift_scratch[name]
+        for d in sh.detect(f3, r3):
+            count = sh.shifted_diff(f3, r3, d[0], d[1], scratch)
+            if count < nchanged // 2 and (best is None or count < best[1]):
+                best = (d, count)
+                np.copyto(self._diff_masks[name], scratch)
+        return best
 
     def _update_mirrors(self, full: bool) -> None:
         """Channels-first copies of spatial outputs, updated where they changed."""
@@ -526,7 +593,7 @@ class InferenceSession:
             return self._mirrors[name][1].copy()
         return np.array(self._storage[name].logical(), dtype=np.float32, copy=True, order="C")
 
-    def _record_stats(self, computed, frames, diffs, full, elapsed) -> None:
+    def _record_stats(self, computed, frames, diffs, full, elapsed, shift=None) -> None:
         """Keep what the stats need; the dict is built only when someone reads it."""
         total = changed = 0
         for name in frames:
@@ -534,11 +601,11 @@ class InferenceSession:
             if st.kind == "spatial":
                 total += st.npix
                 changed += st.npix if full else diffs[name][1]
-        self._last = (computed, changed / total if total else 1.0, full, elapsed)
+        self._last = (computed, changed / total if total else 1.0, full, elapsed, shift)
         self._stats = None
 
     def _build_stats(self) -> dict:
-        computed, changed_fraction, full, elapsed = self._last
+        computed, changed_fraction, full, elapsed, shift = self._last
         macs, layers = 0, []
         for step, n in zip(self._program, computed):
             if hasattr(step, "macs_per_pixel"):
@@ -551,6 +618,7 @@ class InferenceSession:
             "macs": macs,
             "dense_macs": self._dense_macs,
             "changed_fraction": changed_fraction,
+            "shift": shift,
             "full": full,
             "time_s": elapsed,
             "layers": layers,

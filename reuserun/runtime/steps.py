@@ -38,8 +38,9 @@ class KernelStep:
         self.thr = 0.0  # per-layer truncation threshold; 0 keeps results exact
         self.journal = None
 
-    def run(self, full: bool, policy, threads: int) -> int:
-        """Update the outputs; returns the number of output pixels computed."""
+    def run(self, full: bool, policy, threads: int, bands=()) -> int:
+        """Update the outputs; returns the number of output pixels computed. bands: output
+        boxes to compute whatever the inputs' masks say (shift reuse, plan/shift.py)."""
         if full:
             if self.journal is not None:
                 for o in self.outputs:
@@ -51,7 +52,7 @@ class KernelStep:
             return self.npix
         for o in self.outputs:
             o.clear()
-        n, box = self._plan(policy)
+        n, box = self._plan(policy, bands)
         if n == 0:
             return 0
         if n < 0:
@@ -69,32 +70,43 @@ class KernelStep:
             o.rescan(box)
         return n
 
-    def _plan(self, policy):
+    def _plan(self, policy, bands=()):
         """Fill self.pix with the pixels to compute; returns (count, box holding them), count -1
         when an input changed everywhere (then every output position is reached: a superset at
         worst)."""
         if any(v.changed for v in self.vector_inputs):
             return -1, None
         changed = [s for s in self.inputs if s.nchanged]
-        if not changed:
+        if not changed and not bands:
             return 0, None
         kind = self.reach.kind
         if kind == "all" or any(s.nchanged == s.npix for s in changed):
             return -1, None
         r = self.reach_mask
         if kind == "same":
-            box = _union([s.box for s in changed])
-            if len(changed) == 1:
-                r = changed[0].mask
+            if len(changed) == 1 and not bands:
+                r, box = changed[0].mask, changed[0].box
             else:
+                box = _union([s.box for s in changed] + list(bands))
                 region.fill(r, self.OW, *box, 0)
                 for s in changed:
                     region.or_box(r, s.mask, self.OW, *s.box)
         else:
-            s = changed[0]
-            box = _reach_window(self.reach, s.mask, s.W, s.box, r, self.OW, self.tmp)
-            if box is None:
+            g = self.reach
+            rbox = g.out_box(changed[0].box) if changed else None
+            boxes = ([rbox] if rbox is not None else []) + list(bands)
+            if not boxes:
                 return 0, None
+            box = _union(boxes)
+            if bands:
+                region.fill(r, self.OW, *box, 0)
+            if rbox is not None:
+                s = changed[0]
+                if not region.reach(s.mask, s.W, *s.box, r, self.OW, *rbox, g.ylo, g.yhi, g.xlo, g.xhi,
+                                    self.tmp) and not bands:
+                    return 0, None
+        for b in bands:
+            region.fill(r, self.OW, *b, 1)
         return _coarsen_to_pixels(policy, r, self.OH, self.OW, box, self.compute_mask, self.pix)
 
 
@@ -315,6 +327,7 @@ class ToSpatialStep:
 
     def __init__(self, src, dst):
         self.node, self.src, self.dst = None, src, dst
+        self.inputs, self.outputs = [src], [dst]
         self.npix = 1
         self.macs = 0
         self.journal = None

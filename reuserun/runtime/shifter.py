@@ -1,0 +1,115 @@
+"""Carries out shift reuse for a session's program (the rules are in plan/shift.py).
+
+For a frame that is the reference moved by D, `plan` works out each tensor's own shift, which
+caches move and by how much, and what each step must compute; `apply` moves the caches. The
+session then runs the steps as `plan` says and marks each moved tensor's exposed band changed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from reuserun.kernels import region
+from reuserun.plan import shift as sh
+from reuserun.runtime.steps import (ConcatStep, FallbackStep, GemvStep, KernelStep, SpatialGemmStep,
+                                     StackConvStep, ToSpatialStep)
+
+NORMAL, FULL, BANDS = 0, 1, 2
+
+
+@dataclass
+class ShiftPlan:
+    modes: list                      # per step: (NORMAL | FULL | BANDS, bands)
+    moves: list                      # (storage, (dy, dx)) caches to move before the steps run
+    exposed: list = field(default_factory=list)  # per step: [(storage, boxes)] to mark changed
+
+
+class Shifter:
+    def __init__(self, graph, program, storage):
+        self.program = program
+        self.supported = not any(isinstance(s, StackConvStep) for s in program)
+        self.rules = [self._rule(step) for step in program]
+        self.parent = _concat_parents(graph, storage)
+
+    @staticmethod
+    def _rule(step):
+        if isinstance(step, KernelStep):
+            x = step.inputs[0] if step.inputs else None
+            return sh.shift_rule(step.node, step.reach, (x.H, x.W) if x is not None else (1, 1))
+        if isinstance(step, ConcatStep):
+            return sh.shift_rule(step.node, None, None)
+        if isinstance(step, ToSpatialStep):
+            return "still"  # loaded from a plain tensor: it moves with nothing
+        if isinstance(step, (FallbackStep, GemvStep, SpatialGemmStep)):
+            return "fixed"  # mixes positions: recomputed whole when a spatial input moved
+        return None
+
+    def plan(self, moved_input, d) -> ShiftPlan:
+        shifts = {id(moved_input): tuple(d)}
+        modes, moves, exposed = [], [], []
+
+        def of(s):
+            return shifts.get(id(s), (0, 0)) if s.kind == "spatial" else (0, 0)
+
+        for step, rule in zip(self.program, self.rules):
+            ins = {of(s) for s in step.inputs}
+            outs = [o for o in step.outputs if o.kind == "spatial"]
+            if ins <= {(0, 0)}:
+                modes.append((NORMAL, ()))
+                exposed.append([])
+                continue
+            out_d, mode, bands = None, FULL, ()
+            if rule not in (None, "fixed", "still") and len(ins) == 1 and None not in ins:
+                (din,) = ins
+                if rule == "same":
+                    out_d, mode = din, NORMAL
+                else:
+                    out_d, bands = rule(din)
+                    mode = FULL if out_d is None else BANDS
+            if rule == "fixed":
+                out_d = (0, 0)  # plain outputs: compared whole, they do not move
+            for o in outs:
+                shifts[id(o)] = out_d
+            modes.append((mode, bands))
+            moving = out_d is not None and out_d != (0, 0) and mode != FULL
+            exposed.append([(o, sh.exposed(out_d, o.H, o.W)) for o in outs] if moving else [])
+        seen = set()
+        for s_id, dd in shifts.items():
+            st = self._storage_by_id(s_id)
+            if st is None or st is moved_input or dd is None or dd == (0, 0) or s_id in seen:
+                continue
+            seen.add(s_id)
+            p = self.parent.get(s_id)
+            if p is not None and shifts.get(id(p)) == dd:
+                continue  # the enclosing concat's buffer moves as a whole
+            moves.append((st, dd))
+        return ShiftPlan(modes, moves, exposed)
+
+    def _storage_by_id(self, s_id):
+        if not hasattr(self, "_by_id"):
+            self._by_id = {}
+            for step in self.program:
+                for s in list(step.inputs) + list(step.outputs):
+                    if s.kind == "spatial":
+                        self._by_id[id(s)] = s
+        return self._by_id.get(s_id)
+
+    @staticmethod
+    def apply(plan: ShiftPlan, threads: int) -> None:
+        for st, (dy, dx) in plan.moves:
+            region.move(st.buf, st.off, st.C, dy, dx, threads)
+
+
+def _concat_parents(graph, storage) -> dict:
+    """id(storage) of a tensor kept as a channel slice of a concat's buffer -> that concat's storage."""
+    parents = {}
+    for node in graph.nodes:
+        if node.op != "concat":
+            continue
+        out = storage.get(node.outputs[0])
+        if out is None or out.kind != "spatial":
+            continue
+        for name in node.inputs:
+            s = storage.get(name)
+            if s is not None and s.kind == "spatial" and s.buf is out.buf and s is not out:
+                parents[id(s)] = out
+    return parents

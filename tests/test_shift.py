@@ -1,0 +1,121 @@
+"""Shift reuse: frames that are the reference translated (scrolling, sliding windows) are
+bit-identical to dense, over random graphs, shifts, strides and hops."""
+import os
+
+import numpy as np
+import onnxruntime as ort
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import reuserun
+from graphgen import Draw, GraphGen
+from onnx_helpers import make_model, node
+
+EXAMPLES = int(os.environ.get("RR_EXAMPLES", 40))
+
+
+def check(model, frames, name="x", expect_shift=None):
+    """Every frame: the incremental session equals the dense one bit for bit; returns the shifts
+    the session found."""
+    dense = reuserun.InferenceSession(model, policy="dense", threads=1)
+    sess = reuserun.InferenceSession(model, threads=2)
+    found = []
+    for i, f in enumerate(frames):
+        want = dense.run(None, {name: f})
+        got = sess.run(None, {name: f})
+        for a, b in zip(got, want):
+            assert a.tobytes() == b.tobytes(), (i, sess.stats["shift"])
+        found.append(sess.stats["shift"])
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    ref = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    for a, b in zip(ref.run(None, {name: frames[-1]}), sess.run(None, {name: frames[-1]})):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
+    return found
+
+
+def windows(canvas, h, w, steps):
+    """Crops of a canvas at the offsets in steps: each frame the last one moved."""
+    return [np.ascontiguousarray(canvas[:, :, y:y + h, x:x + w]) for y, x in steps]
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_random_graphs_scrolled(data):
+    d = Draw(data, st)
+    c, h, w = d.int(1, 3), d.int(12, 24), d.int(12, 24)
+    model = GraphGen(d, c, h, w).build(d.int(2, 7))
+    rng = np.random.default_rng(d.int(0, 1000))
+    vertical = d.bool()
+    step = d.int(1, (h if vertical else w) // 3)
+    sign = d.choice([1, -1])
+    n = 4
+    canvas = rng.standard_normal((1, c, h + n * step, w + n * step)).astype(np.float32)
+    start = 0 if sign > 0 else n * step
+    offs = [(start + sign * k * step, 0) if vertical else (0, start + sign * k * step) for k in range(n)]
+    frames = windows(canvas, h, w, offs)
+    if d.bool():  # something also changes inside the moved content
+        f = frames[2].copy()
+        f[0, :, d.int(0, h - 1), d.int(0, w - 1)] += 1.0
+        frames[2] = f
+    found = check(model, frames)
+    want = (sign * step, 0) if vertical else (0, sign * step)
+    assert found[1] == want and found[3] == want
+
+
+def conv1d_stack(rng, layers, channels=4):
+    """A random 1-D CNN: Conv1d of random kernel / stride / dilation / pads, ReLU, MaxPool1d,
+    and residual adds where shapes allow."""
+    nodes, inits = [], []
+    x, c, L = "x", 1, 64
+    for i in range(layers):
+        kind = rng.choice(["conv", "conv", "pool", "res"])
+        if kind == "pool" and L >= 4:
+            y = f"p{i}"
+            nodes.append(node("MaxPool", [x], [y], kernel_shape=[2], strides=[2]))
+            x, L = y, L // 2
+        elif kind == "res" and L >= 3:
+            w = (rng.standard_normal((c, c, 3)) / np.sqrt(3 * c)).astype(np.float32)
+            inits.append((f"rw{i}", w))
+            nodes += [node("Conv", [x, f"rw{i}"], [f"rc{i}"], pads=[1, 1]),
+                      node("Add", [x, f"rc{i}"], [f"ra{i}"]), node("Relu", [f"ra{i}"], [f"rr{i}"])]
+            x = f"rr{i}"
+        else:
+            k, s, dil = int(rng.choice([1, 3, 5])), int(rng.choice([1, 1, 2])), int(rng.choice([1, 2]))
+            pads = [int(rng.integers(0, k)), int(rng.integers(0, k))]
+            out_len = (L + sum(pads) - dil * (k - 1) - 1) // s + 1
+            if out_len < 2:
+                continue
+            co = channels
+            w = (rng.standard_normal((co, c, k)) / np.sqrt(k * c)).astype(np.float32)
+            inits += [(f"w{i}", w), (f"b{i}", (rng.standard_normal(co) * 0.1).astype(np.float32))]
+            nodes += [node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"], kernel_shape=[k], strides=[s],
+                           dilations=[dil], pads=pads), node("Relu", [f"c{i}"], [f"r{i}"])]
+            x, c, L = f"r{i}", co, out_len
+    return make_model(nodes, [("x", [1, 1, 64])], [x], inits)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), layers=st.integers(1, 6), hop=st.integers(1, 12))
+def test_random_1d_sliding_windows(seed, layers, hop):
+    rng = np.random.default_rng(seed)
+    model = conv1d_stack(rng, layers)
+    stream = rng.standard_normal((1, 1, 64 + 5 * hop)).astype(np.float32)
+    frames = [np.ascontiguousarray(stream[:, :, k * hop:k * hop + 64]) for k in range(5)]
+    found = check(model, frames)
+    assert found[1:] == [(0, hop)] * 4
+
+
+def test_diagonal_and_disabled_stay_exact():
+    rng = np.random.default_rng(0)
+    from reuserun import zoo
+    model = zoo.unet_like(64)
+    canvas = rng.random((1, 3, 96, 96), dtype=np.float32)
+    frames = windows(canvas, 64, 64, [(0, 0), (4, 4), (8, 8)])  # diagonal: not detected
+    assert check(model, frames, "images") == [None, None, None]
+    frames = windows(canvas, 64, 64, [(0, 0), (8, 0), (16, 0)])
+    assert check(model, frames, "images")[1:] == [(8, 0), (8, 0)]
+    off = reuserun.InferenceSession(model, shift=False)
+    for f in frames:
+        off.run(None, {"images": f})
+        assert off.stats["shift"] is None
