@@ -51,6 +51,9 @@ def test_random_graphs_scrolled(data):
     sign = d.choice([1, -1])
     n = 4
     canvas = rng.standard_normal((1, c, h + n * step, w + n * step)).astype(np.float32)
+    page = d.bool()
+    if page:  # a flat background with sparse marks: recomputed values repeat
+        canvas = np.where(rng.random(canvas.shape) < 0.85, np.float32(0.5), canvas).astype(np.float32)
     start = 0 if sign > 0 else n * step
     offs = [(start + sign * k * step, 0) if vertical else (0, start + sign * k * step) for k in range(n)]
     frames = windows(canvas, h, w, offs)
@@ -60,7 +63,8 @@ def test_random_graphs_scrolled(data):
         frames[2] = f
     found = check(model, frames)
     want = (sign * step, 0) if vertical else (0, sign * step)
-    assert found[1] == want and found[3] == want
+    # on a flat page a plain diff may already be small; then the shift is not worth looking for
+    assert found[1] == want and found[3] == want if not page else {found[1], found[3]} <= {want, None}
 
 
 def conv1d_stack(rng, layers, channels=4):
@@ -101,6 +105,7 @@ def test_random_1d_sliding_windows(seed, layers, hop):
     rng = np.random.default_rng(seed)
     model = conv1d_stack(rng, layers)
     stream = rng.standard_normal((1, 1, 64 + 5 * hop)).astype(np.float32)
+    stream[:, :, rng.random(stream.shape[2]) < 0.5] = 0.25  # runs of equal samples
     frames = [np.ascontiguousarray(stream[:, :, k * hop:k * hop + 64]) for k in range(5)]
     found = check(model, frames)
     assert found[1:] == [(0, hop)] * 4
