@@ -13,15 +13,17 @@ from reuserun import ir
 POLICY_CHOICES = ("auto", "tiles", "rects", "rect", "dense")
 
 
-def _load_proto(model: str | None, size: int):
+def _load_proto(model: str | None, size: int | None):
     """The user's ONNX model, or the built-in default detector."""
     from reuserun import zoo
     if model is None:
+        size = size or 320
         return zoo.default_model(size), f"builtin:yolo_like({size})"
     if model.startswith("builtin:"):
         name = model.split(":", 1)[1]
         if name not in zoo.MODELS:
             raise SystemExit(f"unknown built-in model {name!r}; choose from {sorted(zoo.MODELS)}")
+        size = size or zoo.DEFAULT_SIZES.get(name, 320)
         return zoo.MODELS[name](size), f"builtin:{name}({size})"
     from reuserun.frontend.loader import _parse
     try:
@@ -30,12 +32,13 @@ def _load_proto(model: str | None, size: int):
         raise SystemExit(f"error: {e}")
 
 
-def _input_shape(proto, size: int) -> tuple:
+def _input_shape(proto, size: int | None) -> tuple:
     init = {i.name for i in proto.graph.initializer}
     inputs = [i for i in proto.graph.input if i.name not in init]
     if len(inputs) != 1:
         raise SystemExit("bench needs a model with exactly one input")
     dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
+    size = size or (320 if len(dims) == 4 else 16000)
     defaults = [1, 3, size, size] if len(dims) == 4 else [1, 1, size]
     return tuple(d if d else defaults[i] for i, d in enumerate(dims))
 
@@ -46,6 +49,7 @@ def cmd_bench(args) -> int:
 
     proto, name = _load_proto(args.model, args.size)
     shape = _input_shape(proto, args.size)
+    args.source = args.source or ("synthetic" if len(shape) == 4 else "synthetic-audio")
     frames = frames_from_spec(args.source, shape, args.frames, seed=args.seed, mean=args.mean, std=args.std)
     threads = args.threads or os.cpu_count() or 1
     try:
@@ -181,14 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("bench", help="measure onnxruntime and reuserun on the same frames")
     b.add_argument("model", nargs="?", help="ONNX file, or builtin:NAME (default: builtin yolo_like)")
-    b.add_argument("--source", default="synthetic", help="synthetic[:SCENARIO] | video:PATH | atari:GAME")
+    b.add_argument("--source", default=None, help="synthetic[:SCENARIO] | video:PATH | atari:GAME | "
+                   "audio:PATH[@HOP] | synthetic-audio[:HOP] (default: synthetic, or synthetic-audio for 1-D models)")
     b.add_argument("--frames", type=int, default=30)
     b.add_argument("--policy", action="append", choices=POLICY_CHOICES,
                    help="policy to run (repeatable; default: auto and dense)")
     b.add_argument("--threshold", type=float, default=0.0)
     b.add_argument("--threads", type=int, default=None)
     b.add_argument("--tile", type=int, default=None)
-    b.add_argument("--size", type=int, default=320, help="input size for built-in models and dynamic dims")
+    b.add_argument("--size", type=int, default=None,
+                   help="input size for built-in models and dynamic dims (default 320 px; 16000 samples for 1-D)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--json", help="write results as JSON here")
     b.add_argument("--no-progress", action="store_true")

@@ -3,8 +3,11 @@
   synthetic[:SCENARIO]  reuserun.sources (static texture with moving objects by default)
   video:PATH            decoded with PyAV (the [video] extra), scaled to the model's input
   atari:GAME            an ALE game through gymnasium (the [atari] extra), random actions
+  audio:PATH[@HOP]      sliding windows over an audio file decoded and resampled to 16 kHz mono
+                        with PyAV (the [video] extra); HOP samples apart (default 160: 10 ms)
+  synthetic-audio[:HOP] the same over a generated speech-like signal
 
-Every source yields float32 NCHW frames in [0, 1] of the requested shape.
+Image sources yield float32 NCHW frames in [0, 1]; audio sources (1, 1, L) windows in [-1, 1].
 """
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ def frames_from_spec(spec: str, shape: tuple, count: int, seed: int = 0, mean=No
     preprocessing (e.g. mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))."""
     kind, _, arg = spec.partition(":")
     if kind not in SOURCES:
-        raise ValueError(f"unknown source {spec!r}; use synthetic[:SCENARIO], video:PATH or atari:GAME")
+        raise ValueError(f"unknown source {spec!r}; use synthetic[:SCENARIO], video:PATH, atari:GAME, "
+                         f"audio:PATH[@HOP] or synthetic-audio[:HOP]")
     frames = SOURCES[kind](arg, tuple(shape), count, seed)
     if mean is None and std is None:
         return frames
@@ -107,4 +111,74 @@ def atari(game: str, shape, count, seed):
     return out
 
 
-SOURCES = {"synthetic": synthetic, "video": video, "atari": atari}
+AUDIO_RATE = 16000
+AUDIO_HOP = 160  # 10 ms at 16 kHz
+
+
+def sliding_windows(signal: np.ndarray, length: int, hop: int, count: int) -> list[np.ndarray]:
+    """`count` windows of `length` samples, each `hop` after the last, as (1, 1, length) frames
+    (the signal is repeated if it is too short)."""
+    need = length + hop * (count - 1)
+    if signal.size < need:
+        signal = np.tile(signal, -(-need // max(1, signal.size)))
+    return [np.ascontiguousarray(signal[k * hop:k * hop + length], np.float32).reshape(1, 1, length)
+            for k in range(count)]
+
+
+def _audio_shape(shape) -> int:
+    if len(shape) != 3 or shape[1] != 1:
+        raise ValueError(f"audio sources feed 1-D models with a (1, 1, L) input, not {shape}")
+    return shape[2]
+
+
+def audio(arg: str, shape, count, seed):
+    try:
+        import av
+    except ImportError as e:
+        raise RuntimeError("audio sources need PyAV: pip install 'reuserun[video]'") from e
+    path, _, hop = arg.rpartition("@") if "@" in arg else (arg, "", "")
+    if not path:
+        raise ValueError("audio source needs a path: audio:PATH[@HOP]")
+    length = _audio_shape(shape)
+    need = length + int(hop or AUDIO_HOP) * (count - 1)
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
+    chunks, total = [], 0
+    with av.open(path) as container:
+        for frame in container.decode(audio=0):
+            for out in resampler.resample(frame):
+                a = out.to_ndarray().reshape(-1)
+                chunks.append(a)
+                total += a.size
+            if total >= need:
+                break
+    if not chunks:
+        raise ValueError(f"no audio decoded from {path}")
+    return sliding_windows(np.concatenate(chunks), length, int(hop or AUDIO_HOP), count)
+
+
+def speech_like(samples: int, seed: int = 0) -> np.ndarray:
+    """Syllable-like bursts: harmonic tones with a moving pitch under an envelope, separated by
+    low background noise, in [-1, 1] at 16 kHz."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(samples) / AUDIO_RATE
+    out = rng.normal(0.0, 0.01, samples)
+    pos = 0
+    while pos < samples:
+        n = int(rng.integers(1600, 4800))  # 0.1 to 0.3 s
+        seg = slice(pos, min(samples, pos + n))
+        tt = t[seg] - t[pos]
+        f0 = rng.uniform(100, 250) * (1 + 0.2 * np.sin(2 * np.pi * rng.uniform(1, 4) * tt))
+        phase = 2 * np.pi * np.cumsum(f0) / AUDIO_RATE
+        env = np.sin(np.pi * np.linspace(0, 1, tt.size)) ** 2
+        out[seg] += env * sum(rng.uniform(0.1, 0.4) / h * np.sin(h * phase) for h in range(1, 6))
+        pos += n + int(rng.integers(800, 4000))
+    return np.clip(out, -1, 1).astype(np.float32)
+
+
+def synthetic_audio(arg: str, shape, count, seed):
+    length = _audio_shape(shape)
+    hop = int(arg or AUDIO_HOP)
+    return sliding_windows(speech_like(length + hop * (count - 1), seed), length, hop, count)
+
+
+SOURCES = {"synthetic": synthetic, "video": video, "atari": atari, "audio": audio, "synthetic-audio": synthetic_audio}

@@ -357,8 +357,50 @@ def nature_dqn(frames: int = 4, size: int = 84, actions: int = 6, seed: int = 5)
     return b.model({"frames": (1, frames, size, size)}, [q], "nature_dqn")
 
 
+def kws_1d(samples: int = 16000, classes: int = 12, width: int = 32, seed: int = 6) -> onnx.ModelProto:
+    """Keyword spotting on raw audio (1 s at 16 kHz): Conv1d(40, s4) - MaxPool2 - three
+    Conv1d(3) / MaxPool2 stages - Conv1d(3) - GlobalAveragePool - Gemm. Its cumulative strides are
+    4, 8, 16 and 32, all dividing a 10 ms hop (160 samples), so every conv cache can move with a
+    sliding window; input "audio" (1, 1, samples)."""
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+
+    def param(name, shape, fan_in):
+        inits.append(numpy_helper.from_array((rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32), name))
+        return name
+
+    def conv(x, cin, cout, k, s, i):
+        w = param(f"w{i}", (cout, cin, k), cin * k)
+        inits.append(numpy_helper.from_array((rng.standard_normal(cout) * 0.05).astype(np.float32), f"b{i}"))
+        nodes.append(helper.make_node("Conv", [x, w, f"b{i}"], [f"c{i}"], kernel_shape=[k], strides=[s],
+                                      pads=[(k - s) // 2, k - s - (k - s) // 2] if s > 1 else [k // 2, k // 2]))
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"]))
+        return f"r{i}"
+
+    def pool(x, i):
+        nodes.append(helper.make_node("MaxPool", [x], [f"p{i}"], kernel_shape=[2], strides=[2]))
+        return f"p{i}"
+
+    x = pool(conv("audio", 1, width, 40, 4, 1), 1)
+    x = pool(conv(x, width, 2 * width, 3, 1, 2), 2)
+    x = pool(conv(x, 2 * width, 2 * width, 3, 1, 3), 3)
+    x = conv(conv(x, 2 * width, 4 * width, 3, 1, 4), 4 * width, 4 * width, 3, 1, 5)
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"]))
+    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"], axis=1))
+    param("fc_w", (classes, 4 * width), 4 * width)
+    inits.append(numpy_helper.from_array(np.zeros(classes, np.float32), "fc_b"))
+    nodes.append(helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1))
+    graph = helper.make_graph(nodes, "kws_1d", [helper.make_tensor_value_info("audio", TensorProto.FLOAT, [1, 1, samples])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])], inits)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="reuserun.zoo")
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    return m
+
+
 MODELS = {"yolo": yolo_like, "resnet": resnet_like, "mobilenet": mobilenet_v3_like,
-          "unet": unet_like}
+          "unet": unet_like, "kws": kws_1d}
+DEFAULT_SIZES = {"kws": 16000}  # samples for the 1-D model; image models default to 320 px
 
 
 # --- MAC counting ---------------------------------------------------------------------------

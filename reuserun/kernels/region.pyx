@@ -285,6 +285,7 @@ def move(float[:, :, ::1] buf, int off, int C, int dy, int dx, int threads):
     ny, nx = y1 - y0, x1 - x0
     if dy != 0 and dx != 0 or <long> ny * nx * C < 65536:
         nt = 1
+    nt = min(nt, nx if dy != 0 else ny)  # threads split columns (vertical) or rows (horizontal)
     cdef float *base = &buf[0, 0, 0]
     with nogil:
         if dy != 0:

@@ -567,17 +567,23 @@ class InferenceSession:
 
     def _find_shift(self, name, frame, nchanged):
         """(shift, changed count) when the frame is the reference translated and that leaves
-        less than half the change; the mask is then in self._diff_masks[name]."""
+        less than half the change; the mask is then in self._diff_masks[name]. The last shift
+        found is tried first: streams move at a steady hop or scroll speed."""
         st = self._storage[name]
         f3 = frame.reshape(st.C, st.H, st.W)
         r3 = self._ref_frames[name].reshape(st.C, st.H, st.W)
-        best = None
         scratch = self._shift_scratch[name]
-        for d in sh.detect(f3, r3):
-            count = sh.shifted_diff(f3, r3, d[0], d[1], scratch)
-            if count < nchanged // 2 and (best is None or count < best[1]):
-                best = (d, count)
-                np.copyto(self._diff_masks[name], scratch)
+        best = None
+        last = getattr(self, "_last_found_shift", None)
+        for d in ([last] if last else []) + [None]:
+            for cand in ([d] if d is not None else sh.detect(f3, r3)):
+                count = sh.shifted_diff(f3, r3, cand[0], cand[1], scratch)
+                if count < nchanged // 2 and (best is None or count < best[1]):
+                    best = (cand, count)
+                    np.copyto(self._diff_masks[name], scratch)
+            if best is not None:
+                break
+        self._last_found_shift = best[0] if best else None
         return best
 
     def _update_mirrors(self, full: bool) -> None:

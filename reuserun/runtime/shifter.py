@@ -29,6 +29,15 @@ class Shifter:
         self.supported = not any(isinstance(s, StackConvStep) for s in program)
         self.rules = [self._rule(step) for step in program]
         self.parent = _concat_parents(graph, storage)
+        self._plans: dict = {}  # (input, shift) -> ShiftPlan: streams repeat one hop
+
+    def plan(self, moved_input, d) -> ShiftPlan:
+        key = (id(moved_input), tuple(d))
+        if key not in self._plans:
+            if len(self._plans) > 64:
+                self._plans.clear()
+            self._plans[key] = self._make_plan(moved_input, d)
+        return self._plans[key]
 
     @staticmethod
     def _rule(step):
@@ -43,7 +52,7 @@ class Shifter:
             return "fixed"  # mixes positions: recomputed whole when a spatial input moved
         return None
 
-    def plan(self, moved_input, d) -> ShiftPlan:
+    def _make_plan(self, moved_input, d) -> ShiftPlan:
         shifts = {id(moved_input): tuple(d)}
         modes, moves, exposed = [], [], []
 
