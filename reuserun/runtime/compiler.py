@@ -238,8 +238,7 @@ def build_pool(node, cx: Compiler):
 def build_global_pool(node, cx: Compiler):
     """Global pooling of a spatial tensor: one pooling window over the whole map, into a 1x1
     spatial output (so squeeze-excite convs read it without a layout change)."""
-    x_shape = cx.shape(node.inputs[0])
-    if not cx.can_be_spatial(node.inputs[0]) or len(x_shape) != 4:
+    if not cx.can_be_spatial(node.inputs[0]) or not cx.can_be_spatial(node.outputs[0]):
         return fallback(node, cx)
     x, y = cx.spatial(node.inputs[0]), cx.new_spatial(node.outputs[0])
     kernel = kel.GlobalPoolKernel(x.buf, x.off, y.buf, y.off, x.C, node.op == "global_maxpool")
@@ -422,7 +421,7 @@ def build_flatten(node, cx: Compiler):
     per-pixel partial sums, so a frame pays for the pixels that changed."""
     x = cx.storage[node.inputs[0]]
     users = [n for n in cx.graph.nodes if node.outputs[0] in n.inputs]
-    if x.kind != "spatial" or x.rank != 4 or node.attrs.get("axis", 1) != 1 or len(users) != 1 \
+    if x.kind != "spatial" or node.attrs.get("axis", 1) != 1 or len(users) != 1 \
             or node.outputs[0] in cx.graph.outputs:
         return fallback(node, cx)
     gemm = users[0]

@@ -14,7 +14,7 @@ import numpy as np
 from reuserun import ir
 from reuserun.frontend import load_model
 from reuserun.frontend.loader import _parse
-from reuserun.kernels import region
+from reuserun.kernels import planner, region
 from reuserun.plan.policies import make_policy
 from reuserun.runtime.compiler import Compiler, frame_stack_inputs
 from reuserun.runtime.fuse import fuse
@@ -556,9 +556,9 @@ class InferenceSession:
                 computed.append(step.run(False, self._policy, self.threads))
             for o, boxes in exposed:
                 for b in boxes:  # stale values moved in from nowhere: changed, whatever they hold
-                    region.fill(o.mask, o.W, *b, 1)
+                    planner.fill_box(o.mask, o.W, *b, 1)
                 if boxes:
-                    o.rescan(_union_boxes(boxes + ([o.box] if o.box else [])))
+                    o.rescan(_union_boxes(boxes + [o.box]) if o.box else _union_boxes(boxes))
         return computed
 
     def _can_shift(self) -> bool:

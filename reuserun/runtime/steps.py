@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from reuserun.ir import Node
-from reuserun.kernels import region
+from reuserun.kernels import planner, region
 from reuserun.runtime.numpy_ops import NUMPY_OPS
 
 
@@ -35,6 +35,13 @@ class KernelStep:
         self.pix = np.empty(self.npix, np.int32)
         if reach.kind == "window":
             self.tmp = np.zeros(self.OH * inputs[0].W, np.uint8)
+        # the auto policy's pixel-exact planning in one native call, where the rule allows it
+        self.planner = None
+        if reach.kind == "same":
+            self.planner = planner.PixelPlanner(0, self.OH, self.OW, self.reach_mask, self.pix)
+        elif reach.kind == "window" and all(ax.monotone for ax in reach._axes):
+            self.planner = planner.PixelPlanner(1, self.OH, self.OW, self.reach_mask, self.pix, self.tmp,
+                                                reach.ylo, reach.yhi, reach.xlo, reach.xhi)
         self.thr = 0.0  # per-layer truncation threshold; 0 keeps results exact
         self.journal = None
 
@@ -76,6 +83,8 @@ class KernelStep:
         worst)."""
         if any(v.changed for v in self.vector_inputs):
             return -1, None
+        if self.planner is not None and policy.name == "auto":
+            return self.planner.plan(self.inputs, bands)
         changed = [s for s in self.inputs if s.nchanged]
         if not changed and not bands:
             return 0, None

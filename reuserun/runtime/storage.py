@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reuserun.kernels import region
+from reuserun.kernels import planner, region
 from reuserun.plan.rules import spatial_hw
 
 
@@ -55,13 +55,13 @@ class Spatial:
 
     def clear(self) -> None:
         if self.nchanged:
-            region.fill(self.mask, self.W, *self.box, 0)
+            planner.fill_box(self.mask, self.W, *self.box, 0)
             self.nchanged = 0
             self.box = None
 
     def rescan(self, box) -> None:
         """Count the marked pixels, which all lie inside `box`, and tighten the box."""
-        self.nchanged, self.box = region.scan(self.mask, self.W, *box)
+        self.nchanged, self.box = planner.scan_box(self.mask, self.W, *box)
 
     @property
     def changed(self) -> bool:

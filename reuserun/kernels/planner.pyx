@@ -1,0 +1,184 @@
+# Pixel-exact planning for one kernel step in one call (the auto policy's common case): which
+# output positions the inputs' change masks reach, plus forced bands, as a pixel list. It does
+# what reach + copy_box + to_pixels in region.pyx do, holding raw pointers bound once, because
+# on small or sparse frames the per-call cost of those Python-level calls outweighs the work.
+cimport numpy as cnp
+from libc.stdint cimport int32_t, uint8_t
+from libc.string cimport memset
+
+cnp.import_array()
+
+
+cdef inline uint8_t *u8(object a) except NULL:
+    if not (cnp.PyArray_Check(a) and cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ITEMSIZE(a) == 1):
+        raise ValueError("masks must be C-contiguous uint8 arrays")
+    return <uint8_t *> cnp.PyArray_DATA(a)
+
+
+cdef inline int32_t *i32(object a) except NULL:
+    if not (cnp.PyArray_Check(a) and cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ITEMSIZE(a) == 4):
+        raise ValueError("index arrays must be C-contiguous int32")
+    return <int32_t *> cnp.PyArray_DATA(a)
+
+
+def fill_box(mask, int W, int y0, int y1, int x0, int x1, int value):
+    cdef uint8_t *m = u8(mask)
+    cdef int y
+    for y in range(y0, y1):
+        memset(m + <size_t> y * W + x0, value, x1 - x0)
+
+
+def scan_box(mask, int W, int y0, int y1, int x0, int x1):
+    """(count, tight box or None) of the marked pixels inside the box."""
+    cdef const uint8_t *m = u8(mask)
+    cdef int y, x, ty0 = y1, ty1 = -1, tx0 = x1, tx1 = -1
+    cdef long n = 0, row
+    with nogil:
+        for y in range(y0, y1):
+            row = 0
+            for x in range(x0, x1):
+                if m[<size_t> y * W + x]:
+                    row += 1
+                    if x < tx0:
+                        tx0 = x
+                    if x > tx1:
+                        tx1 = x
+            if row:
+                n += row
+                if y < ty0:
+                    ty0 = y
+                ty1 = y
+    if n == 0:
+        return 0, None
+    return n, (ty0, ty1 + 1, tx0, tx1 + 1)
+
+
+cdef int first_at_least(const int32_t *a, int n, int v) noexcept nogil:
+    """First index i with a[i] >= v (a non-decreasing), n when none."""
+    cdef int lo = 0, hi = n, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] < v:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef class PixelPlanner:
+    """Plans one step's output pixels at pixel granularity. kind 0: an output position depends on
+    the same position of each input; kind 1: on a window of input 0 given by monotone per-axis
+    ranges ylo..yhi, xlo..xhi (inclusive, unclipped)."""
+    cdef int kind, OH, OW
+    cdef const int32_t *ylo
+    cdef const int32_t *yhi
+    cdef const int32_t *xlo
+    cdef const int32_t *xhi
+    cdef uint8_t *reach
+    cdef uint8_t *tmp
+    cdef int32_t *pix
+    cdef double dense_above
+    cdef object keep
+
+    def __init__(self, int kind, int OH, int OW, reach_mask, pix, tmp=None, ylo=None, yhi=None,
+                 xlo=None, xhi=None, double dense_above=0.8):
+        self.kind, self.OH, self.OW, self.dense_above = kind, OH, OW, dense_above
+        self.keep = (reach_mask, pix, tmp, ylo, yhi, xlo, xhi)
+        self.reach = u8(reach_mask)
+        self.pix = i32(pix)
+        if kind == 1:
+            self.tmp = u8(tmp)
+            self.ylo, self.yhi, self.xlo, self.xhi = i32(ylo), i32(yhi), i32(xlo), i32(xhi)
+
+    def plan(self, list inputs, bands):
+        """(count, box) of the pixels written to pix: count 0 when nothing is reached, -1 when an
+        input changed everywhere, npix (with pix = every pixel) when the reach covers most of
+        the output (then computing it whole, comparing, is cheaper than listing it)."""
+        cdef int y0 = self.OH, y1 = 0, x0 = self.OW, x1 = 0, ny = 0
+        cdef int sy0 = 0, sy1 = 0, sx0 = 0, sx1 = 0, W = 0, src_single = 0
+        cdef int ry0 = 0, ry1 = 0, rx0 = 0, rx1 = 0, has_reach = 0
+        cdef int oy, ox, iy, x, lo, hi, b0, b1, b2, b3, y, nin = 0
+        cdef long count = 0, npix = <long> self.OH * self.OW
+        cdef const uint8_t *src = NULL
+        cdef uint8_t *r = self.reach
+        cdef uint8_t v
+        changed = []
+        for s in inputs:
+            if s.nchanged:
+                if s.nchanged == s.npix:
+                    return -1, None
+                changed.append(s)
+        nb = 0 if bands is None else len(bands)
+        if not changed and nb == 0:
+            return 0, None
+        if self.kind == 0:
+            for s in changed:
+                b = s.box
+                y0, y1, x0, x1 = min(y0, b[0]), max(y1, b[1]), min(x0, b[2]), max(x1, b[3])
+            src_single = len(changed) == 1 and nb == 0
+        else:
+            if changed:
+                s = changed[0]
+                b = s.box
+                sy0, sy1, sx0, sx1 = b
+                W = s.W
+                src = u8(s.mask)
+                ry0 = first_at_least(self.yhi, self.OH, sy0)
+                ry1 = first_at_least(self.ylo, self.OH, sy1)  # first with ylo > sy1 - 1
+                rx0 = first_at_least(self.xhi, self.OW, sx0)
+                rx1 = first_at_least(self.xlo, self.OW, sx1)
+                has_reach = ry0 < ry1 and rx0 < rx1
+                if has_reach:
+                    y0, y1, x0, x1 = ry0, ry1, rx0, rx1
+        for i in range(nb):
+            b = bands[i]
+            y0, y1, x0, x1 = min(y0, b[0]), max(y1, b[1]), min(x0, b[2]), max(x1, b[3])
+        if y0 >= y1 or x0 >= x1:
+            return 0, None
+        if src_single:
+            r = u8(changed[0].mask)
+        else:
+            for y in range(y0, y1):
+                memset(r + <size_t> y * self.OW + x0, 0, x1 - x0)
+            if self.kind == 0:
+                for s in changed:
+                    b = s.box
+                    src = u8(s.mask)
+                    for y in range(b[0], b[1]):
+                        for x in range(b[2], b[3]):
+                            r[<size_t> y * self.OW + x] |= src[<size_t> y * self.OW + x]
+            elif has_reach:
+                with nogil:
+                    for oy in range(ry0, ry1):
+                        memset(self.tmp + <size_t> oy * W + sx0, 0, sx1 - sx0)
+                        lo = max(self.ylo[oy], sy0)
+                        hi = min(self.yhi[oy], sy1 - 1)
+                        for iy in range(lo, hi + 1):
+                            for x in range(sx0, sx1):
+                                self.tmp[<size_t> oy * W + x] |= src[<size_t> iy * W + x]
+                        for ox in range(rx0, rx1):
+                            lo = max(self.xlo[ox], sx0)
+                            hi = min(self.xhi[ox], sx1 - 1)
+                            v = 0
+                            for x in range(lo, hi + 1):
+                                if self.tmp[<size_t> oy * W + x]:
+                                    v = 1
+                                    break
+                            r[<size_t> oy * self.OW + ox] = v
+            for i in range(nb):
+                b0, b1, b2, b3 = bands[i]
+                for y in range(b0, b1):
+                    memset(r + <size_t> y * self.OW + b2, 1, b3 - b2)
+        with nogil:
+            for y in range(y0, y1):
+                for x in range(x0, x1):
+                    if r[<size_t> y * self.OW + x]:
+                        self.pix[count] = y * self.OW + x
+                        count += 1
+        if count == 0:
+            return 0, None
+        if count > self.dense_above * npix:
+            for i in range(npix):
+                self.pix[i] = i
+            return npix, (0, self.OH, 0, self.OW)
+        return count, (y0, y1, x0, x1)
