@@ -311,3 +311,34 @@ cdef inline void _move_row(float *base, int W, int L, int off, int C, int ydst, 
     for i in range(n):
         x = xa + i if dx >= 0 else xb - 1 - i
         memmove(d + <size_t> x * L, s + <size_t> (x + dx) * L, C * sizeof(float))
+
+
+def diff_shifted(const float[:, ::1] frame, const float[:, ::1] ref, int H, int W, int dy, int dx,
+                 uint8_t[::1] mask, int threads):
+    """Mark pixels of the (C, H*W) frame whose bits differ from the reference's pixel at
+    (y + dy, x + dx), and those with no such pixel (the exposed band). Returns (marked,
+    non-finite values in the frame), like diff_frame for a frame that is the reference moved."""
+    cdef int C = frame.shape[0], y, x, c, q, nt = rr_num_threads(threads)
+    cdef long changed = 0, bad = 0
+    cdef const uint32_t *fb = <const uint32_t *> &frame[0, 0]
+    cdef const uint32_t *rb = <const uint32_t *> &ref[0, 0]
+    cdef size_t npix = <size_t> H * W, p
+    cdef uint8_t m
+    with nogil:
+        for y in prange(H, num_threads=nt if npix > 16384 and H > 1 else 1, schedule="static"):
+            for x in range(W):
+                p = <size_t> y * W + x
+                for c in range(C):
+                    bad += (fb[c * npix + p] & 0x7f800000u) == 0x7f800000u
+                if y + dy < 0 or y + dy >= H or x + dx < 0 or x + dx >= W:
+                    m = 1
+                else:
+                    q = (y + dy) * W + x + dx
+                    m = 0
+                    for c in range(C):
+                        if fb[c * npix + p] != rb[c * npix + q]:
+                            m = 1
+                            break
+                mask[p] = m
+                changed += m
+    return changed, bad

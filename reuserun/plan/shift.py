@@ -23,7 +23,7 @@ Shift = tuple  # (dy, dx) in the tensor's own positions; None: the cache cannot 
 def detect(frame: np.ndarray, ref: np.ndarray, max_shift: int | None = None) -> list[tuple[int, int]]:
     """Candidate translations (dy, dx), most votes first, such that frame[:, y, x] looks like
     ref[:, y + dy, x + dx]: pure vertical ones from matching row hashes, pure horizontal ones from
-    column hashes. Candidates only; the caller verifies them exactly."""
+    column hashes. Candidates only; the caller verifies them exactly (region.diff_shifted)."""
     C, H, W = frame.shape
     rng = np.random.default_rng(12345)
     out = []
@@ -54,26 +54,6 @@ def _votes(new: np.ndarray, old: np.ndarray, max_shift: int | None, keep: int = 
         tally[n + max_shift + 1:] = 0
     best = np.argsort(tally)[::-1][:keep]
     return [int(b - n) for b in best if tally[b] >= max(2, hit.sum() // 8)]
-
-
-def shifted_diff(frame: np.ndarray, ref: np.ndarray, dy: int, dx: int, mask: np.ndarray) -> int:
-    """Mark (in mask, H*W uint8) every position whose pixel is not ref's pixel at (y+dy, x+dx):
-    where the bits differ, and the exposed band with no counterpart. Returns the count."""
-    C, H, W = frame.shape
-    m = mask.reshape(H, W)
-    m[:] = 1
-    ys, yr = _overlap(H, dy)
-    xs, xr = _overlap(W, dx)
-    if ys.start < ys.stop and xs.start < xs.stop:
-        a = frame[:, ys, xs].view(np.uint32)
-        b = ref[:, yr, xr].view(np.uint32)
-        m[ys, xs] = np.any(a != b, axis=0)
-    return int(np.count_nonzero(m))
-
-
-def _overlap(n: int, d: int) -> tuple[slice, slice]:
-    """Destination and source slices along an axis of length n for new[i] = old[i + d]."""
-    return slice(max(0, -d), n - max(0, d)), slice(max(0, d), n + min(0, d))
 
 
 # --- per-op rules -----------------------------------------------------------------------------

@@ -554,11 +554,10 @@ class InferenceSession:
                 computed.append(step.run(False, self._policy, self.threads, bands))
             else:
                 computed.append(step.run(False, self._policy, self.threads))
-            for o, boxes in exposed:
+            for o, boxes, ubox in exposed:
                 for b in boxes:  # stale values moved in from nowhere: changed, whatever they hold
                     planner.fill_box(o.mask, o.W, *b, 1)
-                if boxes:
-                    o.rescan(_union_boxes(boxes + [o.box]) if o.box else _union_boxes(boxes))
+                o.rescan(_union_boxes((ubox, o.box)) if o.box else ubox)
         return computed
 
     def _can_shift(self) -> bool:
@@ -570,16 +569,18 @@ class InferenceSession:
         less than half the change; the mask is then in self._diff_masks[name]. The last shift
         found is tried first: streams move at a steady hop or scroll speed."""
         st = self._storage[name]
-        f3 = frame.reshape(st.C, st.H, st.W)
-        r3 = self._ref_frames[name].reshape(st.C, st.H, st.W)
+        ref = self._ref_frames[name]
+        f2 = frame.reshape(st.C, -1)
         scratch = self._shift_scratch[name]
         best = None
         last = getattr(self, "_last_found_shift", None)
-        for d in ([last] if last else []) + [None]:
-            for cand in ([d] if d is not None else sh.detect(f3, r3)):
-                count = sh.shifted_diff(f3, r3, cand[0], cand[1], scratch)
+        for cands in ([last] if last else [], None):
+            if cands is None:
+                cands = sh.detect(f2.reshape(st.C, st.H, st.W), ref.reshape(st.C, st.H, st.W))
+            for d in cands:
+                count, _ = region.diff_shifted(f2, ref, st.H, st.W, d[0], d[1], scratch, self.threads)
                 if count < nchanged // 2 and (best is None or count < best[1]):
-                    best = (cand, count)
+                    best = (d, count)
                     np.copyto(self._diff_masks[name], scratch)
             if best is not None:
                 break

@@ -20,7 +20,7 @@ NORMAL, FULL, BANDS = 0, 1, 2
 class ShiftPlan:
     modes: list                      # per step: (NORMAL | FULL | BANDS, bands)
     moves: list                      # (storage, (dy, dx)) caches to move before the steps run
-    exposed: list = field(default_factory=list)  # per step: [(storage, boxes)] to mark changed
+    exposed: list = field(default_factory=list)  # per step: [(storage, boxes, their union)] to mark changed
 
 
 class Shifter:
@@ -80,7 +80,8 @@ class Shifter:
                 shifts[id(o)] = out_d
             modes.append((mode, bands))
             moving = out_d is not None and out_d != (0, 0) and mode != FULL
-            exposed.append([(o, sh.exposed(out_d, o.H, o.W)) for o in outs] if moving else [])
+            exposed.append([(o, boxes, _union(boxes)) for o in outs
+                            for boxes in [sh.exposed(out_d, o.H, o.W)] if boxes] if moving else [])
         seen = set()
         for s_id, dd in shifts.items():
             st = self._storage_by_id(s_id)
@@ -106,6 +107,10 @@ class Shifter:
     def apply(plan: ShiftPlan, threads: int) -> None:
         for st, (dy, dx) in plan.moves:
             region.move(st.buf, st.off, st.C, dy, dx, threads)
+
+
+def _union(boxes):
+    return (min(b[0] for b in boxes), max(b[1] for b in boxes), min(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
 def _concat_parents(graph, storage) -> dict:
