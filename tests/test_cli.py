@@ -40,3 +40,15 @@ def test_bad_model_path():
 def test_unknown_source():
     with pytest.raises(ValueError, match="unknown source"):
         cli.main(["bench", "--source", "webcam", "--frames", "2", "--size", "64", "--no-progress"])
+
+
+def test_bench_1d_model_on_audio_windows(tmp_path, capsys):
+    out = tmp_path / "kws.json"
+    assert cli.main(["bench", "builtin:kws", "--size", "4000", "--frames", "4", "--no-progress",
+                     "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["source"].startswith("synthetic-audio")
+    auto = next(r for r in res["results"] if r["policy"] == "auto")
+    assert auto["max_abs_err"] < 1e-4 and auto["mac_fraction"] < 0.5
+    with pytest.raises(ValueError, match="audio source needs a path"):
+        cli.main(["bench", "builtin:kws", "--size", "4000", "--frames", "2", "--source", "audio:"])
