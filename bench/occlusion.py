@@ -12,7 +12,6 @@ its map is checked against reuserun's.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,9 +20,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
-import reuserun  # noqa: E402
-from reuserun.bench import interleaved, ort_session  # noqa: E402
-from reuserun.occlusion import occlusion_map, window_starts  # noqa: E402
+import reuserun
+from reuserun.bench import interleaved, markdown_table, ort_session, save_report
+from reuserun.occlusion import occlusion_map, window_starts
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -108,13 +107,13 @@ def bench_model(name: str, patch: int, stride: int, threads: int, captum_batch: 
 
 
 def table(rows) -> str:
-    lines = ["| model | windows | mac_fraction | ideal | vs onnxruntime (declared box) | (diffed) | vs Captum | map err vs Captum |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['model']} | {r['windows']} | {r['mac_fraction']:.3f} | {r['ideal_speedup']:.2f}x | "
-                     f"{r['speedup_vs_onnxruntime']:.2f}x | {r['speedup_diff_vs_onnxruntime']:.2f}x | "
-                     f"{r['speedup_vs_captum']:.2f}x | {r['map_rel_err_vs_captum']:.1e} |")
-    return "\n".join(lines)
+    return markdown_table([
+        ("model", lambda r: r["model"]), ("windows", lambda r: str(r["windows"])),
+        ("mac_fraction", lambda r: f"{r['mac_fraction']:.3f}"), ("ideal", lambda r: f"{r['ideal_speedup']:.2f}x"),
+        ("vs onnxruntime (declared box)", lambda r: f"{r['speedup_vs_onnxruntime']:.2f}x"),
+        ("(diffed)", lambda r: f"{r['speedup_diff_vs_onnxruntime']:.2f}x"),
+        ("vs Captum", lambda r: f"{r['speedup_vs_captum']:.2f}x"),
+        ("map err vs Captum", lambda r: f"{r['map_rel_err_vs_captum']:.1e}")], rows)
 
 
 def main(argv=None) -> int:
@@ -129,10 +128,7 @@ def main(argv=None) -> int:
     rows = [bench_model(m, args.patch, args.stride, args.threads, args.captum_batch) for m in args.models.split(",")]
     md = table(rows)
     print(md)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out + ".json").write_text(json.dumps(rows, indent=2))
-    Path(args.out + ".md").write_text(md + "\n")
-    print(f"wrote {args.out}.json and .md")
+    save_report(args.out, rows, md)
     return 0
 
 

@@ -15,7 +15,6 @@ is checked against onnxruntime and against reuserun's own dense policy (bit-iden
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -23,9 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
-import reuserun  # noqa: E402
-from reuserun import streams, zoo  # noqa: E402
-from reuserun.bench import interleaved, ort_session  # noqa: E402
+import reuserun
+from reuserun import streams, zoo
+from reuserun.bench import interleaved, markdown_table, ort_session, save_report
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -93,13 +92,12 @@ def run_case(name: str, model, frames: list, threads: int) -> dict:
 
 
 def table(rows) -> str:
-    lines = ["| case | frames | shift found | mac_fraction | ideal | speedup (shift) | without shift | dense | max abs err |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['case']} | {r['frames']} | {r['shift_found']:.0%} | {r['mac_fraction']:.4f} | "
-                     f"{r['ideal']:.1f}x | {r['speedup']:.2f}x | {r['speedup_no_shift']:.2f}x | "
-                     f"{r['speedup_dense']:.2f}x | {r['max_abs_err_vs_onnxruntime']:.1e} |")
-    return "\n".join(lines)
+    return markdown_table([
+        ("case", lambda r: r["case"]), ("frames", lambda r: str(r["frames"])),
+        ("shift found", lambda r: f"{r['shift_found']:.0%}"), ("mac_fraction", lambda r: f"{r['mac_fraction']:.4f}"),
+        ("ideal", lambda r: f"{r['ideal']:.1f}x"), ("speedup (shift)", lambda r: f"{r['speedup']:.2f}x"),
+        ("without shift", lambda r: f"{r['speedup_no_shift']:.2f}x"), ("dense", lambda r: f"{r['speedup_dense']:.2f}x"),
+        ("max abs err", lambda r: f"{r['max_abs_err_vs_onnxruntime']:.1e}")], rows)
 
 
 def main(argv=None) -> int:
@@ -126,10 +124,7 @@ def main(argv=None) -> int:
         rows.append(run_case(f"dbnet 320, scroll {args.scroll} px", dbnet_320(), frames, args.threads))
     md = table(rows)
     print(md)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out + ".json").write_text(json.dumps(rows, indent=2))
-    Path(args.out + ".md").write_text(md + "\n")
-    print(f"wrote {args.out}.json and .md")
+    save_report(args.out, rows, md)
     return 0
 
 

@@ -123,3 +123,20 @@ def format_table(res: BenchResult) -> str:
         lines.append(f"{r.policy:<8} {r.ms_per_frame:>9.2f} {r.speedup:>7.2f}x {r.mac_fraction:>9.4f} "
                      f"{r.ideal_speedup:>6.1f}x {r.changed_fraction:>8.4f} {r.max_abs_err:>9.2e}")
     return "\n".join(lines)
+
+
+def markdown_table(columns, rows) -> str:
+    """A markdown table: columns is [(title, row -> cell text)]."""
+    lines = ["| " + " | ".join(t for t, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r) for _, fmt in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def save_report(prefix: str, data, md: str) -> None:
+    """Write PREFIX.json and PREFIX.md (creating the folder) and say so."""
+    import json
+    from pathlib import Path
+    Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+    Path(prefix + ".json").write_text(json.dumps(data, indent=2))
+    Path(prefix + ".md").write_text(md + "\n")
+    print(f"wrote {prefix}.json and {prefix}.md")

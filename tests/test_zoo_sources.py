@@ -60,7 +60,8 @@ def test_zoo_layouts():
     assert {"ConvTranspose", "Resize", "Sigmoid"} <= ops(zoo.unet_like(64))
     assert [n.op_type for n in zoo.atari_policy(2, 3, 9, 9, 2).graph.node] == [
         "Conv", "Relu", "Conv", "Relu", "Flatten", "Gemm", "Softmax"]
-    assert set(zoo.MODELS) == {"yolo", "resnet", "mobilenet", "unet"}
+    assert set(zoo.MODELS) == {"yolo", "resnet", "mobilenet", "unet", "kws"}
+    assert [n.op_type for n in zoo.kws_1d(1600).graph.node].count("Conv") == 5
     # Same seed, same weights.
     assert zoo.resnet_like(64).SerializeToString() == zoo.resnet_like(64).SerializeToString()
 

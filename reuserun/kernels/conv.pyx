@@ -77,6 +77,10 @@ def pad_channels(v, groups, cout, nocb, fill=0.0):
     return out.reshape(-1)
 
 
+# below this many multiply-adds a kernel call runs on one thread
+cdef long SERIAL_MACS = 1 << 17
+
+
 cdef class ConvKernel:
     """A conv (or transposed conv) bound to its input and output buffers.
 
@@ -178,6 +182,8 @@ cdef class ConvKernel:
         cdef bint block_major = nblk * k * RR_NR > <long> n * k * self.c.groups
         if nitems < nt:
             nt = max(1, nitems)
+        if <long> n * k * nblk * RR_NR < SERIAL_MACS:
+            nt = 1  # a fork/join costs more than this much work (far more when cores are busy)
         with nogil:
             for item in prange(nitems, num_threads=nt, schedule="static"):
                 if block_major:
@@ -239,7 +245,7 @@ cdef class DepthwiseKernel:
         cdef int nt = rr_num_threads(threads), i
         if n <= 0:
             return
-        if n < 64:
+        if n < 64 or <long> n * self.c.kh * self.c.kw * self.cpad < SERIAL_MACS:
             nt = 1
         with nogil:
             for i in prange(n, num_threads=nt, schedule="static"):

@@ -21,9 +21,10 @@ Shift = tuple  # (dy, dx) in the tensor's own positions; None: the cache cannot 
 
 
 def detect(frame: np.ndarray, ref: np.ndarray, max_shift: int | None = None) -> list[tuple[int, int]]:
-    """Candidate translations (dy, dx), most votes first, such that frame[:, y, x] looks like
-    ref[:, y + dy, x + dx]: pure vertical ones from matching row hashes, pure horizontal ones from
-    column hashes. Candidates only; the caller verifies them exactly (region.diff_shifted)."""
+    """Candidate translations (dy, dx) such that frame[:, y, x] looks like ref[:, y + dy, x + dx]:
+    pure vertical ones from matching row hashes, pure horizontal ones from column hashes, and any
+    other from phase correlation. Candidates only; the caller verifies them exactly
+    (region.diff_shifted)."""
     C, H, W = frame.shape
     rng = np.random.default_rng(12345)
     out = []
@@ -32,7 +33,29 @@ def detect(frame: np.ndarray, ref: np.ndarray, max_shift: int | None = None) -> 
         out += [(d, 0) for d in _votes(np.einsum("chw,cw->h", frame, w), np.einsum("chw,cw->h", ref, w), max_shift)]
     w = rng.standard_normal((C, H))
     out += [(0, d) for d in _votes(np.einsum("chw,ch->w", frame, w), np.einsum("chw,ch->w", ref, w), max_shift)]
+    if H > 1 and W > 1:
+        d = _phase_correlation(frame.sum(axis=0), ref.sum(axis=0))
+        if d is not None and d not in out:
+            out.append(d)
     return out
+
+
+def _phase_correlation(new: np.ndarray, old: np.ndarray):
+    """The (dy, dx) with new[y, x] ~ old[y + dy, x + dx] from the peak of the normalised cross
+    power spectrum (a diagonal pan, which row and column hashes cannot see), or None."""
+    a = np.fft.rfft2(new - new.mean())
+    b = np.fft.rfft2(old - old.mean())
+    g = a * np.conj(b)
+    g /= np.maximum(np.abs(g), 1e-12)
+    r = np.fft.irfft2(g, s=new.shape)
+    py, px = np.unravel_index(int(np.argmax(r)), r.shape)
+    if r[py, px] < 0.1:  # no dominant translation
+        return None
+    H, W = new.shape
+    sy = py - H if py > H // 2 else py
+    sx = px - W if px > W // 2 else px
+    d = (-int(sy), -int(sx))
+    return None if d == (0, 0) else d
 
 
 def _votes(new: np.ndarray, old: np.ndarray, max_shift: int | None, keep: int = 2) -> list[int]:

@@ -15,10 +15,10 @@ from reuserun import ir
 from reuserun.frontend import load_model
 from reuserun.frontend.loader import _parse
 from reuserun.kernels import planner, region
+from reuserun.plan import shift as sh
 from reuserun.plan.policies import make_policy
 from reuserun.runtime.compiler import Compiler, frame_stack_inputs
 from reuserun.runtime.fuse import fuse
-from reuserun.plan import shift as sh
 from reuserun.runtime.journal import Journal
 from reuserun.runtime.shifter import BANDS, FULL, Shifter
 
@@ -47,7 +47,7 @@ class CompiledModel:
         self.packed: dict = {}
 
 
-_MODELS: "weakref.WeakValueDictionary[tuple, CompiledModel]" = weakref.WeakValueDictionary()
+_MODELS: weakref.WeakValueDictionary[tuple, CompiledModel] = weakref.WeakValueDictionary()
 _MODELS_LOCK = threading.Lock()
 
 
@@ -303,7 +303,7 @@ class InferenceSession:
                             progress(done, B)
         return [np.concatenate([r[j] for r in results], axis=0) for j in range(len(results[0]))]
 
-    def fork(self) -> "InferenceSession":
+    def fork(self) -> InferenceSession:
         """A session sharing this one's weights, with its own copy of the cache: what it runs
         next is incremental against this session's reference."""
         with self._lock:
@@ -589,7 +589,7 @@ class InferenceSession:
 
     def _update_mirrors(self, full: bool) -> None:
         """Channels-first copies of spatial outputs, updated where they changed."""
-        for name, (st, mirror) in self._mirrors.items():
+        for st, mirror in self._mirrors.values():
             if full or st.nchanged:
                 lo, hi = (0, st.npix) if full else (st.box[0] * st.W, st.box[1] * st.W)
                 region.to_channels_first(st.buf, st.off, st.C, None if full else st.mask,

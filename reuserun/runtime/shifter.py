@@ -10,8 +10,15 @@ from dataclasses import dataclass, field
 
 from reuserun.kernels import region
 from reuserun.plan import shift as sh
-from reuserun.runtime.steps import (ConcatStep, FallbackStep, GemvStep, KernelStep, SpatialGemmStep,
-                                     StackConvStep, ToSpatialStep)
+from reuserun.runtime.steps import (
+    ConcatStep,
+    FallbackStep,
+    GemvStep,
+    KernelStep,
+    SpatialGemmStep,
+    StackConvStep,
+    ToSpatialStep,
+)
 
 NORMAL, FULL, BANDS = 0, 1, 2
 
