@@ -103,6 +103,10 @@ class ModelError(ValueError):
     """A model reuserun cannot load: malformed, truncated or with unsupported ops."""
 
 
+class InputError(ValueError):
+    """A frame reuserun refuses; the session's cached state is left as it was."""
+
+
 class UnsupportedOpsError(ModelError):
     """Raised at load time, listing every unsupported op type with its nodes."""
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from reuserun import ir
+from reuserun.ir import InputError
 from reuserun.frontend import load_model
 from reuserun.frontend.loader import _parse
 from reuserun.kernels import planner, region
@@ -19,16 +20,13 @@ from reuserun.plan import shift as sh
 from reuserun.plan.policies import make_policy
 from reuserun.runtime.compiler import Compiler, frame_stack_inputs
 from reuserun.runtime.fuse import fuse
+from reuserun.runtime import variants
 from reuserun.runtime.journal import Journal
 from reuserun.runtime.shifter import BANDS, FULL, Shifter
 
 
 def _union_boxes(boxes):
     return (min(b[0] for b in boxes), max(b[1] for b in boxes), min(b[2] for b in boxes), max(b[3] for b in boxes))
-
-
-class InputError(ValueError):
-    """A frame reuserun refuses; the session's cached state is left as it was."""
 
 
 @dataclass(frozen=True)
@@ -268,40 +266,7 @@ class InferenceSession:
         or a list of B declarations. Returns each output with the B results along axis 0.
         workers > 1 runs the batch on that many forks in parallel threads (the kernels release
         the GIL); progress(done, total) is called after each variant."""
-        if not isinstance(input_feed, dict) or not input_feed:
-            raise InputError("input_feed must be a dict {input name: batch of variants}")
-        sizes = {len(v) for v in input_feed.values()}
-        if len(sizes) != 1:
-            raise InputError(f"every input needs the same number of variants, got {sorted(sizes)}")
-        B = sizes.pop()
-        if changed is not None and len(changed) != B:
-            raise InputError(f"changed lists {len(changed)} declarations for {B} variants")
-
-        def one(sess, i):
-            feed = {k: v[i:i + 1] for k, v in input_feed.items()}
-            return sess.run_variant(output_names, feed, None if changed is None else changed[i])
-
-        results = [None] * B
-        done = 0
-        if workers <= 1:
-            for i in range(B):
-                results[i] = one(self, i)
-                done += 1
-                if progress:
-                    progress(done, B)
-        else:
-            from concurrent.futures import ThreadPoolExecutor
-            forks = self._variant_forks(workers)
-            with ThreadPoolExecutor(workers) as pool:
-                chunks = [pool.submit(lambda w: [(i, one(forks[w], i)) for i in range(w, B, workers)], w)
-                          for w in range(workers)]
-                for c in chunks:
-                    for i, r in c.result():
-                        results[i] = r
-                        done += 1
-                        if progress:
-                            progress(done, B)
-        return [np.concatenate([r[j] for r in results], axis=0) for j in range(len(results[0]))]
+        return variants.run_batch(self, output_names, input_feed, changed, workers, progress)
 
     def fork(self) -> InferenceSession:
         """A session sharing this one's weights, with its own copy of the cache: what it runs
@@ -341,31 +306,8 @@ class InferenceSession:
 
     def _declared(self, changed) -> dict | None:
         """{input name: (H*W,) uint8 mask} from run_variant's `changed`."""
-        if changed is None:
-            return None
-        spatial = [a.name for a in self._input_args if self._storage[a.name].kind == "spatial"]
-        if not isinstance(changed, dict):
-            if len(spatial) != 1:
-                raise InputError("changed must be a dict {input name: mask or boxes} for this model")
-            changed = {spatial[0]: changed}
-        out = {}
-        for name, spec in changed.items():
-            if name not in spatial:
-                raise InputError(f"changed names {name!r}, which is not a spatial input ({spatial})")
-            st = self._storage[name]
-            if isinstance(spec, np.ndarray) and spec.ndim == 2:
-                if spec.shape != (st.H, st.W):
-                    raise InputError(f"changed mask for {name!r} must have shape {(st.H, st.W)}, got {spec.shape}")
-                mask = np.ascontiguousarray(spec != 0, np.uint8).reshape(-1)
-            else:
-                mask = np.zeros(st.npix, np.uint8)
-                for box in spec:
-                    y0, y1, x0, x1 = (int(v) for v in box)
-                    if not (0 <= y0 <= y1 <= st.H and 0 <= x0 <= x1 <= st.W):
-                        raise InputError(f"changed box {box} lies outside {name!r}'s {st.H}x{st.W} grid")
-                    region.fill(mask, st.W, y0, y1, x0, x1, 1)
-            out[name] = mask
-        return out
+        spatial = {a.name: self._storage[a.name] for a in self._input_args if self._storage[a.name].kind == "spatial"}
+        return variants.declared_masks(spatial, changed)
 
     def _load_variant(self, frames, diffs, journal: Journal) -> None:
         """Write a variant's changed positions into the input caches, journaled; the reference
