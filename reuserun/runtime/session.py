@@ -12,15 +12,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from reuserun import ir
-from reuserun.ir import InputError
 from reuserun.frontend import load_model
 from reuserun.frontend.loader import _parse
+from reuserun.ir import InputError
 from reuserun.kernels import planner, region
 from reuserun.plan import shift as sh
 from reuserun.plan.policies import make_policy
+from reuserun.runtime import variants
 from reuserun.runtime.compiler import Compiler, frame_stack_inputs
 from reuserun.runtime.fuse import fuse
-from reuserun.runtime import variants
 from reuserun.runtime.journal import Journal
 from reuserun.runtime.shifter import BANDS, FULL, Shifter
 
