@@ -166,41 +166,63 @@ typedef struct {
 
 /* One output pixel, all channels. Out-of-image taps are skipped; that depends only on the
  * pixel's position, so the order stays fixed per element. */
+/* nb (1..4, a constant after inlining) whole 8-channel blocks of one depthwise output pixel */
+static inline __attribute__((always_inline)) int rr_dw_blocks(
+        const rr_dw_t *c, const float *const *rows, const int *tapidx, int nrows, int cpad, int c0,
+        const int nb, float *dst, float thr) {
+    const v8f zero = vbroadcast(0.0f);
+    v8f a[4] = {zero, zero, zero, zero};
+    for (int k = 0; k < nrows; k++) {
+        const float *xr = rows[k] + c0, *wr = c->w + (size_t)tapidx[k] * cpad + c0;
+        for (int b = 0; b < nb; b++)
+            a[b] = vfma(vload(xr + 8 * b), vload(wr + 8 * b), a[b]);
+    }
+    int changed = 0;
+    for (int b = 0; b < nb; b++) {
+        const int cb = c0 + 8 * b;
+        v8f v = a[b] + vload(c->bias + cb);
+        if (c->act != ACT_NONE)
+            v = vact(c->act, v, c->alpha, c->beta, c->slope ? vload(c->slope + cb) : zero);
+        changed |= rr_store8_tracked(dst + cb, v, thr);
+    }
+    return changed;
+}
+
 static inline void rr_dw_pixel(const rr_dw_t *c, int p, uint8_t *mask, float thr, float *tmp) {
     const int oy = p / c->OW, ox = p % c->OW, C = c->C;
     const int cpad = (C + 7) & ~7;
-    const int ntap = c->kh * c->kw;
     const float *rows[64];
     int nrows = 0, tapidx[64];
-    for (int t = 0; t < ntap && t < 64; t++) {
-        int iy = oy * c->sh - c->pt + (t / c->kw) * c->dh;
-        int ix = ox * c->sw - c->pl + (t % c->kw) * c->dw;
-        if (iy < 0 || iy >= c->H || ix < 0 || ix >= c->W) continue;
-        rows[nrows] = c->x + ((size_t)iy * c->W + ix) * c->ldx;
-        tapidx[nrows++] = t;
+    /* taps in order, row by row, without a division per tap */
+    const int iy0 = oy * c->sh - c->pt, ix0 = ox * c->sw - c->pl;
+    for (int ky = 0, t = 0; ky < c->kh && t < 64; ky++) {
+        const int iy = iy0 + ky * c->dh;
+        if (iy < 0 || iy >= c->H) {
+            t += c->kw;
+            continue;
+        }
+        const float *row = c->x + (size_t)iy * c->W * c->ldx;
+        for (int kx = 0; kx < c->kw && t < 64; kx++, t++) {
+            const int ix = ix0 + kx * c->dw;
+            if (ix < 0 || ix >= c->W) continue;
+            rows[nrows] = row + (size_t)ix * c->ldx;
+            tapidx[nrows++] = t;
+        }
     }
     int changed = 0;
     float *dst = c->y + (size_t)p * c->ldy;
     const v8f zero = vbroadcast(0.0f);
     int c0 = 0;
-    /* four independent accumulators hide the FMA latency; each lane's order is the same */
-    for (; c0 + 32 <= C; c0 += 32) {
-        v8f a0 = zero, a1 = zero, a2 = zero, a3 = zero;
-        for (int k = 0; k < nrows; k++) {
-            const float *xr = rows[k] + c0, *wr = c->w + (size_t)tapidx[k] * cpad + c0;
-            a0 = vfma(vload(xr), vload(wr), a0);
-            a1 = vfma(vload(xr + 8), vload(wr + 8), a1);
-            a2 = vfma(vload(xr + 16), vload(wr + 16), a2);
-            a3 = vfma(vload(xr + 24), vload(wr + 24), a3);
-        }
-        v8f acc[4] = {a0, a1, a2, a3};
-        for (int b = 0; b < 4; b++) {
-            const int cb = c0 + 8 * b;
-            v8f v = acc[b] + vload(c->bias + cb);
-            if (c->act != ACT_NONE)
-                v = vact(c->act, v, c->alpha, c->beta, c->slope ? vload(c->slope + cb) : zero);
-            changed |= rr_store8_tracked(dst + cb, v, thr);
-        }
+    const int cfull = C & ~7;
+    /* whole 8-channel blocks, up to four at a time with independent accumulators (hides the FMA
+       latency); each lane still adds the taps in the same order */
+    for (; c0 + 32 <= cfull; c0 += 32)
+        changed |= rr_dw_blocks(c, rows, tapidx, nrows, cpad, c0, 4, dst, thr);
+    switch ((cfull - c0) / 8) {
+    case 3: changed |= rr_dw_blocks(c, rows, tapidx, nrows, cpad, c0, 3, dst, thr); c0 += 24; break;
+    case 2: changed |= rr_dw_blocks(c, rows, tapidx, nrows, cpad, c0, 2, dst, thr); c0 += 16; break;
+    case 1: changed |= rr_dw_blocks(c, rows, tapidx, nrows, cpad, c0, 1, dst, thr); c0 += 8; break;
+    default: break;
     }
     for (; c0 < cpad; c0 += 8) {
         v8f acc = zero;
