@@ -99,7 +99,7 @@ def plot(results: list[dict], path: Path) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default=",".join(sorted(zoo.MODELS)))
+    p.add_argument("--models", default=",".join(zoo.IMAGE_MODELS))
     p.add_argument("--scenarios", default=",".join(sources.SCENARIOS))
     p.add_argument("--policies", default=",".join(POLICIES))
     p.add_argument("--size", type=int, default=320)

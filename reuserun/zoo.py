@@ -400,7 +400,8 @@ def kws_1d(samples: int = 16000, classes: int = 12, width: int = 32, seed: int =
 
 MODELS = {"yolo": yolo_like, "resnet": resnet_like, "mobilenet": mobilenet_v3_like,
           "unet": unet_like, "kws": kws_1d}
-DEFAULT_SIZES = {"kws": 16000}  # samples for the 1-D model; image models default to 320 px
+DEFAULT_SIZES = {"kws": 16000}
+IMAGE_MODELS = ("mobilenet", "resnet", "unet", "yolo")  # (1, 3, S, S) inputs  # samples for the 1-D model; image models default to 320 px
 
 
 # --- MAC counting ---------------------------------------------------------------------------

@@ -48,7 +48,7 @@ def test_torch_export(name):
     assert fractions[0] == 1.0  # the first frame is dense
 
 
-@pytest.mark.parametrize("name", sorted(set(zoo.MODELS) - {"kws"}))
+@pytest.mark.parametrize("name", zoo.IMAGE_MODELS)
 def test_zoo_models(name):
     model = zoo.MODELS[name](96)
     check_model(model, (1, 3, 96, 96), frames=3)
