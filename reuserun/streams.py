@@ -144,6 +144,8 @@ def audio(arg: str, shape, count, seed):
     resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
     chunks, total = [], 0
     with av.open(path) as container:
+        if not container.streams.audio:
+            raise ValueError(f"{path} has no audio stream")
         for frame in container.decode(audio=0):
             for out in resampler.resample(frame):
                 a = out.to_ndarray().reshape(-1)

@@ -52,3 +52,37 @@ def test_mean_std_preprocessing(clip):
     raw = frames_from_spec(f"video:{clip}", (1, 3, 32, 32), 2)
     norm = frames_from_spec(f"video:{clip}", (1, 3, 32, 32), 2, mean=(0.5, 0.4, 0.3), std=(0.2, 0.2, 0.25))
     np.testing.assert_allclose(norm[1][0, 2], (raw[1][0, 2] - 0.3) / 0.25, rtol=1e-6)
+
+
+def test_audio_file_becomes_sliding_windows(tmp_path):
+    """A 44.1 kHz stereo file, decoded and resampled to 16 kHz mono by PyAV, as windows one hop
+    apart; the KWS net finds the hop and stays exact."""
+    from reuserun.streams import speech_like
+    sig = speech_like(44100, seed=4)
+    path = str(tmp_path / "speech.wav")
+    with av.open(path, "w") as out:
+        stream = out.add_stream("pcm_s16le", rate=44100)
+        stream.layout = "stereo"
+        frame = av.AudioFrame.from_ndarray((np.stack([sig, sig]) * 32767).astype(np.int16).reshape(1, -1),
+                                           format="s16", layout="stereo")
+        frame.sample_rate = 44100
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    frames = frames_from_spec(f"audio:{path}@320", (1, 1, 4000), 5)
+    assert len(frames) == 5 and frames[0].shape == (1, 1, 4000)
+    assert np.array_equal(frames[1][0, 0, :-320], frames[0][0, 0, 320:])
+    assert 0.05 < np.abs(frames[0]).max() <= 1.0
+    model = zoo.kws_1d(4000)
+    sess, dense = reuserun.InferenceSession(model), reuserun.InferenceSession(model, policy="dense")
+    for f in frames:
+        assert sess.run(None, {"audio": f})[0].tobytes() == dense.run(None, {"audio": f})[0].tobytes()
+    assert sess.stats["shift"] == (0, 320)
+
+
+def test_audio_source_errors(clip):
+    with pytest.raises(ValueError, match="audio"):
+        frames_from_spec(f"audio:{clip}", (1, 1, 4000), 2)  # a video with no audio stream
+    with pytest.raises(ValueError, match=r"\(1, 1, L\)"):
+        frames_from_spec("synthetic-audio", (1, 3, 64, 64), 2)
