@@ -25,8 +25,8 @@ from reuserun.runtime.journal import Journal
 from reuserun.runtime.shifter import BANDS, FULL, Shifter
 
 
-def _union_boxes(boxes):
-    return (min(b[0] for b in boxes), max(b[1] for b in boxes), min(b[2] for b in boxes), max(b[3] for b in boxes))
+def _union2(a, b):
+    return (min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3]))
 
 
 @dataclass(frozen=True)
@@ -434,13 +434,22 @@ class InferenceSession:
                     self._plane_masks[name][...] = mask
             elif st.kind == "spatial" and not full:
                 mask = self._diff_masks[name]
-                nchanged, bad = region.diff_frame(v.reshape(st.C, -1), self._ref_frames[name],
-                                                  self.threshold, mask, self.threads)
-                moved = None
-                if not incremental and not bad and nchanged > st.npix // 4 and self._can_shift():
-                    found = self._find_shift(name, v, nchanged)
-                    if found is not None:
-                        moved, nchanged = found
+                moved, last = None, getattr(self, "_last_found_shift", None)
+                if last is not None and not incremental and self._can_shift():
+                    # a steady stream: the last move, verified, without diffing the frame twice
+                    nchanged, bad = region.diff_shifted(v.reshape(st.C, -1), self._ref_frames[name], st.H,
+                                                        st.W, last[0], last[1], mask, self.threads)
+                    if not bad and nchanged < st.npix // 8:
+                        moved = last
+                if moved is None:
+                    nchanged, bad = region.diff_frame(v.reshape(st.C, -1), self._ref_frames[name],
+                                                      self.threshold, mask, self.threads)
+                    if not incremental and not bad and nchanged > st.npix // 4 and self._can_shift():
+                        found = self._find_shift(name, v, nchanged)
+                        if found is not None:
+                            moved, nchanged = found
+                    elif not incremental:
+                        self._last_found_shift = None
                 diffs[name] = (mask, nchanged, moved)
                 if name in self._plane_masks and nchanged and not bad:
                     region.diff_planes(v.reshape(st.C, -1), self._ref_frames[name], self.threshold,
@@ -499,7 +508,7 @@ class InferenceSession:
             for o, boxes, ubox in exposed:
                 for b in boxes:  # stale values moved in from nowhere: changed, whatever they hold
                     planner.fill_box(o.mask, o.W, *b, 1)
-                o.rescan(_union_boxes((ubox, o.box)) if o.box else ubox)
+                o.rescan(_union2(ubox, o.box) if o.box else ubox)
         return computed
 
     def _can_shift(self) -> bool:
