@@ -94,6 +94,8 @@ class EpisodeForward:
         frame = np.asarray(frame)
         if frame.shape != want:
             raise InputError(f"frame has shape {frame.shape}, the net takes {want}")
+        if not np.isfinite(frame).all():  # ReLU would hide a NaN from the logits, not from dW
+            raise InputError("frame has NaN or inf values")
         nhwc = np.ascontiguousarray(frame[0].transpose(1, 2, 0), np.float32).reshape(-1, want[1])
         t = len(self.records)
         if t == 0 or self.dense:

@@ -52,7 +52,10 @@ class ReinforceLearner:
         return softmax(self.fwd.step(frame))
 
     def act(self, frame: np.ndarray, u: float) -> int:
-        a = sample(self.probs(frame), u)
+        """Run the frame and sample an action with uniform draw u; the probabilities stay in
+        last_probs."""
+        self.last_probs = self.probs(frame)
+        a = sample(self.last_probs, u)
         self.actions.append(a)
         return a
 
