@@ -22,7 +22,7 @@ boundary) and the largest difference in action probabilities, a check that both 
 
 Timed: network only (forward, backward, update), the two learners in a random order each step,
 the same thread count for both. Writes markdown tables in the seed's format, JSON and a PNG
-under --out.
+under --out (atari_train_<net>.{md,json,png}).
 
     python bench/atari_train.py --games Pong,Breakout --steps 300          # a quick look
     python bench/atari_train.py --nets d2-40-80,d4-20-40 --steps 3000      # the seed's setting
@@ -194,9 +194,10 @@ def main(argv=None) -> int:
         text.append(tables(net, rows))
         plot(net, rows, out / f"atari_train_{net}.png")
         print(text[-1], flush=True)
-    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    (out / "atari_train.json").write_text(json.dumps(report, indent=1))
-    (out / "atari_train.md").write_text("\n".join(text))
+        report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        # one file pair per net, so nets can be run one at a time
+        (out / f"atari_train_{net}.json").write_text(json.dumps({**report, "nets": {net: rows}}, indent=1))
+        (out / f"atari_train_{net}.md").write_text(text[-1])
     return 0
 
 

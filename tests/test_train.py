@@ -372,7 +372,7 @@ def test_record_memory_is_nodes_plus_per_frame_scalars():
         fwd.step(f)
     chans = [net.input_shape[1]] + [layer.out_shape[2] for layer in net.convs]
     levels = len(chans)
-    nodes_after_first = fwd.node_count() - sum(len(a) for a in fwd.all_pix)
+    nodes_after_first = fwd.node_count() - sum(len(a) for a in fwd.all_pix[1:])
     bound = sum(len(p) * 4 * (1 + c) for rec in fwd.records[1:] for (p, _), c in zip(rec, chans))
     assert fwd.memory_bytes() <= bound + T * 4 * net.fc0_out + 1024 * levels
     dense_copy = T * sum(np.prod(layer.out_shape) * 4 for layer in net.convs)

@@ -126,8 +126,8 @@ class EpisodeForward:
         return acts[-1]
 
     def node_count(self) -> int:
-        """Recomputed positions summed over frames and levels (the input level included)."""
-        return sum(len(p) for rec in self.records for p, _ in rec)
+        """Conv positions recomputed, summed over frames and conv layers (the nodes)."""
+        return sum(len(p) for rec in self.records for p, _ in rec[1:])
 
     def memory_bytes(self) -> int:
         """Bytes held by the episode record: node indices and old values, per-frame head activations."""
