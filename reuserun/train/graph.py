@@ -95,8 +95,12 @@ def _linear(node: ir.Node, g: ir.Graph) -> tuple[np.ndarray, np.ndarray | None]:
 
 def from_onnx(model) -> TrainNet:
     """Read a policy net and its initial weights from an ONNX model (path, bytes or ModelProto)."""
-    proto = model if isinstance(model, onnx.ModelProto) else onnx.load_from_string(
-        model if isinstance(model, (bytes, bytearray)) else open(model, "rb").read())
+    if isinstance(model, onnx.ModelProto):
+        proto = model
+    elif isinstance(model, (bytes, bytearray)):
+        proto = onnx.load_from_string(bytes(model))
+    else:
+        proto = onnx.load(model)
     g = load_model(proto)
     if len(g.inputs) != 1:
         raise ir.ModelError(f"reuserun.train: want one input, the model has {g.inputs}")
@@ -156,6 +160,7 @@ def from_onnx(model) -> TrainNet:
             raise _unsupported(n, "is not supported here")
     if stage != "head":
         raise ir.ModelError("reuserun.train: the model has no Conv ... -> Flatten -> Gemm chain")
+    params = {k: np.array(v, np.float32) for k, v in params.items()}  # own, writable copies
     net = TrainNet(g.inputs[0], tuple(shape), convs, params["fc0.b"].shape[0], head, softmax, params)
     net.onnx_model = proto
     net.export_map = _export_map(proto, net)
