@@ -181,7 +181,6 @@ def main(argv=None) -> int:
     report = {"env": "ALE v5, frameskip 4, sticky actions 0.25, minimal actions", "steps": args.steps,
               "threads": args.threads, "lr": LR, "torch": torch.__version__,
               "cpu": f"{os.cpu_count()} cores", "nets": {}}
-    text = []
     for net in args.nets.split(","):
         rows = []
         for game in args.games.split(","):
@@ -190,14 +189,12 @@ def main(argv=None) -> int:
             print(f"{net} {game:<15} dense {r['net_s']['dense']:.2f}s reuse {r['net_s']['reuse']:.2f}s "
                   f"{r['speedup']:.2f}x nodes {r['node_fraction']:.3f} episodes {r['episodes']} "
                   f"mismatches {r['action_mismatches']}", flush=True)
-        report["nets"][net] = rows
-        text.append(tables(net, rows))
+            # written after every game, so a run cut short keeps what it measured
+            report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            (out / f"atari_train_{net}.json").write_text(json.dumps({**report, "nets": {net: rows}}, indent=1))
+            (out / f"atari_train_{net}.md").write_text(tables(net, rows))
         plot(net, rows, out / f"atari_train_{net}.png")
-        print(text[-1], flush=True)
-        report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        # one file pair per net, so nets can be run one at a time
-        (out / f"atari_train_{net}.json").write_text(json.dumps({**report, "nets": {net: rows}}, indent=1))
-        (out / f"atari_train_{net}.md").write_text(text[-1])
+        print(tables(net, rows), flush=True)
     return 0
 
 
