@@ -37,14 +37,20 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+# Both learners run OpenMP (torch's and reuserun's). On a shared machine, spinning waiters stall a
+# 2-thread region whenever another process holds a core: measured on Amidar (D4, 200 steps) with
+# a neighbour busy, the default policy took 34 s dense / 5.7 s reuse, PASSIVE 1.5 s / 0.15 s.
+# Set before either runtime starts; an explicit setting in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from reuserun import zoo
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from reuserun import zoo  # noqa: E402
 from reuserun.streams import atari_preprocess, make_atari_env
-from reuserun.train import Adam, ReinforceLearner, from_onnx, normalised_returns
-from reuserun.train.reinforce import sample
-from reuserun.train.torch_ref import to_torch
+from reuserun.train import Adam, ReinforceLearner, from_onnx, normalised_returns  # noqa: E402
+from reuserun.train.reinforce import sample  # noqa: E402
+from reuserun.train.torch_ref import to_torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from atari import SEED_GAMES, SIZES  # noqa: E402
@@ -179,6 +185,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"env": "ALE v5, frameskip 4, sticky actions 0.25, minimal actions", "steps": args.steps,
+              "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
               "threads": args.threads, "lr": LR, "torch": torch.__version__,
               "cpu": f"{os.cpu_count()} cores", "nets": {}}
     for net in args.nets.split(","):
