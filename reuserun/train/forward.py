@@ -112,7 +112,7 @@ class EpisodeForward:
             elif len(pix) == 0:
                 pix, old = _EMPTY_PIX, None
             else:
-                (h, w, _), (oh, ow, _) = layer.in_shape, layer.out_shape
+                (_, w, _), (oh, ow, _) = layer.in_shape, layer.out_shape
                 m = ktrain.dilate(pix, len(pix), w, oh, ow, *layer.kernel, *layer.strides,
                                   self.masks[k + 1], self.scratch[k + 1])
                 pix = self.scratch[k + 1][:m].copy()
