@@ -77,8 +77,9 @@ class EpisodeForward:
                 layer.kernel, layer.strides, (0, 0, 0, 0), (1, 1), 1, i, o,
                 ACT_CODES["relu"] if layer.relu else 0, 0.0, 0.0))
             src = self.ys[k]
-        self.fc0 = kconv.SpatialGemmKernel(self.ys[-1], 0, self.net.params["fc0.w"],
-                                           self.net.params["fc0.b"], self.z0)
+        packed = self.net.params["fc0.w"]
+        self.fc0 = kconv.SpatialGemmKernel(self.ys[-1], 0, packed, self.net.params["fc0.b"], self.z0,
+                                           np.zeros(packed.shape[::2], np.float32))
         self.records: list[list[tuple[np.ndarray, np.ndarray | None]]] = []
         self.acts: list[list[np.ndarray]] = []
         self.consumed = False
