@@ -36,6 +36,7 @@ class Shifter:
         self.supported = not any(isinstance(s, StackConvStep) for s in program)
         self.rules = [self._rule(step) for step in program]
         self.parent = _concat_parents(graph, storage)
+        self.by_id = {id(s): s for step in program for s in (*step.inputs, *step.outputs) if s.kind == "spatial"}
         self._plans: dict = {}  # (input, shift) -> ShiftPlan: streams repeat one hop
 
     def plan(self, moved_input, d) -> ShiftPlan:
@@ -91,7 +92,7 @@ class Shifter:
                             for boxes in [sh.exposed(out_d, o.H, o.W)] if boxes] if moving else [])
         seen = set()
         for s_id, dd in shifts.items():
-            st = self._storage_by_id(s_id)
+            st = self.by_id.get(s_id)
             if st is None or st is moved_input or dd is None or dd == (0, 0) or s_id in seen:
                 continue
             seen.add(s_id)
@@ -100,15 +101,6 @@ class Shifter:
                 continue  # the enclosing concat's buffer moves as a whole
             moves.append((st, dd))
         return ShiftPlan(modes, moves, exposed)
-
-    def _storage_by_id(self, s_id):
-        if not hasattr(self, "_by_id"):
-            self._by_id = {}
-            for step in self.program:
-                for s in list(step.inputs) + list(step.outputs):
-                    if s.kind == "spatial":
-                        self._by_id[id(s)] = s
-        return self._by_id.get(s_id)
 
     @staticmethod
     def apply(plan: ShiftPlan, threads: int) -> None:
