@@ -5,6 +5,7 @@
 cimport numpy as cnp
 from libc.stdint cimport int32_t, uint8_t
 from libc.string cimport memset
+import numpy as np
 
 cnp.import_array()
 
@@ -76,16 +77,19 @@ cdef class PixelPlanner:
     cdef const int32_t *xhi
     cdef uint8_t *reach
     cdef uint8_t *tmp
+    cdef uint8_t *rowocc
     cdef int32_t *pix
     cdef double dense_above
     cdef object keep
 
     def __init__(self, int kind, int OH, int OW, reach_mask, pix, tmp=None, ylo=None, yhi=None,
-                 xlo=None, xhi=None, double dense_above=0.8):
+                 xlo=None, xhi=None, int in_h=0, double dense_above=0.8):
         self.kind, self.OH, self.OW, self.dense_above = kind, OH, OW, dense_above
-        self.keep = (reach_mask, pix, tmp, ylo, yhi, xlo, xhi)
+        rowocc = np.zeros(max(in_h, 1), np.uint8)  # which input rows hold a mark this call
+        self.keep = (reach_mask, pix, tmp, ylo, yhi, xlo, xhi, rowocc)
         self.reach = u8(reach_mask)
         self.pix = i32(pix)
+        self.rowocc = u8(rowocc)
         if kind == 1:
             self.tmp = u8(tmp)
             self.ylo, self.yhi, self.xlo, self.xhi = i32(ylo), i32(yhi), i32(xlo), i32(xhi)
@@ -149,10 +153,23 @@ cdef class PixelPlanner:
                             r[<size_t> y * self.OW + x] |= src[<size_t> y * self.OW + x]
             elif has_reach:
                 with nogil:
+                    # rows without a mark: a change box spanning both edges (a shifted frame's
+                    # border and exposed bands) then costs one scan, not a window per row
+                    for iy in range(sy0, sy1):
+                        v = 0
+                        for x in range(sx0, sx1):
+                            v |= src[<size_t> iy * W + x]
+                        self.rowocc[iy] = v
                     for oy in range(ry0, ry1):
-                        memset(self.tmp + <size_t> oy * W + sx0, 0, sx1 - sx0)
                         lo = max(self.ylo[oy], sy0)
                         hi = min(self.yhi[oy], sy1 - 1)
+                        v = 0
+                        for iy in range(lo, hi + 1):
+                            v |= self.rowocc[iy]
+                        if not v:
+                            memset(r + <size_t> oy * self.OW + rx0, 0, rx1 - rx0)
+                            continue
+                        memset(self.tmp + <size_t> oy * W + sx0, 0, sx1 - sx0)
                         for iy in range(lo, hi + 1):
                             for x in range(sx0, sx1):
                                 self.tmp[<size_t> oy * W + x] |= src[<size_t> iy * W + x]
