@@ -3,8 +3,8 @@
 # what reach + copy_box + to_pixels in region.pyx do, holding raw pointers bound once, because
 # on small or sparse frames the per-call cost of those Python-level calls outweighs the work.
 cimport numpy as cnp
-from libc.stdint cimport int32_t, uint8_t
-from libc.string cimport memset
+from libc.stdint cimport int32_t, uint8_t, uint64_t
+from libc.string cimport memcpy, memset
 import numpy as np
 
 cnp.import_array()
@@ -29,6 +29,17 @@ def fill_box(mask, int W, int y0, int y1, int x0, int x1, int value):
         memset(m + <size_t> y * W + x0, value, x1 - x0)
 
 
+cdef inline int skip_zeros(const uint8_t *row, int x, int x1) noexcept nogil:
+    """The first x in [x, x1) that may hold a mark, eight bytes at a time over empty stretches."""
+    cdef uint64_t w
+    while x + 8 <= x1:
+        memcpy(&w, row + x, 8)
+        if w:
+            break
+        x += 8
+    return x
+
+
 def scan_box(mask, int W, int y0, int y1, int x0, int x1):
     """(count, tight box or None) of the marked pixels inside the box."""
     cdef const uint8_t *m = u8(mask)
@@ -37,7 +48,8 @@ def scan_box(mask, int W, int y0, int y1, int x0, int x1):
     with nogil:
         for y in range(y0, y1):
             row = 0
-            for x in range(x0, x1):
+            x = skip_zeros(m + <size_t> y * W, x0, x1)
+            for x in range(x, x1):
                 if m[<size_t> y * W + x]:
                     row += 1
                     if x < tx0:
@@ -188,7 +200,8 @@ cdef class PixelPlanner:
                     memset(r + <size_t> y * self.OW + b2, 1, b3 - b2)
         with nogil:
             for y in range(y0, y1):
-                for x in range(x0, x1):
+                x = skip_zeros(r + <size_t> y * self.OW, x0, x1)
+                for x in range(x, x1):
                     if r[<size_t> y * self.OW + x]:
                         self.pix[count] = y * self.OW + x
                         count += 1
