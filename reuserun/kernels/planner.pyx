@@ -90,15 +90,18 @@ cdef class PixelPlanner:
     cdef uint8_t *reach
     cdef uint8_t *tmp
     cdef uint8_t *rowocc
+    cdef int32_t *pre
     cdef int32_t *pix
     cdef double dense_above
     cdef object keep
 
     def __init__(self, int kind, int OH, int OW, reach_mask, pix, tmp=None, ylo=None, yhi=None,
-                 xlo=None, xhi=None, int in_h=0, double dense_above=0.8):
+                 xlo=None, xhi=None, int in_h=0, int in_w=0, double dense_above=0.8):
         self.kind, self.OH, self.OW, self.dense_above = kind, OH, OW, dense_above
         rowocc = np.zeros(max(in_h, 1), np.uint8)  # which input rows hold a mark this call
-        self.keep = (reach_mask, pix, tmp, ylo, yhi, xlo, xhi, rowocc)
+        pre = np.zeros(in_w + 1, np.int32)  # running count of marked columns in one row
+        self.keep = (reach_mask, pix, tmp, ylo, yhi, xlo, xhi, rowocc, pre)
+        self.pre = i32(pre)
         self.reach = u8(reach_mask)
         self.pix = i32(pix)
         self.rowocc = u8(rowocc)
@@ -185,15 +188,14 @@ cdef class PixelPlanner:
                         for iy in range(lo, hi + 1):
                             for x in range(sx0, sx1):
                                 self.tmp[<size_t> oy * W + x] |= src[<size_t> iy * W + x]
+                        # running counts of marked columns: each output's window is one lookup
+                        self.pre[sx0] = 0
+                        for x in range(sx0, sx1):
+                            self.pre[x + 1] = self.pre[x] + self.tmp[<size_t> oy * W + x]
                         for ox in range(rx0, rx1):
                             lo = max(self.xlo[ox], sx0)
                             hi = min(self.xhi[ox], sx1 - 1)
-                            v = 0
-                            for x in range(lo, hi + 1):
-                                if self.tmp[<size_t> oy * W + x]:
-                                    v = 1
-                                    break
-                            r[<size_t> oy * self.OW + ox] = v
+                            r[<size_t> oy * self.OW + ox] = hi >= lo and self.pre[hi + 1] > self.pre[lo]
             for i in range(nb):
                 b0, b1, b2, b3 = bands[i]
                 for y in range(b0, b1):

@@ -41,7 +41,7 @@ class KernelStep:
             self.planner = planner.PixelPlanner(0, self.OH, self.OW, self.reach_mask, self.pix)
         elif reach.kind == "window" and all(ax.monotone for ax in reach._axes):
             self.planner = planner.PixelPlanner(1, self.OH, self.OW, self.reach_mask, self.pix, self.tmp,
-                                                reach.ylo, reach.yhi, reach.xlo, reach.xhi, inputs[0].H)
+                                                reach.ylo, reach.yhi, reach.xlo, reach.xhi, inputs[0].H, inputs[0].W)
         self.thr = 0.0  # per-layer truncation threshold; 0 keeps results exact
         self.journal = None
 
