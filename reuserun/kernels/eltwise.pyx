@@ -54,6 +54,7 @@ cdef extern from "rr_eltwise.h" nogil:
     void rr_pixel(int kind, const void *params, int p, uint8_t *mask, float thr)
     int rr_global_pool_block(const float *x, int npix, int ldx, int c0, int nc, int is_max,
                              float *out, float thr)
+    int rr_global_pool_quad(const float *x, int npix, int ldx, int c0, int is_max, float *out, float thr)
 
 BINOPS = {"add": 0, "sub": 1, "mul": 2, "div": 3}
 
@@ -197,13 +198,18 @@ cdef class GlobalPoolKernel:
         self.C, self.is_max = C, is_max
 
     def run(self, const int32_t[::1] pix, int n, uint8_t[::1] mask, float thr, int threads):
-        cdef int nblk = (self.C + 7) // 8, b, changed = 0
+        # work items: groups of 32 channels, then the 8-channel blocks left over
+        cdef int nq = self.C // 32, nblk = (self.C - nq * 32 + 7) // 8, b, c0, changed = 0
         cdef int nt = rr_num_threads(threads)
-        if nblk < 2 or self.npix * self.C < 65536:
+        if nq + nblk < 2 or self.npix * self.C < 65536:
             nt = 1
         with nogil:
-            for b in prange(nblk, num_threads=nt, schedule="static"):
-                changed += rr_global_pool_block(self.x, self.npix, self.ldx, b * 8, min(8, self.C - b * 8),
-                                                self.is_max, self.y, thr)
+            for b in prange(nq + nblk, num_threads=nt, schedule="static"):
+                if b < nq:
+                    changed += rr_global_pool_quad(self.x, self.npix, self.ldx, b * 32, self.is_max, self.y, thr)
+                else:
+                    c0 = nq * 32 + (b - nq) * 8
+                    changed += rr_global_pool_block(self.x, self.npix, self.ldx, c0, min(8, self.C - c0),
+                                                    self.is_max, self.y, thr)
         if changed and mask is not None:
             mask[0] = 1

@@ -40,22 +40,67 @@ cdef inline int skip_zeros(const uint8_t *row, int x, int x1) noexcept nogil:
     return x
 
 
+cdef inline int next_mark(const uint8_t *row, int x, int x1) noexcept nogil:
+    """The first marked x in [x, x1), x1 when none."""
+    while x < x1:
+        x = skip_zeros(row, x, x1)
+        while x < x1 and not row[x]:
+            x += 1
+            if (x & 7) == 0:
+                break
+        if x < x1 and row[x]:
+            return x
+    return x1
+
+
+cdef inline int run_end(const uint8_t *row, int x, int x1) noexcept nogil:
+    """The end of the run of marks starting at x."""
+    cdef uint64_t w
+    while x + 8 <= x1:
+        memcpy(&w, row + x, 8)
+        if w != 0x0101010101010101ULL:
+            break
+        x += 8
+    while x < x1 and row[x]:
+        x += 1
+    return x
+
+
+cdef inline bint any_mark(const uint8_t *row, int x0, int x1) noexcept nogil:
+    return next_mark(row, x0, x1) < x1
+
+
+cdef inline void or_into(uint8_t *dst, const uint8_t *src, int n) noexcept nogil:
+    cdef uint64_t a, b
+    cdef int i = 0
+    while i + 8 <= n:
+        memcpy(&a, dst + i, 8)
+        memcpy(&b, src + i, 8)
+        a |= b
+        memcpy(dst + i, &a, 8)
+        i += 8
+    while i < n:
+        dst[i] |= src[i]
+        i += 1
+
+
 def scan_box(mask, int W, int y0, int y1, int x0, int x1):
     """(count, tight box or None) of the marked pixels inside the box."""
     cdef const uint8_t *m = u8(mask)
-    cdef int y, x, ty0 = y1, ty1 = -1, tx0 = x1, tx1 = -1
+    cdef int y, x, e, ty0 = y1, ty1 = -1, tx0 = x1, tx1 = -1
     cdef long n = 0, row
     with nogil:
         for y in range(y0, y1):
             row = 0
-            x = skip_zeros(m + <size_t> y * W, x0, x1)
-            for x in range(x, x1):
-                if m[<size_t> y * W + x]:
-                    row += 1
-                    if x < tx0:
-                        tx0 = x
-                    if x > tx1:
-                        tx1 = x
+            x = next_mark(m + <size_t> y * W, x0, x1)
+            while x < x1:
+                e = run_end(m + <size_t> y * W, x, x1)
+                row += e - x
+                if x < tx0:
+                    tx0 = x
+                if e - 1 > tx1:
+                    tx1 = e - 1
+                x = next_mark(m + <size_t> y * W, e, x1)
             if row:
                 n += row
                 if y < ty0:
@@ -116,11 +161,12 @@ cdef class PixelPlanner:
         cdef int y0 = self.OH, y1 = 0, x0 = self.OW, x1 = 0, ny = 0
         cdef int sy0 = 0, sy1 = 0, sx0 = 0, sx1 = 0, W = 0, src_single = 0
         cdef int ry0 = 0, ry1 = 0, rx0 = 0, rx1 = 0, has_reach = 0
-        cdef int oy, ox, iy, x, lo, hi, b0, b1, b2, b3, y, nin = 0
+        cdef int oy, ox, iy, x, e, lo, hi, b0, b1, b2, b3, y, nin = 0
+        cdef const uint8_t *row = NULL
         cdef long count = 0, npix = <long> self.OH * self.OW
         cdef const uint8_t *src = NULL
         cdef uint8_t *r = self.reach
-        cdef uint8_t v
+        cdef int v
         changed = []
         for s in inputs:
             if s.nchanged:
@@ -171,42 +217,49 @@ cdef class PixelPlanner:
                     # rows without a mark: a change box spanning both edges (a shifted frame's
                     # border and exposed bands) then costs one scan, not a window per row
                     for iy in range(sy0, sy1):
-                        v = 0
-                        for x in range(sx0, sx1):
-                            v |= src[<size_t> iy * W + x]
-                        self.rowocc[iy] = v
+                        self.rowocc[iy] = any_mark(src + <size_t> iy * W, sx0, sx1)
                     for oy in range(ry0, ry1):
                         lo = max(self.ylo[oy], sy0)
                         hi = min(self.yhi[oy], sy1 - 1)
+                        memset(r + <size_t> oy * self.OW + rx0, 0, rx1 - rx0)
                         v = 0
                         for iy in range(lo, hi + 1):
-                            v |= self.rowocc[iy]
+                            v += self.rowocc[iy]
                         if not v:
-                            memset(r + <size_t> oy * self.OW + rx0, 0, rx1 - rx0)
                             continue
-                        memset(self.tmp + <size_t> oy * W + sx0, 0, sx1 - sx0)
-                        for iy in range(lo, hi + 1):
-                            for x in range(sx0, sx1):
-                                self.tmp[<size_t> oy * W + x] |= src[<size_t> iy * W + x]
-                        # running counts of marked columns: each output's window is one lookup
-                        self.pre[sx0] = 0
-                        for x in range(sx0, sx1):
-                            self.pre[x + 1] = self.pre[x] + self.tmp[<size_t> oy * W + x]
-                        for ox in range(rx0, rx1):
-                            lo = max(self.xlo[ox], sx0)
-                            hi = min(self.xhi[ox], sx1 - 1)
-                            r[<size_t> oy * self.OW + ox] = hi >= lo and self.pre[hi + 1] > self.pre[lo]
+                        if v == 1:  # one marked input row in the window: read it in place
+                            for iy in range(lo, hi + 1):
+                                if self.rowocc[iy]:
+                                    row = src + <size_t> iy * W
+                        else:
+                            row = self.tmp + <size_t> oy * W
+                            memset(row + sx0, 0, sx1 - sx0)
+                            for iy in range(lo, hi + 1):
+                                if self.rowocc[iy]:
+                                    or_into(row + sx0, src + <size_t> iy * W + sx0, sx1 - sx0)
+                        # each run of marked columns reaches one interval of outputs
+                        x = next_mark(row, sx0, sx1)
+                        while x < sx1:
+                            e = run_end(row, x, sx1)
+                            lo = first_at_least(self.xhi, self.OW, x)
+                            hi = first_at_least(self.xlo, self.OW, e)
+                            if lo < hi:
+                                memset(r + <size_t> oy * self.OW + lo, 1, hi - lo)
+                            x = next_mark(row, e, sx1)
             for i in range(nb):
                 b0, b1, b2, b3 = bands[i]
                 for y in range(b0, b1):
                     memset(r + <size_t> y * self.OW + b2, 1, b3 - b2)
         with nogil:
             for y in range(y0, y1):
-                x = skip_zeros(r + <size_t> y * self.OW, x0, x1)
-                for x in range(x, x1):
-                    if r[<size_t> y * self.OW + x]:
+                row = r + <size_t> y * self.OW
+                x = next_mark(row, x0, x1)
+                while x < x1:
+                    e = run_end(row, x, x1)
+                    for x in range(x, e):
                         self.pix[count] = y * self.OW + x
                         count += 1
+                    x = next_mark(row, e, x1)
         if count == 0:
             return 0, None
         if count > self.dense_above * npix:

@@ -180,6 +180,34 @@ static inline int rr_global_pool_block(const float *x, int npix, int ldx, int c0
     return rr_store_tracked(out + c0, tmp, nc, thr);
 }
 
+/* Four full blocks (32 channels) at once: the same per-channel order as rr_global_pool_block,
+ * with four independent accumulators so the adds do not wait on each other. */
+static inline int rr_global_pool_quad(const float *x, int npix, int ldx, int c0, int is_max,
+                                      float *out, float thr) {
+    float tmp[32];
+    v8f a0, a1, a2, a3;
+    const float *p0 = x + c0;
+    if (is_max) {
+        a0 = vload(p0); a1 = vload(p0 + 8); a2 = vload(p0 + 16); a3 = vload(p0 + 24);
+        for (int p = 0; p < npix; p++) {
+            const float *q = p0 + (size_t)p * ldx;
+            a0 = vmax(a0, vload(q)); a1 = vmax(a1, vload(q + 8));
+            a2 = vmax(a2, vload(q + 16)); a3 = vmax(a3, vload(q + 24));
+        }
+    } else {
+        a0 = a1 = a2 = a3 = vbroadcast(0.0f);
+        for (int p = 0; p < npix; p++) {
+            const float *q = p0 + (size_t)p * ldx;
+            a0 = a0 + vload(q); a1 = a1 + vload(q + 8);
+            a2 = a2 + vload(q + 16); a3 = a3 + vload(q + 24);
+        }
+        v8f n = vbroadcast((float)npix);
+        a0 = a0 / n; a1 = a1 / n; a2 = a2 / n; a3 = a3 / n;
+    }
+    vstore(tmp, a0); vstore(tmp + 8, a1); vstore(tmp + 16, a2); vstore(tmp + 24, a3);
+    return rr_store_tracked(out + c0, tmp, 32, thr);
+}
+
 /* One entry point so a single parallel loop serves every per-pixel kernel. */
 enum { RR_K_EW = 0, RR_K_GATHER, RR_K_LINEAR, RR_K_POOL };
 
