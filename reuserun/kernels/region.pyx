@@ -318,27 +318,30 @@ def diff_shifted(const float[:, ::1] frame, const float[:, ::1] ref, int H, int 
     """Mark pixels of the (C, H*W) frame whose bits differ from the reference's pixel at
     (y + dy, x + dx), and those with no such pixel (the exposed band). Returns (marked,
     non-finite values in the frame), like diff_frame for a frame that is the reference moved."""
-    cdef int C = frame.shape[0], y, x, c, q, nt = rr_num_threads(threads)
+    cdef int C = frame.shape[0], y, x, c, nt = rr_num_threads(threads)
+    cdef int xa = max(0, -dx), xb = min(W, W - dx)
     cdef long changed = 0, bad = 0
     cdef const uint32_t *fb = <const uint32_t *> &frame[0, 0]
     cdef const uint32_t *rb = <const uint32_t *> &ref[0, 0]
-    cdef size_t npix = <size_t> H * W, p
-    cdef uint8_t m
+    cdef Py_ssize_t npix = <Py_ssize_t> H * W, p, q
+    cdef uint8_t *m = &mask[0]
     with nogil:
         for y in prange(H, num_threads=nt if npix > 16384 and H > 1 else 1, schedule="static"):
-            for x in range(W):
-                p = <size_t> y * W + x
+            p = <Py_ssize_t> y * W
+            # plain loops over contiguous row pieces, so the compiler vectorises them
+            for c in range(C):
+                for x in range(W):
+                    bad += (fb[c * npix + p + x] & 0x7f800000u) == 0x7f800000u
+            if y + dy < 0 or y + dy >= H or xa >= xb:
+                memset(m + p, 1, W)
+            else:
+                q = <Py_ssize_t> (y + dy) * W + dx
+                memset(m + p, 1, xa)
+                memset(m + p + xb, 1, W - xb)
+                memset(m + p + xa, 0, xb - xa)
                 for c in range(C):
-                    bad += (fb[c * npix + p] & 0x7f800000u) == 0x7f800000u
-                if y + dy < 0 or y + dy >= H or x + dx < 0 or x + dx >= W:
-                    m = 1
-                else:
-                    q = (y + dy) * W + x + dx
-                    m = 0
-                    for c in range(C):
-                        if fb[c * npix + p] != rb[c * npix + q]:
-                            m = 1
-                            break
-                mask[p] = m
-                changed += m
+                    for x in range(xa, xb):
+                        m[p + x] |= fb[c * npix + p + x] != rb[c * npix + q + x]
+            for x in range(W):
+                changed += m[p + x]
     return changed, bad
