@@ -1,11 +1,11 @@
 # Convolution, depthwise convolution and transposed convolution over output-pixel lists.
 # The work split and tiling live here; the arithmetic lives in rr_conv.h.
 from cython.parallel cimport prange
-from libc.stdint cimport int32_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.stdlib cimport malloc, free
 import numpy as np
 
-from reuserun.kernels.common cimport fptr, rr_num_threads
+from reuserun.kernels.common cimport RR_PAR_ELEMS, RR_PAR_MACS, fptr, reloc, rr_num_threads, rr_threads_for
 
 cdef extern from "rr_conv.h" nogil:
     enum:
@@ -77,10 +77,6 @@ def pad_channels(v, groups, cout, nocb, fill=0.0):
     return out.reshape(-1)
 
 
-# below this many multiply-adds a kernel call runs on one thread
-cdef long SERIAL_MACS = 1 << 17
-
-
 cdef class ConvKernel:
     """A conv (or transposed conv) bound to its input and output buffers.
 
@@ -130,6 +126,11 @@ cdef class ConvKernel:
                          if ((t // kernel[1]) * dilations[0]) % strides[0] == py
                          and ((t % kernel[1]) * dilations[1]) % strides[1] == px], np.int32))
             self.sorted_pix = np.empty(y_buf.shape[0] * y_buf.shape[1], np.int32)
+
+    def relocate(self, const int64_t[:, ::1] moves):
+        """Follow caches that moved in memory (see common.reloc)."""
+        self.c.x = <const float *> reloc(self.c.x, moves)
+        self.c.y = <float *> reloc(self.c.y, moves)
 
     def run(self, const int32_t[::1] pix, int n, uint8_t[::1] mask, float thr, int threads):
         """Compute output pixels pix[:n]; set mask[p] = 1 where the output changed by more than
@@ -182,7 +183,7 @@ cdef class ConvKernel:
         cdef bint block_major = nblk * k * RR_NR > <long> n * k * self.c.groups
         if nitems < nt:
             nt = max(1, nitems)
-        if <long> n * k * nblk * RR_NR < SERIAL_MACS:
+        if <long> n * k * nblk * RR_NR < RR_PAR_MACS:
             nt = 1  # a fork/join costs more than this much work (far more when cores are busy)
         with nogil:
             for item in prange(nitems, num_threads=nt, schedule="static"):
@@ -240,12 +241,16 @@ cdef class DepthwiseKernel:
         self.c.slope = fptr(slope_p) if slope_p is not None else NULL
         self.c.act, self.c.alpha, self.c.beta = act, alpha, beta
 
+    def relocate(self, const int64_t[:, ::1] moves):
+        self.c.x = <const float *> reloc(self.c.x, moves)
+        self.c.y = <float *> reloc(self.c.y, moves)
+
     def run(self, const int32_t[::1] pix, int n, uint8_t[::1] mask, float thr, int threads):
         cdef uint8_t *mp = &mask[0] if mask is not None else NULL
         cdef int nt = rr_num_threads(threads), i
         if n <= 0:
             return
-        if n < 64 or <long> n * self.c.kh * self.c.kw * self.cpad < SERIAL_MACS:
+        if n < 64 or <long> n * self.c.kh * self.c.kw * self.cpad < RR_PAR_MACS:
             nt = 1
         with nogil:
             for i in prange(n, num_threads=nt, schedule="static"):
@@ -306,11 +311,12 @@ cdef class SpatialGemmKernel:
         self.bias = fptr(bias_p)
         self.y = fptr(y_flat)
 
+    def relocate(self, const int64_t[:, ::1] moves):
+        self.x = <const float *> reloc(self.x, moves)
+
     def run(self, const int32_t[::1] pix, int n, int threads):
         """Recompute the partials of pixels pix[:n], then y = bias + sum of all partials."""
-        cdef int nt = rr_num_threads(threads), i, p
-        if n < 32:
-            nt = 1
+        cdef int nt = rr_threads_for(threads, <long> n * self.C * self.npad, RR_PAR_MACS), i, p
         with nogil:
             for i in prange(n, num_threads=nt, schedule="static"):
                 p = pix[i]
@@ -344,11 +350,12 @@ cdef class StackSumKernel:
         self.bias = fptr(bias)
         self.act, self.alpha, self.beta = act, alpha, beta
 
+    def relocate(self, const int64_t[:, ::1] moves):
+        self.y = <float *> reloc(self.y, moves)
+
     def run(self, const int32_t[::1] pix, int n, uint8_t[::1] mask, float thr, int threads):
         cdef uint8_t *mp = &mask[0] if mask is not None else NULL
-        cdef int nt = rr_num_threads(threads), i, p, changed
-        if n < 64:
-            nt = 1
+        cdef int nt = rr_threads_for(threads, <long> n * self.k * self.C, RR_PAR_ELEMS), i, p, changed
         with nogil:
             for i in prange(n, num_threads=nt, schedule="static"):
                 p = pix[i]

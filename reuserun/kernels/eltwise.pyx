@@ -1,10 +1,10 @@
 # Per-pixel kernels bound to session buffers: activations, broadcast binaries, gathers
 # (slice, pad, nearest resize, channel copies), bilinear resize and pooling.
 from cython.parallel cimport prange
-from libc.stdint cimport int32_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t
 import numpy as np
 
-from reuserun.kernels.common cimport fptr, rr_num_threads
+from reuserun.kernels.common cimport RR_PAR_ELEMS, fptr, reloc, rr_threads_for
 
 cdef extern from "rr_eltwise.h" nogil:
     enum:
@@ -58,23 +58,19 @@ cdef extern from "rr_eltwise.h" nogil:
 
 BINOPS = {"add": 0, "sub": 1, "mul": 2, "div": 3}
 
-# below this many pixels a frame's work is too small to be worth waking other threads
-cdef int SERIAL_PIXELS = 128
-
-
 cdef class PixelKernel:
-    """Base: runs rr_pixel over a pixel list in parallel."""
+    """Base: runs rr_pixel over a pixel list, in parallel when the work outweighs a fork/join.
+    cost: elements a pixel reads and writes (channels times taps), set by each kernel."""
     cdef int kind
     cdef void *params
     cdef object keep
+    cdef long cost
 
     def run(self, const int32_t[::1] pix, int n, uint8_t[::1] mask, float thr, int threads):
         cdef uint8_t *mp = &mask[0] if mask is not None else NULL
-        cdef int nt = rr_num_threads(threads), i
+        cdef int nt = rr_threads_for(threads, <long> n * self.cost, RR_PAR_ELEMS), i
         if n <= 0:
             return
-        if n < SERIAL_PIXELS:
-            nt = 1
         with nogil:
             for i in prange(n, num_threads=nt, schedule="static"):
                 rr_pixel(self.kind, self.params, pix[i], mp, thr)
@@ -98,6 +94,7 @@ cdef class ElementwiseKernel(PixelKernel):
                  float alpha=0.0, float beta=0.0, slope=None):
         """a, b: operands from `operand()`; slope: per-channel (C,) PRelu slope or None."""
         self.kind = RR_K_EW
+        self.cost = 3 * C
         self.params = &self.e
         keep = [y_buf, a[0]]
         self.e.y = fptr(y_buf) + y_off
@@ -119,12 +116,20 @@ cdef class ElementwiseKernel(PixelKernel):
             self.e.slope.ps, self.e.slope.cs = 0, (1 if slope.size > 1 else 0)
         self.keep = keep
 
+    def relocate(self, const int64_t[:, ::1] moves):
+        """Follow caches that moved in memory (see common.reloc)."""
+        self.e.y = <float *> reloc(self.e.y, moves)
+        self.e.a.base = <const float *> reloc(self.e.a.base, moves)
+        if self.e.binop >= 0:
+            self.e.b.base = <const float *> reloc(self.e.b.base, moves)
+
 
 cdef class GatherKernel(PixelKernel):
     cdef rr_gather_t g
 
     def __init__(self, x_buf, int x_off, y_buf, int y_off, int C, ymap, xmap, float value=0.0):
         self.kind = RR_K_GATHER
+        self.cost = 2 * C
         self.params = &self.g
         ymap = np.ascontiguousarray(ymap, np.int32)
         xmap = np.ascontiguousarray(xmap, np.int32)
@@ -137,6 +142,10 @@ cdef class GatherKernel(PixelKernel):
         self.g.ymap, self.g.xmap = iptr(ymap), iptr(xmap)
         self.g.value = value
 
+    def relocate(self, const int64_t[:, ::1] moves):
+        self.g.x = <const float *> reloc(self.g.x, moves)
+        self.g.y = <float *> reloc(self.g.y, moves)
+
 
 cdef class LinearResizeKernel(PixelKernel):
     cdef rr_linear_t r
@@ -144,6 +153,7 @@ cdef class LinearResizeKernel(PixelKernel):
     def __init__(self, x_buf, int x_off, y_buf, int y_off, int C, ys, xs):
         """ys, xs: (i0, i1, w0, w1) arrays per output row / column."""
         self.kind = RR_K_LINEAR
+        self.cost = 5 * C
         self.params = &self.r
         ys = [np.ascontiguousarray(a, np.int32 if i < 2 else np.float32) for i, a in enumerate(ys)]
         xs = [np.ascontiguousarray(a, np.int32 if i < 2 else np.float32) for i, a in enumerate(xs)]
@@ -158,6 +168,10 @@ cdef class LinearResizeKernel(PixelKernel):
         self.r.wy0, self.r.wy1 = fptr(ys[2]), fptr(ys[3])
         self.r.wx0, self.r.wx1 = fptr(xs[2]), fptr(xs[3])
 
+    def relocate(self, const int64_t[:, ::1] moves):
+        self.r.x = <const float *> reloc(self.r.x, moves)
+        self.r.y = <float *> reloc(self.r.y, moves)
+
 
 cdef class PoolKernel(PixelKernel):
     cdef rr_pool_t q
@@ -165,6 +179,7 @@ cdef class PoolKernel(PixelKernel):
     def __init__(self, x_buf, int x_off, y_buf, int y_off, int C, kernel, strides, pads, dilations, bint is_max,
                  bint count_include_pad=False):
         self.kind = RR_K_POOL
+        self.cost = C * (kernel[0] * kernel[1] + 1)
         self.params = &self.q
         self.keep = (x_buf, y_buf)
         self.q.x = fptr(x_buf) + x_off
@@ -179,6 +194,10 @@ cdef class PoolKernel(PixelKernel):
         self.q.is_max, self.q.count_include_pad = is_max, count_include_pad
         self.q.ph_end = x_buf.shape[0] + pads[0] + pads[2]
         self.q.pw_end = x_buf.shape[1] + pads[1] + pads[3]
+
+    def relocate(self, const int64_t[:, ::1] moves):
+        self.q.x = <const float *> reloc(self.q.x, moves)
+        self.q.y = <float *> reloc(self.q.y, moves)
 
 
 cdef class GlobalPoolKernel:
@@ -197,11 +216,15 @@ cdef class GlobalPoolKernel:
         self.ldx = x_buf.shape[2]
         self.C, self.is_max = C, is_max
 
+    def relocate(self, const int64_t[:, ::1] moves):
+        self.x = <const float *> reloc(self.x, moves)
+        self.y = <float *> reloc(self.y, moves)
+
     def run(self, const int32_t[::1] pix, int n, uint8_t[::1] mask, float thr, int threads):
         # work items: groups of 32 channels, then the 8-channel blocks left over
         cdef int nq = self.C // 32, nblk = (self.C - nq * 32 + 7) // 8, b, c0, changed = 0
-        cdef int nt = rr_num_threads(threads)
-        if nq + nblk < 2 or self.npix * self.C < 65536:
+        cdef int nt = rr_threads_for(threads, <long> self.npix * self.C, RR_PAR_ELEMS)
+        if nq + nblk < 2:
             nt = 1
         with nogil:
             for b in prange(nq + nblk, num_threads=nt, schedule="static"):

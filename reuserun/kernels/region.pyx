@@ -6,7 +6,7 @@ from libc.stdint cimport int32_t, uint8_t, uint32_t
 from libc.string cimport memcpy, memmove, memset
 import numpy as np
 
-from reuserun.kernels.common cimport rr_differs, rr_num_threads
+from reuserun.kernels.common cimport RR_PAR_ELEMS, rr_differs, rr_num_threads
 
 
 def diff_frame(const float[:, ::1] frame, const float[:, ::1] ref, float thr, uint8_t[::1] mask,
@@ -23,7 +23,7 @@ def diff_frame(const float[:, ::1] frame, const float[:, ::1] ref, float thr, ui
     cdef const float *rf = &ref[0, 0]
     cdef uint8_t *m = &mask[0]
     with nogil:
-        for b in prange(nblocks, num_threads=nt if npix > 16384 else 1, schedule="static"):
+        for b in prange(nblocks, num_threads=nt if <long> npix * C > RR_PAR_ELEMS else 1, schedule="static"):
             p0 = b * 1024
             p1 = min(p0 + 1024, npix)
             memset(m + p0, 0, p1 - p0)
@@ -49,7 +49,7 @@ def diff_planes(const float[:, ::1] frame, const float[:, ::1] ref, float thr, u
     cdef int C = frame.shape[0], npix = frame.shape[1], c, p
     cdef int nt = rr_num_threads(threads)
     with nogil:
-        for c in prange(C, num_threads=nt if npix > 16384 else 1, schedule="static"):
+        for c in prange(C, num_threads=nt if <long> npix * C > RR_PAR_ELEMS else 1, schedule="static"):
             for p in range(npix):
                 planes[c, p] = rr_differs(frame[c, p], ref[c, p], thr)
 
@@ -63,7 +63,7 @@ def apply_frame(const float[:, ::1] frame, float[:, ::1] ref, float[:, :, ::1] b
     cdef int p, c, nt = rr_num_threads(threads)
     cdef float f
     with nogil:
-        for p in prange(npix, num_threads=nt if npix > 16384 else 1, schedule="static"):
+        for p in prange(npix, num_threads=nt if <long> npix * C > RR_PAR_ELEMS else 1, schedule="static"):
             if mask[p]:
                 for c in range(C):
                     f = frame[c, p]
@@ -240,7 +240,7 @@ def to_channels_first(const float[:, :, ::1] buf, int off, int C, const uint8_t[
     cdef const float *src = &buf[0, 0, 0] + off
     cdef float *dst = &out[0, 0]
     with nogil:
-        for b in prange(nblocks, num_threads=nt if p_hi - p_lo > 4096 else 1, schedule="static"):
+        for b in prange(nblocks, num_threads=nt if <long> (p_hi - p_lo) * C > RR_PAR_ELEMS else 1, schedule="static"):
             p0 = p_lo + b * 64
             p1 = min(p0 + 64, p_hi)
             for p in range(p0, p1):
@@ -254,7 +254,7 @@ def to_channels_last(const float[:, :, ::1] frame, float[:, :, ::1] buf, int off
     cdef int C = frame.shape[0], H = frame.shape[1], W = frame.shape[2], y, x, c
     cdef int nt = rr_num_threads(threads)
     with nogil:
-        for y in prange(H, num_threads=nt if H * W > 4096 else 1, schedule="static"):
+        for y in prange(H, num_threads=nt if H > 1 and <long> H * W * C > RR_PAR_ELEMS else 1, schedule="static"):
             for x in range(W):
                 for c in range(C):
                     buf[y, x, off + c] = frame[c, y, x]
@@ -283,7 +283,7 @@ def move(float[:, :, ::1] buf, int off, int C, int dy, int dx, int threads):
     if y0 >= y1 or x0 >= x1 or (dy == 0 and dx == 0):
         return
     ny, nx = y1 - y0, x1 - x0
-    if dy != 0 and dx != 0 or <long> ny * nx * C < 65536:
+    if dy != 0 and dx != 0 or <long> ny * nx * C < RR_PAR_ELEMS:
         nt = 1
     nt = min(nt, nx if dy != 0 else ny)  # threads split columns (vertical) or rows (horizontal)
     cdef float *base = &buf[0, 0, 0]
@@ -326,7 +326,7 @@ def diff_shifted(const float[:, ::1] frame, const float[:, ::1] ref, int H, int 
     cdef Py_ssize_t npix = <Py_ssize_t> H * W, p, q
     cdef uint8_t *m = &mask[0]
     with nogil:
-        for y in prange(H, num_threads=nt if npix > 16384 and H > 1 else 1, schedule="static"):
+        for y in prange(H, num_threads=nt if H > 1 and npix * C > RR_PAR_ELEMS else 1, schedule="static"):
             p = <Py_ssize_t> y * W
             # plain loops over contiguous row pieces, so the compiler vectorises them
             for c in range(C):

@@ -6,6 +6,8 @@ don't cover a case, falls back to numpy on the whole tensor.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from reuserun import ir
@@ -45,9 +47,12 @@ def frame_stack_inputs(graph: ir.Graph, declared: bool | None, metadata: dict) -
 
 
 class Compiler:
-    def __init__(self, graph: ir.Graph, packed: dict, stacks: frozenset = frozenset()):
-        """stacks: graph inputs that are frame stacks (their channels change independently)."""
+    def __init__(self, graph: ir.Graph, packed: dict, stacks: frozenset = frozenset(), slack: float = 0.0):
+        """stacks: graph inputs that are frame stacks (their channels change independently);
+        slack: spare room behind each computed tensor's buffer, as a fraction of its size, so
+        shift reuse slides caches instead of copying them (Spatial.rebase)."""
         self.graph = graph
+        self.slack = slack
         self.packed_cache = packed  # shared by every session of the model
         self.stacks = stacks
         self.storage: dict[str, object] = {}
@@ -58,14 +63,19 @@ class Compiler:
         for name in graph.inputs:
             shape = graph.tensors[name].shape
             self.storage[name] = Spatial(name, shape) if is_spatial_shape(shape) else Plain(name, shape)
-        self.aliases = plan_concat_aliases(graph)
+        self.aliases = plan_concat_aliases(graph, self.slack_for)
 
     # --- storage helpers -------------------------------------------------------------------
     def shape(self, name):
         return self.graph.tensors[name].shape
 
+    def slack_for(self, shape) -> int:
+        h, w = spatial_hw(shape)
+        return math.ceil(h * self.slack) * w if h > 1 else math.ceil(w * self.slack)
+
     def new_spatial(self, name) -> Spatial:
-        s = self.aliases.get(name) or Spatial(name, self.shape(name))
+        shape = self.shape(name)
+        s = self.aliases.get(name) or Spatial(name, shape, slack=self.slack_for(shape))
         self.storage[name] = s
         return s
 
@@ -110,7 +120,7 @@ WRITES_IN_PLACE = {"conv", "conv_transpose", "maxpool", "avgpool", "act", "binar
                    "slice", "concat"}
 
 
-def plan_concat_aliases(graph: ir.Graph) -> dict[str, Spatial]:
+def plan_concat_aliases(graph: ir.Graph, slack_for) -> dict[str, Spatial]:
     """Storage for tensors that feed a channel concat: slices of the concat's own buffer, so the
     concat costs no copy. Later concats first, so a concat feeding a concat nests correctly."""
     producers = {o: n for n in graph.nodes for o in n.outputs}
@@ -123,7 +133,7 @@ def plan_concat_aliases(graph: ir.Graph) -> dict[str, Spatial]:
             continue
         if not all(is_spatial_shape(graph.tensors[i].shape) for i in node.inputs):
             continue
-        out = aliases.get(node.outputs[0]) or Spatial(node.outputs[0], out_shape)
+        out = aliases.get(node.outputs[0]) or Spatial(node.outputs[0], out_shape, slack=slack_for(out_shape))
         aliases[node.outputs[0]] = out
         off = 0
         for name in node.inputs:
@@ -131,7 +141,7 @@ def plan_concat_aliases(graph: ir.Graph) -> dict[str, Spatial]:
             shape = graph.tensors[name].shape
             if p is not None and p.op in WRITES_IN_PLACE and len(p.outputs) == 1 \
                     and name not in aliases and name not in graph.inputs:
-                aliases[name] = Spatial(name, shape, buf=out.buf, off=out.off + off)
+                aliases[name] = Spatial(name, shape, within=out, off=out.off + off)
             off += shape[1]
     return aliases
 

@@ -24,6 +24,10 @@ from reuserun.runtime.fuse import fuse
 from reuserun.runtime.journal import Journal
 from reuserun.runtime.shifter import BANDS, FULL, Shifter
 
+# spare room behind each cache, as a fraction of it, for sessions that may reuse shifted frames:
+# a shift then slides the caches' origins, and copies them once per SHIFT_SLACK * size / shift
+SHIFT_SLACK = 0.25
+
 
 def _union2(a, b):
     return (min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3]))
@@ -354,7 +358,11 @@ class InferenceSession:
         self._input_shapes = dict(input_shapes)
         meta = {p.key: p.value for p in self._proto.metadata_props}
         self._stacks = frame_stack_inputs(self._graph, self.frame_stack, meta)
-        steps, storage = Compiler(self._graph, self._model.packed, self._stacks).build()
+        spatial_inputs = [n for n, s in input_shapes.items() if len(s) in (3, 4)]
+        may_shift = (self.shift and self.threshold == 0.0 and not self.layer_thresholds and not self._stacks
+                     and self.policy_name != "dense" and len(spatial_inputs) == 1)
+        steps, storage = Compiler(self._graph, self._model.packed, self._stacks,
+                                  slack=SHIFT_SLACK if may_shift else 0.0).build()
         self._program = steps
         self._storage = storage
         self._mirrors = {n: (storage[n], np.zeros(self._graph.tensors[n].shape, np.float32))
@@ -496,7 +504,7 @@ class InferenceSession:
         """A frame that is the reference moved by d: move the caches, then compute what the
         shift plan says."""
         plan = self._shifter.plan(self._storage[name], d)
-        Shifter.apply(plan, self.threads)
+        self._shifter.apply(plan, self.threads)
         computed = []
         for step, (mode, bands), exposed in zip(self._program, plan.modes, plan.exposed):
             if mode == FULL:

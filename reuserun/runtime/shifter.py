@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from reuserun.kernels import region
 from reuserun.plan import shift as sh
 from reuserun.runtime.steps import (
@@ -26,8 +28,9 @@ NORMAL, FULL, BANDS = 0, 1, 2
 @dataclass
 class ShiftPlan:
     modes: list                      # per step: (NORMAL | FULL | BANDS, bands)
-    moves: list                      # (storage, (dy, dx)) caches to move before the steps run
+    moves: list                      # (storage, (dy, dx)) caches to copy over before the steps run
     exposed: list = field(default_factory=list)  # per step: [(storage, boxes, their union)] to mark changed
+    rebases: list = field(default_factory=list)  # (owner, flat shift) buffers to slide instead
 
 
 class Shifter:
@@ -37,6 +40,7 @@ class Shifter:
         self.rules = [self._rule(step) for step in program]
         self.parent = _concat_parents(graph, storage)
         self.by_id = {id(s): s for step in program for s in (*step.inputs, *step.outputs) if s.kind == "spatial"}
+        self.kernels = [k for step in program for k in _kernels(step)]
         self._plans: dict = {}  # (input, shift) -> ShiftPlan: streams repeat one hop
 
     def plan(self, moved_input, d) -> ShiftPlan:
@@ -90,22 +94,48 @@ class Shifter:
             moving = out_d is not None and out_d != (0, 0) and mode != FULL
             exposed.append([(o, boxes, _union(boxes)) for o in outs
                             for boxes in [sh.exposed(out_d, o.H, o.W)] if boxes] if moving else [])
-        seen = set()
+        # a buffer whose tensors all move alike (or are recomputed whole) slides its origin;
+        # any other moving tensor is copied over in place
+        moving = {}
         for s_id, dd in shifts.items():
             st = self.by_id.get(s_id)
-            if st is None or st is moved_input or dd is None or dd == (0, 0) or s_id in seen:
+            if st is not None and st is not moved_input and dd is not None and dd != (0, 0):
+                moving[s_id] = (st, dd)
+        rebases, seen = [], set()
+        for st, dd in moving.values():
+            owner = st.owner
+            if id(owner) in seen:
                 continue
-            seen.add(s_id)
+            seen.add(id(owner))
+            if owner.slack and all(shifts.get(id(m), (0, 0)) in (dd, None) for m in owner.members):
+                rebases.append((owner, dd[0] * owner.W + dd[1]))
+        for s_id, (st, dd) in moving.items():
+            if any(st.owner is o for o, _ in rebases):
+                continue
             p = self.parent.get(s_id)
             if p is not None and shifts.get(id(p)) == dd:
                 continue  # the enclosing concat's buffer moves as a whole
             moves.append((st, dd))
-        return ShiftPlan(modes, moves, exposed)
+        return ShiftPlan(modes, moves, exposed, rebases)
 
-    @staticmethod
-    def apply(plan: ShiftPlan, threads: int) -> None:
+    def apply(self, plan: ShiftPlan, threads: int) -> None:
+        if plan.rebases:
+            moved = np.array([owner.rebase(d) for owner, d in plan.rebases], np.int64)
+            for k in self.kernels:
+                k.relocate(moved)
         for st, (dy, dx) in plan.moves:
             region.move(st.buf, st.off, st.C, dy, dx, threads)
+
+
+def _kernels(step) -> list:
+    """The kernels a step holds, which keep raw pointers into the caches."""
+    if isinstance(step, StackConvStep):
+        return [*step.partial_kernels, step.sum_kernel]
+    if isinstance(step, ConcatStep):
+        return [k for k, _ in step.copies]
+    if isinstance(step, (GemvStep, SpatialGemmStep)):
+        return [step.kernel]
+    return [k for k, _ in getattr(step, "work", ())]
 
 
 def _union(boxes):

@@ -15,11 +15,24 @@ from reuserun.plan.rules import spatial_hw
 class Spatial:
     kind = "spatial"
 
-    def __init__(self, name: str, shape: tuple[int, ...], buf: np.ndarray | None = None, off: int = 0):
+    def __init__(self, name: str, shape: tuple[int, ...], within: Spatial | None = None, off: int = 0,
+                 slack: int = 0):
+        """within: the tensor whose buffer this one is a channel slice of (off: first channel);
+        slack: spare pixels after the buffer, so shift reuse can slide it (rebase)."""
         self.name, self.shape, self.rank = name, tuple(shape), len(shape)
         self.H, self.W = spatial_hw(shape)
         self.C = shape[1]
-        self.buf = np.zeros((self.H, self.W, self.C), np.float32) if buf is None else buf
+        if within is None:
+            self.owner = self
+            self.slack, self.origin = slack, 0
+            self.flat = np.zeros((self.npix + slack) * self.C, np.float32)
+            self.addr = self.flat.ctypes.data
+            self.buf = self.flat[:self.npix * self.C].reshape(self.H, self.W, self.C)
+            self.members = [self]
+        else:
+            self.owner = within.owner
+            self.buf = self.owner.buf
+            self.owner.members.append(self)
         self.off = off
         self.mask = np.zeros(self.H * self.W, np.uint8)
         self.nchanged = 0
@@ -66,6 +79,30 @@ class Spatial:
     @property
     def changed(self) -> bool:
         return self.nchanged > 0
+
+    def rebase(self, d: int) -> tuple[int, int, int]:
+        """(Owner only.) Shift every tensor in this buffer by d pixels in flat order, new[p] =
+        old[p + d], by sliding the buffer's origin into its slack; positions with no old pixel
+        hold stale values (the exposed band, which is recomputed). Copies only when the origin
+        runs out of slack (then once per slack / |d| frames). Returns (lo, hi, delta): the old
+        buffer's byte range and how far it moved, for the kernels' pointers."""
+        n, L, before = self.npix, self.C, self.origin
+        lo = self.addr + before * L * 4
+        o = before + d
+        if not 0 <= o <= self.slack:
+            o = 0 if d > 0 else self.slack
+            if abs(d) < n:
+                p0 = max(0, -d)  # the first new position with an old pixel
+                src = (before + p0 + d) * L
+                dst = (o + p0) * L
+                count = (n - abs(d)) * L
+                self.flat[dst:dst + count] = self.flat[src:src + count].copy() if abs(dst - src) < count \
+                    else self.flat[src:src + count]
+        self.origin = o
+        self.buf = self.flat[o * L:(o + n) * L].reshape(self.H, self.W, L)
+        for m in self.members:
+            m.buf = self.buf
+        return lo, lo + n * L * 4, (o - before) * L * 4
 
 
 class Plain:
