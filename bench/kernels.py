@@ -35,6 +35,12 @@ CASES = {
     "depthwise3x3 128 @80": (128, 128, 3, 1, 128, 80),
     "depthwise5x5 96 @40": (96, 96, 5, 1, 96, 40),
     "depthwise5x5 s2 240 @40": (240, 240, 5, 2, 240, 40),
+    # MobileNetV3's early, narrow layers at 320 px, where most of its time goes
+    "conv1x1 16->64 @160": (16, 64, 1, 1, 1, 160),
+    "conv1x1 24->72 @80": (24, 72, 1, 1, 1, 80),
+    "depthwise3x3 16 @160": (16, 16, 3, 1, 16, 160),
+    "depthwise3x3 s2 64 @160": (64, 64, 3, 2, 64, 160),
+    "depthwise3x3 72 @80": (72, 72, 3, 1, 72, 80),
 }
 
 

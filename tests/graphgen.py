@@ -73,6 +73,24 @@ class GraphGen:
         self.add("Conv", [x, wn, bn], (o, oh, ow), kernel_shape=[k, k], strides=[s, s],
                  dilations=[dil, dil], pads=pads, group=groups)
 
+    def depthwise(self):
+        """A 1x1 conv to a multiple of 8 channels, then a depthwise conv: the shape of
+        MobileNet blocks, whose whole-block channel paths only such widths take."""
+        x, (c, h, w) = self.pick()
+        d = self.draw
+        wide = d.choice([8, 16, 24, 40])
+        y = self.add("Conv", [x, self.weight((wide, c, 1, 1)), self.weight((wide,), 0.1)], (wide, h, w),
+                     kernel_shape=[1, 1])
+        k, s, dil = d.choice([3, 3, 5]), d.choice([1, 2]), d.choice([1, 1, 2])
+        pads = [d.int(0, k // 2) for _ in range(4)]
+        eff = (k - 1) * dil + 1
+        oh = (h + pads[0] + pads[2] - eff) // s + 1
+        ow = (w + pads[1] + pads[3] - eff) // s + 1
+        if oh < 1 or ow < 1:
+            return
+        self.add("Conv", [y, self.weight((wide, 1, k, k)), self.weight((wide,), 0.1)], (wide, oh, ow),
+                 kernel_shape=[k, k], strides=[s, s], dilations=[dil, dil], pads=pads, group=wide)
+
     def conv_transpose(self):
         x, (c, h, w) = self.pick(lambda s: s[1] <= 16 and s[2] <= 16)
         d = self.draw
@@ -194,7 +212,7 @@ class GraphGen:
                                            transB=int(trans_b), alpha=d.choice([1.0, 0.5])))
         self.heads.append((out, (1, n)))
 
-    OPS = ["conv", "conv", "conv", "act", "act", "pool", "binary", "concat", "split", "slice",
+    OPS = ["conv", "conv", "conv", "depthwise", "depthwise", "act", "act", "pool", "binary", "concat", "split", "slice",
            "pad", "resize", "conv_transpose", "head"]
 
     def build(self, n_ops: int):

@@ -18,6 +18,7 @@ cdef extern from "rr_conv.h" nogil:
         int OH, OW, ldy
         int kh, kw, sh, sw, pt, pl, dh, dw
         int transposed
+        int pointwise
         int groups, cin, cout
         int nocb
         const float *w
@@ -41,6 +42,7 @@ cdef extern from "rr_conv.h" nogil:
         int act
         float alpha, beta
     void rr_dw_pixel(const rr_dw_t *c, int p, uint8_t *mask, float thr, float *tmp)
+    void rr_dw_list(const rr_dw_t *c, const int32_t *pix, int n, uint8_t *mask, float thr, float *tmp)
     void rr_gemm_pixel_partial(const float *x, int C, const float *w, int npad, float *out)
     void rr_stack_sum_pixel(const float *partials, size_t stride, int k, int C, const float *bias,
                             int act, float alpha, float beta, float *dst, float thr, int *changed)
@@ -106,6 +108,9 @@ cdef class ConvKernel:
         self.c.pt, self.c.pl = pads[0], pads[1]
         self.c.dh, self.c.dw = dilations
         self.c.transposed = transposed
+        self.c.pointwise = (not transposed and tuple(kernel) == (1, 1) and tuple(strides) == (1, 1)
+                            and not any(pads) and x_buf.shape[0] == y_buf.shape[0]
+                            and x_buf.shape[1] == y_buf.shape[1])
         self.c.groups, self.c.cin, self.c.cout, self.c.nocb = groups, cin, cout, nocb
         self.c.w = fptr(packed)
         self.c.bias = fptr(bias)
@@ -252,23 +257,28 @@ cdef class DepthwiseKernel:
             return
         if n < 64 or <long> n * self.c.kh * self.c.kw * self.cpad < RR_PAR_MACS:
             nt = 1
+        # chunks of the list, each walked run by run (rr_dw_list)
+        cdef int nchunks = (n + DW_CHUNK - 1) // DW_CHUNK
         with nogil:
-            for i in prange(n, num_threads=nt, schedule="static"):
-                _dw_one(&self.c, pix[i], mp, thr, self.cpad)
+            for i in prange(nchunks, num_threads=nt, schedule="static"):
+                _dw_chunk(&self.c, &pix[0] + i * DW_CHUNK, min(DW_CHUNK, n - i * DW_CHUNK), mp, thr, self.cpad)
 
 
-cdef void _dw_one(const rr_dw_t *c, int p, uint8_t *mask, float thr, int cpad) noexcept nogil:
+cdef int DW_CHUNK = 256
+
+
+cdef void _dw_chunk(const rr_dw_t *c, const int32_t *pix, int n, uint8_t *mask, float thr, int cpad) noexcept nogil:
     # scratch on the stack: channel counts in real nets stay far below this
     cdef float tmp[4096]
     if cpad <= 4096:
-        rr_dw_pixel(c, p, mask, thr, tmp)
+        rr_dw_list(c, pix, n, mask, thr, tmp)
     else:
-        _dw_one_heap(c, p, mask, thr, cpad)
+        _dw_chunk_heap(c, pix, n, mask, thr, cpad)
 
 
-cdef void _dw_one_heap(const rr_dw_t *c, int p, uint8_t *mask, float thr, int cpad) noexcept nogil:
+cdef void _dw_chunk_heap(const rr_dw_t *c, const int32_t *pix, int n, uint8_t *mask, float thr, int cpad) noexcept nogil:
     cdef float *tmp = <float *> malloc(cpad * sizeof(float))
-    rr_dw_pixel(c, p, mask, thr, tmp)
+    rr_dw_list(c, pix, n, mask, thr, tmp)
     free(tmp)
 
 

@@ -19,6 +19,7 @@ typedef struct {
     float *y; int OH, OW, ldy;          /* output view */
     int kh, kw, sh, sw, pt, pl, dh, dw;
     int transposed;                     /* ConvTranspose: gather form of the scatter */
+    int pointwise;                      /* 1x1, stride 1, no padding: input row p is output row p */
     int groups, cin, cout;              /* cin, cout per group */
     int nocb;                           /* 16-wide output-channel blocks per group */
     const float *w;                     /* packed [groups*nocb][kh*kw][cin][16] */
@@ -69,14 +70,24 @@ static inline __attribute__((always_inline)) void rr_conv_tile_nb(
         const rr_conv_t *c, const int32_t *pix, int m, int gb, const int32_t *taps, int ntaps,
         uint8_t *mask, float thr, const int nb) {
     int oy[RR_MR], ox[RR_MR];
-    for (int r = 0; r < RR_MR; r++) {
-        int p = pix[r < m ? r : m - 1];
-        oy[r] = p / c->OW; ox[r] = p % c->OW;
-    }
     const int g = gb / c->nocb, cin = c->cin;
     v8f acc00 = {0}, acc01 = {0}, acc10 = {0}, acc11 = {0}, acc20 = {0}, acc21 = {0};
     v8f acc30 = {0}, acc31 = {0}, acc40 = {0}, acc41 = {0}, acc50 = {0}, acc51 = {0};
     const float *wbase = c->w + (size_t)gb * c->kh * c->kw * cin * RR_NR;
+    if (c->pointwise) {
+        /* no coordinates, no bounds: a plain GEMM row per pixel (same K order as the tap loop) */
+        const float *rows[RR_MR];
+        for (int r = 0; r < RR_MR; r++)
+            rows[r] = c->x + (size_t)pix[r < m ? r : m - 1] * c->ldx + (size_t)g * cin;
+        const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3], *r4 = rows[4], *r5 = rows[5];
+        const float *wp = wbase;
+        RR_KLOOP(cin)
+        goto epilogue;
+    }
+    for (int r = 0; r < RR_MR; r++) {
+        int p = pix[r < m ? r : m - 1];
+        oy[r] = p / c->OW; ox[r] = p % c->OW;
+    }
     if (rr_conv_rowwise(c)) {
         const int len = c->kw * cin;
         float edge[RR_MR][RR_ROWWISE_MAX];
@@ -114,6 +125,7 @@ static inline __attribute__((always_inline)) void rr_conv_tile_nb(
             RR_KLOOP(cin)
         }
     }
+epilogue:;
     v8f accs[RR_MR][2] = {{acc00, acc01}, {acc10, acc11}, {acc20, acc21},
                           {acc30, acc31}, {acc40, acc41}, {acc50, acc51}};
     const int blk = gb % c->nocb;
@@ -249,6 +261,84 @@ static inline void rr_dw_pixel(const rr_dw_t *c, int p, uint8_t *mask, float thr
         }
     }
     if (changed && mask) mask[p] = 1;
+}
+
+/* Interior pixels ox in [a, b) of output row oy, where every tap is inside the input, so no
+ * bounds are checked. Narrow layers (C <= 16) go one 8-channel block at a time with its taps'
+ * weights held in registers; wider ones pixel by pixel, four blocks at a time (their inputs
+ * stay in L1). Either way the taps are added in the same order, from zero, as rr_dw_pixel. */
+#define RR_DW_MAXTAPS 25
+static inline void rr_dw_interior(const rr_dw_t *c, int oy, int a, int b, uint8_t *mask, float thr) {
+    const int cpad = (c->C + 7) & ~7, kh = c->kh, kw = c->kw, nt = kh * kw;
+    const v8f zero = vbroadcast(0.0f);
+    const int iy0 = oy * c->sh - c->pt;
+    long toff[RR_DW_MAXTAPS];
+    for (int ky = 0; ky < kh; ky++)
+        for (int kx = 0; kx < kw; kx++)
+            toff[ky * kw + kx] = ((long)ky * c->dh * c->W + (long)kx * c->dw) * c->ldx;
+    if (c->C > 16) {
+        const float *rows[RR_DW_MAXTAPS];
+        int tapidx[RR_DW_MAXTAPS];
+        for (int t = 0; t < nt; t++) tapidx[t] = t;
+        for (int ox = a; ox < b; ox++) {
+            const float *base = c->x + ((size_t)iy0 * c->W + (size_t)(ox * c->sw - c->pl)) * c->ldx;
+            for (int t = 0; t < nt; t++) rows[t] = base + toff[t];
+            const int p = oy * c->OW + ox;
+            float *dst = c->y + (size_t)p * c->ldy;
+            int changed = 0, c0 = 0;
+            for (; c0 + 32 <= c->C; c0 += 32)
+                changed |= rr_dw_blocks(c, rows, tapidx, nt, cpad, c0, 4, dst, thr);
+            switch ((c->C - c0) / 8) {
+            case 3: changed |= rr_dw_blocks(c, rows, tapidx, nt, cpad, c0, 3, dst, thr); break;
+            case 2: changed |= rr_dw_blocks(c, rows, tapidx, nt, cpad, c0, 2, dst, thr); break;
+            case 1: changed |= rr_dw_blocks(c, rows, tapidx, nt, cpad, c0, 1, dst, thr); break;
+            default: break;
+            }
+            if (changed && mask) mask[p] = 1;
+        }
+        return;
+    }
+    for (int cb = 0; cb < c->C; cb += 8) {
+        v8f w[RR_DW_MAXTAPS];
+        for (int t = 0; t < nt; t++) w[t] = vload(c->w + (size_t)t * cpad + cb);
+        const v8f bias = vload(c->bias + cb), slope = c->slope ? vload(c->slope + cb) : zero;
+        for (int ox = a; ox < b; ox++) {
+            const float *base = c->x + ((size_t)iy0 * c->W + (size_t)(ox * c->sw - c->pl)) * c->ldx + cb;
+            v8f acc = zero;
+            for (int t = 0; t < nt; t++) acc = vfma(vload(base + toff[t]), w[t], acc);
+            v8f v = acc + bias;
+            if (c->act != ACT_NONE) v = vact(c->act, v, c->alpha, c->beta, slope);
+            const int p = oy * c->OW + ox;
+            if (rr_store8_tracked(c->y + (size_t)p * c->ldy + cb, v, thr) && mask) mask[p] = 1;
+        }
+    }
+}
+
+/* Pixels pix[0..n) (ascending): runs of neighbours in one row take the interior path where
+ * every tap is in the image, the rest rr_dw_pixel. */
+static inline void rr_dw_list(const rr_dw_t *c, const int32_t *pix, int n, uint8_t *mask, float thr, float *tmp) {
+    const int fast = c->C % 8 == 0 && c->kh * c->kw <= RR_DW_MAXTAPS;
+    /* interior columns: ox*sw - pl >= 0 and ox*sw - pl + (kw-1)*dw <= W-1 */
+    const int xlo = (c->pl + c->sw - 1) / c->sw;
+    const int xhi_num = c->W - 1 - (c->kw - 1) * c->dw + c->pl;
+    const int xhi = xhi_num < 0 ? 0 : xhi_num / c->sw + 1;
+    int i = 0;
+    while (i < n) {
+        const int p0 = pix[i], oy = p0 / c->OW, ox0 = p0 % c->OW;
+        int len = 1;
+        while (i + len < n && pix[i + len] == p0 + len && ox0 + len < c->OW) len++;
+        const int iy0 = oy * c->sh - c->pt, iy1 = iy0 + (c->kh - 1) * c->dh;
+        int a = ox0, b = ox0;
+        if (fast && len > 1 && iy0 >= 0 && iy1 < c->H) {
+            a = ox0 > xlo ? ox0 : xlo;
+            b = ox0 + len < xhi ? ox0 + len : xhi;
+            if (a >= b) a = b = ox0;
+            else rr_dw_interior(c, oy, a, b, mask, thr);
+        }
+        for (int ox = ox0; ox < ox0 + len; ox++)
+            if (ox < a || ox >= b) rr_dw_pixel(c, oy * c->OW + ox, mask, thr, tmp);
+        i += len;
+    }
 }
 
 /* A conv split by input-channel groups (frame stacks): y = act(((P_0 + P_1) + ...) + bias),

@@ -160,8 +160,8 @@ static inline int rr_num_threads(int requested) {
 /* A fork/join with sleeping OpenMP threads costs about 20 us here (measured on the 2-core VM),
  * so a parallel loop pays only above roughly 40 us of single-thread work: about 2M MACs, or
  * 256K elements of a memory-bound pass. */
-#define RR_PAR_MACS (1L << 21)
-#define RR_PAR_ELEMS (1L << 18)
+#define RR_PAR_MACS (1L << 19)
+#define RR_PAR_ELEMS (1L << 15)
 
 static inline int rr_threads_for(int requested, long work, long min_work) {
     return work < min_work ? 1 : rr_num_threads(requested);
