@@ -132,3 +132,25 @@ def test_diagonal_odd_and_disabled_stay_exact():
     for f in frames:
         off.run(None, {"images": f})
         assert off.stats["shift"] is None
+
+
+def test_detection_backs_off_on_frames_that_never_move(monkeypatch):
+    """Unrelated frames make detection (a few ms of phase correlation on large frames) run
+    rarely; a stream that then starts scrolling is caught within 16 frames, and every frame stays
+    bit-identical to dense."""
+    from reuserun.plan import shift as sh
+
+    calls = []
+    real = sh.detect
+    monkeypatch.setattr(sh, "detect", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model = make_model([node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
+                       [("x", (1, 1, 32, 32))], [("y", (1, 2, 32, 32))],
+                       [("w", np.random.default_rng(0).standard_normal((2, 1, 3, 3)).astype(np.float32))])
+    rng = np.random.default_rng(1)
+    noise = [rng.standard_normal((1, 1, 32, 32)).astype(np.float32) for _ in range(40)]
+    canvas = rng.standard_normal((1, 1, 32 + 2 * 30, 32)).astype(np.float32)
+    scroll = windows(canvas, 32, 32, [(2 * k, 0) for k in range(30)])
+    found = check(model, noise + scroll)
+    assert len(calls) <= 10  # 39 unrelated frames: tried on 1 + 1 + 1 + 1 + (every 16th)
+    first = next(i for i, d in enumerate(found) if d is not None)
+    assert 40 < first <= 40 + 16 and all(d == (2, 0) for d in found[first:])

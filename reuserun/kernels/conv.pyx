@@ -257,14 +257,13 @@ cdef class DepthwiseKernel:
             return
         if n < 64 or <long> n * self.c.kh * self.c.kw * self.cpad < RR_PAR_MACS:
             nt = 1
-        # chunks of the list, each walked run by run (rr_dw_list)
-        cdef int nchunks = (n + DW_CHUNK - 1) // DW_CHUNK
+        # chunks of the list, each walked run by run (rr_dw_list): long enough for whole rows,
+        # short enough that every thread gets a few
+        cdef int chunk = max(16, min(256, (n + 4 * nt - 1) // (4 * nt)))
+        cdef int nchunks = (n + chunk - 1) // chunk
         with nogil:
             for i in prange(nchunks, num_threads=nt, schedule="static"):
-                _dw_chunk(&self.c, &pix[0] + i * DW_CHUNK, min(DW_CHUNK, n - i * DW_CHUNK), mp, thr, self.cpad)
-
-
-cdef int DW_CHUNK = 256
+                _dw_chunk(&self.c, &pix[0] + i * chunk, min(chunk, n - i * chunk), mp, thr, self.cpad)
 
 
 cdef void _dw_chunk(const rr_dw_t *c, const int32_t *pix, int n, uint8_t *mask, float thr, int cpad) noexcept nogil:

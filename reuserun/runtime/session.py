@@ -191,6 +191,7 @@ class InferenceSession:
     def reset(self) -> None:
         """Forget the cached state: the next frame is computed in full."""
         self._fresh = True
+        self._shift_misses = self._shift_skip = 0
 
     @property
     def stats(self) -> dict:
@@ -377,6 +378,7 @@ class InferenceSession:
         self._apply_thresholds()
         self._shifter = Shifter(self._graph, steps, storage)
         self._shift_scratch = {n: np.empty(s.npix, np.uint8) for n, s in storage.items() if n in self._diff_masks}
+        self._shift_misses = self._shift_skip = 0
         self._fresh = True
 
     def _apply_thresholds(self) -> None:
@@ -452,7 +454,8 @@ class InferenceSession:
                 if moved is None:
                     nchanged, bad = region.diff_frame(v.reshape(st.C, -1), self._ref_frames[name],
                                                       self.threshold, mask, self.threads)
-                    if not incremental and not bad and nchanged > st.npix // 4 and self._can_shift():
+                    if not incremental and not bad and nchanged > st.npix // 4 and self._can_shift() \
+                            and self._shift_due():
                         found = self._find_shift(name, v, nchanged)
                         if found is not None:
                             moved, nchanged = found
@@ -523,6 +526,16 @@ class InferenceSession:
         return (self.shift and self.threshold == 0.0 and not self.layer_thresholds and self._shifter.supported
                 and self.policy_name != "dense" and len(self._diff_masks) == 1 and not self._stacks)
 
+    def _shift_due(self) -> bool:
+        """Whether to look for a shift in this mostly-changed frame. Detection costs a few ms on
+        a large frame (phase correlation), so after each miss in a row the next 1, 3, 7, then
+        15 such frames skip it: a stream that never moves pays for it rarely, and one that starts
+        scrolling is caught within 16 frames (frames in between are computed as usual)."""
+        if self._shift_skip > 0:
+            self._shift_skip -= 1
+            return False
+        return True
+
     def _find_shift(self, name, frame, nchanged):
         """(shift, changed count) when the frame is the reference translated and that leaves
         less than half the change; the mask is then in self._diff_masks[name]. The last shift
@@ -544,6 +557,8 @@ class InferenceSession:
             if best is not None:
                 break
         self._last_found_shift = best[0] if best else None
+        self._shift_misses = 0 if best else self._shift_misses + 1
+        self._shift_skip = 0 if best else min(2 ** self._shift_misses, 16) - 1
         return best
 
     def _update_mirrors(self, full: bool) -> None:
