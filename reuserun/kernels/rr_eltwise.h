@@ -98,6 +98,19 @@ static inline void rr_linear_pixel(const rr_linear_t *r, int p, uint8_t *mask, f
     const float *c = r->x + ((size_t)r->y1[oy] * r->W + r->x0[ox]) * r->ldx;
     const float *d = r->x + ((size_t)r->y1[oy] * r->W + r->x1[ox]) * r->ldx;
     float wy0 = r->wy0[oy], wy1 = r->wy1[oy], wx0 = r->wx0[ox], wx1 = r->wx1[ox];
+    if (r->C % 8 == 0) {
+        /* the scalar formula below, 8 channels at a time (the whole kernel uses this form for
+           such widths, so its results do not depend on which pixels a frame computes) */
+        const v8f vx0 = vbroadcast(wx0), vx1 = vbroadcast(wx1), vy0 = vbroadcast(wy0), vy1 = vbroadcast(wy1);
+        float *dst = r->y + (size_t)p * r->ldy;
+        for (int j = 0; j < r->C; j += 8) {
+            v8f top = vload(a + j) * vx0 + vload(b + j) * vx1;
+            v8f bot = vload(c + j) * vx0 + vload(d + j) * vx1;
+            changed |= rr_store8_tracked(dst + j, top * vy0 + bot * vy1, thr);
+        }
+        if (changed && mask) mask[p] = 1;
+        return;
+    }
     for (int c0 = 0; c0 < r->C; c0 += RR_CHUNK) {
         int nc = r->C - c0 < RR_CHUNK ? r->C - c0 : RR_CHUNK;
         for (int j = 0; j < nc; j++) {

@@ -35,6 +35,13 @@ static inline v8f vbroadcast(float x) { v8f v = {x, x, x, x, x, x, x, x}; return
 
 typedef int32_t v8i __attribute__((vector_size(32)));
 
+/* Whether any lane of a comparison result is true. */
+#if defined(__AVX__)
+static inline int vany(v8i m) { return _mm256_movemask_ps((__m256)m) != 0; }
+#else
+static inline int vany(v8i m) { int hit = 0; for (int i = 0; i < 8; i++) hit |= m[i]; return hit != 0; }
+#endif
+
 /* Lane-wise select: m lanes are all ones (true) or zeros, as vector comparisons give. */
 static inline v8f vsel(v8i m, v8f a, v8f b) { return (v8f)(((v8i)a & m) | ((v8i)b & ~m)); }
 static inline v8f vmax(v8f a, v8f b) { return vsel(a > b, a, b); }
@@ -141,11 +148,9 @@ static inline int rr_store8_tracked(float *dst, v8f v, float thr) {
         changed = ~(ad <= vbroadcast(thr));
         v = vsel(changed, v, old);
     }
-    v8i any = changed;
-    int hit = 0;
-    for (int i = 0; i < 8; i++) hit |= any[i];
+    const int hit = vany(changed);
     if (hit) vstore(dst, v);
-    return hit != 0;
+    return hit;
 }
 
 static inline int rr_num_threads(int requested) {
