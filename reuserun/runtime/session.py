@@ -490,7 +490,13 @@ class InferenceSession:
                 st.rescan((0, st.H, 0, st.W))
             else:
                 mask, nchanged, _ = diffs[name]
-                if nchanged:
+                if nchanged > st.npix // 4 and self.threshold == 0.0:
+                    # exact mode: unmarked pixels hold the same bits in the frame and the
+                    # reference, so copying the whole frame is the same as copying the marked
+                    # pixels, and a plain copy is faster once many are marked
+                    st.load(v, self.threads)
+                    np.copyto(self._ref_frames[name], v.reshape(st.C, -1))
+                elif nchanged:
                     region.apply_frame(v.reshape(st.C, -1), self._ref_frames[name], st.buf, st.off,
                                        self.threshold, mask, self.threads)
                 # the accepted change mask becomes the input's; its old mask is the next scratch
