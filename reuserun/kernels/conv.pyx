@@ -41,6 +41,7 @@ cdef extern from "rr_conv.h" nogil:
         const float *slope
         int act
         float alpha, beta
+    void rr_conv1_pixels(const rr_conv_t *c, const int32_t *pix, int n, uint8_t *mask, float thr)
     void rr_dw_pixel(const rr_dw_t *c, int p, uint8_t *mask, float thr, float *tmp)
     void rr_dw_list(const rr_dw_t *c, const int32_t *pix, int n, uint8_t *mask, float thr, float *tmp)
     void rr_gemm_pixel_partial(const float *x, int C, const float *w, int npad, float *out)
@@ -143,6 +144,9 @@ cdef class ConvKernel:
         cdef uint8_t *mp = &mask[0] if mask is not None else NULL
         if n <= 0:
             return
+        if self.c.pointwise and self.c.cout == 1 and self.c.groups == 1:
+            self._run_single(&pix[0], n, mp, thr, threads)
+            return
         if not self.c.transposed:
             self._run(&pix[0], n, &self.all_taps[0], self.all_taps.shape[0], mp, thr, threads)
             return
@@ -171,6 +175,13 @@ cdef class ConvKernel:
                 else:
                     self._run(&sp[counts[ph]], counts[ph + 1] - counts[ph], &taps[0],
                               taps.shape[0], mp, thr, threads)
+
+    cdef void _run_single(self, const int32_t *pix, int n, uint8_t *mask, float thr, int threads) noexcept:
+        cdef int nt = rr_threads_for(threads, <long> n * self.c.cin * 8, RR_PAR_MACS), i
+        cdef int chunk = 512, nchunks = (n + 511) // 512
+        with nogil:
+            for i in prange(nchunks, num_threads=nt, schedule="static"):
+                rr_conv1_pixels(&self.c, pix + i * chunk, min(chunk, n - i * chunk), mask, thr)
 
     cdef void _run(self, const int32_t *pix, int n, const int32_t *taps, int ntaps,
                    uint8_t *mask, float thr, int threads) noexcept:
