@@ -10,6 +10,7 @@ from reuserun.kernels.common cimport RR_PAR_ELEMS, RR_PAR_MACS, fptr, reloc, rr_
 cdef extern from "rr_conv.h" nogil:
     enum:
         RR_MR
+        RR_MR_NARROW
         RR_NR
     ctypedef struct rr_conv_t:
         const float *x
@@ -41,6 +42,8 @@ cdef extern from "rr_conv.h" nogil:
         const float *slope
         int act
         float alpha, beta
+    void rr_conv_tile_narrow(const rr_conv_t *c, const int32_t *pix, int m, const int32_t *taps, int ntaps,
+                             uint8_t *mask, float thr)
     void rr_conv1_pixels(const rr_conv_t *c, const int32_t *pix, int n, uint8_t *mask, float thr)
     void rr_dw_pixel(const rr_dw_t *c, int p, uint8_t *mask, float thr, float *tmp)
     void rr_dw_list(const rr_dw_t *c, const int32_t *pix, int n, uint8_t *mask, float thr, float *tmp)
@@ -91,6 +94,7 @@ cdef class ConvKernel:
     cdef list phase_taps        # transposed: taps per output phase
     cdef int32_t[::1] sorted_pix
     cdef int tiles_per_item
+    cdef bint narrow            # at most 8 output channels, one group: rr_conv_tile_narrow
 
     def __init__(self, x_buf, int x_off, y_buf, int y_off, packed, int nocb, bias, slope,
                  kernel, strides, pads, dilations, int groups, int cin, int cout,
@@ -122,6 +126,7 @@ cdef class ConvKernel:
         self.all_taps = np.arange(ntap, dtype=np.int32)
         # keep one item's input rows plus its weight block within about 256 KiB of L2
         k = ntap * cin
+        self.narrow = groups == 1 and cout <= 8 and not transposed
         self.tiles_per_item = max(1, min(32, (256 * 1024) // (4 * k * (RR_MR + RR_NR))))
         if transposed:
             self.phase_taps = []
@@ -185,7 +190,9 @@ cdef class ConvKernel:
 
     cdef void _run(self, const int32_t *pix, int n, const int32_t *taps, int ntaps,
                    uint8_t *mask, float thr, int threads) noexcept:
-        cdef int ntiles = (n + RR_MR - 1) // RR_MR
+        cdef int mr = RR_MR_NARROW if self.narrow else RR_MR
+        cdef bint narrow = self.narrow
+        cdef int ntiles = (n + mr - 1) // mr
         cdef int nblk = self.c.groups * self.c.nocb
         cdef int tpi = self.tiles_per_item
         cdef int ngroups = (ntiles + tpi - 1) // tpi
@@ -212,8 +219,11 @@ cdef class ConvKernel:
                 t0 = grp * tpi
                 t1 = min(t0 + tpi, ntiles)
                 for t in range(t0, t1):
-                    m = min(RR_MR, n - t * RR_MR)
-                    rr_conv_tile(&self.c, pix + t * RR_MR, m, gb, taps, ntaps, mask, thr)
+                    m = min(mr, n - t * mr)
+                    if narrow:
+                        rr_conv_tile_narrow(&self.c, pix + t * mr, m, taps, ntaps, mask, thr)
+                    else:
+                        rr_conv_tile(&self.c, pix + t * mr, m, gb, taps, ntaps, mask, thr)
 
 
 def pack_dw_weights(w):

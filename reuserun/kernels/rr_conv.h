@@ -156,6 +156,92 @@ epilogue:;
     }
 }
 
+/* Narrow convs (at most 8 output channels, one group): with one 8-lane block per pixel, a
+ * 6-pixel tile has too few independent FMA chains to hide the FMA latency, so each pixel keeps
+ * two partial sums, over the even and the odd steps of each K run, added at the end. The order
+ * is fixed per layer (every pixel of a narrow conv goes through here), so results still do not
+ * depend on the region. */
+#define RR_MR_NARROW RR_MR
+static inline void rr_conv_tile_narrow(const rr_conv_t *c, const int32_t *pix, int m,
+                                       const int32_t *taps, int ntaps, uint8_t *mask, float thr) {
+    enum { MR = RR_MR_NARROW };
+    const int cin = c->cin;
+    const float *rows[MR];
+    v8f a0[MR], a1[MR];
+    for (int r = 0; r < MR; r++) a0[r] = a1[r] = vbroadcast(0.0f);
+    const float *wp = c->w;
+#define RR_NARROW_K(len) { \
+    const int len_ = (len); int j = 0; \
+    for (; j + 2 <= len_; j += 2) { \
+        const v8f b0 = vload(wp), b1 = vload(wp + RR_NR); wp += 2 * RR_NR; \
+        for (int r = 0; r < MR; r++) { \
+            a0[r] = vfma(vbroadcast(rows[r][j]), b0, a0[r]); \
+            a1[r] = vfma(vbroadcast(rows[r][j + 1]), b1, a1[r]); \
+        } \
+    } \
+    if (j < len_) { \
+        const v8f b0 = vload(wp); wp += RR_NR; \
+        for (int r = 0; r < MR; r++) a0[r] = vfma(vbroadcast(rows[r][j]), b0, a0[r]); \
+    } }
+    if (c->pointwise) {
+        for (int r = 0; r < MR; r++) rows[r] = c->x + (size_t)pix[r < m ? r : m - 1] * c->ldx;
+        RR_NARROW_K(cin)
+    } else {
+        int oy[MR], ox[MR];
+        for (int r = 0; r < MR; r++) {
+            const int p = pix[r < m ? r : m - 1];
+            oy[r] = p / c->OW; ox[r] = p % c->OW;
+        }
+        if (rr_conv_rowwise(c)) {
+            const int len = c->kw * cin;
+            float edge[MR][RR_ROWWISE_MAX];
+            for (int ky = 0; ky < c->kh; ky++) {
+                for (int r = 0; r < MR; r++) {
+                    const int iy = oy[r] * c->sh - c->pt + ky * c->dh, ix0 = ox[r] * c->sw - c->pl;
+                    if (iy < 0 || iy >= c->H) {
+                        rows[r] = c->zeros;
+                    } else if (ix0 >= 0 && ix0 + c->kw <= c->W) {
+                        rows[r] = c->x + ((size_t)iy * c->W + ix0) * cin;
+                    } else {
+                        for (int kx = 0; kx < c->kw; kx++) {
+                            const int ix = ix0 + kx;
+                            if (ix < 0 || ix >= c->W) memset(edge[r] + kx * cin, 0, (size_t)cin * sizeof(float));
+                            else memcpy(edge[r] + kx * cin, c->x + ((size_t)iy * c->W + ix) * cin, (size_t)cin * sizeof(float));
+                        }
+                        rows[r] = edge[r];
+                    }
+                }
+                RR_NARROW_K(len)
+            }
+        } else {
+            for (int ti = 0; ti < ntaps; ti++) {
+                const int t = taps[ti], ky = t / c->kw, kx = t % c->kw;
+                for (int r = 0; r < MR; r++) rows[r] = rr_conv_row(c, oy[r], ox[r], ky, kx);
+                wp = c->w + (size_t)t * cin * RR_NR;
+                RR_NARROW_K(cin)
+            }
+        }
+    }
+#undef RR_NARROW_K
+    const int nc = c->cout;
+    const v8f bias = vload(c->bias), slope = c->slope ? vload(c->slope) : vbroadcast(0.0f);
+    for (int r = 0; r < m; r++) {
+        v8f v = (a0[r] + a1[r]) + bias;
+        if (c->act != ACT_NONE) v = vact(c->act, v, c->alpha, c->beta, slope);
+        const int p = pix[r];
+        float *dst = c->y + (size_t)p * c->ldy;
+        int changed;
+        if (nc == 8) {
+            changed = rr_store8_tracked(dst, v, thr);
+        } else {
+            float tmp[8];
+            vstore(tmp, v);
+            changed = rr_store_tracked(dst, tmp, nc, thr);
+        }
+        if (changed && mask) mask[p] = 1;
+    }
+}
+
 /* A pointwise conv to one output channel (segmentation and text-detection heads), eight pixels
  * per vector instead of eight channels, so the activation and the adds are not spent on seven
  * empty lanes. Per lane the same operations, in the same order, as the tile kernel. */
