@@ -10,7 +10,6 @@ from reuserun.kernels.common cimport RR_PAR_ELEMS, RR_PAR_MACS, fptr, reloc, rr_
 cdef extern from "rr_conv.h" nogil:
     enum:
         RR_MR
-        RR_MR_NARROW
         RR_NR
     ctypedef struct rr_conv_t:
         const float *x
@@ -190,7 +189,7 @@ cdef class ConvKernel:
 
     cdef void _run(self, const int32_t *pix, int n, const int32_t *taps, int ntaps,
                    uint8_t *mask, float thr, int threads) noexcept:
-        cdef int mr = RR_MR_NARROW if self.narrow else RR_MR
+        cdef int mr = RR_MR
         cdef bint narrow = self.narrow
         cdef int ntiles = (n + mr - 1) // mr
         cdef int nblk = self.c.groups * self.c.nocb

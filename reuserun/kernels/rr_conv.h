@@ -63,6 +63,39 @@ static inline int rr_conv_rowwise(const rr_conv_t *c) {
         && c->kw * c->cin <= RR_ROWWISE_MAX;
 }
 
+/* A tile's output coordinates; rows past m repeat the last pixel (computed, not stored). */
+static inline __attribute__((always_inline)) void rr_tile_coords(
+        const rr_conv_t *c, const int32_t *pix, int m, int *oy, int *ox) {
+    for (int r = 0; r < RR_MR; r++) {
+        const int p = pix[r < m ? r : m - 1];
+        oy[r] = p / c->OW; ox[r] = p % c->OW;
+    }
+}
+
+/* The row-wise K loop's input rows for kernel row ky: the image row where the window lies
+ * inside it, the zero row above or below it, and a copy with zeros where the window crosses the
+ * left or right edge. */
+static inline __attribute__((always_inline)) void rr_rowwise_rows(
+        const rr_conv_t *c, const int *oy, const int *ox, int ky, const float **rows,
+        float (*edge)[RR_ROWWISE_MAX]) {
+    const int cin = c->cin;
+    for (int r = 0; r < RR_MR; r++) {
+        const int iy = oy[r] * c->sh - c->pt + ky * c->dh, ix0 = ox[r] * c->sw - c->pl;
+        if (iy < 0 || iy >= c->H) {
+            rows[r] = c->zeros;
+        } else if (ix0 >= 0 && ix0 + c->kw <= c->W) {
+            rows[r] = c->x + ((size_t)iy * c->W + ix0) * cin;
+        } else {
+            for (int kx = 0; kx < c->kw; kx++) {
+                const int ix = ix0 + kx;
+                if (ix < 0 || ix >= c->W) memset(edge[r] + kx * cin, 0, (size_t)cin * sizeof(float));
+                else memcpy(edge[r] + kx * cin, c->x + ((size_t)iy * c->W + ix) * cin, (size_t)cin * sizeof(float));
+            }
+            rows[r] = edge[r];
+        }
+    }
+}
+
 /* One tile: pixels pix[0..m), global channel block gb (= group * nocb + block), nb 8-lane
  * halves of the block (1 when at most 8 output channels remain).
  * taps[0..ntaps) lists the kernel taps (ky * kw + kx) to visit, in increasing order. */
@@ -84,31 +117,14 @@ static inline __attribute__((always_inline)) void rr_conv_tile_nb(
         RR_KLOOP(cin)
         goto epilogue;
     }
-    for (int r = 0; r < RR_MR; r++) {
-        int p = pix[r < m ? r : m - 1];
-        oy[r] = p / c->OW; ox[r] = p % c->OW;
-    }
+    rr_tile_coords(c, pix, m, oy, ox);
     if (rr_conv_rowwise(c)) {
         const int len = c->kw * cin;
         float edge[RR_MR][RR_ROWWISE_MAX];
         const float *wp = wbase;
         for (int ky = 0; ky < c->kh; ky++) {
             const float *rows[RR_MR];
-            for (int r = 0; r < RR_MR; r++) {
-                const int iy = oy[r] * c->sh - c->pt + ky * c->dh, ix0 = ox[r] * c->sw - c->pl;
-                if (iy < 0 || iy >= c->H) {
-                    rows[r] = c->zeros;
-                } else if (ix0 >= 0 && ix0 + c->kw <= c->W) {
-                    rows[r] = c->x + ((size_t)iy * c->W + ix0) * cin;
-                } else {  /* the window crosses the left or right edge: gather with zeros */
-                    for (int kx = 0; kx < c->kw; kx++) {
-                        const int ix = ix0 + kx;
-                        if (ix < 0 || ix >= c->W) memset(edge[r] + kx * cin, 0, (size_t)cin * sizeof(float));
-                        else memcpy(edge[r] + kx * cin, c->x + ((size_t)iy * c->W + ix) * cin, (size_t)cin * sizeof(float));
-                    }
-                    rows[r] = edge[r];
-                }
-            }
+            rr_rowwise_rows(c, oy, ox, ky, rows, edge);
             const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3], *r4 = rows[4], *r5 = rows[5];
             RR_KLOOP(len)
         }
@@ -161,10 +177,9 @@ epilogue:;
  * two partial sums, over the even and the odd steps of each K run, added at the end. The order
  * is fixed per layer (every pixel of a narrow conv goes through here), so results still do not
  * depend on the region. */
-#define RR_MR_NARROW RR_MR
 static inline void rr_conv_tile_narrow(const rr_conv_t *c, const int32_t *pix, int m,
                                        const int32_t *taps, int ntaps, uint8_t *mask, float thr) {
-    enum { MR = RR_MR_NARROW };
+    enum { MR = RR_MR };
     const int cin = c->cin;
     const float *rows[MR];
     v8f a0[MR], a1[MR];
@@ -188,29 +203,12 @@ static inline void rr_conv_tile_narrow(const rr_conv_t *c, const int32_t *pix, i
         RR_NARROW_K(cin)
     } else {
         int oy[MR], ox[MR];
-        for (int r = 0; r < MR; r++) {
-            const int p = pix[r < m ? r : m - 1];
-            oy[r] = p / c->OW; ox[r] = p % c->OW;
-        }
+        rr_tile_coords(c, pix, m, oy, ox);
         if (rr_conv_rowwise(c)) {
             const int len = c->kw * cin;
             float edge[MR][RR_ROWWISE_MAX];
             for (int ky = 0; ky < c->kh; ky++) {
-                for (int r = 0; r < MR; r++) {
-                    const int iy = oy[r] * c->sh - c->pt + ky * c->dh, ix0 = ox[r] * c->sw - c->pl;
-                    if (iy < 0 || iy >= c->H) {
-                        rows[r] = c->zeros;
-                    } else if (ix0 >= 0 && ix0 + c->kw <= c->W) {
-                        rows[r] = c->x + ((size_t)iy * c->W + ix0) * cin;
-                    } else {
-                        for (int kx = 0; kx < c->kw; kx++) {
-                            const int ix = ix0 + kx;
-                            if (ix < 0 || ix >= c->W) memset(edge[r] + kx * cin, 0, (size_t)cin * sizeof(float));
-                            else memcpy(edge[r] + kx * cin, c->x + ((size_t)iy * c->W + ix) * cin, (size_t)cin * sizeof(float));
-                        }
-                        rows[r] = edge[r];
-                    }
-                }
+                rr_rowwise_rows(c, oy, ox, ky, rows, edge);
                 RR_NARROW_K(len)
             }
         } else {
