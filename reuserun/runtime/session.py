@@ -327,7 +327,9 @@ class InferenceSession:
             st.mask, self._diff_masks[name] = mask, st.mask  # masks are per run, not state
             st.rescan((0, st.H, 0, st.W))
             if nchanged:
-                pix = np.flatnonzero(mask[:st.npix]).astype(np.int32)
+                # the marked pixels, found inside their box (a patch, not the whole image)
+                pix = self._variant_pix[name]
+                pix = pix[:region.to_pixels(mask, st.W, *st.box, pix)]
                 rows = st.rows()
                 journal.rows(rows, pix, len(pix))
                 rows[pix] = v.reshape(st.C, -1)[:, pix].T
@@ -379,6 +381,7 @@ class InferenceSession:
         self._shifter = Shifter(self._graph, steps, storage)
         self._shift_scratch = {n: np.empty(s.npix, np.uint8) for n, s in storage.items() if n in self._diff_masks}
         self._shift_misses = self._shift_skip = 0
+        self._variant_pix = {n: np.empty(s.npix, np.int32) for n, s in storage.items() if n in self._diff_masks}
         self._fresh = True
 
     def _apply_thresholds(self) -> None:
