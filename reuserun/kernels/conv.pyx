@@ -189,9 +189,8 @@ cdef class ConvKernel:
 
     cdef void _run(self, const int32_t *pix, int n, const int32_t *taps, int ntaps,
                    uint8_t *mask, float thr, int threads) noexcept:
-        cdef int mr = RR_MR
         cdef bint narrow = self.narrow
-        cdef int ntiles = (n + mr - 1) // mr
+        cdef int ntiles = (n + RR_MR - 1) // RR_MR
         cdef int nblk = self.c.groups * self.c.nocb
         cdef int tpi = self.tiles_per_item
         cdef int ngroups = (ntiles + tpi - 1) // tpi
@@ -218,11 +217,11 @@ cdef class ConvKernel:
                 t0 = grp * tpi
                 t1 = min(t0 + tpi, ntiles)
                 for t in range(t0, t1):
-                    m = min(mr, n - t * mr)
+                    m = min(RR_MR, n - t * RR_MR)
                     if narrow:
-                        rr_conv_tile_narrow(&self.c, pix + t * mr, m, taps, ntaps, mask, thr)
+                        rr_conv_tile_narrow(&self.c, pix + t * RR_MR, m, taps, ntaps, mask, thr)
                     else:
-                        rr_conv_tile(&self.c, pix + t * mr, m, gb, taps, ntaps, mask, thr)
+                        rr_conv_tile(&self.c, pix + t * RR_MR, m, gb, taps, ntaps, mask, thr)
 
 
 def pack_dw_weights(w):
