@@ -2,8 +2,9 @@
  *
  * A tile is up to MR output pixels (any positions: they are gathered through per-tap row
  * pointers, XNNPACK-style) times 16 output channels. Each output element accumulates
- * taps x input channels in one fixed order starting from 0, then adds the bias and applies the
- * activation, so its value never depends on which other pixels share its tile.
+ * taps x input channels in an order fixed per layer, starting from 0 (narrow layers keep two
+ * partial sums, see rr_conv_tile_narrow), then adds the bias and applies the activation, so its
+ * value never depends on which other pixels share its tile or which pixels a frame computes.
  */
 #ifndef RR_CONV_H
 #define RR_CONV_H
