@@ -3,9 +3,12 @@
 from cython.parallel cimport prange
 from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.stdlib cimport malloc, free
+cimport numpy as cnp
 import numpy as np
 
 from reuserun.kernels.common cimport RR_PAR_ELEMS, RR_PAR_MACS, fptr, reloc, rr_num_threads, rr_threads_for
+
+cnp.import_array()
 
 cdef extern from "rr_conv.h" nogil:
     enum:
@@ -18,6 +21,8 @@ cdef extern from "rr_conv.h" nogil:
         int OH, OW, ldy
         int kh, kw, sh, sw, pt, pl, dh, dw
         int transposed
+        const int32_t *tiy
+        const int32_t *tix
         int pointwise
         int groups, cin, cout
         int nocb
@@ -75,6 +80,15 @@ def pack_conv_weights(w, transposed=False, groups=1):
     return np.ascontiguousarray(packed), nocb
 
 
+def transposed_taps(int out_len, int in_len, int k, int s, int p, int d):
+    """(k, out_len) int32: the input index that output o reads at tap t in a transposed conv
+    (o = i * s - p + t * d), -1 where there is none."""
+    o = np.arange(out_len)[None, :] + p - np.arange(k)[:, None] * d
+    i = o // s
+    ok = (o >= 0) & (o % s == 0) & (i < in_len)
+    return np.ascontiguousarray(np.where(ok, i, -1), np.int32)
+
+
 def pad_channels(v, groups, cout, nocb, fill=0.0):
     """Per-output-channel vector laid out per [group][block*16]."""
     out = np.full((groups, nocb * RR_NR), fill, np.float32)
@@ -92,8 +106,10 @@ cdef class ConvKernel:
     cdef int32_t[::1] all_taps
     cdef list phase_taps        # transposed: taps per output phase
     cdef int32_t[::1] sorted_pix
+    cdef object phase_of        # transposed: each output pixel's phase (output position mod stride)
     cdef int tiles_per_item
     cdef bint narrow            # at most 8 output channels, one group: rr_conv_tile_narrow
+    cdef object tap_tables      # transposed: the arrays behind c.tiy and c.tix
 
     def __init__(self, x_buf, int x_off, y_buf, int y_off, packed, int nocb, bias, slope,
                  kernel, strides, pads, dilations, int groups, int cin, int cout,
@@ -112,6 +128,13 @@ cdef class ConvKernel:
         self.c.pt, self.c.pl = pads[0], pads[1]
         self.c.dh, self.c.dw = dilations
         self.c.transposed = transposed
+        self.c.tiy = self.c.tix = NULL
+        if transposed:
+            tiy = transposed_taps(y_buf.shape[0], x_buf.shape[0], kernel[0], strides[0], pads[0], dilations[0])
+            tix = transposed_taps(y_buf.shape[1], x_buf.shape[1], kernel[1], strides[1], pads[1], dilations[1])
+            self.tap_tables = (tiy, tix)
+            self.c.tiy = <const int32_t *> cnp.PyArray_DATA(tiy)
+            self.c.tix = <const int32_t *> cnp.PyArray_DATA(tix)
         self.c.pointwise = (not transposed and tuple(kernel) == (1, 1) and tuple(strides) == (1, 1)
                             and not any(pads) and x_buf.shape[0] == y_buf.shape[0]
                             and x_buf.shape[1] == y_buf.shape[1])
@@ -136,6 +159,9 @@ cdef class ConvKernel:
                          if ((t // kernel[1]) * dilations[0]) % strides[0] == py
                          and ((t % kernel[1]) * dilations[1]) % strides[1] == px], np.int32))
             self.sorted_pix = np.empty(y_buf.shape[0] * y_buf.shape[1], np.int32)
+            oy = (np.arange(y_buf.shape[0]) + pads[0]) % strides[0]
+            ox = (np.arange(y_buf.shape[1]) + pads[1]) % strides[1]
+            self.phase_of = np.ascontiguousarray((oy[:, None] * strides[1] + ox[None, :]).reshape(-1), np.int32)
 
     def relocate(self, const int64_t[:, ::1] moves):
         """Follow caches that moved in memory (see common.reloc)."""
@@ -154,22 +180,23 @@ cdef class ConvKernel:
         if not self.c.transposed:
             self._run(&pix[0], n, &self.all_taps[0], self.all_taps.shape[0], mp, thr, threads)
             return
-        # transposed: pixels of one phase share their tap list, so tile them together
-        cdef int sh = self.c.sh, sw = self.c.sw, nph = sh * sw, i, ph, start = 0
+        # transposed: pixels of one phase share their tap list, so tile them together (a
+        # counting sort on the phase of each output pixel, tabulated at load)
+        cdef int nph = self.c.sh * self.c.sw, i, ph
         cdef int[::1] counts = np.zeros(nph + 1, np.int32)
+        cdef int[::1] fill = np.empty(nph, np.int32)
         cdef int32_t[::1] sp = self.sorted_pix
-        cdef int32_t p
-        for i in range(n):
-            p = pix[i]
-            counts[((p // self.c.OW + self.c.pt) % sh) * sw + (p % self.c.OW + self.c.pl) % sw + 1] += 1
-        for ph in range(nph):
-            counts[ph + 1] += counts[ph]
-        cdef int[::1] fill = np.array(counts[:nph], np.int32)
-        for i in range(n):
-            p = pix[i]
-            ph = ((p // self.c.OW + self.c.pt) % sh) * sw + (p % self.c.OW + self.c.pl) % sw
-            sp[fill[ph]] = p
-            fill[ph] += 1
+        cdef const int32_t[::1] phase = self.phase_of
+        with nogil:
+            for i in range(n):
+                counts[phase[pix[i]] + 1] += 1
+            for ph in range(nph):
+                counts[ph + 1] += counts[ph]
+                fill[ph] = counts[ph]
+            for i in range(n):
+                ph = phase[pix[i]]
+                sp[fill[ph]] = pix[i]
+                fill[ph] += 1
         cdef int32_t[::1] taps
         for ph in range(nph):
             if counts[ph + 1] > counts[ph]:

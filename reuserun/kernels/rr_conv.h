@@ -20,6 +20,8 @@ typedef struct {
     float *y; int OH, OW, ldy;          /* output view */
     int kh, kw, sh, sw, pt, pl, dh, dw;
     int transposed;                     /* ConvTranspose: gather form of the scatter */
+    const int32_t *tiy, *tix;           /* transposed: input row / column per (tap row, output row)
+                                           and (tap column, output column), -1 for none */
     int pointwise;                      /* 1x1, stride 1, no padding: input row p is output row p */
     int groups, cin, cout;              /* cin, cout per group */
     int nocb;                           /* 16-wide output-channel blocks per group */
@@ -36,12 +38,12 @@ static inline const float *rr_conv_row(const rr_conv_t *c, int oy, int ox, int k
     if (!c->transposed) {
         iy = oy * c->sh - c->pt + ky * c->dh;
         ix = ox * c->sw - c->pl + kx * c->dw;
-    } else {
-        int ny = oy + c->pt - ky * c->dh, nx = ox + c->pl - kx * c->dw;
-        if (ny < 0 || nx < 0 || ny % c->sh || nx % c->sw) return c->zeros;
-        iy = ny / c->sh; ix = nx / c->sw;
+        if (iy < 0 || iy >= c->H || ix < 0 || ix >= c->W) return c->zeros;
+    } else {  /* looked up: the scatter's divisions and remainders, done once at load */
+        iy = c->tiy[(size_t)ky * c->OH + oy];
+        ix = c->tix[(size_t)kx * c->OW + ox];
+        if (iy < 0 || ix < 0) return c->zeros;
     }
-    if (iy < 0 || iy >= c->H || ix < 0 || ix >= c->W) return c->zeros;
     return c->x + ((size_t)iy * c->W + ix) * c->ldx;
 }
 
