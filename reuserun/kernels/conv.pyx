@@ -48,7 +48,8 @@ cdef extern from "rr_conv.h" nogil:
         float alpha, beta
     void rr_conv_tile_narrow(const rr_conv_t *c, const int32_t *pix, int m, const int32_t *taps, int ntaps,
                              uint8_t *mask, float thr)
-    void rr_conv1_pixels(const rr_conv_t *c, const int32_t *pix, int n, uint8_t *mask, float thr)
+    void rr_conv1_pixels(const rr_conv_t *c, const int32_t *pix, int n, const int32_t *taps, int ntaps,
+                         uint8_t *mask, float thr)
     void rr_dw_pixel(const rr_dw_t *c, int p, uint8_t *mask, float thr, float *tmp)
     void rr_dw_list(const rr_dw_t *c, const int32_t *pix, int n, uint8_t *mask, float thr, float *tmp)
     void rr_gemm_pixel_partial(const float *x, int C, const float *w, int npad, float *out)
@@ -109,6 +110,7 @@ cdef class ConvKernel:
     cdef object phase_of        # transposed: each output pixel's phase (output position mod stride)
     cdef int tiles_per_item
     cdef bint narrow            # at most 8 output channels, one group: rr_conv_tile_narrow
+    cdef bint single            # one output channel, one group: rr_conv1_pixels
     cdef object tap_tables      # transposed: the arrays behind c.tiy and c.tix
 
     def __init__(self, x_buf, int x_off, y_buf, int y_off, packed, int nocb, bias, slope,
@@ -149,6 +151,7 @@ cdef class ConvKernel:
         # keep one item's input rows plus its weight block within about 256 KiB of L2
         k = ntap * cin
         self.narrow = groups == 1 and cout <= 8 and not transposed
+        self.single = groups == 1 and cout == 1
         self.tiles_per_item = max(1, min(32, (256 * 1024) // (4 * k * (RR_MR + RR_NR))))
         if transposed:
             self.phase_taps = []
@@ -173,9 +176,6 @@ cdef class ConvKernel:
         thr (thr < 0: no tracking, mask may be None)."""
         cdef uint8_t *mp = &mask[0] if mask is not None else NULL
         if n <= 0:
-            return
-        if self.c.pointwise and self.c.cout == 1 and self.c.groups == 1:
-            self._run_single(&pix[0], n, mp, thr, threads)
             return
         if not self.c.transposed:
             self._run(&pix[0], n, &self.all_taps[0], self.all_taps.shape[0], mp, thr, threads)
@@ -207,15 +207,19 @@ cdef class ConvKernel:
                     self._run(&sp[counts[ph]], counts[ph + 1] - counts[ph], &taps[0],
                               taps.shape[0], mp, thr, threads)
 
-    cdef void _run_single(self, const int32_t *pix, int n, uint8_t *mask, float thr, int threads) noexcept:
-        cdef int nt = rr_threads_for(threads, <long> n * self.c.cin * 8, RR_PAR_MACS), i
+    cdef void _run_single(self, const int32_t *pix, int n, const int32_t *taps, int ntaps,
+                          uint8_t *mask, float thr, int threads) noexcept:
+        cdef int nt = rr_threads_for(threads, <long> n * self.c.cin * max(ntaps, 1) * 8, RR_PAR_MACS), i
         cdef int chunk = 512, nchunks = (n + 511) // 512
         with nogil:
             for i in prange(nchunks, num_threads=nt, schedule="static"):
-                rr_conv1_pixels(&self.c, pix + i * chunk, min(chunk, n - i * chunk), mask, thr)
+                rr_conv1_pixels(&self.c, pix + i * chunk, min(chunk, n - i * chunk), taps, ntaps, mask, thr)
 
     cdef void _run(self, const int32_t *pix, int n, const int32_t *taps, int ntaps,
                    uint8_t *mask, float thr, int threads) noexcept:
+        if self.single:
+            self._run_single(pix, n, taps, ntaps, mask, thr, threads)
+            return
         cdef bint narrow = self.narrow
         cdef int ntiles = (n + RR_MR - 1) // RR_MR
         cdef int nblk = self.c.groups * self.c.nocb

@@ -243,21 +243,39 @@ static inline void rr_conv_tile_narrow(const rr_conv_t *c, const int32_t *pix, i
     }
 }
 
-/* A pointwise conv to one output channel (segmentation and text-detection heads), eight pixels
- * per vector instead of eight channels, so the activation and the adds are not spent on seven
- * empty lanes. Per lane the same operations, in the same order, as the tile kernel. */
-static inline void rr_conv1_pixels(const rr_conv_t *c, const int32_t *pix, int n, uint8_t *mask, float thr) {
+/* A conv to one output channel (segmentation and text-detection heads), eight pixels per vector
+ * instead of eight channels, so the adds and the activation are not spent on seven empty lanes.
+ * Per pixel the taps come in the given order and each tap's input channels in order, as in the
+ * tile kernels' tap loop; every pixel of such a layer goes through here. */
+static inline void rr_conv1_pixels(const rr_conv_t *c, const int32_t *pix, int n, const int32_t *taps,
+                                   int ntaps, uint8_t *mask, float thr) {
     const int cin = c->cin;
     const v8f bias = vbroadcast(c->bias[0]), slope = vbroadcast(c->slope ? c->slope[0] : 0.0f);
     for (int i = 0; i < n; i += 8) {
         const int m = n - i < 8 ? n - i : 8;
         const float *rows[8];
-        for (int r = 0; r < 8; r++) rows[r] = c->x + (size_t)pix[i + (r < m ? r : m - 1)] * c->ldx;
         v8f acc = vbroadcast(0.0f);
-        for (int k = 0; k < cin; k++) {
-            v8f xk = {rows[0][k], rows[1][k], rows[2][k], rows[3][k], rows[4][k], rows[5][k], rows[6][k], rows[7][k]};
-            acc = vfma(xk, vbroadcast(c->w[(size_t)k * RR_NR]), acc);
+#define RR_CONV1_K(wp) \
+        for (int k = 0; k < cin; k++) { \
+            v8f xk = {rows[0][k], rows[1][k], rows[2][k], rows[3][k], rows[4][k], rows[5][k], rows[6][k], rows[7][k]}; \
+            acc = vfma(xk, vbroadcast((wp)[(size_t)k * RR_NR]), acc); \
         }
+        if (c->pointwise) {
+            for (int r = 0; r < 8; r++) rows[r] = c->x + (size_t)pix[i + (r < m ? r : m - 1)] * c->ldx;
+            RR_CONV1_K(c->w)
+        } else {
+            int oy[8], ox[8];
+            for (int r = 0; r < 8; r++) {
+                const int p = pix[i + (r < m ? r : m - 1)];
+                oy[r] = p / c->OW; ox[r] = p % c->OW;
+            }
+            for (int ti = 0; ti < ntaps; ti++) {
+                const int t = taps[ti], ky = t / c->kw, kx = t % c->kw;
+                for (int r = 0; r < 8; r++) rows[r] = rr_conv_row(c, oy[r], ox[r], ky, kx);
+                RR_CONV1_K(c->w + (size_t)t * cin * RR_NR)
+            }
+        }
+#undef RR_CONV1_K
         v8f v = acc + bias;
         if (c->act != ACT_NONE) v = vact(c->act, v, c->alpha, c->beta, slope);
         float out[8];
