@@ -36,6 +36,9 @@ from reuserun import zoo
 from reuserun.bench import ort_session
 from reuserun.streams import atari_preprocess, make_atari_env
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plots import per_game_bars  # noqa: E402
+
 SEED_GAMES = ["Alien", "Amidar", "Assault", "Asterix", "BankHeist", "BattleZone", "Boxing", "Breakout",
               "ChopperCommand", "CrazyClimber", "DemonAttack", "Freeway", "Gopher", "Hero", "Kangaroo",
               "Krull", "KungFuMaster", "MsPacman", "Pong", "PrivateEye", "Qbert", "RoadRunner", "Seaquest",
@@ -136,21 +139,9 @@ def tables(net: str, rows: list[dict]) -> str:
 
 
 def plot(net: str, rows: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    games = [r["game"] for r in rows]
-    x = np.arange(len(games))
-    fig, ax = plt.subplots(figsize=(12, 4))
-    for i, m in enumerate(METHODS):
-        ax.bar(x + (i - 1.5) * 0.2, [r["net_s"]["base"] / r["net_s"][m] for r in rows], 0.2, label=m)
-    ax.axhline(1.0, color="grey", lw=0.8)
-    ax.set_xticks(x, games, rotation=60, ha="right", fontsize=8)
-    ax.set_ylabel("speedup over onnxruntime")
-    ax.set_title(f"{net}: network time speedup per game")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    per_game_bars([r["game"] for r in rows],
+                  {m: [r["net_s"]["base"] / r["net_s"][m] for r in rows] for m in METHODS}, path,
+                  "speedup over onnxruntime", f"{net}: network time speedup per game")
 
 
 def main(argv=None) -> int:

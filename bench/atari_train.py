@@ -54,6 +54,7 @@ from reuserun.train.torch_ref import to_torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from atari import SEED_GAMES, SIZES  # noqa: E402
+from plots import per_game_bars  # noqa: E402
 
 NETS = {f"d{d}-{n1}-{n2}": (d, n1, n2) for d in (2, 4) for n1, n2 in ((20, 40), (40, 80), (80, 160))}
 # the seed paper's training speedups of reuse over its dense CPU base (mean over its games)
@@ -154,21 +155,9 @@ def tables(net: str, rows: list[dict]) -> str:
 
 
 def plot(net: str, rows: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    games = [r["game"] for r in rows]
-    fig, ax = plt.subplots(figsize=(12, 4))
-    ax.bar(np.arange(len(games)), [r["speedup"] for r in rows], 0.6, label="reuse over PyTorch dense")
-    if net in SEED_TRAIN:
-        ax.axhline(SEED_TRAIN[net], color="red", lw=1, ls="--", label=f"seed paper mean {SEED_TRAIN[net]}x")
-    ax.axhline(1.0, color="grey", lw=0.8)
-    ax.set_xticks(np.arange(len(games)), games, rotation=60, ha="right", fontsize=8)
-    ax.set_ylabel("training speedup")
-    ax.set_title(f"{net}: REINFORCE training network time, speedup per game")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    lines = {f"seed paper mean {SEED_TRAIN[net]}x": SEED_TRAIN[net]} if net in SEED_TRAIN else None
+    per_game_bars([r["game"] for r in rows], {"reuse over PyTorch dense": [r["speedup"] for r in rows]}, path,
+                  "training speedup", f"{net}: REINFORCE training network time, speedup per game", lines)
 
 
 def main(argv=None) -> int:
