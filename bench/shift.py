@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 import reuserun
 from reuserun import streams, zoo
-from reuserun.bench import interleaved, markdown_table, ort_session, save_report
+from reuserun.bench import markdown_table, ort_session, paired_passes, save_report
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -60,33 +60,33 @@ def dbnet_320():
 
 
 def run_case(name: str, model, frames: list, threads: int) -> dict:
-    """Each reuserun configuration is timed in its own pass, interleaved frame by frame with
-    onnxruntime: timing all of them in one loop would let each evict the others' caches, which
-    a real stream (one session) never sees."""
+    """Each reuserun configuration is timed in its own pass with onnxruntime (paired_passes)."""
     inp = reuserun.InferenceSession(model).get_inputs()[0].name
     ort = ort_session(model.SerializeToString(), threads)
     dense = reuserun.InferenceSession(model, policy="dense", threads=threads)
     want = [dense.run(None, {inp: f}) for f in frames]  # the reference for bit-identity, untimed
     configs = {"reuserun": {}, "reuserun_no_shift": {"shift": False}, "reuserun_dense": {"policy": "dense"}}
-    macs, found, err, speedup, med = [], [], [0.0], {}, {}
-    for key, opts in configs.items():
-        sess = reuserun.InferenceSession(model, threads=threads, **opts)
+    sessions = {key: reuserun.InferenceSession(model, threads=threads, **opts) for key, opts in configs.items()}
+    for sess in sessions.values():
         sess.run(None, {inp: frames[0]})
-        k = iter(range(1, len(frames)))
+    macs, found, err, seen = [], [], [0.0], dict.fromkeys(configs, 0)
 
-        def check(outs, sess=sess, key=key):
-            i = next(k)
-            if key == "reuserun":
-                macs.append(sess.stats["mac_fraction"])
-                found.append(sess.stats["shift"])
-            for a, b, c in zip(outs[key], want[i], outs["onnxruntime"]):
-                assert a.tobytes() == b.tobytes(), f"{key} is not bit-identical to dense"
-                err[0] = max(err[0], float(np.abs(a - c).max()))
+    def check(key, outs):
+        seen[key] += 1
+        if key == "reuserun":
+            macs.append(sessions[key].stats["mac_fraction"])
+            found.append(sessions[key].stats["shift"])
+        for a, b, c in zip(outs[key], want[seen[key]], outs[None]):
+            assert a.tobytes() == b.tobytes(), f"{key} is not bit-identical to dense"
+            err[0] = max(err[0], float(np.abs(a - c).max()))
 
-        runners = {"onnxruntime": lambda f: ort.run(None, {inp: f}), key: lambda f, s=sess: s.run(None, {inp: f})}
-        times = interleaved(frames[1:], runners, after_frame=check, progress=True)
-        med[key] = float(np.median(times[key]))
-        med[f"onnxruntime ({key} pass)"] = float(np.median(times["onnxruntime"]))
+    times = paired_passes(frames[1:], lambda f: ort.run(None, {inp: f}),
+                          {key: (lambda f, s=s: s.run(None, {inp: f})) for key, s in sessions.items()},
+                          check, progress=True)
+    med, speedup = {}, {}
+    for key, (t, t_ort) in times.items():
+        med[key] = float(np.median(t))
+        med[f"onnxruntime ({key} pass)"] = float(np.median(t_ort))
         speedup[key] = med[f"onnxruntime ({key} pass)"] / med[key]
     mac = float(np.mean(macs))
     return {"case": name, "frames": len(frames) - 1, "threads": threads, "median_s": med,

@@ -74,13 +74,26 @@ def interleaved(frames, runners: dict, after_frame=None, progress: bool = False)
     return times
 
 
+def paired_passes(frames, baseline, runners: dict, after_frame=None, progress: bool = False) -> dict:
+    """Time each runner (key -> fn(frame) -> outputs) in its own pass, interleaved frame by frame
+    with `baseline` (onnxruntime): timing them all in one loop would let each evict the others'
+    caches, which a real stream (one session) never sees. Returns key -> (the runner's seconds
+    per frame, the baseline's in the same pass); after_frame(key, outputs by key, the
+    baseline's under None) is called after each frame."""
+    result = {}
+    for key, fn in runners.items():
+        after = None if after_frame is None else (lambda outs, key=key: after_frame(key, outs))
+        times = interleaved(frames, {None: baseline, key: fn}, after, progress)
+        result[key] = (times[key], times[None])
+    return result
+
+
 def run_bench(model_proto, frames, policies=("auto",), threads: int = 2, threshold: float = 0.0,
               model_name: str = "model", source_name: str = "synthetic", progress: bool = True,
               tile: int | None = None) -> BenchResult:
     """frames: a list of NCHW float32 arrays for the model's single input. Each policy runs in
-    its own pass, interleaved frame by frame with onnxruntime: timing every policy in one loop
-    would let each session evict the others' caches, which a real stream (one session) never
-    sees; each ratio uses onnxruntime's median from the same pass."""
+    its own pass with onnxruntime (paired_passes); each ratio uses onnxruntime's median from the
+    same pass."""
     from reuserun.runtime.session import InferenceSession
 
     frames = list(frames)
@@ -93,22 +106,22 @@ def run_bench(model_proto, frames, policies=("auto",), threads: int = 2, thresho
     macs = {p: [] for p in policies}
     changed = {p: [] for p in policies}
     err = {p: 0.0 for p in policies}
-    t_rr, t_ort = {}, {}
-    for p, s in sessions.items():
-        def record(outs, p=p, s=s):
-            macs[p].append(s.stats["mac_fraction"])
-            changed[p].append(s.stats["changed_fraction"])
-            err[p] = max(err[p], max(float(np.max(np.abs(a - b))) for a, b in zip(outs[p], outs[None])))
 
-        runners = {None: lambda f: ort_sess.run(None, {name: f}),  # None: onnxruntime
-                   p: lambda f, s=s: s.run(None, {name: f})}
-        times = interleaved(frames, runners, record, progress)
-        t_rr[p], t_ort[p] = times[p], times[None]
+    def record(p, outs):
+        s = sessions[p]
+        macs[p].append(s.stats["mac_fraction"])
+        changed[p].append(s.stats["changed_fraction"])
+        err[p] = max(err[p], max(float(np.max(np.abs(a - b))) for a, b in zip(outs[p], outs[None])))
+
+    times = paired_passes(frames, lambda f: ort_sess.run(None, {name: f}),
+                          {p: (lambda f, s=s: s.run(None, {name: f})) for p, s in sessions.items()},
+                          record, progress)
     res = BenchResult(model_name, source_name, len(frames), threads, threshold, list(frames[0].shape),
                       next(iter(sessions.values())).stats["dense_macs"] if sessions else 0)
     for p in policies:
-        ort_med = float(np.median(t_ort[p][1:]))
-        med = float(np.median(t_rr[p][1:]))
+        t_rr, t_ort = times[p]
+        ort_med = float(np.median(t_ort[1:]))
+        med = float(np.median(t_rr[1:]))
         mf = float(np.mean(macs[p][1:]))
         res.results.append(PolicyResult(p, med * 1e3, ort_med * 1e3, ort_med / med, mf,
                                         float(np.mean(changed[p][1:])), err[p],
