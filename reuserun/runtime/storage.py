@@ -96,8 +96,7 @@ class Spatial:
                 src = (before + p0 + d) * L
                 dst = (o + p0) * L
                 count = (n - abs(d)) * L
-                self.flat[dst:dst + count] = self.flat[src:src + count].copy() if abs(dst - src) < count \
-                    else self.flat[src:src + count]
+                self.flat[dst:dst + count] = self.flat[src:src + count]  # numpy handles the overlap
         self.origin = o
         self.buf = self.flat[o * L:(o + n) * L].reshape(self.H, self.W, L)
         for m in self.members:
