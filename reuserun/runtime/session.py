@@ -16,13 +16,12 @@ from reuserun.frontend import load_model
 from reuserun.frontend.loader import _parse
 from reuserun.ir import InputError
 from reuserun.kernels import planner, region
-from reuserun.plan import shift as sh
 from reuserun.plan.policies import make_policy
 from reuserun.runtime import variants
 from reuserun.runtime.compiler import Compiler, frame_stack_inputs
 from reuserun.runtime.fuse import fuse
 from reuserun.runtime.journal import Journal
-from reuserun.runtime.shifter import BANDS, FULL, Shifter
+from reuserun.runtime.shifter import BANDS, FULL, Shifter, ShiftDetector
 
 # spare room behind each cache, as a fraction of it, for sessions that may reuse shifted frames:
 # a shift then slides the caches' origins, and copies them once per SHIFT_SLACK * size / shift
@@ -191,7 +190,8 @@ class InferenceSession:
     def reset(self) -> None:
         """Forget the cached state: the next frame is computed in full."""
         self._fresh = True
-        self._shift_misses = self._shift_skip = 0
+        for det in getattr(self, "_detectors", {}).values():
+            det.reset()
 
     @property
     def stats(self) -> dict:
@@ -379,8 +379,7 @@ class InferenceSession:
         self._dense_macs = sum(self._step_dense_macs(s) for s in steps)
         self._apply_thresholds()
         self._shifter = Shifter(self._graph, steps, storage)
-        self._shift_scratch = {n: np.empty(s.npix, np.uint8) for n, s in storage.items() if n in self._diff_masks}
-        self._shift_misses = self._shift_skip = 0
+        self._detectors = {n: ShiftDetector(storage[n].npix) for n in self._diff_masks}
         self._variant_pix = {n: np.empty(s.npix, np.int32) for n, s in storage.items() if n in self._diff_masks}
         self._fresh = True
 
@@ -446,24 +445,22 @@ class InferenceSession:
                 if name in self._plane_masks:
                     self._plane_masks[name][...] = mask
             elif st.kind == "spatial" and not full:
-                mask = self._diff_masks[name]
-                moved, last = None, getattr(self, "_last_found_shift", None)
-                if last is not None and not incremental and self._can_shift():
-                    # a steady stream: the last move, verified, without diffing the frame twice
-                    nchanged, bad = region.diff_shifted(v.reshape(st.C, -1), self._ref_frames[name], st.H,
-                                                        st.W, last[0], last[1], mask, self.threads)
-                    if not bad and nchanged < st.npix // 8:
-                        moved = last
+                mask, f2, ref = self._diff_masks[name], v.reshape(st.C, -1), self._ref_frames[name]
+                det = self._detectors[name] if not incremental and self._can_shift() else None
+                moved = None
+                # a steady stream: the last move, verified, without diffing the frame twice
+                last = det.verify_last(f2, ref, st.H, st.W, mask, self.threads) if det else None
+                if last is not None and not last[1] and last[0] < st.npix // 8:
+                    moved, (nchanged, bad) = det.last, last
                 if moved is None:
-                    nchanged, bad = region.diff_frame(v.reshape(st.C, -1), self._ref_frames[name],
-                                                      self.threshold, mask, self.threads)
-                    if not incremental and not bad and nchanged > st.npix // 4 and self._can_shift() \
-                            and self._shift_due():
-                        found = self._find_shift(name, v, nchanged)
-                        if found is not None:
-                            moved, nchanged = found
-                    elif not incremental:
-                        self._last_found_shift = None
+                    nchanged, bad = region.diff_frame(f2, ref, self.threshold, mask, self.threads)
+                    found = None
+                    if det is not None and not bad and nchanged > st.npix // 4:
+                        found = det.search(f2, ref, st.C, st.H, st.W, nchanged, mask, self.threads)
+                    elif det is not None:
+                        det.last = None
+                    if found is not None:
+                        moved, nchanged = found
                 diffs[name] = (mask, nchanged, moved)
                 if name in self._plane_masks and nchanged and not bad:
                     region.diff_planes(v.reshape(st.C, -1), self._ref_frames[name], self.threshold,
@@ -534,41 +531,6 @@ class InferenceSession:
     def _can_shift(self) -> bool:
         return (self.shift and self.threshold == 0.0 and not self.layer_thresholds and self._shifter.supported
                 and self.policy_name != "dense" and len(self._diff_masks) == 1 and not self._stacks)
-
-    def _shift_due(self) -> bool:
-        """Whether to look for a shift in this mostly-changed frame. Detection costs a few ms on
-        a large frame (phase correlation), so after each miss in a row the next 1, 3, 7, then
-        15 such frames skip it: a stream that never moves pays for it rarely, and one that starts
-        scrolling is caught within 16 frames (frames in between are computed as usual)."""
-        if self._shift_skip > 0:
-            self._shift_skip -= 1
-            return False
-        return True
-
-    def _find_shift(self, name, frame, nchanged):
-        """(shift, changed count) when the frame is the reference translated and that leaves
-        less than half the change; the mask is then in self._diff_masks[name]. The last shift
-        found is tried first: streams move at a steady hop or scroll speed."""
-        st = self._storage[name]
-        ref = self._ref_frames[name]
-        f2 = frame.reshape(st.C, -1)
-        scratch = self._shift_scratch[name]
-        best = None
-        last = getattr(self, "_last_found_shift", None)
-        for cands in ([last] if last else [], None):
-            if cands is None:
-                cands = sh.detect(f2.reshape(st.C, st.H, st.W), ref.reshape(st.C, st.H, st.W))
-            for d in cands:
-                count, _ = region.diff_shifted(f2, ref, st.H, st.W, d[0], d[1], scratch, self.threads)
-                if count < nchanged // 2 and (best is None or count < best[1]):
-                    best = (d, count)
-                    np.copyto(self._diff_masks[name], scratch)
-            if best is not None:
-                break
-        self._last_found_shift = best[0] if best else None
-        self._shift_misses = 0 if best else self._shift_misses + 1
-        self._shift_skip = 0 if best else min(2 ** self._shift_misses, 16) - 1
-        return best
 
     def _update_mirrors(self, full: bool) -> None:
         """Channels-first copies of spatial outputs, updated where they changed."""

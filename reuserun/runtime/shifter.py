@@ -127,6 +127,53 @@ class Shifter:
             region.move(st.buf, st.off, st.C, dy, dx, threads)
 
 
+class ShiftDetector:
+    """Whether a frame of one spatial input is the reference translated: what changed, for
+    shift reuse. Streams move at a steady hop or scroll speed, so the last shift found is tried
+    first; a full search (plan/shift.detect, a few ms on a large frame) backs off after misses."""
+
+    def __init__(self, npix: int):
+        self.last = None  # the shift the last frame was found to be
+        self.misses = self.skip = 0
+        self.scratch = np.empty(npix, np.uint8)
+
+    def reset(self) -> None:
+        self.last, self.misses, self.skip = None, 0, 0
+
+    def verify_last(self, frame, ref, H: int, W: int, mask, threads: int):
+        """(changed count, non-finite values) of the frame against the reference moved by the
+        last shift, marking mask; None when there is no last shift."""
+        if self.last is None:
+            return None
+        return region.diff_shifted(frame, ref, H, W, self.last[0], self.last[1], mask, threads)
+
+    def search(self, frame, ref, C: int, H: int, W: int, nchanged: int, mask, threads: int):
+        """(shift, changed count) when the (C, H*W) frame is the reference translated and that
+        leaves less than half of its nchanged positions changed; mask then holds the shifted
+        diff. After each miss in a row the next 1, 3, 7, then 15 searches are skipped: a stream
+        that never moves pays for it rarely, one that starts scrolling is caught within 16
+        frames (the frames in between are computed as usual)."""
+        if self.skip > 0:
+            self.skip -= 1
+            self.last = None
+            return None
+        best = None
+        for cands in ([self.last] if self.last else [], None):
+            if cands is None:
+                cands = sh.detect(frame.reshape(C, H, W), ref.reshape(C, H, W))
+            for d in cands:
+                count, _ = region.diff_shifted(frame, ref, H, W, d[0], d[1], self.scratch, threads)
+                if count < nchanged // 2 and (best is None or count < best[1]):
+                    best = (d, count)
+                    np.copyto(mask, self.scratch)
+            if best is not None:
+                break
+        self.last = best[0] if best else None
+        self.misses = 0 if best else self.misses + 1
+        self.skip = 0 if best else min(2 ** self.misses, 16) - 1
+        return best
+
+
 def _kernels(step) -> list:
     """The kernels a step holds, which keep raw pointers into the caches."""
     if isinstance(step, StackConvStep):
