@@ -361,9 +361,7 @@ class InferenceSession:
         self._input_shapes = dict(input_shapes)
         meta = {p.key: p.value for p in self._proto.metadata_props}
         self._stacks = frame_stack_inputs(self._graph, self.frame_stack, meta)
-        spatial_inputs = [n for n, s in input_shapes.items() if len(s) in (3, 4)]
-        may_shift = (self.shift and self.threshold == 0.0 and not self.layer_thresholds and not self._stacks
-                     and self.policy_name != "dense" and len(spatial_inputs) == 1)
+        may_shift = self._shift_allowed(sum(len(s) in (3, 4) for s in input_shapes.values()))
         steps, storage = Compiler(self._graph, self._model.packed, self._stacks,
                                   slack=SHIFT_SLACK if may_shift else 0.0).build()
         self._program = steps
@@ -528,9 +526,14 @@ class InferenceSession:
                 o.rescan(_union2(ubox, o.box) if o.box else ubox)
         return computed
 
+    def _shift_allowed(self, spatial_inputs: int) -> bool:
+        """Shift reuse is for exact, incremental sessions with one spatial input that is not a
+        frame stack."""
+        return (self.shift and self.threshold == 0.0 and not self.layer_thresholds and not self._stacks
+                and self.policy_name != "dense" and spatial_inputs == 1)
+
     def _can_shift(self) -> bool:
-        return (self.shift and self.threshold == 0.0 and not self.layer_thresholds and self._shifter.supported
-                and self.policy_name != "dense" and len(self._diff_masks) == 1 and not self._stacks)
+        return self._shifter.supported and self._shift_allowed(len(self._diff_masks))
 
     def _update_mirrors(self, full: bool) -> None:
         """Channels-first copies of spatial outputs, updated where they changed."""
