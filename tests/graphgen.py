@@ -247,6 +247,16 @@ class Draw:
         return self.data.draw(self.st.booleans())
 
 
+def random_graph(data, channels: tuple, size: tuple, ops: tuple):
+    """A random model drawn through hypothesis: (draw, model, rng, (c, h, w)) with c, h, w and
+    the op count drawn from the given inclusive ranges, rng seeded from the draw."""
+    from hypothesis import strategies as st
+    d = Draw(data, st)
+    c, h, w = d.int(*channels), d.int(*size), d.int(*size)
+    model = GraphGen(d, c, h, w).build(d.int(*ops))
+    return d, model, np.random.default_rng(d.int(0, 1000)), (c, h, w)
+
+
 def edit_frames(rng: np.random.Generator, first: np.ndarray, n: int, kind: str):
     """n frames after `first`, each a random edit of the one before: a few pixels, a small
     rectangle, several rectangles, nothing, or everything."""

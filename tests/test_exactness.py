@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reuserun
-from graphgen import Draw, GraphGen, edit_frames
+from graphgen import edit_frames, random_graph
 
 POLICIES = ["auto", "tiles", "rects", "rect"]
 
@@ -39,10 +39,7 @@ def check_stream(model, frames, tiles=(1, 2, 4), threads=2):
 @settings(max_examples=int(os.environ.get("RR_EXAMPLES", 40)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_random_graphs_bit_identical(data):
-    d = Draw(data, st)
-    c, h, w = d.int(1, 4), d.int(5, 20), d.int(5, 20)
-    model = GraphGen(d, c, h, w).build(d.int(2, 7))
-    rng = np.random.default_rng(d.int(0, 1000))
+    d, model, rng, (c, h, w) = random_graph(data, channels=(1, 4), size=(5, 20), ops=(2, 7))
     first = rng.standard_normal((1, c, h, w)).astype(np.float32)
     frames = [first] + edit_frames(rng, first, 4, d.choice(["pixels", "rect", "rects", "mixed"]))
     check_stream(model, frames)

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reuserun
-from graphgen import Draw, GraphGen
+from graphgen import random_graph
 from onnx_helpers import make_model, node
 
 EXAMPLES = int(os.environ.get("RR_EXAMPLES", 40))
@@ -42,10 +42,7 @@ def windows(canvas, h, w, steps):
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_random_graphs_scrolled(data):
-    d = Draw(data, st)
-    c, h, w = d.int(1, 3), d.int(12, 24), d.int(12, 24)
-    model = GraphGen(d, c, h, w).build(d.int(2, 7))
-    rng = np.random.default_rng(d.int(0, 1000))
+    d, model, rng, (c, h, w) = random_graph(data, channels=(1, 3), size=(12, 24), ops=(2, 7))
     axis = d.choice(["vertical", "horizontal", "diagonal"])
     vertical = axis == "vertical"
     step = d.int(1, (h if vertical else w) // 3)

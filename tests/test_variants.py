@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import reuserun
 from reuserun import zoo
-from graphgen import Draw, GraphGen, edit_frames
+from graphgen import edit_frames, random_graph
 from test_session import assert_same_snapshot, snapshot
 
 
@@ -25,6 +25,15 @@ def values(sess):
 POLICIES = ["auto", "tiles", "rects", "rect"]
 
 
+def reference_session(classifier, seed: int, **opts):
+    """(session with a random 64x64 reference frame run, input name, that frame)."""
+    base = np.random.default_rng(seed).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    sess = reuserun.InferenceSession(classifier, **opts)
+    name = sess.get_inputs()[0].name
+    sess.run(None, {name: base})
+    return sess, name, base
+
+
 def dense_outputs(model, frame, name="x"):
     return reuserun.InferenceSession(model, policy="dense", threads=1).run(None, {name: frame})
 
@@ -33,10 +42,7 @@ def dense_outputs(model, frame, name="x"):
           suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_random_variants_exact_and_cache_untouched(data):
-    d = Draw(data, st)
-    c, h, w = d.int(1, 3), d.int(5, 16), d.int(5, 16)
-    model = GraphGen(d, c, h, w).build(d.int(2, 6))
-    rng = np.random.default_rng(d.int(0, 1000))
+    d, model, rng, (c, h, w) = random_graph(data, channels=(1, 3), size=(5, 16), ops=(2, 6))
     base = rng.standard_normal((1, c, h, w)).astype(np.float32)
     variants = edit_frames(rng, base, 3, d.choice(["pixels", "rect", "rects", "mixed"]))
     sess = reuserun.InferenceSession(model, policy=d.choice(POLICIES), threads=d.int(1, 2))
@@ -67,11 +73,7 @@ def occluded(base, box, value=0.0):
 
 
 def test_declared_boxes_and_masks(classifier):
-    rng = np.random.default_rng(0)
-    base = rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
-    sess = reuserun.InferenceSession(classifier)
-    name = sess.get_inputs()[0].name
-    sess.run(None, {name: base})
+    sess, name, base = reference_session(classifier, 0)
     box = (8, 24, 16, 32)
     v = occluded(base, box)
     want = dense_outputs(classifier, v, name)
@@ -90,11 +92,7 @@ def test_declared_boxes_and_masks(classifier):
 
 
 def test_batches_on_parallel_forks_match_one_by_one(classifier):
-    rng = np.random.default_rng(1)
-    base = rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
-    sess = reuserun.InferenceSession(classifier, threads=2)
-    name = sess.get_inputs()[0].name
-    sess.run(None, {name: base})
+    sess, name, base = reference_session(classifier, 1, threads=2)
     boxes = [(y, y + 16, x, x + 16) for y in range(0, 49, 16) for x in range(0, 49, 24)]
     batch = np.concatenate([occluded(base, b) for b in boxes])
     serial = sess.run_variants(None, {name: batch}, changed=[[b] for b in boxes])
@@ -112,11 +110,7 @@ def test_batches_on_parallel_forks_match_one_by_one(classifier):
 
 
 def test_threads_share_one_session(classifier):
-    rng = np.random.default_rng(2)
-    base = rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
-    sess = reuserun.InferenceSession(classifier, threads=1)
-    name = sess.get_inputs()[0].name
-    sess.run(None, {name: base})
+    sess, name, base = reference_session(classifier, 2, threads=1)
     boxes = [(y, y + 8, y, y + 8) for y in range(0, 56, 8)]
     results, errors = {}, []
 
