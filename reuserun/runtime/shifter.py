@@ -31,6 +31,7 @@ class ShiftPlan:
     moves: list                      # (storage, (dy, dx)) caches to copy over before the steps run
     exposed: list = field(default_factory=list)  # per step: [(storage, boxes, their union)] to mark changed
     rebases: list = field(default_factory=list)  # (owner, flat shift) buffers to slide instead
+    kernels: list = field(default_factory=list)  # the kernels holding pointers into those buffers
 
 
 class Shifter:
@@ -40,7 +41,6 @@ class Shifter:
         self.rules = [self._rule(step) for step in program]
         self.parent = _concat_parents(graph, storage)
         self.by_id = {id(s): s for step in program for s in (*step.inputs, *step.outputs) if s.kind == "spatial"}
-        self.kernels = [k for step in program for k in _kernels(step)]
         self._plans: dict = {}  # (input, shift) -> ShiftPlan: streams repeat one hop
 
     def plan(self, moved_input, d) -> ShiftPlan:
@@ -116,12 +116,16 @@ class Shifter:
             if p is not None and shifts.get(id(p)) == dd:
                 continue  # the enclosing concat's buffer moves as a whole
             moves.append((st, dd))
-        return ShiftPlan(modes, moves, exposed, rebases)
+        owners = {id(o) for o, _ in rebases}
+        kernels = [k for step in self.program
+                   if any(s.kind == "spatial" and id(s.owner) in owners for s in (*step.inputs, *step.outputs))
+                   for k in _kernels(step)]
+        return ShiftPlan(modes, moves, exposed, rebases, kernels)
 
     def apply(self, plan: ShiftPlan, threads: int) -> None:
         if plan.rebases:
             moved = np.array([owner.rebase(d) for owner, d in plan.rebases], np.int64)
-            for k in self.kernels:
+            for k in plan.kernels:
                 k.relocate(moved)
         for st, (dy, dx) in plan.moves:
             region.move(st.buf, st.off, st.C, dy, dx, threads)
