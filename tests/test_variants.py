@@ -157,6 +157,12 @@ def test_variant_errors_leave_state(classifier):
     bad[0, 0, 3, 3] = np.nan
     with pytest.raises(reuserun.InputError, match="NaN"):
         sess.run_variant(None, {name: bad})
+    with pytest.raises(reuserun.InputError, match="NaN"):  # inside the declared box: read, rejected
+        sess.run_variant(None, {name: bad}, changed=[(2, 6, 2, 6)])
+    assert values(sess) == before
+    # outside it: never read (the reference's value stands), so the variant is the base's
+    out = sess.run_variant(None, {name: bad}, changed=[(10, 12, 10, 12)])
+    assert out[0].tobytes() == dense_outputs(classifier, base, name)[0].tobytes()
     with pytest.raises(reuserun.InputError, match="outside"):
         sess.run_variant(None, {name: base}, changed=[(0, 80, 0, 8)])
     with pytest.raises(reuserun.InputError, match="shape"):

@@ -6,6 +6,7 @@ from libc.stdlib cimport malloc, free
 cimport numpy as cnp
 import numpy as np
 
+from reuserun.kernels.base cimport Kernel
 from reuserun.kernels.common cimport RR_PAR_ELEMS, RR_PAR_MACS, fptr, reloc, rr_num_threads, rr_threads_for
 
 cnp.import_array()
@@ -97,7 +98,7 @@ def pad_channels(v, groups, cout, nocb, fill=0.0):
     return out.reshape(-1)
 
 
-cdef class ConvKernel:
+cdef class ConvKernel(Kernel):
     """A conv (or transposed conv) bound to its input and output buffers.
 
     x_buf / y_buf are the session's NHWC buffers (H, W, Ctot); x_off / y_off are channel
@@ -171,15 +172,12 @@ cdef class ConvKernel:
         self.c.x = <const float *> reloc(self.c.x, moves)
         self.c.y = <float *> reloc(self.c.y, moves)
 
-    def run(self, const int32_t[::1] pix, int n, uint8_t[::1] mask, float thr, int threads):
-        """Compute output pixels pix[:n]; set mask[p] = 1 where the output changed by more than
-        thr (thr < 0: no tracking, mask may be None)."""
-        cdef uint8_t *mp = &mask[0] if mask is not None else NULL
+    cdef int run_c(self, const int32_t *pix, int n, uint8_t *mp, float thr, int threads) except -1:
         if n <= 0:
-            return
+            return 0
         if not self.c.transposed:
-            self._run(&pix[0], n, &self.all_taps[0], self.all_taps.shape[0], mp, thr, threads)
-            return
+            self._run(pix, n, &self.all_taps[0], self.all_taps.shape[0], mp, thr, threads)
+            return 0
         # transposed: pixels of one phase share their tap list, so tile them together (a
         # counting sort on the phase of each output pixel, tabulated at load)
         cdef int nph = self.c.sh * self.c.sw, i, ph
@@ -206,6 +204,7 @@ cdef class ConvKernel:
                 else:
                     self._run(&sp[counts[ph]], counts[ph + 1] - counts[ph], &taps[0],
                               taps.shape[0], mp, thr, threads)
+        return 0
 
     cdef void _run_single(self, const int32_t *pix, int n, const int32_t *taps, int ntaps,
                           uint8_t *mask, float thr, int threads) noexcept:
@@ -265,7 +264,7 @@ def pack_dw_weights(w):
     return packed
 
 
-cdef class DepthwiseKernel:
+cdef class DepthwiseKernel(Kernel):
     cdef rr_dw_t c
     cdef object keep
     cdef int cpad
@@ -300,11 +299,10 @@ cdef class DepthwiseKernel:
         self.c.x = <const float *> reloc(self.c.x, moves)
         self.c.y = <float *> reloc(self.c.y, moves)
 
-    def run(self, const int32_t[::1] pix, int n, uint8_t[::1] mask, float thr, int threads):
-        cdef uint8_t *mp = &mask[0] if mask is not None else NULL
+    cdef int run_c(self, const int32_t *pix, int n, uint8_t *mp, float thr, int threads) except -1:
         cdef int nt = rr_num_threads(threads), i
         if n <= 0:
-            return
+            return 0
         if n < 64 or <long> n * self.c.kh * self.c.kw * self.cpad < RR_PAR_MACS:
             nt = 1
         # chunks of the list, each walked run by run (rr_dw_list): long enough for whole rows,
@@ -313,7 +311,8 @@ cdef class DepthwiseKernel:
         cdef int nchunks = (n + chunk - 1) // chunk
         with nogil:
             for i in prange(nchunks, num_threads=nt, schedule="static"):
-                _dw_chunk(&self.c, &pix[0] + i * chunk, min(chunk, n - i * chunk), mp, thr, self.cpad)
+                _dw_chunk(&self.c, pix + i * chunk, min(chunk, n - i * chunk), mp, thr, self.cpad)
+        return 0
 
 
 cdef void _dw_chunk(const rr_dw_t *c, const int32_t *pix, int n, uint8_t *mask, float thr, int cpad) noexcept nogil:
@@ -387,7 +386,7 @@ cdef class SpatialGemmKernel:
             self.y[i] = self.ybuf[i]
 
 
-cdef class StackSumKernel:
+cdef class StackSumKernel(Kernel):
     """y = act(sum of k partial convs + bias) at listed pixels, for convs split by input group."""
     cdef object keep
     cdef const float *partials
@@ -412,8 +411,7 @@ cdef class StackSumKernel:
     def relocate(self, const int64_t[:, ::1] moves):
         self.y = <float *> reloc(self.y, moves)
 
-    def run(self, const int32_t[::1] pix, int n, uint8_t[::1] mask, float thr, int threads):
-        cdef uint8_t *mp = &mask[0] if mask is not None else NULL
+    cdef int run_c(self, const int32_t *pix, int n, uint8_t *mp, float thr, int threads) except -1:
         cdef int nt = rr_threads_for(threads, <long> n * self.k * self.C, RR_PAR_ELEMS), i, p, changed
         with nogil:
             for i in prange(n, num_threads=nt, schedule="static"):
@@ -424,3 +422,4 @@ cdef class StackSumKernel:
                                    self.y + <size_t> p * self.ldy, thr, &changed)
                 if changed and mp != NULL:
                     mp[p] = 1
+        return 0

@@ -4,6 +4,7 @@ from cython.parallel cimport prange
 from libc.stdint cimport int32_t, int64_t, uint8_t
 import numpy as np
 
+from reuserun.kernels.base cimport Kernel
 from reuserun.kernels.common cimport RR_PAR_ELEMS, fptr, reloc, rr_threads_for
 
 cdef extern from "rr_eltwise.h" nogil:
@@ -58,7 +59,7 @@ cdef extern from "rr_eltwise.h" nogil:
 
 BINOPS = {"add": 0, "sub": 1, "mul": 2, "div": 3}
 
-cdef class PixelKernel:
+cdef class PixelKernel(Kernel):
     """Base: runs rr_pixel over a pixel list, in parallel when the work outweighs a fork/join.
     cost: elements a pixel reads and writes (channels times taps), set by each kernel."""
     cdef int kind
@@ -66,14 +67,12 @@ cdef class PixelKernel:
     cdef object keep
     cdef long cost
 
-    def run(self, const int32_t[::1] pix, int n, uint8_t[::1] mask, float thr, int threads):
-        cdef uint8_t *mp = &mask[0] if mask is not None else NULL
+    cdef int run_c(self, const int32_t *pix, int n, uint8_t *mp, float thr, int threads) except -1:
         cdef int nt = rr_threads_for(threads, <long> n * self.cost, RR_PAR_ELEMS), i
-        if n <= 0:
-            return
         with nogil:
             for i in prange(n, num_threads=nt, schedule="static"):
                 rr_pixel(self.kind, self.params, pix[i], mp, thr)
+        return 0
 
 
 cdef int32_t *iptr(object a) except NULL:
@@ -200,7 +199,7 @@ cdef class PoolKernel(PixelKernel):
         self.q.y = <float *> reloc(self.q.y, moves)
 
 
-cdef class GlobalPoolKernel:
+cdef class GlobalPoolKernel(Kernel):
     """Global average / max pooling of an NHWC view into one pixel, parallel over channel blocks
     (each channel sums its pixels in row-major order, whatever the thread count)."""
     cdef object keep
@@ -220,7 +219,7 @@ cdef class GlobalPoolKernel:
         self.x = <const float *> reloc(self.x, moves)
         self.y = <float *> reloc(self.y, moves)
 
-    def run(self, const int32_t[::1] pix, int n, uint8_t[::1] mask, float thr, int threads):
+    cdef int run_c(self, const int32_t *pix, int n, uint8_t *mask, float thr, int threads) except -1:
         # work items: groups of 32 channels, then the 8-channel blocks left over
         cdef int nq = self.C // 32, nblk = (self.C - nq * 32 + 7) // 8, b, c0, changed = 0
         cdef int nt = rr_threads_for(threads, <long> self.npix * self.C, RR_PAR_ELEMS)
@@ -234,5 +233,6 @@ cdef class GlobalPoolKernel:
                     c0 = nq * 32 + (b - nq) * 8
                     changed += rr_global_pool_block(self.x, self.npix, self.ldx, c0, min(8, self.C - c0),
                                                     self.is_max, self.y, thr)
-        if changed and mask is not None:
+        if changed and mask != NULL:
             mask[0] = 1
+        return 0

@@ -16,11 +16,11 @@ from reuserun.frontend import load_model
 from reuserun.frontend.loader import _parse
 from reuserun.ir import InputError
 from reuserun.kernels import planner, region
+from reuserun.kernels.journal import Journal
 from reuserun.plan.policies import make_policy
 from reuserun.runtime import variants
 from reuserun.runtime.compiler import Compiler, frame_stack_inputs
 from reuserun.runtime.fuse import fuse
-from reuserun.runtime.journal import Journal
 from reuserun.runtime.shifter import BANDS, FULL, Shifter, ShiftDetector
 
 # spare room behind each cache, as a fraction of it, for sessions that may reuse shifted frames:
@@ -239,7 +239,8 @@ class InferenceSession:
 
         changed: the positions the caller edited, when known, so no diffing is done: an (H, W)
         boolean mask or a list of (y0, y1, x0, x1) boxes (a dict {input name: ...} for several
-        inputs). Only those positions are read from the frame; the rest come from the reference.
+        inputs). Only those positions are read from the frame (and checked for NaN and Inf); the
+        rest come from the reference.
         Thread-safe; variants of one session run one at a time (fork() one per worker to run them
         in parallel, or use run_variants(..., workers=k))."""
         if not isinstance(input_feed, dict):
@@ -250,7 +251,7 @@ class InferenceSession:
             names = self._check_output_names(output_names)
             t0 = time.perf_counter()
             frames, diffs = self._validate(input_feed, incremental=True, declared=self._declared(changed))
-            journal = Journal()
+            journal = self._journal
             try:
                 for step in self._program:
                     step.journal = journal
@@ -327,12 +328,15 @@ class InferenceSession:
             st.mask, self._diff_masks[name] = mask, st.mask  # masks are per run, not state
             st.rescan((0, st.H, 0, st.W))
             if nchanged:
-                # the marked pixels, found inside their box (a patch, not the whole image)
-                pix = self._variant_pix[name]
-                pix = pix[:region.to_pixels(mask, st.W, *st.box, pix)]
+                if name in self._declared_rows:
+                    pix, vals = self._declared_rows.pop(name)
+                else:  # the marked pixels, found inside their box (a patch, not the whole image)
+                    pix = self._variant_pix[name]
+                    pix = pix[:region.to_pixels(mask, st.W, *st.box, pix)]
+                    vals = v.reshape(st.C, -1)[:, pix]
                 rows = st.rows()
                 journal.rows(rows, pix, len(pix))
-                rows[pix] = v.reshape(st.C, -1)[:, pix].T
+                rows[pix] = vals.T
             if name in self._plane_masks:
                 st.planes = self._plane_masks[name]
                 st.plane_boxes = [region.scan(pl, st.W, *st.box)[1] if st.box else None for pl in st.planes]
@@ -379,6 +383,8 @@ class InferenceSession:
         self._shifter = Shifter(self._graph, steps, storage)
         self._detectors = {n: ShiftDetector(storage[n].npix) for n in self._diff_masks}
         self._variant_pix = {n: np.empty(s.npix, np.int32) for n, s in storage.items() if n in self._diff_masks}
+        self._journal = Journal()  # run_variant's undo log, its scratch kept between variants
+        self._declared_rows = {}  # run_variant: declared pixels and their values, checked
         self._fresh = True
 
     def _apply_thresholds(self) -> None:
@@ -419,6 +425,7 @@ class InferenceSession:
         if unknown:
             raise InputError(f"unknown input name(s) {unknown}; the model's inputs are {sorted(expected)}")
         frames, diffs = {}, {}
+        self._declared_rows.clear()
         full = not incremental and (self._fresh or self.policy_name == "dense")
         for name in [a.name for a in self._input_args]:
             if name not in feed:
@@ -437,9 +444,14 @@ class InferenceSession:
             if st.kind == "spatial" and not full and declared and name in declared:
                 mask = self._diff_masks[name]
                 np.copyto(mask, declared[name])
-                nchanged = int(np.count_nonzero(mask))
+                nchanged, box = planner.scan_box(mask, st.W, 0, st.H, 0, st.W)
                 diffs[name] = (mask, nchanged, None)
-                bad = not region.all_finite(v.reshape(-1))
+                # only the declared positions are read: check and gather those alone
+                pix = self._variant_pix[name]
+                pix = pix[:region.to_pixels(mask, st.W, *box, pix)] if nchanged else pix[:0]
+                vals = v.reshape(st.C, -1)[:, pix]
+                self._declared_rows[name] = (pix, vals)
+                bad = not region.all_finite(vals.reshape(-1))
                 if name in self._plane_masks:
                     self._plane_masks[name][...] = mask
             elif st.kind == "spatial" and not full:

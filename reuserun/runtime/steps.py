@@ -5,7 +5,7 @@ policy turn that into a pixel list, and runs its kernels there; the kernels mark
 whose values really changed. A FallbackStep recomputes a whole non-spatial tensor with numpy
 when any input changed.
 
-Every step may be given a journal (runtime/journal.py) for one run: it then records the old
+Every step may be given a journal (kernels/journal.pyx) for one run: it then records the old
 values of everything it is about to overwrite, so the run can be undone (variants).
 """
 from __future__ import annotations

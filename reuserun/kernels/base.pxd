@@ -1,0 +1,5 @@
+from libc.stdint cimport int32_t, uint8_t
+
+
+cdef class Kernel:
+    cdef int run_c(self, const int32_t *pix, int n, uint8_t *mask, float thr, int threads) except -1

@@ -1,0 +1,18 @@
+# The one interface of every per-pixel kernel: compute output pixels pix[:n] into the cache,
+# marking in mask the positions that moved by more than thr. Subclasses implement run_c; the
+# compiled step driver (driver.pyx) calls it directly, Python code through run().
+from libc.stdint cimport int32_t, uint8_t
+
+
+cdef class Kernel:
+    cdef int run_c(self, const int32_t *pix, int n, uint8_t *mask, float thr, int threads) except -1:
+        raise NotImplementedError(type(self).__name__)
+
+    def run(self, const int32_t[::1] pix, int n, uint8_t[::1] mask, float thr, int threads):
+        """Compute output pixels pix[:n]; set mask[p] = 1 where the output changed by more than
+        thr (thr < 0: no tracking, mask may be None)."""
+        if n <= 0:
+            return
+        if n > pix.shape[0]:
+            raise ValueError(f"n={n} exceeds the pixel list ({pix.shape[0]})")
+        self.run_c(&pix[0], n, &mask[0] if mask is not None else NULL, thr, threads)

@@ -1,0 +1,111 @@
+# An undo log for one run: the old values of everything the run overwrites.
+#
+# A variant (InferenceSession.run_variant) runs through the normal incremental path with every
+# step journaling, reads its outputs, then restores the journal in reverse order, so the cache is
+# bit for bit what it was. What is saved is what the variant recomputes, so a variant costs its
+# change, not a copy of the cache. Saved rows go into scratch buffers that grow (doubling) and
+# are kept for the next run: a journal reused across variants allocates nothing once warm.
+cimport numpy as cnp
+from libc.stdint cimport int32_t, int64_t
+from libc.string cimport memcpy
+import numpy as np
+
+cnp.import_array()
+
+
+cdef struct entry_t:
+    float *base      # row 0 of the saved (npix, ncol) view
+    int64_t ld       # floats between rows
+    int ncol
+    int64_t n        # rows saved
+    int64_t ioff     # where their indices start in idx
+    int64_t voff     # where their values start in vals
+    int obj          # >= 0: a whole-array save, objs[obj]
+
+
+cdef class Journal:
+    cdef object vals_arr, idx_arr, ent_arr
+    cdef float *vals
+    cdef int32_t *idx
+    cdef entry_t *ent
+    cdef int64_t nvals, nidx, capv, capi
+    cdef int nent, cape
+    cdef list objs
+
+    def __init__(self):
+        self.objs = []
+        self.nent = 0
+        self.nvals = self.nidx = 0
+        self._grow(1024, 256, 32)
+
+    cdef _grow(self, int64_t capv, int64_t capi, int cape):
+        """Scratch of at least these capacities, keeping what is logged."""
+        if self.vals_arr is None or capv > self.capv:
+            a = np.empty(max(capv, 2 * self.capv), np.float32)
+            if self.nvals:
+                a[:self.nvals] = self.vals_arr[:self.nvals]
+            self.vals_arr, self.capv = a, a.shape[0]
+            self.vals = <float *> cnp.PyArray_DATA(a)
+        if self.idx_arr is None or capi > self.capi:
+            a = np.empty(max(capi, 2 * self.capi), np.int32)
+            if self.nidx:
+                a[:self.nidx] = self.idx_arr[:self.nidx]
+            self.idx_arr, self.capi = a, a.shape[0]
+            self.idx = <int32_t *> cnp.PyArray_DATA(a)
+        if self.ent_arr is None or cape > self.cape:
+            a = np.empty(max(cape, 2 * self.cape) * sizeof(entry_t), np.uint8)
+            if self.nent:
+                a[:self.nent * sizeof(entry_t)] = self.ent_arr[:self.nent * sizeof(entry_t)]
+            self.ent_arr, self.cape = a, a.shape[0] // sizeof(entry_t)
+            self.ent = <entry_t *> cnp.PyArray_DATA(a)
+
+    def rows(self, cnp.ndarray arr2d, const int32_t[::1] pix, int64_t n):
+        """Save rows pix[:n] of an (npix, row) float32 view (rows may be strided, each row
+        contiguous) before they are overwritten."""
+        if n <= 0:
+            return
+        if arr2d.dtype != np.float32 or arr2d.ndim != 2 or arr2d.strides[1] != 4 or arr2d.strides[0] % 4:
+            raise ValueError("journal rows need a float32 (npix, C) view with contiguous rows")
+        cdef int ncol = arr2d.shape[1]
+        cdef int64_t ld = arr2d.strides[0] // 4, i
+        self._grow(self.nvals + n * ncol, self.nidx + n, self.nent + 1)
+        cdef entry_t *e = &self.ent[self.nent]
+        e.base, e.ld, e.ncol, e.n = <float *> cnp.PyArray_DATA(arr2d), ld, ncol, n
+        e.ioff, e.voff, e.obj = self.nidx, self.nvals, -1
+        cdef float *v = self.vals + self.nvals
+        with nogil:
+            memcpy(self.idx + self.nidx, &pix[0], n * sizeof(int32_t))
+            for i in range(n):
+                memcpy(v + i * ncol, e.base + pix[i] * ld, ncol * sizeof(float))
+        self.nidx += n
+        self.nvals += n * ncol
+        self.nent += 1
+
+    def whole(self, arr):
+        """Save a whole array."""
+        self._grow(0, 0, self.nent + 1)
+        cdef entry_t *e = &self.ent[self.nent]
+        e.obj = len(self.objs)
+        self.objs.append((arr, arr.copy()))
+        self.nent += 1
+
+    def restore(self):
+        """Put every saved value back, latest first (a later save may hold an earlier write),
+        and empty the log."""
+        cdef int k
+        cdef int64_t i
+        cdef entry_t *e
+        cdef const float *v
+        for k in range(self.nent - 1, -1, -1):
+            e = &self.ent[k]
+            if e.obj >= 0:
+                arr, old = self.objs[e.obj]
+                arr[...] = old
+                continue
+            v = self.vals + e.voff
+            with nogil:
+                for i in range(e.n):
+                    memcpy(e.base + self.idx[e.ioff + i] * e.ld, v + i * e.ncol, e.ncol * sizeof(float))
+        self.objs.clear()
+        self.nent = 0
+        self.nvals = self.nidx = 0
