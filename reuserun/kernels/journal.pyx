@@ -13,25 +13,7 @@ import numpy as np
 cnp.import_array()
 
 
-cdef struct entry_t:
-    float *base      # row 0 of the saved (npix, ncol) view
-    int64_t ld       # floats between rows
-    int ncol
-    int64_t n        # rows saved
-    int64_t ioff     # where their indices start in idx
-    int64_t voff     # where their values start in vals
-    int obj          # >= 0: a whole-array save, objs[obj]
-
-
 cdef class Journal:
-    cdef object vals_arr, idx_arr, ent_arr
-    cdef float *vals
-    cdef int32_t *idx
-    cdef entry_t *ent
-    cdef int64_t nvals, nidx, capv, capi
-    cdef int nent, cape
-    cdef list objs
-
     def __init__(self):
         self.objs = []
         self.nent = 0
@@ -66,20 +48,24 @@ cdef class Journal:
             return
         if arr2d.dtype != np.float32 or arr2d.ndim != 2 or arr2d.strides[1] != 4 or arr2d.strides[0] % 4:
             raise ValueError("journal rows need a float32 (npix, C) view with contiguous rows")
-        cdef int ncol = arr2d.shape[1]
-        cdef int64_t ld = arr2d.strides[0] // 4, i
+        self.save_rows(<float *> cnp.PyArray_DATA(arr2d), arr2d.strides[0] // 4, arr2d.shape[1], &pix[0], n)
+
+    cdef int save_rows(self, float *base, int64_t ld, int ncol, const int32_t *pix, int64_t n) except -1:
+        """rows() for compiled callers: row r of the view starts at base + r * ld."""
+        cdef int64_t i
         self._grow(self.nvals + n * ncol, self.nidx + n, self.nent + 1)
         cdef entry_t *e = &self.ent[self.nent]
-        e.base, e.ld, e.ncol, e.n = <float *> cnp.PyArray_DATA(arr2d), ld, ncol, n
+        e.base, e.ld, e.ncol, e.n = base, ld, ncol, n
         e.ioff, e.voff, e.obj = self.nidx, self.nvals, -1
         cdef float *v = self.vals + self.nvals
         with nogil:
-            memcpy(self.idx + self.nidx, &pix[0], n * sizeof(int32_t))
+            memcpy(self.idx + self.nidx, pix, n * sizeof(int32_t))
             for i in range(n):
-                memcpy(v + i * ncol, e.base + pix[i] * ld, ncol * sizeof(float))
+                memcpy(v + i * ncol, base + pix[i] * ld, ncol * sizeof(float))
         self.nidx += n
         self.nvals += n * ncol
         self.nent += 1
+        return 0
 
     def whole(self, arr):
         """Save a whole array."""

@@ -84,31 +84,40 @@ cdef inline void or_into(uint8_t *dst, const uint8_t *src, int n) noexcept nogil
         i += 1
 
 
+cdef long scan_c(const uint8_t *m, int W, int y0, int y1, int x0, int x1, int *box) noexcept nogil:
+    """The count of marked pixels inside the box; box gets their tight box (when any)."""
+    cdef int y, x, e, ty0 = y1, ty1 = -1, tx0 = x1, tx1 = -1
+    cdef long n = 0, row
+    for y in range(y0, y1):
+        row = 0
+        x = next_mark(m + <size_t> y * W, x0, x1)
+        while x < x1:
+            e = run_end(m + <size_t> y * W, x, x1)
+            row += e - x
+            if x < tx0:
+                tx0 = x
+            if e - 1 > tx1:
+                tx1 = e - 1
+            x = next_mark(m + <size_t> y * W, e, x1)
+        if row:
+            n += row
+            if y < ty0:
+                ty0 = y
+            ty1 = y
+    box[0], box[1], box[2], box[3] = ty0, ty1 + 1, tx0, tx1 + 1
+    return n
+
+
 def scan_box(mask, int W, int y0, int y1, int x0, int x1):
     """(count, tight box or None) of the marked pixels inside the box."""
     cdef const uint8_t *m = u8(mask)
-    cdef int y, x, e, ty0 = y1, ty1 = -1, tx0 = x1, tx1 = -1
-    cdef long n = 0, row
+    cdef int box[4]
+    cdef long n
     with nogil:
-        for y in range(y0, y1):
-            row = 0
-            x = next_mark(m + <size_t> y * W, x0, x1)
-            while x < x1:
-                e = run_end(m + <size_t> y * W, x, x1)
-                row += e - x
-                if x < tx0:
-                    tx0 = x
-                if e - 1 > tx1:
-                    tx1 = e - 1
-                x = next_mark(m + <size_t> y * W, e, x1)
-            if row:
-                n += row
-                if y < ty0:
-                    ty0 = y
-                ty1 = y
+        n = scan_c(m, W, y0, y1, x0, x1, box)
     if n == 0:
         return 0, None
-    return n, (ty0, ty1 + 1, tx0, tx1 + 1)
+    return n, (box[0], box[1], box[2], box[3])
 
 
 cdef int first_at_least(const int32_t *a, int n, int v) noexcept nogil:
@@ -127,19 +136,6 @@ cdef class PixelPlanner:
     """Plans one step's output pixels at pixel granularity. kind 0: an output position depends on
     the same position of each input; kind 1: on a window of input 0 given by monotone per-axis
     ranges ylo..yhi, xlo..xhi (inclusive, unclipped)."""
-    cdef int kind, OH, OW
-    cdef const int32_t *ylo
-    cdef const int32_t *yhi
-    cdef const int32_t *xlo
-    cdef const int32_t *xhi
-    cdef uint8_t *reach
-    cdef uint8_t *tmp
-    cdef uint8_t *rowocc
-    cdef int32_t *pre
-    cdef int32_t *pix
-    cdef double dense_above
-    cdef object keep
-
     def __init__(self, int kind, int OH, int OW, reach_mask, pix, tmp=None, ylo=None, yhi=None,
                  xlo=None, xhi=None, int in_h=0, int in_w=0, double dense_above=0.8):
         self.kind, self.OH, self.OW, self.dense_above = kind, OH, OW, dense_above
@@ -158,6 +154,14 @@ cdef class PixelPlanner:
         """(count, box) of the pixels written to pix: count 0 when nothing is reached, -1 when an
         input changed everywhere, npix (with pix = every pixel) when the reach covers most of
         the output (then computing it whole, comparing, is cheaper than listing it)."""
+        cdef int box[4]
+        cdef long n = self.plan_c(inputs, bands, box)
+        if n <= 0:
+            return n, None
+        return n, (box[0], box[1], box[2], box[3])
+
+    cdef long plan_c(self, list inputs, object bands, int *box) except -2:
+        """plan() for compiled callers: the count, and the box written to box when positive."""
         cdef int y0 = self.OH, y1 = 0, x0 = self.OW, x1 = 0, ny = 0
         cdef int sy0 = 0, sy1 = 0, sx0 = 0, sx1 = 0, W = 0, src_single = 0
         cdef int ry0 = 0, ry1 = 0, rx0 = 0, rx1 = 0, has_reach = 0
@@ -171,11 +175,11 @@ cdef class PixelPlanner:
         for s in inputs:
             if s.nchanged:
                 if s.nchanged == s.npix:
-                    return -1, None
+                    return -1
                 changed.append(s)
         nb = 0 if bands is None else len(bands)
         if not changed and nb == 0:
-            return 0, None
+            return 0
         if self.kind == 0:
             for s in changed:
                 b = s.box
@@ -199,7 +203,7 @@ cdef class PixelPlanner:
             b = bands[i]
             y0, y1, x0, x1 = min(y0, b[0]), max(y1, b[1]), min(x0, b[2]), max(x1, b[3])
         if y0 >= y1 or x0 >= x1:
-            return 0, None
+            return 0
         if src_single:
             r = u8(changed[0].mask)
         else:
@@ -261,9 +265,11 @@ cdef class PixelPlanner:
                         count += 1
                     x = next_mark(row, e, x1)
         if count == 0:
-            return 0, None
+            return 0
         if count > self.dense_above * npix:
             for i in range(npix):
                 self.pix[i] = i
-            return npix, (0, self.OH, 0, self.OW)
-        return count, (y0, y1, x0, x1)
+            y0, y1, x0, x1 = 0, self.OH, 0, self.OW
+            count = npix
+        box[0], box[1], box[2], box[3] = y0, y1, x0, x1
+        return count

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from reuserun.ir import Node
-from reuserun.kernels import planner, region
+from reuserun.kernels import driver, planner, region
 from reuserun.runtime.numpy_ops import NUMPY_OPS
 
 
@@ -42,6 +42,11 @@ class KernelStep:
         elif reach.kind == "window" and all(ax.monotone for ax in reach._axes):
             self.planner = planner.PixelPlanner(1, self.OH, self.OW, self.reach_mask, self.pix, self.tmp,
                                                 reach.ylo, reach.yhi, reach.xlo, reach.xhi, inputs[0].H, inputs[0].W)
+        # ... and its whole incremental update in one native call
+        self.fast = None
+        if self.planner is not None:
+            self.fast = driver.FastStep(self.planner, list(inputs), list(outputs), self.vector_inputs,
+                                        list(work), self.pix, self.full_pix)
         self.thr = 0.0  # per-layer truncation threshold; 0 keeps results exact
         self.journal = None
 
@@ -57,6 +62,9 @@ class KernelStep:
             for o in self.outputs:
                 o.mark_all()
             return self.npix
+        if self.fast is not None and policy.name == "auto":
+            n = self.fast.run(self.thr, threads, self.journal, bands)
+            return self.run(True, policy, threads) if n < 0 else n
         for o in self.outputs:
             o.clear()
         n, box = self._plan(policy, bands)
@@ -83,8 +91,6 @@ class KernelStep:
         worst)."""
         if any(v.changed for v in self.vector_inputs):
             return -1, None
-        if self.planner is not None and policy.name == "auto":
-            return self.planner.plan(self.inputs, bands)
         changed = [s for s in self.inputs if s.nchanged]
         if not changed and not bands:
             return 0, None

@@ -1,0 +1,92 @@
+# The auto policy's incremental update of one kernel step, compiled: clear the outputs' marks,
+# plan the pixels (PixelPlanner), journal what will be overwritten, run the kernels, rescan the
+# outputs' marks. It is runtime/steps.KernelStep's incremental path with the Python calls between
+# those stages taken out: on small changes they cost more than the kernels (several us a step).
+# The step's state stays in the Python storage objects (runtime/storage.Spatial), read here by
+# attribute.
+cimport numpy as cnp
+from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.string cimport memset
+
+from reuserun.kernels.base cimport Kernel
+from reuserun.kernels.journal cimport Journal
+from reuserun.kernels.planner cimport PixelPlanner, scan_c
+
+cnp.import_array()
+
+
+cdef inline uint8_t *mask_of(object tensor):
+    cdef cnp.ndarray m = tensor.mask
+    return <uint8_t *> cnp.PyArray_DATA(m)
+
+
+cdef class FastStep:
+    cdef PixelPlanner planner
+    cdef list inputs, outputs, vectors, kernels
+    cdef int32_t[::1] out_index
+    cdef object pix_arr, full_arr
+    cdef int32_t *pix
+    cdef int32_t *full_pix
+    cdef long npix
+    cdef int OH, OW
+
+    def __init__(self, PixelPlanner planner, list inputs, list outputs, list vectors, list work, pix, full_pix):
+        """work: [(kernel, output index)] as in KernelStep; pix: the planner's pixel list;
+        full_pix: every output pixel in order."""
+        self.planner, self.inputs, self.outputs, self.vectors = planner, inputs, outputs, vectors
+        self.kernels = [k for k, _ in work]
+        for k in self.kernels:
+            if not isinstance(k, Kernel):
+                raise TypeError(f"{type(k).__name__} is not a per-pixel kernel")
+        self.out_index = cnp.PyArray_FROMANY([i for _, i in work], cnp.NPY_INT32, 1, 1, cnp.NPY_ARRAY_C_CONTIGUOUS)
+        self.pix_arr, self.full_arr = pix, full_pix
+        self.pix = <int32_t *> cnp.PyArray_DATA(pix)
+        self.full_pix = <int32_t *> cnp.PyArray_DATA(full_pix)
+        self.OH, self.OW = outputs[0].H, outputs[0].W
+        self.npix = <long> self.OH * self.OW
+
+    def run(self, float thr, int threads, Journal journal, bands):
+        """Update the outputs; returns the number of output pixels computed, or -1 when every
+        output position must be recomputed exactly (the caller's full path)."""
+        cdef int box[4]
+        cdef int y, y0, y1, x0, x1, W
+        cdef long n
+        cdef int32_t *pix
+        cdef uint8_t *m
+        cdef cnp.ndarray buf
+        for o in self.outputs:
+            if o.nchanged:
+                m = mask_of(o)
+                W = o.W
+                y0, y1, x0, x1 = o.box
+                for y in range(y0, y1):
+                    memset(m + <size_t> y * W + x0, 0, x1 - x0)
+                o.nchanged = 0
+                o.box = None
+        n = -1
+        for v in self.vectors:
+            if v.changed:
+                break
+        else:
+            n = self.planner.plan_c(self.inputs, bands, box)
+        if n == 0:
+            return 0
+        if n < 0:
+            if thr == 0.0:
+                return -1
+            n = self.npix  # under a threshold the whole output is recomputed but still compared
+            box[0], box[1], box[2], box[3] = 0, self.OH, 0, self.OW
+        pix = self.full_pix if n == self.npix else self.pix
+        if journal is not None:
+            for o in self.outputs:
+                buf = o.buf
+                journal.save_rows(<float *> cnp.PyArray_DATA(buf) + <int> o.off, buf.shape[2], o.C, pix, n)
+        for j in range(len(self.kernels)):
+            (<Kernel> self.kernels[j]).run_c(pix, n, mask_of(self.outputs[self.out_index[j]]), thr, threads)
+        cdef int tight[4]
+        cdef long count
+        for o in self.outputs:
+            count = scan_c(mask_of(o), o.W, box[0], box[1], box[2], box[3], tight)
+            o.nchanged = count
+            o.box = (tight[0], tight[1], tight[2], tight[3]) if count else None
+        return n

@@ -1,0 +1,20 @@
+from libc.stdint cimport int32_t, uint8_t
+
+
+cdef class PixelPlanner:
+    cdef int kind, OH, OW
+    cdef const int32_t *ylo
+    cdef const int32_t *yhi
+    cdef const int32_t *xlo
+    cdef const int32_t *xhi
+    cdef uint8_t *reach
+    cdef uint8_t *tmp
+    cdef uint8_t *rowocc
+    cdef int32_t *pre
+    cdef int32_t *pix
+    cdef double dense_above
+    cdef object keep
+    cdef long plan_c(self, list inputs, object bands, int *box) except -2
+
+
+cdef long scan_c(const uint8_t *m, int W, int y0, int y1, int x0, int x1, int *box) noexcept nogil
