@@ -162,11 +162,12 @@ static inline int rr_num_threads(int requested) {
 #endif
 }
 
-/* A fork/join with sleeping OpenMP threads costs about 20 us here (measured on the 2-core VM),
- * so a parallel loop pays only above roughly 40 us of single-thread work: about 2M MACs, or
- * 256K elements of a memory-bound pass. */
-#define RR_PAR_MACS (1L << 19)
-#define RR_PAR_ELEMS (1L << 15)
+/* A fork/join with sleeping OpenMP threads costs 20 us alone and more in a run of small kernels,
+ * each waking the threads again (measured on the 2-core VM: the keyword spotter's 10 ms hop took
+ * 236-277 us on 2 threads and 194-220 us on 1 with thresholds half and a quarter of these). A
+ * parallel loop splits only above about 60 us of single-thread work. */
+#define RR_PAR_MACS (1L << 20)
+#define RR_PAR_ELEMS (1L << 17)
 
 static inline int rr_threads_for(int requested, long work, long min_work) {
     return work < min_work ? 1 : rr_num_threads(requested);
