@@ -226,7 +226,7 @@ cdef class ConvKernel(Kernel):
         cdef int ngroups = (ntiles + tpi - 1) // tpi
         cdef int nitems = ngroups * nblk
         cdef int nt = rr_num_threads(threads)
-        cdef int item, grp, gb, t, t0, t1, m
+        cdef int item
         # Visit order: when the weights outweigh the input rows of the pixels to compute (deep
         # layers, small dirty sets), keep each weight block hot across all tiles; otherwise
         # keep each tile group's input rows hot across all blocks.
@@ -237,21 +237,33 @@ cdef class ConvKernel(Kernel):
         if <long> n * k * nblk * RR_NR < RR_PAR_MACS:
             nt = 1  # a fork/join costs more than this much work (far more when cores are busy)
         with nogil:
-            for item in prange(nitems, num_threads=nt, schedule="static"):
-                if block_major:
-                    gb = item // ngroups
-                    grp = item % ngroups
-                else:
-                    grp = item // nblk
-                    gb = item % nblk
-                t0 = grp * tpi
-                t1 = min(t0 + tpi, ntiles)
-                for t in range(t0, t1):
-                    m = min(RR_MR, n - t * RR_MR)
-                    if narrow:
-                        rr_conv_tile_narrow(&self.c, pix + t * RR_MR, m, taps, ntaps, mask, thr)
-                    else:
-                        rr_conv_tile(&self.c, pix + t * RR_MR, m, gb, taps, ntaps, mask, thr)
+            if nt == 1:  # no parallel region: entering one costs about a microsecond even alone
+                for item in range(nitems):
+                    _conv_item(&self.c, item, block_major, narrow, ngroups, nblk, tpi, ntiles, pix, n,
+                               taps, ntaps, mask, thr)
+            else:
+                for item in prange(nitems, num_threads=nt, schedule="static"):
+                    _conv_item(&self.c, item, block_major, narrow, ngroups, nblk, tpi, ntiles, pix, n,
+                               taps, ntaps, mask, thr)
+
+
+cdef inline void _conv_item(const rr_conv_t *c, int item, bint block_major, bint narrow, int ngroups,
+                            int nblk, int tpi, int ntiles, const int32_t *pix, int n,
+                            const int32_t *taps, int ntaps, uint8_t *mask, float thr) noexcept nogil:
+    """One work item: a group of pixel tiles times one output-channel block."""
+    cdef int grp, gb, t, m
+    if block_major:
+        gb = item // ngroups
+        grp = item % ngroups
+    else:
+        grp = item // nblk
+        gb = item % nblk
+    for t in range(grp * tpi, min(grp * tpi + tpi, ntiles)):
+        m = min(RR_MR, n - t * RR_MR)
+        if narrow:
+            rr_conv_tile_narrow(c, pix + t * RR_MR, m, taps, ntaps, mask, thr)
+        else:
+            rr_conv_tile(c, pix + t * RR_MR, m, gb, taps, ntaps, mask, thr)
 
 
 def pack_dw_weights(w):
@@ -310,8 +322,11 @@ cdef class DepthwiseKernel(Kernel):
         cdef int chunk = max(16, min(256, (n + 4 * nt - 1) // (4 * nt)))
         cdef int nchunks = (n + chunk - 1) // chunk
         with nogil:
-            for i in prange(nchunks, num_threads=nt, schedule="static"):
-                _dw_chunk(&self.c, pix + i * chunk, min(chunk, n - i * chunk), mp, thr, self.cpad)
+            if nt == 1:
+                _dw_chunk(&self.c, pix, n, mp, thr, self.cpad)
+            else:
+                for i in prange(nchunks, num_threads=nt, schedule="static"):
+                    _dw_chunk(&self.c, pix + i * chunk, min(chunk, n - i * chunk), mp, thr, self.cpad)
         return 0
 
 

@@ -70,8 +70,12 @@ cdef class PixelKernel(Kernel):
     cdef int run_c(self, const int32_t *pix, int n, uint8_t *mp, float thr, int threads) except -1:
         cdef int nt = rr_threads_for(threads, <long> n * self.cost, RR_PAR_ELEMS), i
         with nogil:
-            for i in prange(n, num_threads=nt, schedule="static"):
-                rr_pixel(self.kind, self.params, pix[i], mp, thr)
+            if nt == 1:  # no parallel region: entering one costs about a microsecond even alone
+                for i in range(n):
+                    rr_pixel(self.kind, self.params, pix[i], mp, thr)
+            else:
+                for i in prange(n, num_threads=nt, schedule="static"):
+                    rr_pixel(self.kind, self.params, pix[i], mp, thr)
         return 0
 
 
