@@ -3,7 +3,7 @@
 from cython.parallel cimport prange
 from libc.math cimport isfinite
 from libc.stdint cimport int32_t, uint8_t, uint32_t
-from libc.string cimport memcpy, memmove, memset
+from libc.string cimport memcmp, memcpy, memmove, memset
 import numpy as np
 
 from reuserun.kernels.common cimport RR_PAR_ELEMS, rr_differs, rr_num_threads
@@ -258,6 +258,13 @@ def to_channels_last(const float[:, :, ::1] frame, float[:, :, ::1] buf, int off
             for x in range(W):
                 for c in range(C):
                     buf[y, x, off + c] = frame[c, y, x]
+
+
+def same_bytes(const uint8_t[::1] a, const uint8_t[::1] b):
+    """Whether two byte buffers of one length hold the same bytes."""
+    if a.shape[0] != b.shape[0]:
+        return False
+    return a.shape[0] == 0 or memcmp(&a[0], &b[0], a.shape[0]) == 0
 
 
 def all_finite(const float[::1] a):

@@ -296,7 +296,8 @@ def matmul(node, inputs):
 def softmax(node, inputs):
     x, axis = inputs[0].astype(F32, copy=False), node.attrs["axis"]
     e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return [_out(e / e.sum(axis=axis, keepdims=True))]
+    e /= e.sum(axis=axis, keepdims=True)  # in place: e is a fresh float32 array
+    return [_out(e)]
 
 
 def identity(node, inputs):

@@ -125,7 +125,8 @@ class Plain:
             self.changed = bool(np.max(np.abs(value - self.arr), initial=0.0) > thr)
         else:
             # compare bits without copying either array to bytes
-            self.changed = not np.array_equal(np.ascontiguousarray(value).view(np.uint8), self.arr.view(np.uint8))
+            self.changed = not region.same_bytes(np.ascontiguousarray(value).reshape(-1).view(np.uint8),
+                                                 self.arr.reshape(-1).view(np.uint8))
         if self.changed:
             np.copyto(self.arr, value)
 
