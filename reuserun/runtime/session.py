@@ -311,7 +311,7 @@ class InferenceSession:
         return forks
 
     def _declared(self, changed) -> dict | None:
-        """{input name: (H*W,) uint8 mask} from run_variant's `changed`."""
+        """{input name: ((H*W,) uint8 mask, box bounding it)} from run_variant's `changed`."""
         spatial = {a.name: self._storage[a.name] for a in self._input_args if self._storage[a.name].kind == "spatial"}
         return variants.declared_masks(spatial, changed)
 
@@ -326,10 +326,14 @@ class InferenceSession:
                 continue
             mask, nchanged, _ = diffs[name]
             st.mask, self._diff_masks[name] = mask, st.mask  # masks are per run, not state
-            st.rescan((0, st.H, 0, st.W))
+            declared = self._declared_rows.pop(name, None)
+            if declared is not None:  # counted and bounded already
+                st.nchanged, st.box = nchanged, declared[2]
+            else:
+                st.rescan((0, st.H, 0, st.W))
             if nchanged:
-                if name in self._declared_rows:
-                    pix, vals = self._declared_rows.pop(name)
+                if declared is not None:
+                    pix, vals, _ = declared
                 else:  # the marked pixels, found inside their box (a patch, not the whole image)
                     pix = self._variant_pix[name]
                     pix = pix[:region.to_pixels(mask, st.W, *st.box, pix)]
@@ -442,15 +446,16 @@ class InferenceSession:
             v = np.ascontiguousarray(v)
             st = self._storage[name]
             if st.kind == "spatial" and not full and declared and name in declared:
-                mask = self._diff_masks[name]
-                np.copyto(mask, declared[name])
-                nchanged, box = planner.scan_box(mask, st.W, 0, st.H, 0, st.W)
+                mask, bound = self._diff_masks[name], declared[name][1]
+                np.copyto(mask, declared[name][0])
+                nchanged, box = (planner.scan_box(mask, st.W, *bound) if bound[0] < bound[1] and bound[2] < bound[3]
+                                 else (0, None))
                 diffs[name] = (mask, nchanged, None)
                 # only the declared positions are read: check and gather those alone
                 pix = self._variant_pix[name]
                 pix = pix[:region.to_pixels(mask, st.W, *box, pix)] if nchanged else pix[:0]
                 vals = v.reshape(st.C, -1)[:, pix]
-                self._declared_rows[name] = (pix, vals)
+                self._declared_rows[name] = (pix, vals, box)
                 bad = not region.all_finite(vals.reshape(-1))
                 if name in self._plane_masks:
                     self._plane_masks[name][...] = mask

@@ -13,8 +13,9 @@ from reuserun.kernels import region
 
 
 def declared_masks(spatial: dict, changed) -> dict | None:
-    """{input name: (H*W,) uint8 mask} from run_variant's `changed`: a mask or a list of boxes
-    (y0, y1, x0, x1) for the one spatial input, or a dict of those by input name."""
+    """{input name: ((H*W,) uint8 mask, box holding its marks)} from run_variant's `changed`: a
+    mask or a list of boxes (y0, y1, x0, x1) for the one spatial input, or a dict of those by
+    input name. The box (the whole grid for a mask) bounds the scans that follow."""
     if changed is None:
         return None
     if not isinstance(changed, dict):
@@ -30,14 +31,17 @@ def declared_masks(spatial: dict, changed) -> dict | None:
             if spec.shape != (st.H, st.W):
                 raise InputError(f"changed mask for {name!r} must have shape {(st.H, st.W)}, got {spec.shape}")
             mask = np.ascontiguousarray(spec != 0, np.uint8).reshape(-1)
+            bound = (0, st.H, 0, st.W)
         else:
             mask = np.zeros(st.npix, np.uint8)
+            bound = (st.H, 0, st.W, 0)
             for box in spec:
                 y0, y1, x0, x1 = (int(v) for v in box)
                 if not (0 <= y0 <= y1 <= st.H and 0 <= x0 <= x1 <= st.W):
                     raise InputError(f"changed box {box} lies outside {name!r}'s {st.H}x{st.W} grid")
                 region.fill(mask, st.W, y0, y1, x0, x1, 1)
-        out[name] = mask
+                bound = (min(bound[0], y0), max(bound[1], y1), min(bound[2], x0), max(bound[3], x1))
+        out[name] = (mask, bound)
     return out
 
 
