@@ -89,6 +89,14 @@ def test_declared_boxes_and_masks(classifier):
     got = sess.run_variant(None, {name: occluded(noisy, box)}, changed=[box])
     for a, c in zip(got, want):
         assert a.tobytes() == c.tobytes()
+    # several boxes far apart: every one of them is read
+    boxes = [(2, 6, 40, 60), (50, 60, 4, 12), (30, 34, 30, 34)]
+    v = base.copy()
+    for y0, y1, x0, x1 in boxes:
+        v[..., y0:y1, x0:x1] = 0.0
+    got = sess.run_variant(None, {name: v}, changed=boxes)
+    for a, c in zip(got, dense_outputs(classifier, v, name)):
+        assert a.tobytes() == c.tobytes()
 
 
 def test_batches_on_parallel_forks_match_one_by_one(classifier):
