@@ -13,6 +13,14 @@ import numpy as np
 cnp.import_array()
 
 
+cdef object _regrow(object old, int64_t keep, int64_t need, dtype):
+    """A buffer of at least `need` items (double the old one at least), holding old[:keep]."""
+    a = np.empty(max(need, 0 if old is None else 2 * old.shape[0]), dtype)
+    if keep:
+        a[:keep] = old[:keep]
+    return a
+
+
 cdef class Journal:
     def __init__(self):
         self.objs = []
@@ -23,23 +31,17 @@ cdef class Journal:
     cdef _grow(self, int64_t capv, int64_t capi, int cape):
         """Scratch of at least these capacities, keeping what is logged."""
         if self.vals_arr is None or capv > self.capv:
-            a = np.empty(max(capv, 2 * self.capv), np.float32)
-            if self.nvals:
-                a[:self.nvals] = self.vals_arr[:self.nvals]
-            self.vals_arr, self.capv = a, a.shape[0]
-            self.vals = <float *> cnp.PyArray_DATA(a)
+            self.vals_arr = _regrow(self.vals_arr, self.nvals, capv, np.float32)
+            self.capv = self.vals_arr.shape[0]
+            self.vals = <float *> cnp.PyArray_DATA(self.vals_arr)
         if self.idx_arr is None or capi > self.capi:
-            a = np.empty(max(capi, 2 * self.capi), np.int32)
-            if self.nidx:
-                a[:self.nidx] = self.idx_arr[:self.nidx]
-            self.idx_arr, self.capi = a, a.shape[0]
-            self.idx = <int32_t *> cnp.PyArray_DATA(a)
+            self.idx_arr = _regrow(self.idx_arr, self.nidx, capi, np.int32)
+            self.capi = self.idx_arr.shape[0]
+            self.idx = <int32_t *> cnp.PyArray_DATA(self.idx_arr)
         if self.ent_arr is None or cape > self.cape:
-            a = np.empty(max(cape, 2 * self.cape) * sizeof(entry_t), np.uint8)
-            if self.nent:
-                a[:self.nent * sizeof(entry_t)] = self.ent_arr[:self.nent * sizeof(entry_t)]
-            self.ent_arr, self.cape = a, a.shape[0] // sizeof(entry_t)
-            self.ent = <entry_t *> cnp.PyArray_DATA(a)
+            self.ent_arr = _regrow(self.ent_arr, self.nent, cape, np.dtype((np.void, sizeof(entry_t))))
+            self.cape = self.ent_arr.shape[0]
+            self.ent = <entry_t *> cnp.PyArray_DATA(self.ent_arr)
 
     def rows(self, cnp.ndarray arr2d, const int32_t[::1] pix, int64_t n):
         """Save rows pix[:n] of an (npix, row) float32 view (rows may be strided, each row
