@@ -97,6 +97,9 @@ def test_declared_boxes_and_masks(classifier):
     got = sess.run_variant(None, {name: v}, changed=boxes)
     for a, c in zip(got, dense_outputs(classifier, v, name)):
         assert a.tobytes() == c.tobytes()
+    # the input's change mask holds exactly the declared positions (no marks left from earlier runs)
+    st = sess._storage[name]
+    assert int(np.count_nonzero(st.mask)) == st.nchanged == sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in boxes)
 
 
 def test_batches_on_parallel_forks_match_one_by_one(classifier):

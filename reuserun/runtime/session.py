@@ -311,9 +311,10 @@ class InferenceSession:
         return forks
 
     def _declared(self, changed) -> dict | None:
-        """{input name: ((H*W,) uint8 mask, box bounding it)} from run_variant's `changed`."""
+        """{input name: (its per-run change mask, box bounding the marks)} from run_variant's
+        `changed`."""
         spatial = {a.name: self._storage[a.name] for a in self._input_args if self._storage[a.name].kind == "spatial"}
-        return variants.declared_masks(spatial, changed)
+        return variants.declared_masks(spatial, changed, self._diff_masks)
 
     def _load_variant(self, frames, diffs, journal: Journal) -> None:
         """Write a variant's changed positions into the input caches, journaled; the reference
@@ -446,8 +447,7 @@ class InferenceSession:
             v = np.ascontiguousarray(v)
             st = self._storage[name]
             if st.kind == "spatial" and not full and declared and name in declared:
-                mask, bound = self._diff_masks[name], declared[name][1]
-                np.copyto(mask, declared[name][0])
+                mask, bound = declared[name]  # written into this input's per-run mask
                 nchanged, box = (planner.scan_box(mask, st.W, *bound) if bound[0] < bound[1] and bound[2] < bound[3]
                                  else (0, None))
                 diffs[name] = (mask, nchanged, None)

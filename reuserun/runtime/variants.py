@@ -12,10 +12,11 @@ from reuserun.ir import InputError
 from reuserun.kernels import region
 
 
-def declared_masks(spatial: dict, changed) -> dict | None:
+def declared_masks(spatial: dict, changed, scratch: dict) -> dict | None:
     """{input name: ((H*W,) uint8 mask, box holding its marks)} from run_variant's `changed`: a
     mask or a list of boxes (y0, y1, x0, x1) for the one spatial input, or a dict of those by
-    input name. The box (the whole grid for a mask) bounds the scans that follow."""
+    input name. Each mask is written into scratch[name] (the session's per-run change mask); the
+    box (the whole grid for a mask) bounds the scans that follow."""
     if changed is None:
         return None
     if not isinstance(changed, dict):
@@ -30,10 +31,12 @@ def declared_masks(spatial: dict, changed) -> dict | None:
         if isinstance(spec, np.ndarray) and spec.ndim == 2:
             if spec.shape != (st.H, st.W):
                 raise InputError(f"changed mask for {name!r} must have shape {(st.H, st.W)}, got {spec.shape}")
-            mask = np.ascontiguousarray(spec != 0, np.uint8).reshape(-1)
+            mask = scratch[name]
+            np.not_equal(spec, 0, out=mask.reshape(st.H, st.W))
             bound = (0, st.H, 0, st.W)
         else:
-            mask = np.zeros(st.npix, np.uint8)
+            mask = scratch[name]
+            mask.fill(0)
             bound = (st.H, 0, st.W, 0)
             for box in spec:
                 y0, y1, x0, x1 = (int(v) for v in box)
