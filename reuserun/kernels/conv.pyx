@@ -108,6 +108,8 @@ cdef class ConvKernel(Kernel):
     cdef int32_t[::1] all_taps
     cdef list phase_taps        # transposed: taps per output phase
     cdef int32_t[::1] sorted_pix
+    cdef int32_t[::1] phase_counts  # transposed: counting-sort scratch, (phases + 1) and (phases)
+    cdef int32_t[::1] phase_fill
     cdef object phase_of        # transposed: each output pixel's phase (output position mod stride)
     cdef int tiles_per_item
     cdef bint narrow            # at most 8 output channels, one group: rr_conv_tile_narrow
@@ -163,6 +165,8 @@ cdef class ConvKernel(Kernel):
                          if ((t // kernel[1]) * dilations[0]) % strides[0] == py
                          and ((t % kernel[1]) * dilations[1]) % strides[1] == px], np.int32))
             self.sorted_pix = np.empty(y_buf.shape[0] * y_buf.shape[1], np.int32)
+            self.phase_counts = np.empty(strides[0] * strides[1] + 1, np.int32)
+            self.phase_fill = np.empty(strides[0] * strides[1], np.int32)
             oy = (np.arange(y_buf.shape[0]) + pads[0]) % strides[0]
             ox = (np.arange(y_buf.shape[1]) + pads[1]) % strides[1]
             self.phase_of = np.ascontiguousarray((oy[:, None] * strides[1] + ox[None, :]).reshape(-1), np.int32)
@@ -181,11 +185,13 @@ cdef class ConvKernel(Kernel):
         # transposed: pixels of one phase share their tap list, so tile them together (a
         # counting sort on the phase of each output pixel, tabulated at load)
         cdef int nph = self.c.sh * self.c.sw, i, ph
-        cdef int[::1] counts = np.zeros(nph + 1, np.int32)
-        cdef int[::1] fill = np.empty(nph, np.int32)
+        cdef int32_t[::1] counts = self.phase_counts
+        cdef int32_t[::1] fill = self.phase_fill
         cdef int32_t[::1] sp = self.sorted_pix
         cdef const int32_t[::1] phase = self.phase_of
         with nogil:
+            for ph in range(nph + 1):
+                counts[ph] = 0
             for i in range(n):
                 counts[phase[pix[i]] + 1] += 1
             for ph in range(nph):
