@@ -35,18 +35,16 @@ class KernelStep:
         self.pix = np.empty(self.npix, np.int32)
         if reach.kind == "window":
             self.tmp = np.zeros(self.OH * inputs[0].W, np.uint8)
-        # the auto policy's pixel-exact planning in one native call, where the rule allows it
-        self.planner = None
+        # the auto policy's whole incremental update (pixel-exact planning, journal, kernels,
+        # rescans) in one native call, where the rule allows native planning
+        native = None
         if reach.kind == "same":
-            self.planner = planner.PixelPlanner(0, self.OH, self.OW, self.reach_mask, self.pix)
+            native = planner.PixelPlanner(0, self.OH, self.OW, self.reach_mask, self.pix)
         elif reach.kind == "window" and all(ax.monotone for ax in reach._axes):
-            self.planner = planner.PixelPlanner(1, self.OH, self.OW, self.reach_mask, self.pix, self.tmp,
-                                                reach.ylo, reach.yhi, reach.xlo, reach.xhi, inputs[0].H, inputs[0].W)
-        # ... and its whole incremental update in one native call
-        self.fast = None
-        if self.planner is not None:
-            self.fast = driver.FastStep(self.planner, list(inputs), list(outputs), self.vector_inputs,
-                                        list(work), self.pix, self.full_pix)
+            native = planner.PixelPlanner(1, self.OH, self.OW, self.reach_mask, self.pix, self.tmp,
+                                          reach.ylo, reach.yhi, reach.xlo, reach.xhi, inputs[0].H, inputs[0].W)
+        self.fast = None if native is None else driver.FastStep(
+            native, list(inputs), list(outputs), self.vector_inputs, list(work), self.pix, self.full_pix)
         self.thr = 0.0  # per-layer truncation threshold; 0 keeps results exact
         self.journal = None
 
