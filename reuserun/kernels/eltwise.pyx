@@ -53,6 +53,8 @@ cdef extern from "rr_eltwise.h" nogil:
         int is_max, count_include_pad
         int ph_end, pw_end
     void rr_pixel(int kind, const void *params, int p, uint8_t *mask, float thr)
+    void rr_pixel_list(int kind, const void *params, const int32_t *pix, int i0, int i1, uint8_t *mask,
+                       float thr)
     int rr_global_pool_block(const float *x, int npix, int ldx, int c0, int nc, int is_max,
                              float *out, float thr)
     int rr_global_pool_quad(const float *x, int npix, int ldx, int c0, int is_max, float *out, float thr)
@@ -68,14 +70,14 @@ cdef class PixelKernel(Kernel):
     cdef long cost
 
     cdef int run_c(self, const int32_t *pix, int n, uint8_t *mp, float thr, int threads) except -1:
-        cdef int nt = rr_threads_for(threads, <long> n * self.cost, RR_PAR_ELEMS), i
+        cdef int nt = rr_threads_for(threads, <long> n * self.cost, RR_PAR_ELEMS), t
         with nogil:
             if nt == 1:  # no parallel region: entering one costs about a microsecond even alone
-                for i in range(n):
-                    rr_pixel(self.kind, self.params, pix[i], mp, thr)
-            else:
-                for i in prange(n, num_threads=nt, schedule="static"):
-                    rr_pixel(self.kind, self.params, pix[i], mp, thr)
+                rr_pixel_list(self.kind, self.params, pix, 0, n, mp, thr)
+            else:  # one contiguous share of the list per thread, so runs stay long
+                for t in prange(nt, num_threads=nt, schedule="static"):
+                    rr_pixel_list(self.kind, self.params, pix, <int> (<long> n * t // nt),
+                                  <int> (<long> n * (t + 1) // nt), mp, thr)
         return 0
 
 

@@ -61,6 +61,49 @@ static inline void rr_ew_pixel(const rr_ew_t *e, int p, uint8_t *mask, float thr
     if (changed && mask) mask[p] = 1;
 }
 
+/* rr_ew_pixel over the consecutive pixels [p0, p0 + n), for channel counts that are multiples
+ * of 8, with the per-pixel dispatch, scratch and copy taken out: each element still goes through
+ * the instruction sequence rr_ew_pixel gives it (its 8-lane binary path; rr_act is lane 0 of
+ * vact), so spans and single pixels agree bit for bit. Returns 0 when the layout is not one it
+ * handles (the caller then goes pixel by pixel). */
+static inline int rr_ew_span(const rr_ew_t *e, int p0, int n, uint8_t *mask, float thr) {
+    /* everything in locals: stores through y may alias *e as far as the compiler knows */
+    const int C = e->C, act = e->act, binop = e->binop, ldy = e->ldy;
+    const float alpha = e->alpha, beta = e->beta;
+    const float *abase = e->a.base, *bbase = e->b.base, *sl = e->slope.base;
+    const long aps = e->a.ps, bps = e->b.ps, bcs = e->b.cs, scs = e->slope.cs;
+    float *ybase = e->y;
+    if (C % 8 != 0 || e->a.cs != 1) return 0;
+    const v8f zero = vbroadcast(0.0f);
+    for (int p = p0; p < p0 + n; p++) {
+        const float *pa = abase + (long)p * aps;
+        float *py = ybase + (size_t)p * ldy;
+        int changed = 0;
+        if (binop < 0) {
+            for (int j = 0; j < C; j += 8) {
+                v8f s = sl ? (scs ? vload(sl + j) : vbroadcast(sl[0])) : zero;
+                v8f r = vact(act, vload(pa + j), alpha, beta, s);
+                if (thr < 0.0f) vstore(py + j, r); else changed |= rr_store8_tracked(py + j, r, thr);
+            }
+        } else {
+            const float *pb = bbase + (long)p * bps;
+            for (int j = 0; j < C; j += 8) {
+                v8f x = vload(pa + j), y = bcs ? vload(pb + j) : vbroadcast(pb[0]), r;
+                switch (binop) {
+                case BIN_ADD: r = x + y; break;
+                case BIN_SUB: r = x - y; break;
+                case BIN_MUL: r = x * y; break;
+                default: r = x / y; break;
+                }
+                if (act != ACT_NONE) r = vact(act, r, alpha, beta, zero);
+                if (thr < 0.0f) vstore(py + j, r); else changed |= rr_store8_tracked(py + j, r, thr);
+            }
+        }
+        if (changed && mask) mask[p] = 1;
+    }
+    return 1;
+}
+
 /* y[oy, ox, c] = x[ymap[oy], xmap[ox], c] or `value` where a map is < 0. */
 typedef struct {
     const float *x; int W, ldx;
@@ -230,6 +273,24 @@ static inline void rr_pixel(int kind, const void *params, int p, uint8_t *mask, 
     case RR_K_GATHER: rr_gather_pixel((const rr_gather_t *)params, p, mask, thr); break;
     case RR_K_LINEAR: rr_linear_pixel((const rr_linear_t *)params, p, mask, thr); break;
     default: rr_pool_pixel((const rr_pool_t *)params, p, mask, thr); break;
+    }
+}
+
+/* rr_pixel over the consecutive pixels [p0, p0 + n). */
+static inline void rr_pixel_span(int kind, const void *params, int p0, int n, uint8_t *mask, float thr) {
+    if (kind == RR_K_EW && rr_ew_span((const rr_ew_t *)params, p0, n, mask, thr)) return;
+    for (int p = p0; p < p0 + n; p++) rr_pixel(kind, params, p, mask, thr);
+}
+
+/* rr_pixel over pix[i0:i1], a run of consecutive pixels at a time. */
+static inline void rr_pixel_list(int kind, const void *params, const int32_t *pix, int i0, int i1,
+                                 uint8_t *mask, float thr) {
+    int i = i0;
+    while (i < i1) {
+        int j = i + 1;
+        while (j < i1 && pix[j] == pix[j - 1] + 1) j++;
+        rr_pixel_span(kind, params, pix[i], j - i, mask, thr);
+        i = j;
     }
 }
 #endif
