@@ -8,6 +8,11 @@ import numpy as np
 
 from reuserun.kernels.common cimport RR_PAR_ELEMS, rr_differs, rr_num_threads
 
+cdef extern from "rr_region.h" nogil:
+    void rr_mark_diff(const uint32_t *f, const uint32_t *r, uint8_t *m, long n, int first)
+    uint32_t rr_count_nonfinite(const uint32_t *f, long n)
+    uint32_t rr_count_marks(const uint8_t *m, long n)
+
 
 def diff_frame(const float[:, ::1] frame, const float[:, ::1] ref, float thr, uint8_t[::1] mask,
                int threads):
@@ -26,19 +31,17 @@ def diff_frame(const float[:, ::1] frame, const float[:, ::1] ref, float thr, ui
         for b in prange(nblocks, num_threads=nt if <long> npix * C > RR_PAR_ELEMS else 1, schedule="static"):
             p0 = b * 1024
             p1 = min(p0 + 1024, npix)
-            memset(m + p0, 0, p1 - p0)
+            if thr != 0.0:
+                memset(m + p0, 0, p1 - p0)
             for c in range(C):
-                # plain loops over contiguous planes, so the compiler vectorises them
-                for p in range(p0, p1):
-                    bad += (fb[<Py_ssize_t> c * npix + p] & 0x7f800000u) == 0x7f800000u
+                bad += rr_count_nonfinite(fb + <Py_ssize_t> c * npix + p0, p1 - p0)
                 if thr == 0.0:
-                    for p in range(p0, p1):
-                        m[p] |= fb[<Py_ssize_t> c * npix + p] != rb[<Py_ssize_t> c * npix + p]
+                    rr_mark_diff(fb + <Py_ssize_t> c * npix + p0, rb + <Py_ssize_t> c * npix + p0, m + p0, p1 - p0,
+                                 c == 0)
                 else:
                     for p in range(p0, p1):
                         m[p] |= rr_differs(ff[<Py_ssize_t> c * npix + p], rf[<Py_ssize_t> c * npix + p], thr)
-            for p in range(p0, p1):
-                changed += m[p]
+            changed += rr_count_marks(m + p0, p1 - p0)
     return changed, bad
 
 
@@ -251,13 +254,26 @@ def to_channels_first(const float[:, :, ::1] buf, int off, int C, const uint8_t[
 
 def to_channels_last(const float[:, :, ::1] frame, float[:, :, ::1] buf, int off, int threads):
     """buf[y, x, off + c] = frame[c, y, x]: a whole frame into its cache."""
-    cdef int C = frame.shape[0], H = frame.shape[1], W = frame.shape[2], y, x, c
-    cdef int nt = rr_num_threads(threads)
+    cdef int C = frame.shape[0], H = frame.shape[1], W = frame.shape[2], y, nt = rr_num_threads(threads)
+    cdef int ld = buf.shape[2]
+    cdef const float *src = &frame[0, 0, 0]
+    cdef float *dst = &buf[0, 0, 0] + off
     with nogil:
-        for y in prange(H, num_threads=nt if H > 1 and <long> H * W * C > RR_PAR_ELEMS else 1, schedule="static"):
-            for x in range(W):
-                for c in range(C):
-                    buf[y, x, off + c] = frame[c, y, x]
+        if ld == C and C == 1:  # one plane into an unsliced buffer: the same bytes
+            memcpy(dst, src, <size_t> H * W * sizeof(float))
+        else:
+            for y in prange(H, num_threads=nt if H > 1 and <long> H * W * C > RR_PAR_ELEMS else 1, schedule="static"):
+                _row_to_channels_last(src, dst, C, H, W, ld, y)
+
+
+cdef inline void _row_to_channels_last(const float *src, float *dst, int C, int H, int W, int ld, int y) noexcept nogil:
+    cdef int x, c
+    cdef const float *s
+    cdef float *d = dst + <size_t> y * W * ld
+    for c in range(C):  # plane by plane: contiguous reads, strided writes
+        s = src + (<size_t> c * H + y) * W
+        for x in range(W):
+            d[<size_t> x * ld + c] = s[x]
 
 
 def same_bytes(const uint8_t[::1] a, const uint8_t[::1] b):
@@ -330,30 +346,39 @@ def diff_shifted(const float[:, ::1] frame, const float[:, ::1] ref, int H, int 
     """Mark pixels of the (C, H*W) frame whose bits differ from the reference's pixel at
     (y + dy, x + dx), and those with no such pixel (the exposed band). Returns (marked,
     non-finite values in the frame), like diff_frame for a frame that is the reference moved."""
-    cdef int C = frame.shape[0], y, x, c, nt = rr_num_threads(threads)
-    cdef int xa = max(0, -dx), xb = min(W, W - dx)
-    cdef long changed = 0, bad = 0
+    cdef int C = frame.shape[0], y, nt = rr_num_threads(threads)
+    cdef long changed = 0, bad = 0, row_bad
     cdef const uint32_t *fb = <const uint32_t *> &frame[0, 0]
     cdef const uint32_t *rb = <const uint32_t *> &ref[0, 0]
-    cdef Py_ssize_t npix = <Py_ssize_t> H * W, p, q
     cdef uint8_t *m = &mask[0]
     with nogil:
-        for y in prange(H, num_threads=nt if H > 1 and npix * C > RR_PAR_ELEMS else 1, schedule="static"):
-            p = <Py_ssize_t> y * W
-            # plain loops over contiguous row pieces, so the compiler vectorises them
-            for c in range(C):
-                for x in range(W):
-                    bad += (fb[c * npix + p + x] & 0x7f800000u) == 0x7f800000u
-            if y + dy < 0 or y + dy >= H or xa >= xb:
-                memset(m + p, 1, W)
-            else:
-                q = <Py_ssize_t> (y + dy) * W + dx
-                memset(m + p, 1, xa)
-                memset(m + p + xb, 1, W - xb)
-                memset(m + p + xa, 0, xb - xa)
-                for c in range(C):
-                    for x in range(xa, xb):
-                        m[p + x] |= fb[c * npix + p + x] != rb[c * npix + q + x]
-            for x in range(W):
-                changed += m[p + x]
+        if nt == 1 or H == 1 or <long> H * W * C <= RR_PAR_ELEMS:
+            for y in range(H):
+                changed += _diff_shifted_row(fb, rb, m, C, H, W, dy, dx, y, &row_bad)
+                bad += row_bad
+        else:
+            for y in prange(H, num_threads=nt, schedule="static"):
+                row_bad = 0
+                changed += _diff_shifted_row(fb, rb, m, C, H, W, dy, dx, y, &row_bad)
+                bad += row_bad
     return changed, bad
+
+
+cdef inline long _diff_shifted_row(const uint32_t *fb, const uint32_t *rb, uint8_t *mask, int C, int H, int W,
+                                   int dy, int dx, int y, long *bad) noexcept nogil:
+    """diff_shifted for row y: marks it, sets *bad to its non-finite values, returns its marks."""
+    cdef Py_ssize_t npix = <Py_ssize_t> H * W, p = <Py_ssize_t> y * W, q = <Py_ssize_t> (y + dy) * W + dx
+    cdef int xa = max(0, -dx), xb = min(W, W - dx), c
+    cdef long nbad = 0
+    cdef uint8_t *m = mask + p
+    for c in range(C):
+        nbad += rr_count_nonfinite(fb + c * npix + p, W)
+    bad[0] = nbad
+    if y + dy < 0 or y + dy >= H or xa >= xb:
+        memset(m, 1, W)
+        return W
+    memset(m, 1, xa)
+    memset(m + xb, 1, W - xb)
+    for c in range(C):
+        rr_mark_diff(fb + c * npix + p + xa, rb + c * npix + q + xa, m + xa, xb - xa, c == 0)
+    return xa + (W - xb) + rr_count_marks(m + xa, xb - xa)

@@ -28,6 +28,7 @@ class Spatial:
             self.flat = np.zeros((self.npix + slack) * self.C, np.float32)
             self.addr = self.flat.ctypes.data
             self.buf = self.flat[:self.npix * self.C].reshape(self.H, self.W, self.C)
+            self._views = {0: self.buf}  # buffer views by origin, for rebase
             self.members = [self]
         else:
             self.owner = within.owner
@@ -98,9 +99,12 @@ class Spatial:
                 count = (n - abs(d)) * L
                 self.flat[dst:dst + count] = self.flat[src:src + count]  # numpy handles the overlap
         self.origin = o
-        self.buf = self.flat[o * L:(o + n) * L].reshape(self.H, self.W, L)
+        buf = self._views.get(o)
+        if buf is None:  # a stream cycles through at most slack / |d| + 1 origins
+            buf = self._views[o] = self.flat[o * L:(o + n) * L].reshape(self.H, self.W, L)
+        self.buf = buf
         for m in self.members:
-            m.buf = self.buf
+            m.buf = buf
         return lo, lo + n * L * 4, (o - before) * L * 4
 
 
