@@ -395,91 +395,53 @@ static inline void rr_dw_pixel(const rr_dw_t *c, int p, uint8_t *mask, float thr
 }
 
 /* Interior pixels ox in [a, b) of output row oy, where every tap is inside the input, so no
- * bounds are checked. In pieces of RR_DW_PIECE pixels (their inputs stay in L1/L2), one 8-channel
- * block at a time, eight (then four) pixels at a time: independent FMA chains hide the FMA
- * latency that a single pixel's chain of taps would expose. Each pixel
- * still adds its taps in the same order, from zero, as rr_dw_pixel. */
+ * bounds are checked. Narrow layers (C <= 16) go one 8-channel block at a time with its taps'
+ * weights held in registers; wider ones pixel by pixel, four blocks at a time (their inputs
+ * stay in L1). Either way the taps are added in the same order, from zero, as rr_dw_pixel. */
 #define RR_DW_MAXTAPS 25
-#define RR_DW_PIECE 16
-static inline __attribute__((always_inline)) int rr_dw_finish(
-        const rr_dw_t *c, v8f acc, v8f bias, v8f slope, float *dst, float thr) {
-    v8f v = acc + bias;
-    if (c->act != ACT_NONE) v = vact(c->act, v, c->alpha, c->beta, slope);
-    return rr_store8_tracked(dst, v, thr);
-}
-
 static inline void rr_dw_interior(const rr_dw_t *c, int oy, int a, int b, uint8_t *mask, float thr) {
-    const int cpad = (c->C + 7) & ~7, kh = c->kh, kw = c->kw, nt = kh * kw, sw = c->sw;
-    const long ldx = c->ldx, ldy = c->ldy;
+    const int cpad = (c->C + 7) & ~7, kh = c->kh, kw = c->kw, nt = kh * kw;
     const v8f zero = vbroadcast(0.0f);
     const int iy0 = oy * c->sh - c->pt;
     long toff[RR_DW_MAXTAPS];
     for (int ky = 0; ky < kh; ky++)
         for (int kx = 0; kx < kw; kx++)
-            toff[ky * kw + kx] = ((long)ky * c->dh * c->W + (long)kx * c->dw) * ldx;
-    const float *row = c->x + ((size_t)iy0 * c->W - c->pl) * ldx;  /* + ox * sw * ldx: the window */
-    float *yrow = c->y + (size_t)oy * c->OW * ldy;
-    for (int p0 = a; p0 < b; p0 += RR_DW_PIECE) {
-        const int p1 = p0 + RR_DW_PIECE < b ? p0 + RR_DW_PIECE : b;
-        int changed[RR_DW_PIECE] = {0};
-        for (int cb = 0; cb < c->C; cb += 8) {
-            v8f w[RR_DW_MAXTAPS];
-            for (int t = 0; t < nt; t++) w[t] = vload(c->w + (size_t)t * cpad + cb);
-            const v8f bias = vload(c->bias + cb), slope = c->slope ? vload(c->slope + cb) : zero;
-            int ox = p0;
-            for (; ox + 8 <= p1; ox += 8) {
-                const long st = (long)sw * ldx;
-                const float *x0 = row + (long)ox * st + cb;
-                v8f a0 = zero, a1 = zero, a2 = zero, a3 = zero, a4 = zero, a5 = zero, a6 = zero, a7 = zero;
-                for (int t = 0; t < nt; t++) {
-                    const float *xt = x0 + toff[t];
-                    const v8f wt = w[t];
-                    a0 = vfma(vload(xt), wt, a0);
-                    a1 = vfma(vload(xt + st), wt, a1);
-                    a2 = vfma(vload(xt + 2 * st), wt, a2);
-                    a3 = vfma(vload(xt + 3 * st), wt, a3);
-                    a4 = vfma(vload(xt + 4 * st), wt, a4);
-                    a5 = vfma(vload(xt + 5 * st), wt, a5);
-                    a6 = vfma(vload(xt + 6 * st), wt, a6);
-                    a7 = vfma(vload(xt + 7 * st), wt, a7);
-                }
-                float *d = yrow + (size_t)ox * ldy + cb;
-                int *ch = changed + (ox - p0);
-                ch[0] |= rr_dw_finish(c, a0, bias, slope, d, thr);
-                ch[1] |= rr_dw_finish(c, a1, bias, slope, d + ldy, thr);
-                ch[2] |= rr_dw_finish(c, a2, bias, slope, d + 2 * ldy, thr);
-                ch[3] |= rr_dw_finish(c, a3, bias, slope, d + 3 * ldy, thr);
-                ch[4] |= rr_dw_finish(c, a4, bias, slope, d + 4 * ldy, thr);
-                ch[5] |= rr_dw_finish(c, a5, bias, slope, d + 5 * ldy, thr);
-                ch[6] |= rr_dw_finish(c, a6, bias, slope, d + 6 * ldy, thr);
-                ch[7] |= rr_dw_finish(c, a7, bias, slope, d + 7 * ldy, thr);
+            toff[ky * kw + kx] = ((long)ky * c->dh * c->W + (long)kx * c->dw) * c->ldx;
+    if (c->C > 16) {
+        const float *rows[RR_DW_MAXTAPS];
+        int tapidx[RR_DW_MAXTAPS];
+        for (int t = 0; t < nt; t++) tapidx[t] = t;
+        for (int ox = a; ox < b; ox++) {
+            const float *base = c->x + ((size_t)iy0 * c->W + (size_t)(ox * c->sw - c->pl)) * c->ldx;
+            for (int t = 0; t < nt; t++) rows[t] = base + toff[t];
+            const int p = oy * c->OW + ox;
+            float *dst = c->y + (size_t)p * c->ldy;
+            int changed = 0, c0 = 0;
+            for (; c0 + 32 <= c->C; c0 += 32)
+                changed |= rr_dw_blocks(c, rows, tapidx, nt, cpad, c0, 4, dst, thr);
+            switch ((c->C - c0) / 8) {
+            case 3: changed |= rr_dw_blocks(c, rows, tapidx, nt, cpad, c0, 3, dst, thr); break;
+            case 2: changed |= rr_dw_blocks(c, rows, tapidx, nt, cpad, c0, 2, dst, thr); break;
+            case 1: changed |= rr_dw_blocks(c, rows, tapidx, nt, cpad, c0, 1, dst, thr); break;
+            default: break;
             }
-            for (; ox + 4 <= p1; ox += 4) {
-                const float *x0 = row + (long)ox * sw * ldx + cb, *x1 = x0 + sw * ldx;
-                const float *x2 = x1 + sw * ldx, *x3 = x2 + sw * ldx;
-                v8f a0 = zero, a1 = zero, a2 = zero, a3 = zero;
-                for (int t = 0; t < nt; t++) {
-                    a0 = vfma(vload(x0 + toff[t]), w[t], a0);
-                    a1 = vfma(vload(x1 + toff[t]), w[t], a1);
-                    a2 = vfma(vload(x2 + toff[t]), w[t], a2);
-                    a3 = vfma(vload(x3 + toff[t]), w[t], a3);
-                }
-                float *d = yrow + (size_t)ox * ldy + cb;
-                changed[ox - p0] |= rr_dw_finish(c, a0, bias, slope, d, thr);
-                changed[ox - p0 + 1] |= rr_dw_finish(c, a1, bias, slope, d + ldy, thr);
-                changed[ox - p0 + 2] |= rr_dw_finish(c, a2, bias, slope, d + 2 * ldy, thr);
-                changed[ox - p0 + 3] |= rr_dw_finish(c, a3, bias, slope, d + 3 * ldy, thr);
-            }
-            for (; ox < p1; ox++) {
-                const float *x0 = row + (long)ox * sw * ldx + cb;
-                v8f a0 = zero;
-                for (int t = 0; t < nt; t++) a0 = vfma(vload(x0 + toff[t]), w[t], a0);
-                changed[ox - p0] |= rr_dw_finish(c, a0, bias, slope, yrow + (size_t)ox * ldy + cb, thr);
-            }
+            if (changed && mask) mask[p] = 1;
         }
-        if (mask)
-            for (int ox = p0; ox < p1; ox++)
-                if (changed[ox - p0]) mask[oy * c->OW + ox] = 1;
+        return;
+    }
+    for (int cb = 0; cb < c->C; cb += 8) {
+        v8f w[RR_DW_MAXTAPS];
+        for (int t = 0; t < nt; t++) w[t] = vload(c->w + (size_t)t * cpad + cb);
+        const v8f bias = vload(c->bias + cb), slope = c->slope ? vload(c->slope + cb) : zero;
+        for (int ox = a; ox < b; ox++) {
+            const float *base = c->x + ((size_t)iy0 * c->W + (size_t)(ox * c->sw - c->pl)) * c->ldx + cb;
+            v8f acc = zero;
+            for (int t = 0; t < nt; t++) acc = vfma(vload(base + toff[t]), w[t], acc);
+            v8f v = acc + bias;
+            if (c->act != ACT_NONE) v = vact(c->act, v, c->alpha, c->beta, slope);
+            const int p = oy * c->OW + ox;
+            if (rr_store8_tracked(c->y + (size_t)p * c->ldy + cb, v, thr) && mask) mask[p] = 1;
+        }
     }
 }
 
