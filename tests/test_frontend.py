@@ -158,6 +158,19 @@ def test_binary(op):
     check(m)
 
 
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div"])
+@pytest.mark.parametrize("other", ["channel", "scalar", "plane", "same"])
+def test_binary_wide(op, other):
+    # 16 channels: the kernels' 8-lane span path, with each way the second operand broadcasts
+    x = [1, 16, 5, 7]
+    if other in ("channel", "scalar"):
+        c = np.abs(rand(*((16, 1, 1) if other == "channel" else (1,)), seed=5)) + 0.5
+        check(one_op_model(op, x, ["c"], {"c": c}))
+    else:
+        z = [1, 1, 5, 7] if other == "plane" else x
+        check(make_model([node(op, ["x", "z"], ["y"])], [("x", x), ("z", z)], ["y"]))
+
+
 def test_silu_numpy_op():
     x = rand(2, 3, seed=1)
     n = ir.Node("act", "s", ["x"], ["y"], dict(kind="silu", alpha=0.0, beta=0.0))

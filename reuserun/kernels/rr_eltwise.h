@@ -66,38 +66,69 @@ static inline void rr_ew_pixel(const rr_ew_t *e, int p, uint8_t *mask, float thr
  * the instruction sequence rr_ew_pixel gives it (its 8-lane binary path; rr_act is lane 0 of
  * vact), so spans and single pixels agree bit for bit. Returns 0 when the layout is not one it
  * handles (the caller then goes pixel by pixel). */
-static inline int rr_ew_span(const rr_ew_t *e, int p0, int n, uint8_t *mask, float thr) {
+static inline __attribute__((always_inline)) void rr_ew_span_bin(
+        const rr_ew_t *e, int p0, int n, uint8_t *mask, float thr, const int binop, const int bvec,
+        const int track) {
     /* everything in locals: stores through y may alias *e as far as the compiler knows */
-    const int C = e->C, act = e->act, binop = e->binop, ldy = e->ldy;
+    const int C = e->C, act = e->act, ldy = e->ldy;
     const float alpha = e->alpha, beta = e->beta;
-    const float *abase = e->a.base, *bbase = e->b.base, *sl = e->slope.base;
-    const long aps = e->a.ps, bps = e->b.ps, bcs = e->b.cs, scs = e->slope.cs;
+    const float *abase = e->a.base, *bbase = e->b.base;
+    const long aps = e->a.ps, bps = e->b.ps;
     float *ybase = e->y;
+    const v8f zero = vbroadcast(0.0f);
+    for (int p = p0; p < p0 + n; p++) {
+        const float *pa = abase + (long)p * aps, *pb = bbase + (long)p * bps;
+        float *py = ybase + (size_t)p * ldy;
+        const v8f yb = bvec ? zero : vbroadcast(pb[0]);
+        int changed = 0;
+        for (int j = 0; j < C; j += 8) {
+            v8f x = vload(pa + j), y = bvec ? vload(pb + j) : yb, r;
+            switch (binop) {
+            case BIN_ADD: r = x + y; break;
+            case BIN_SUB: r = x - y; break;
+            case BIN_MUL: r = x * y; break;
+            default: r = x / y; break;
+            }
+            if (act != ACT_NONE) r = vact(act, r, alpha, beta, zero);
+            if (!track) vstore(py + j, r); else changed |= rr_store8_tracked(py + j, r, thr);
+        }
+        if (changed && mask) mask[p] = 1;
+    }
+}
+
+static inline int rr_ew_span(const rr_ew_t *e, int p0, int n, uint8_t *mask, float thr) {
+    const int C = e->C, act = e->act, ldy = e->ldy;
+    const float alpha = e->alpha, beta = e->beta;
     if (C % 8 != 0 || e->a.cs != 1) return 0;
+    if (e->binop >= 0) {
+        /* one specialised loop per (op, vector or scalar b, tracked or not) */
+        const int bvec = e->b.cs != 0, track = thr >= 0.0f;
+#define RR_EW_CASE(op) \
+        if (bvec && track) rr_ew_span_bin(e, p0, n, mask, thr, op, 1, 1); \
+        else if (bvec) rr_ew_span_bin(e, p0, n, mask, thr, op, 1, 0); \
+        else if (track) rr_ew_span_bin(e, p0, n, mask, thr, op, 0, 1); \
+        else rr_ew_span_bin(e, p0, n, mask, thr, op, 0, 0);
+        switch (e->binop) {
+        case BIN_ADD: RR_EW_CASE(BIN_ADD) break;
+        case BIN_SUB: RR_EW_CASE(BIN_SUB) break;
+        case BIN_MUL: RR_EW_CASE(BIN_MUL) break;
+        default: RR_EW_CASE(BIN_DIV) break;
+        }
+#undef RR_EW_CASE
+        return 1;
+    }
+    const float *abase = e->a.base, *sl = e->slope.base;
+    const long aps = e->a.ps, scs = e->slope.cs;
+    float *ybase = e->y;
     const v8f zero = vbroadcast(0.0f);
     for (int p = p0; p < p0 + n; p++) {
         const float *pa = abase + (long)p * aps;
         float *py = ybase + (size_t)p * ldy;
         int changed = 0;
-        if (binop < 0) {
-            for (int j = 0; j < C; j += 8) {
-                v8f s = sl ? (scs ? vload(sl + j) : vbroadcast(sl[0])) : zero;
-                v8f r = vact(act, vload(pa + j), alpha, beta, s);
-                if (thr < 0.0f) vstore(py + j, r); else changed |= rr_store8_tracked(py + j, r, thr);
-            }
-        } else {
-            const float *pb = bbase + (long)p * bps;
-            for (int j = 0; j < C; j += 8) {
-                v8f x = vload(pa + j), y = bcs ? vload(pb + j) : vbroadcast(pb[0]), r;
-                switch (binop) {
-                case BIN_ADD: r = x + y; break;
-                case BIN_SUB: r = x - y; break;
-                case BIN_MUL: r = x * y; break;
-                default: r = x / y; break;
-                }
-                if (act != ACT_NONE) r = vact(act, r, alpha, beta, zero);
-                if (thr < 0.0f) vstore(py + j, r); else changed |= rr_store8_tracked(py + j, r, thr);
-            }
+        for (int j = 0; j < C; j += 8) {
+            v8f s = sl ? (scs ? vload(sl + j) : vbroadcast(sl[0])) : zero;
+            v8f r = vact(act, vload(pa + j), alpha, beta, s);
+            if (thr < 0.0f) vstore(py + j, r); else changed |= rr_store8_tracked(py + j, r, thr);
         }
         if (changed && mask) mask[p] = 1;
     }
