@@ -45,9 +45,11 @@ cdef class FastStep:
         self.OH, self.OW = outputs[0].H, outputs[0].W
         self.npix = <long> self.OH * self.OW
 
-    def run(self, float thr, int threads, Journal journal, bands):
+    def run(self, float thr, int threads, Journal journal, bands, exposed=None):
         """Update the outputs; returns the number of output pixels computed, or -1 when every
-        output position must be recomputed exactly (the caller's full path)."""
+        output position must be recomputed exactly (the caller's full path, which then marks
+        `exposed` itself). exposed: per output, boxes to mark changed whatever they hold (shift
+        reuse: values moved in from nowhere), or None."""
         cdef int box[4]
         cdef int y, y0, y1, x0, x1, W
         cdef long n
@@ -70,6 +72,8 @@ cdef class FastStep:
         else:
             n = self.planner.plan_c(self.inputs, bands, box)
         if n == 0:
+            if exposed is not None:
+                self._mark(exposed, NULL)
             return 0
         if n < 0:
             if thr == 0.0:
@@ -85,8 +89,34 @@ cdef class FastStep:
             (<Kernel> self.kernels[j]).run_c(pix, n, mask_of(self.outputs[self.out_index[j]]), thr, threads)
         cdef int tight[4]
         cdef long count
+        if exposed is not None:
+            self._mark(exposed, box)
+            return n
         for o in self.outputs:
             count = scan_c(mask_of(o), o.W, box[0], box[1], box[2], box[3], tight)
             o.nchanged = count
             o.box = (tight[0], tight[1], tight[2], tight[3]) if count else None
         return n
+
+    cdef void _mark(self, list exposed, int *box):
+        """Mark each output's exposed boxes, then count its marks and bound them: they lie in
+        the boxes and in box (what the kernels computed; NULL: nothing was)."""
+        cdef int y, b0, b1, b2, b3, W
+        cdef int tight[4]
+        cdef int u[4]
+        cdef long count
+        cdef uint8_t *m
+        for o, boxes in zip(self.outputs, exposed):
+            if box != NULL:
+                u[0], u[1], u[2], u[3] = box[0], box[1], box[2], box[3]
+            else:
+                u[0], u[1], u[2], u[3] = o.H, 0, o.W, 0
+            m = mask_of(o)
+            W = o.W
+            for b0, b1, b2, b3 in boxes or ():
+                for y in range(b0, b1):
+                    memset(m + <size_t> y * W + b2, 1, b3 - b2)
+                u[0], u[1], u[2], u[3] = min(u[0], b0), max(u[1], b1), min(u[2], b2), max(u[3], b3)
+            count = scan_c(m, W, u[0], u[1], u[2], u[3], tight) if u[0] < u[1] and u[2] < u[3] else 0
+            o.nchanged = count
+            o.box = (tight[0], tight[1], tight[2], tight[3]) if count else None

@@ -530,9 +530,13 @@ class InferenceSession:
         plan = self._shifter.plan(self._storage[name], d)
         self._shifter.apply(plan, self.threads)
         computed = []
-        for step, (mode, bands), exposed in zip(self._program, plan.modes, plan.exposed):
+        for step, (mode, bands), exposed, per_output in zip(self._program, plan.modes, plan.exposed,
+                                                            plan.exposed_per_output):
             if mode == FULL:
                 computed.append(step.run(True, self._policy, self.threads))
+            elif per_output is not None and step.marks_exposed(self._policy):
+                computed.append(step.run(False, self._policy, self.threads, bands, per_output))
+                continue
             elif mode == BANDS:
                 computed.append(step.run(False, self._policy, self.threads, bands))
             else:

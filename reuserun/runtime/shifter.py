@@ -32,6 +32,9 @@ class ShiftPlan:
     exposed: list = field(default_factory=list)  # per step: [(storage, boxes, their union)] to mark changed
     rebases: list = field(default_factory=list)  # (owner, flat shift) buffers to slide instead
     kernels: list = field(default_factory=list)  # the kernels holding pointers into those buffers
+    # per step: for a KernelStep with moving outputs, each output's exposed boxes (None where
+    # it has none), for the step to mark itself; else None
+    exposed_per_output: list = field(default_factory=list)
 
 
 class Shifter:
@@ -120,7 +123,12 @@ class Shifter:
         kernels = [k for step in self.program
                    if any(s.kind == "spatial" and id(s.owner) in owners for s in (*step.inputs, *step.outputs))
                    for k in _kernels(step)]
-        return ShiftPlan(modes, moves, exposed, rebases, kernels)
+        per_output = []
+        for step, ex in zip(self.program, exposed):
+            boxes = {id(o): b for o, b, _ in ex}
+            per_output.append([boxes.get(id(o)) for o in step.outputs]
+                              if ex and isinstance(step, KernelStep) else None)
+        return ShiftPlan(modes, moves, exposed, rebases, kernels, per_output)
 
     def apply(self, plan: ShiftPlan, threads: int) -> None:
         if plan.rebases:

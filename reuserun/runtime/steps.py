@@ -48,9 +48,11 @@ class KernelStep:
         self.thr = 0.0  # per-layer truncation threshold; 0 keeps results exact
         self.journal = None
 
-    def run(self, full: bool, policy, threads: int, bands=()) -> int:
+    def run(self, full: bool, policy, threads: int, bands=(), exposed=None) -> int:
         """Update the outputs; returns the number of output pixels computed. bands: output
-        boxes to compute whatever the inputs' masks say (shift reuse, plan/shift.py)."""
+        boxes to compute whatever the inputs' masks say (shift reuse, plan/shift.py).
+        exposed: per output, boxes to mark changed whatever they hold (shift reuse); only the
+        compiled path takes them (see marks_exposed)."""
         if full:
             if self.journal is not None:
                 for o in self.outputs:
@@ -61,7 +63,7 @@ class KernelStep:
                 o.mark_all()
             return self.npix
         if self.fast is not None and policy.name == "auto":
-            n = self.fast.run(self.thr, threads, self.journal, bands)
+            n = self.fast.run(self.thr, threads, self.journal, bands, exposed)
             return self.run(True, policy, threads) if n < 0 else n
         for o in self.outputs:
             o.clear()
@@ -82,6 +84,10 @@ class KernelStep:
         for o in self.outputs:
             o.rescan(box)
         return n
+
+    def marks_exposed(self, policy) -> bool:
+        """Whether run() marks exposed boxes itself (the compiled path; a full run marks all)."""
+        return self.fast is not None and policy.name == "auto"
 
     def _plan(self, policy, bands=()):
         """Fill self.pix with the pixels to compute; returns (count, box holding them), count -1
