@@ -89,11 +89,14 @@ static inline __attribute__((always_inline)) void rr_rowwise_rows(
         } else if (ix0 >= 0 && ix0 + c->kw <= c->W) {
             rows[r] = c->x + ((size_t)iy * c->W + ix0) * cin;
         } else {
-            for (int kx = 0; kx < c->kw; kx++) {
-                const int ix = ix0 + kx;
-                if (ix < 0 || ix >= c->W) memset(edge[r] + kx * cin, 0, (size_t)cin * sizeof(float));
-                else memcpy(edge[r] + kx * cin, c->x + ((size_t)iy * c->W + ix) * cin, (size_t)cin * sizeof(float));
-            }
+            /* taps [ka, kb) lie in the image, contiguous there (rowwise needs ldx == cin) */
+            const int ka = ix0 < 0 ? (-ix0 < c->kw ? -ix0 : c->kw) : 0;
+            int kb = c->W - ix0 < c->kw ? c->W - ix0 : c->kw;
+            if (kb < ka) kb = ka;
+            memset(edge[r], 0, (size_t)ka * cin * sizeof(float));
+            memcpy(edge[r] + (size_t)ka * cin, c->x + ((size_t)iy * c->W + ix0 + ka) * cin,
+                   (size_t)(kb - ka) * cin * sizeof(float));
+            memset(edge[r] + (size_t)kb * cin, 0, (size_t)(c->kw - kb) * cin * sizeof(float));
             rows[r] = edge[r];
         }
     }
