@@ -50,20 +50,29 @@ static inline const float *rr_conv_row(const rr_conv_t *c, int oy, int ox, int k
 #define RR_ROW_FMA(i) { v8f a = vbroadcast(r##i[j]); acc##i##0 = vfma(a, b0, acc##i##0); \
                        if (nb == 2) acc##i##1 = vfma(a, b1, acc##i##1); }
 
-/* acc += rows[r][0..len) x wp[0..len)[16] for the first R rows (R a constant: 2, 4 or 6). */
+/* acc += rows[r][0..len) x wp[0..len)[16] for the first R rows (R a constant, 1 to 6). */
 #define RR_KLOOP_R(len, R) \
     for (int j = 0; j < (len); j++) { \
         v8f b0 = vload(wp), b1 = nb == 2 ? vload(wp + 8) : b0; \
         wp += RR_NR; \
-        RR_ROW_FMA(0) RR_ROW_FMA(1) \
-        if ((R) > 2) { RR_ROW_FMA(2) RR_ROW_FMA(3) } \
+        RR_ROW_FMA(0) \
+        if ((R) > 1) { RR_ROW_FMA(1) } \
+        if ((R) > 2) { RR_ROW_FMA(2) } \
+        if ((R) > 3) { RR_ROW_FMA(3) } \
         if ((R) > 4) { RR_ROW_FMA(4) RR_ROW_FMA(5) } \
     }
 
-/* The inner product step of a tile of m pixels: a short last tile skips the rows it would only
- * repeat (each row's own FMA sequence is the same either way, so results do not change). */
+/* The inner product step of a tile of m pixels: a short tile (the last of a call, or the only
+ * one of a small change) skips the rows it would only repeat. Each row's own FMA sequence is the
+ * same either way, so results do not change. */
 #define RR_KLOOP(len) \
-    if (m <= 2) RR_KLOOP_R(len, 2) else if (m <= 4) RR_KLOOP_R(len, 4) else RR_KLOOP_R(len, 6)
+    switch (m) { \
+    case 1: RR_KLOOP_R(len, 1) break; \
+    case 2: RR_KLOOP_R(len, 2) break; \
+    case 3: RR_KLOOP_R(len, 3) break; \
+    case 4: RR_KLOOP_R(len, 4) break; \
+    default: RR_KLOOP_R(len, 6) break; \
+    }
 
 /* Row-wise K loop applies when a kernel row's taps are contiguous in memory: one group,
  * undilated columns, an unsliced input. It visits the same (ky, kx, ci) order as the per-tap
