@@ -21,6 +21,26 @@ cdef object _regrow(object old, int64_t keep, int64_t need, dtype):
     return a
 
 
+cdef void _copy_rows(float *packed, float *base, int64_t ld, int ncol, const int32_t *pix, int64_t n,
+                     bint save) noexcept nogil:
+    """Rows pix[:n] of the view at base (row r at base + r * ld) to consecutive rows of packed
+    (save), or back. Where rows are adjacent in memory (ld == ncol), a run of consecutive pixels
+    is one copy."""
+    cdef int64_t i = 0, j
+    cdef size_t size
+    while i < n:
+        j = i + 1
+        if ld == ncol:
+            while j < n and pix[j] == pix[j - 1] + 1:
+                j += 1
+        size = (j - i) * ncol * sizeof(float)
+        if save:
+            memcpy(packed + i * ncol, base + pix[i] * ld, size)
+        else:
+            memcpy(base + pix[i] * ld, packed + i * ncol, size)
+        i = j
+
+
 cdef class Journal:
     def __init__(self):
         self.objs = []
@@ -54,7 +74,6 @@ cdef class Journal:
 
     cdef int save_rows(self, float *base, int64_t ld, int ncol, const int32_t *pix, int64_t n) except -1:
         """rows() for compiled callers: row r of the view starts at base + r * ld."""
-        cdef int64_t i
         self._grow(self.nvals + n * ncol, self.nidx + n, self.nent + 1)
         cdef entry_t *e = &self.ent[self.nent]
         e.base, e.ld, e.ncol, e.n = base, ld, ncol, n
@@ -62,8 +81,7 @@ cdef class Journal:
         cdef float *v = self.vals + self.nvals
         with nogil:
             memcpy(self.idx + self.nidx, pix, n * sizeof(int32_t))
-            for i in range(n):
-                memcpy(v + i * ncol, base + pix[i] * ld, ncol * sizeof(float))
+            _copy_rows(v, base, ld, ncol, pix, n, 1)
         self.nidx += n
         self.nvals += n * ncol
         self.nent += 1
@@ -81,19 +99,15 @@ cdef class Journal:
         """Put every saved value back, latest first (a later save may hold an earlier write),
         and empty the log."""
         cdef int k
-        cdef int64_t i
         cdef entry_t *e
-        cdef const float *v
         for k in range(self.nent - 1, -1, -1):
             e = &self.ent[k]
             if e.obj >= 0:
                 arr, old = self.objs[e.obj]
                 arr[...] = old
                 continue
-            v = self.vals + e.voff
             with nogil:
-                for i in range(e.n):
-                    memcpy(e.base + self.idx[e.ioff + i] * e.ld, v + i * e.ncol, e.ncol * sizeof(float))
+                _copy_rows(self.vals + e.voff, e.base, e.ld, e.ncol, self.idx + e.ioff, e.n, 0)
         self.objs.clear()
         self.nent = 0
         self.nvals = self.nidx = 0
