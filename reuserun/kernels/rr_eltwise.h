@@ -61,11 +61,8 @@ static inline void rr_ew_pixel(const rr_ew_t *e, int p, uint8_t *mask, float thr
     if (changed && mask) mask[p] = 1;
 }
 
-/* rr_ew_pixel over the consecutive pixels [p0, p0 + n), for channel counts that are multiples
- * of 8, with the per-pixel dispatch, scratch and copy taken out: each element still goes through
- * the instruction sequence rr_ew_pixel gives it (its 8-lane binary path; rr_act is lane 0 of
- * vact), so spans and single pixels agree bit for bit. Returns 0 when the layout is not one it
- * handles (the caller then goes pixel by pixel). */
+/* rr_ew_span's binary loop; binop, bvec (b per channel, else one value per pixel) and track
+ * (compare with the cache) are constants where it is inlined. */
 static inline __attribute__((always_inline)) void rr_ew_span_bin(
         const rr_ew_t *e, int p0, int n, uint8_t *mask, float thr, const int binop, const int bvec,
         const int track) {
@@ -96,6 +93,11 @@ static inline __attribute__((always_inline)) void rr_ew_span_bin(
     }
 }
 
+/* rr_ew_pixel over the consecutive pixels [p0, p0 + n), for channel counts that are multiples
+ * of 8, with the per-pixel dispatch, scratch and copy taken out: each element still goes through
+ * the instruction sequence rr_ew_pixel gives it (its 8-lane binary path; rr_act is lane 0 of
+ * vact), so spans and single pixels agree bit for bit. Returns 0 when the layout is not one it
+ * handles (the caller then goes pixel by pixel). */
 static inline int rr_ew_span(const rr_ew_t *e, int p0, int n, uint8_t *mask, float thr) {
     const int C = e->C, act = e->act, ldy = e->ldy;
     const float alpha = e->alpha, beta = e->beta;

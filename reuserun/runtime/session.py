@@ -534,7 +534,7 @@ class InferenceSession:
                                                             plan.exposed_per_output):
             if mode == FULL:
                 computed.append(step.run(True, self._policy, self.threads))
-            elif per_output is not None and step.marks_exposed(self._policy):
+            elif per_output is not None and step.compiled(self._policy):
                 computed.append(step.run(False, self._policy, self.threads, bands, per_output))
                 continue
             elif mode == BANDS:

@@ -52,7 +52,7 @@ class KernelStep:
         """Update the outputs; returns the number of output pixels computed. bands: output
         boxes to compute whatever the inputs' masks say (shift reuse, plan/shift.py).
         exposed: per output, boxes to mark changed whatever they hold (shift reuse); only the
-        compiled path takes them (see marks_exposed)."""
+        compiled path takes them."""
         if full:
             if self.journal is not None:
                 for o in self.outputs:
@@ -62,7 +62,7 @@ class KernelStep:
             for o in self.outputs:
                 o.mark_all()
             return self.npix
-        if self.fast is not None and policy.name == "auto":
+        if self.compiled(policy):
             n = self.fast.run(self.thr, threads, self.journal, bands, exposed)
             return self.run(True, policy, threads) if n < 0 else n
         for o in self.outputs:
@@ -85,8 +85,9 @@ class KernelStep:
             o.rescan(box)
         return n
 
-    def marks_exposed(self, policy) -> bool:
-        """Whether run() marks exposed boxes itself (the compiled path; a full run marks all)."""
+    def compiled(self, policy) -> bool:
+        """Whether an incremental run() is the one native call (driver.FastStep), which also
+        marks exposed boxes itself."""
         return self.fast is not None and policy.name == "auto"
 
     def _plan(self, policy, bands=()):
