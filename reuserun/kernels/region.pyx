@@ -259,7 +259,7 @@ def to_channels_last(const float[:, :, ::1] frame, float[:, :, ::1] buf, int off
     cdef const float *src = &frame[0, 0, 0]
     cdef float *dst = &buf[0, 0, 0] + off
     with nogil:
-        if ld == C and C == 1:  # one plane into an unsliced buffer: the same bytes
+        if ld == 1:  # one plane into an unsliced buffer: the same bytes
             memcpy(dst, src, <size_t> H * W * sizeof(float))
         else:
             for y in prange(H, num_threads=nt if H > 1 and <long> H * W * C > RR_PAR_ELEMS else 1, schedule="static"):
