@@ -13,6 +13,16 @@ typedef struct { const float *base; long ps; long cs; } rr_operand_t;
 
 enum { BIN_ADD = 0, BIN_SUB, BIN_MUL, BIN_DIV };
 
+/* One binary op on 8 lanes; the one formula of the pixel and span paths. */
+static inline __attribute__((always_inline)) v8f rr_binop8(int op, v8f x, v8f y) {
+    switch (op) {
+    case BIN_ADD: return x + y;
+    case BIN_SUB: return x - y;
+    case BIN_MUL: return x * y;
+    default: return x / y;
+    }
+}
+
 typedef struct {
     float *y; int ldy; int C;
     int act; float alpha, beta;
@@ -34,13 +44,8 @@ static inline void rr_ew_pixel(const rr_ew_t *e, int p, uint8_t *mask, float thr
             /* the common layouts (same-shape, per-channel and scalar operands), 8 lanes at a time */
             const float *pb = e->b.base + p * e->b.ps + c0 * e->b.cs;
             for (int j = 0; j < nc; j += 8) {
-                v8f x = vload(pa + j), y = e->b.cs ? vload(pb + j) : vbroadcast(pb[0]), r;
-                switch (e->binop) {
-                case BIN_ADD: r = x + y; break;
-                case BIN_SUB: r = x - y; break;
-                case BIN_MUL: r = x * y; break;
-                default: r = x / y; break;
-                }
+                v8f x = vload(pa + j), y = e->b.cs ? vload(pb + j) : vbroadcast(pb[0]);
+                v8f r = rr_binop8(e->binop, x, y);
                 if (e->act != ACT_NONE) r = vact(e->act, r, e->alpha, e->beta, vbroadcast(0.0f));
                 vstore(tmp + j, r);
             }
@@ -79,13 +84,7 @@ static inline __attribute__((always_inline)) void rr_ew_span_bin(
         const v8f yb = bvec ? zero : vbroadcast(pb[0]);
         int changed = 0;
         for (int j = 0; j < C; j += 8) {
-            v8f x = vload(pa + j), y = bvec ? vload(pb + j) : yb, r;
-            switch (binop) {
-            case BIN_ADD: r = x + y; break;
-            case BIN_SUB: r = x - y; break;
-            case BIN_MUL: r = x * y; break;
-            default: r = x / y; break;
-            }
+            v8f r = rr_binop8(binop, vload(pa + j), bvec ? vload(pb + j) : yb);
             if (act != ACT_NONE) r = vact(act, r, alpha, beta, zero);
             if (!track) vstore(py + j, r); else changed |= rr_store8_tracked(py + j, r, thr);
         }
