@@ -35,6 +35,10 @@ class ShiftPlan:
     # per step: for a KernelStep with moving outputs, each output's exposed boxes (None where
     # it has none), for the step to mark itself; else None
     exposed_per_output: list = field(default_factory=list)
+    moved: np.ndarray | None = None  # apply's (lo, hi, delta) per rebase, filled each frame
+
+    def __post_init__(self):
+        self.moved = np.zeros((len(self.rebases), 3), np.int64)
 
 
 class Shifter:
@@ -132,7 +136,9 @@ class Shifter:
 
     def apply(self, plan: ShiftPlan, threads: int) -> None:
         if plan.rebases:
-            moved = np.array([owner.rebase(d) for owner, d in plan.rebases], np.int64)
+            moved = plan.moved
+            for i, (owner, d) in enumerate(plan.rebases):
+                moved[i] = owner.rebase(d)
             for k in plan.kernels:
                 k.relocate(moved)
         for st, (dy, dx) in plan.moves:
