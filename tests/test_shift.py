@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -112,6 +113,21 @@ def test_random_1d_sliding_windows(seed, layers, hop):
     frames = [np.ascontiguousarray(stream[:, :, k * hop:k * hop + 64]) for k in range(5)]
     found = check(model, frames)
     assert found[1:] == [(0, hop)] * 4
+
+
+@pytest.mark.parametrize("mode", ["linear", "nearest"])
+def test_upsampling_keeps_its_phase_under_a_shift(mode):
+    """A x2 resize of a 6-row tensor moved by 2 rows moves by 4, not by whatever offset aligns
+    its edge-clamped windows (5 did, and mixed the interpolation phases). Found by hypothesis."""
+    scales = ("s", np.array([1, 1, 2, 2], np.float32))
+    model = make_model([node("MaxPool", ["x"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+                        node("Resize", ["p", "", "s"], ["y"], mode=mode, coordinate_transformation_mode="half_pixel"),
+                        node("ConvTranspose", ["p", "w"], ["t"], strides=[2, 2], kernel_shape=[3, 3])],
+                       [("x", [1, 1, 12, 17])], ["y", "t"],
+                       [scales, ("w", np.random.default_rng(1).standard_normal((1, 2, 3, 3)).astype(np.float32))])
+    canvas = np.random.default_rng(0).standard_normal((1, 1, 28, 17)).astype(np.float32)
+    frames = windows(canvas, 12, 17, [(16, 0), (12, 0), (8, 0), (4, 0)])
+    assert check(model, frames)[1:] == [(-4, 0)] * 3
 
 
 def test_diagonal_odd_and_disabled_stay_exact():

@@ -89,10 +89,15 @@ class _AxisShift:
     content moves by d > 0 (new[q] = old[q + d]), a window reaching past the low edge read data
     before and padding now, so it is recomputed; past the high edge both read padding. d < 0
     mirrors this.
+
+    period: the output shift must be a multiple of it. Equal windows are not enough where the
+    weights vary with the output's phase (a linear resize's interpolation weights, a transposed
+    conv's taps): there the phase must match too.
     """
 
-    def __init__(self, lo: np.ndarray, hi: np.ndarray, in_len: int, clamped: bool = False):
+    def __init__(self, lo: np.ndarray, hi: np.ndarray, in_len: int, clamped: bool = False, period: int = 1):
         self.lo, self.hi, self.in_len, self.n = lo.astype(np.int64), hi.astype(np.int64), in_len, len(lo)
+        self.period = period
         edge = 1 if clamped else 0
         ok_low = (self.lo >= edge) & (self.lo <= self.hi)
         ok_high = (self.hi <= in_len - 1 - edge) & (self.lo <= self.hi)
@@ -112,12 +117,16 @@ class _AxisShift:
     def _find(self, d: int) -> int | None:
         if not self.monotone or self.b - self.a < 2:
             return None
-        lo = self.lo
-        p0 = int(np.searchsorted(lo, lo[(self.a + self.b) // 2]))  # first of its run
-        p1 = int(np.searchsorted(lo, lo[p0] + d))
-        if p1 >= self.n or lo[p1] != lo[p0] + d:
+        lo, last = self.lo, self.n - 1
+        v = lo[(self.a + self.b) // 2]
+        src, dst = np.flatnonzero(lo == v), np.flatnonzero(lo == v + d)
+        if dst.size == 0 or src[0] == 0 or src[-1] == last or (dst[0] == 0 and dst[-1] == last):
             return None
-        e = p1 - p0
+        # a run at the tensor's edge may be cut or stretched there (clipping, clamping): align
+        # the runs by their other end
+        e = int(dst[-1] - src[-1]) if dst[0] == 0 else int(dst[0] - src[0])
+        if e % self.period:
+            return None
         # every inner position and its counterpart must read the same window, moved by d
         p = np.arange(max(self.a, self.a - e), min(self.b, self.b - e))
         if p.size == 0 or np.any(lo[p + e] != lo[p] + d) or np.any(self.hi[p + e] != self.hi[p] + d):
@@ -140,9 +149,9 @@ class _AxisShift:
 
 
 class WindowShift:
-    def __init__(self, reach: Reach, in_hw: tuple[int, int], clamped: bool = False):
-        self.axes = (_AxisShift(reach.ylo, reach.yhi, in_hw[0], clamped),
-                     _AxisShift(reach.xlo, reach.xhi, in_hw[1], clamped))
+    def __init__(self, reach: Reach, in_hw: tuple[int, int], clamped: bool = False, period=(1, 1)):
+        self.axes = (_AxisShift(reach.ylo, reach.yhi, in_hw[0], clamped, period[0]),
+                     _AxisShift(reach.xlo, reach.xhi, in_hw[1], clamped, period[1]))
 
     def __call__(self, d: Shift):
         """(output shift or None, output boxes to recompute whatever the inputs' masks say)."""
@@ -172,6 +181,14 @@ def _window(node, reach, in_hw):
     return WindowShift(reach, in_hw) if reach.kind == "window" else None
 
 
+def _conv_transpose(node, reach, in_hw):
+    """The taps an output position gathers depend on its phase modulo the stride."""
+    if reach.kind != "window":
+        return None
+    strides = list(node.attrs["strides"])
+    return WindowShift(reach, in_hw, period=tuple(([1] + strides)[-2:]))
+
+
 def _resize(node, reach, in_hw):
     """Resize moves with its input only for whole scale factors (the source coordinate is then
     periodic in the output index); align_corners maps corners, not a grid."""
@@ -179,7 +196,7 @@ def _resize(node, reach, in_hw):
     scales = a["scales"][2:]
     if a["coord_mode"] == "align_corners" or any(s != int(s) for s in scales) or reach.kind != "window":
         return None
-    return WindowShift(reach, in_hw, clamped=True)
+    return WindowShift(reach, in_hw, clamped=True, period=tuple(int(s) for s in ([1.0] + list(scales))[-2:]))
 
 
 def _pointwise(node, reach, in_hw):
@@ -196,7 +213,7 @@ def _fixed(node, reach, in_hw):
 
 SHIFT_RULES = {
     "conv": _window,
-    "conv_transpose": _window,
+    "conv_transpose": _conv_transpose,
     "maxpool": _window,
     "avgpool": _window,
     "resize": _resize,
