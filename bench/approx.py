@@ -2,13 +2,24 @@
 
 The clip is synthetic but camera-like (tools/camera_clip.py: textured static background, sensor
 noise, brightness flicker, moving objects, H.264 through PyAV), where exact reuse buys little.
-For each model and threshold, onnxruntime and reuserun run the same frames interleaved (random
-order, same threads); error is reuserun against onnxruntime per frame: relative L2 (mean and
-worst) and, for classifiers, argmax agreement. `+global` adds a threshold on global pooling
-outputs (squeeze-excite vectors), so a pooled vector that barely moved does not make every
-position downstream recompute.
+Each configuration runs in its own pass with onnxruntime (same frames, same threads, interleaved
+frame by frame in a random order, medians); error is reuserun against onnxruntime per frame:
+relative L2 per output (mean over frames of the worst output, and the worst frame), argmax
+agreement for classifiers and, for heat-map outputs (values in [0, 1]), the IoU of the maps
+binarised at 0.5.
 
-    python bench/approx.py --size 160 --frames 80
+Configurations:
+  t=T         one input threshold T (frames in [0, 1] after the clip's normalisation);
+  t=T+global  plus a threshold on global pooling outputs (squeeze-excite vectors), so a pooled
+              vector that barely moved does not make every position downstream recompute;
+  tuned<=E    `reuserun tune` with budget E (worst relative L2), calibrated on a different clip
+              (another seed: other noise, flicker and object paths), then run on this one.
+
+Models: zoo names (random weights) and `detector`, the trained CenterNet-style detector in
+bench/assets/detector.onnx (tools/train_detector.py); any ONNX path works too.
+
+    python bench/approx.py --models detector --size 320 --frames 80
+    python bench/approx.py --models resnet,mobilenet --size 160 --frames 80
 """
 from __future__ import annotations
 
@@ -19,49 +30,74 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 import reuserun
 from reuserun import zoo
-from reuserun.bench import interleaved, ort_session
+from reuserun.bench import ort_session, paired_passes
 from reuserun.streams import frames_from_spec
+from reuserun.tune import tune
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import camera_clip  # noqa: E402
 
 THRESHOLDS = (0.0, 0.01, 0.02, 0.05, 0.1)
+BUDGETS = (0.002, 0.005, 0.01, 0.02)
+DETECTOR = Path(__file__).resolve().parent / "assets" / "detector.onnx"
+
+
+def load(name: str, size: int) -> onnx.ModelProto:
+    if name in zoo.MODELS:
+        return zoo.MODELS[name](size)
+    return onnx.load(str(DETECTOR if name == "detector" else name))
 
 
 def global_layers(sess) -> list[str]:
     return [n.name for n in sess._graph.nodes if n.op in ("global_avgpool", "global_maxpool")]
 
 
+def heat_iou(out: np.ndarray, ref: np.ndarray) -> float | None:
+    """IoU of the two maps binarised at 0.5, for outputs that look like heat maps."""
+    if ref.ndim != 4 or ref.min() < 0 or ref.max() > 1:
+        return None
+    a, b = out > 0.5, ref > 0.5
+    union = np.count_nonzero(a | b)
+    return 1.0 if union == 0 else np.count_nonzero(a & b) / union
+
+
 def run(model, frames, configs, threads):
     ort = ort_session(model.SerializeToString(), threads)
     name = ort.get_inputs()[0].name
-    sessions = {}
-    for label, (thr, layers) in configs.items():
-        sessions[label] = reuserun.InferenceSession(model, threshold=thr, layer_thresholds=layers, threads=threads)
-    stats = {k: {"rel_l2": [], "mac": [], "argmax": []} for k in sessions}
-    runners = {None: lambda f: ort.run(None, {name: f})}
-    runners.update({k: (lambda f, s=s: s.run(None, {name: f})) for k, s in sessions.items()})
-
-    def record(outs):
-        for k, s in sessions.items():
-            ref, out = outs[None][0], outs[k][0]
-            stats[k]["rel_l2"].append(float(np.linalg.norm(out - ref) / np.linalg.norm(ref)))
-            stats[k]["mac"].append(s.stats["mac_fraction"])
-            if ref.ndim == 2 and ref.shape[1] > 1:
-                stats[k]["argmax"].append(int(out.argmax() == ref.argmax()))
-
-    times = interleaved(frames, runners, record)
-    ort_med = float(np.median(times[None][1:]))
     rows = []
-    for k in sessions:
-        st = stats[k]
-        rows.append({"config": k, "threshold": configs[k][0], "speedup": ort_med / float(np.median(times[k][1:])),
+    for label, (thr, layers) in configs.items():
+        sess = reuserun.InferenceSession(model, threshold=thr, layer_thresholds=layers, threads=threads)
+        st = {"rel_l2": [], "mac": [], "argmax": [], "iou": []}
+
+        def record(key, outs, sess=sess, st=st):
+            refs, mine = outs[None], outs[key]
+            st["rel_l2"].append(max(float(np.linalg.norm(o - r) / (np.linalg.norm(r) + 1e-12))
+                                    for o, r in zip(mine, refs)))
+            st["mac"].append(sess.stats["mac_fraction"])
+            ref = refs[0]
+            if ref.ndim == 2 and ref.shape[1] > 1:
+                st["argmax"].append(int(mine[0].argmax() == ref.argmax()))
+            iou = heat_iou(mine[0], ref)
+            if iou is not None:
+                st["iou"].append(iou)
+
+        times = paired_passes(frames, lambda f: ort.run(None, {name: f}),
+                              {label: lambda f, s=sess: s.run(None, {name: f})}, record)
+        mine, base = times[label]
+        rows.append({"config": label, "threshold": thr,
+                     "speedup": float(np.median(base[1:])) / float(np.median(mine[1:])),
                      "mac_fraction": float(np.mean(st["mac"][1:])), "mean_rel_l2": float(np.mean(st["rel_l2"])),
                      "max_rel_l2": float(np.max(st["rel_l2"])),
-                     "argmax_agreement": float(np.mean(st["argmax"])) if st["argmax"] else None})
+                     "argmax_agreement": float(np.mean(st["argmax"])) if st["argmax"] else None,
+                     "heat_iou": float(np.mean(st["iou"])) if st["iou"] else None})
+        r = rows[-1]
+        print(f"  {label:<16} speedup {r['speedup']:5.2f}x  mac {r['mac_fraction']:.3f}  rel L2 mean "
+              f"{r['mean_rel_l2']:.4f} max {r['max_rel_l2']:.4f}  argmax {r['argmax_agreement']}  "
+              f"heat IoU {r['heat_iou']}", flush=True)
     return rows
 
 
@@ -69,53 +105,66 @@ def plot(results, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for model, rows in results.items():
-        for variant in ("", "+global"):
-            pts = [(r["mean_rel_l2"], r["speedup"]) for r in rows if r["config"].endswith(variant) == bool(variant)
-                   and (variant or not r["config"].endswith("+global"))]
+        for kind in ("t=", "+global", "tuned"):
+            pts = [(r["mean_rel_l2"], r["speedup"]) for r in rows if kind in r["config"]
+                   and (kind != "t=" or "+global" not in r["config"])]
             if pts:
-                x, y = zip(*pts)
-                ax.plot(np.maximum(x, 1e-7), y, "o-", label=model + variant)
+                x, y = zip(*sorted(pts))
+                label = {"t=": "input threshold", "+global": "input + global", "tuned": "tuned per layer"}[kind]
+                ax.plot(np.maximum(x, 1e-7), y, "o-", label=f"{model}: {label}")
     ax.axhline(1.0, color="grey", lw=0.8)
+    ax.axvline(0.01, color="grey", lw=0.8, ls=":")
     ax.set_xscale("log")
     ax.set_xlabel("mean relative L2 error against onnxruntime")
     ax.set_ylabel("speedup over onnxruntime")
     ax.set_title("camera-like video: speedup against error")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="resnet,mobilenet")
-    p.add_argument("--size", type=int, default=160)
+    p.add_argument("--models", default="detector")
+    p.add_argument("--size", type=int, default=320)
     p.add_argument("--frames", type=int, default=80)
+    p.add_argument("--calib-frames", type=int, default=40, help="frames of the tuning clip")
+    p.add_argument("--budgets", default=",".join(map(str, BUDGETS)), help="tune budgets; empty: no tuning")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="bench/out")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    shape = (1, 3, args.size, args.size)
     with tempfile.TemporaryDirectory() as tmp:
         clip = camera_clip.write_clip(str(Path(tmp) / "clip.mp4"), args.frames, args.size, args.size)
-        frames = frames_from_spec(f"video:{clip}", (1, 3, args.size, args.size), args.frames)
-    results = {}
+        calib = camera_clip.write_clip(str(Path(tmp) / "calib.mp4"), args.calib_frames, args.size, args.size, seed=1)
+        frames = frames_from_spec(f"video:{clip}", shape, args.frames)
+        calib_frames = frames_from_spec(f"video:{calib}", shape, args.calib_frames)
+    budgets = [float(b) for b in args.budgets.split(",") if b]
+    results, tuned = {}, {}
     for model_name in args.models.split(","):
-        model = zoo.MODELS[model_name](args.size)
-        probe = reuserun.InferenceSession(model)
-        glob = global_layers(probe)
+        model = load(model_name, args.size)
+        glob = global_layers(reuserun.InferenceSession(model))
         configs = {f"t={t}": (t, None) for t in THRESHOLDS}
         if glob:
             configs.update({f"t={t}+global": (t, {g: 0.01 for g in glob}) for t in THRESHOLDS[1:]})
+        for b in budgets:
+            res = tune(model, calib_frames, b, threads=args.threads)
+            print(f"{model_name}: tuned <= {b}: input {res.threshold:.4g}, "
+                  f"{sum(1 for v in res.layer_thresholds.values() if v)} layer thresholds, "
+                  f"calibration worst rel L2 {res.max_rel_l2:.4f}, mac {res.mac_fraction:.3f}", flush=True)
+            configs[f"tuned<={b}"] = (res.threshold, res.layer_thresholds)
+            tuned[f"{model_name} tuned<={b}"] = json.loads(res.to_json())
+        print(model_name, flush=True)
         results[model_name] = run(model, frames, configs, args.threads)
-        for r in results[model_name]:
-            print(f"{model_name:<10} {r['config']:<14} speedup {r['speedup']:5.2f}x  mac {r['mac_fraction']:.3f}  "
-                  f"rel L2 mean {r['mean_rel_l2']:.4f} max {r['max_rel_l2']:.4f}  argmax {r['argmax_agreement']}",
-                  flush=True)
-    meta = {"size": args.size, "frames": args.frames, "threads": args.threads,
-            "clip": "tools/camera_clip.py: noise 2/255, flicker 1%, 2 moving objects, H.264 crf 23"}
-    (out / f"approx_{args.size}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    meta = {"size": args.size, "frames": args.frames, "calib_frames": args.calib_frames, "threads": args.threads,
+            "clip": "tools/camera_clip.py: noise 2/255, flicker 1%, 2 moving objects, H.264 crf 23; "
+                    "tuning clip: seed 1, this clip: seed 0"}
+    (out / f"approx_{args.size}.json").write_text(json.dumps({"meta": meta, "results": results, "tuned": tuned},
+                                                             indent=1))
     plot(results, out / f"approx_{args.size}.png")
     return 0
 

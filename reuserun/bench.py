@@ -90,7 +90,7 @@ def paired_passes(frames, baseline, runners: dict, after_frame=None, progress: b
 
 def run_bench(model_proto, frames, policies=("auto",), threads: int = 2, threshold: float = 0.0,
               model_name: str = "model", source_name: str = "synthetic", progress: bool = True,
-              tile: int | None = None) -> BenchResult:
+              tile: int | None = None, layer_thresholds=None) -> BenchResult:
     """frames: a list of NCHW float32 arrays for the model's single input. Each policy runs in
     its own pass with onnxruntime (paired_passes); each ratio uses onnxruntime's median from the
     same pass."""
@@ -102,7 +102,8 @@ def run_bench(model_proto, frames, policies=("auto",), threads: int = 2, thresho
     ort_sess = ort_session(model_proto.SerializeToString(), threads)
     name = ort_sess.get_inputs()[0].name
     sessions = {p: InferenceSession(model_proto, policy=p, threshold=threshold, threads=threads, tile=tile,
-                                    input_shape=frames[0].shape) for p in policies}
+                                    input_shape=frames[0].shape, layer_thresholds=layer_thresholds)
+                for p in policies}
     macs = {p: [] for p in policies}
     changed = {p: [] for p in policies}
     err = {p: 0.0 for p in policies}
@@ -116,6 +117,7 @@ def run_bench(model_proto, frames, policies=("auto",), threads: int = 2, thresho
     times = paired_passes(frames, lambda f: ort_sess.run(None, {name: f}),
                           {p: (lambda f, s=s: s.run(None, {name: f})) for p, s in sessions.items()},
                           record, progress)
+    threshold = next(iter(sessions.values())).threshold if sessions else threshold  # a tuned file sets it
     res = BenchResult(model_name, source_name, len(frames), threads, threshold, list(frames[0].shape),
                       next(iter(sessions.values())).stats["dense_macs"] if sessions else 0)
     for p in policies:

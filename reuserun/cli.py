@@ -55,8 +55,8 @@ def cmd_bench(args) -> int:
     try:
         res = run_bench(proto, frames, policies=args.policy or ["auto", "dense"], threads=threads,
                         threshold=args.threshold, model_name=name, source_name=args.source,
-                        progress=not args.no_progress, tile=args.tile)
-    except (ir.ModelError, ValueError) as e:
+                        progress=not args.no_progress, tile=args.tile, layer_thresholds=args.thresholds)
+    except (ir.ModelError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_table(res))
@@ -191,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--policy", action="append", choices=POLICY_CHOICES,
                    help="policy to run (repeatable; default: auto and dense)")
     b.add_argument("--threshold", type=float, default=0.0)
+    b.add_argument("--thresholds", metavar="JSON", help="per-layer thresholds (the file `reuserun tune` writes)")
     b.add_argument("--threads", type=int, default=None)
     b.add_argument("--tile", type=int, default=None)
     b.add_argument("--size", type=int, default=None,

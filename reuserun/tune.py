@@ -1,8 +1,13 @@
-"""Calibrate approximate-mode thresholds on a clip, greedily front to back (as DeltaCNN does).
+"""Calibrate approximate-mode thresholds on a clip.
 
-The input threshold comes first, then each layer in program order: each takes the largest
-candidate (scaled by that layer's activation spread on the first frame) that keeps the error
-against the dense outputs within budget over the whole clip, with the earlier choices in place.
+Every threshold is a multiple of its tensor's spread (the standard deviation of the input frame,
+or of the layer's activations on the first frame). Two passes, each keeping the error against
+the dense outputs within budget over the whole clip:
+  1. uniform: one multiple for the input and every layer, the largest that fits. Giving the
+     input the whole budget first (plain greedy) leaves none for the layers, where truncation
+     stops noise that the first convs have already averaged;
+  2. greedy, front to back (as DeltaCNN does): each layer's multiple grows while it fits, with
+     the earlier choices in place.
 The error is the relative L2 distance per frame and output, worst case over the clip; for
 classifier-like outputs the argmax agreement is reported too.
 """
@@ -15,7 +20,8 @@ import numpy as np
 
 from reuserun.runtime.session import InferenceSession
 
-CANDIDATES = (0.3, 0.1, 0.03, 0.01, 0.003)  # times the layer's activation std, largest first
+UNIFORM = (1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 0.005, 0.002)  # times the spread, largest first
+GROWTH = (10.0, 3.0)  # the greedy pass tries each layer's multiple times these, largest first
 
 
 @dataclass
@@ -55,7 +61,7 @@ def tune(model, frames, max_error: float, threads=None, progress=None) -> TuneRe
     dense = InferenceSession(model, policy="dense", threads=threads)
     name = dense.get_inputs()[0].name
     refs = [dense.run(None, {name: f}) for f in frames]
-    # each layer's activation spread on the first frame scales its candidates
+    # each layer's activation spread on the first frame scales its thresholds
     spread = {}
     for step in dense._program:
         if hasattr(step, "thr") and step.node is not None and step.outputs and hasattr(step.outputs[0], "logical"):
@@ -67,12 +73,13 @@ def tune(model, frames, max_error: float, threads=None, progress=None) -> TuneRe
         err, _, _ = evaluate(model, frames, refs, thr, layers, threads)
         return err <= max_error
 
-    threshold = next((c * frame_std for c in CANDIDATES if ok(c * frame_std, {})), 0.0)
-    layers: dict[str, float] = {}
     names = list(spread)
+    scale = next((c for c in UNIFORM if ok(c * frame_std, {n: c * spread[n] for n in names})), 0.0)
+    threshold, layers = scale * frame_std, ({n: scale * spread[n] for n in names} if scale else {})
     for i, layer in enumerate(names):
-        for c in CANDIDATES:
-            trial = dict(layers, **{layer: c * spread[layer]})
+        base = layers.get(layer) or UNIFORM[-1] * spread[layer]
+        for g in GROWTH:
+            trial = dict(layers, **{layer: g * base})
             if ok(threshold, trial):
                 layers = trial
                 break

@@ -48,6 +48,26 @@ def test_bench_cli_on_video(clip, capsys):
     assert "speedup" in capsys.readouterr().out
 
 
+def test_bench_takes_tuned_thresholds(clip, tmp_path, capsys):
+    """`tune` writes a file that `bench --thresholds` loads, input threshold included."""
+    import json
+    spec = tmp_path / "thr.json"
+    assert cli.main(["tune", "builtin:resnet", "--size", "64", "--source", f"video:{clip}", "--frames", "4",
+                     "--max-error", "0.05", "--out", str(spec), "--no-progress"]) == 0
+    tuned = json.loads(spec.read_text())
+    runs = {}
+    for name, extra in (("exact", []), ("tuned", ["--thresholds", str(spec)])):
+        out = tmp_path / f"{name}.json"
+        assert cli.main(["bench", "builtin:resnet", "--size", "64", "--source", f"video:{clip}", "--frames", "4",
+                         "--policy", "auto", "--no-progress", "--json", str(out), *extra]) == 0
+        runs[name] = json.loads(out.read_text())
+    assert runs["tuned"]["threshold"] == tuned["threshold"] > 0
+    assert runs["tuned"]["results"][0]["mac_fraction"] < runs["exact"]["results"][0]["mac_fraction"]
+    assert cli.main(["bench", "builtin:resnet", "--size", "64", "--frames", "2", "--no-progress",
+                     "--thresholds", str(tmp_path / "missing.json")]) == 2
+    assert "missing.json" in capsys.readouterr().err
+
+
 def test_mean_std_preprocessing(clip):
     raw = frames_from_spec(f"video:{clip}", (1, 3, 32, 32), 2)
     norm = frames_from_spec(f"video:{clip}", (1, 3, 32, 32), 2, mean=(0.5, 0.4, 0.3), std=(0.2, 0.2, 0.25))
