@@ -34,7 +34,7 @@ import onnx
 
 import reuserun
 from reuserun import zoo
-from reuserun.bench import ort_session, paired_passes
+from reuserun.bench import markdown_table, ort_session, paired_passes, save_report
 from reuserun.streams import frames_from_spec
 from reuserun.tune import tune
 
@@ -117,12 +117,29 @@ def plot(results, path):
     ax.axhline(1.0, color="grey", lw=0.8)
     ax.axvline(0.01, color="grey", lw=0.8, ls=":")
     ax.set_xscale("log")
+    ax.set_yscale("log")
     ax.set_xlabel("mean relative L2 error against onnxruntime")
-    ax.set_ylabel("speedup over onnxruntime")
+    ax.set_ylabel("speedup over onnxruntime (log)")
     ax.set_title("camera-like video: speedup against error")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def report(results, meta) -> str:
+    def opt(v, f):
+        return "-" if v is None else f.format(v)
+    head = (f"Approximate mode on a camera-like clip ({meta['size']}x{meta['size']}, {meta['frames']} frames; "
+            f"{meta['clip']}), {meta['threads']} threads, speedup over onnxruntime (median ms/frame ratio, "
+            "interleaved). Error against onnxruntime per frame: relative L2 of the worst output (mean over frames, "
+            "worst frame), IoU of heat maps binarised at 0.5.")
+    columns = [("model", lambda r: r["model"]), ("config", lambda r: r["config"]),
+               ("speedup", lambda r: f"{r['speedup']:.2f}x"), ("mac_fraction", lambda r: f"{r['mac_fraction']:.3f}"),
+               ("rel L2 mean", lambda r: f"{r['mean_rel_l2']:.4f}"), ("rel L2 worst", lambda r: f"{r['max_rel_l2']:.4f}"),
+               ("heat IoU", lambda r: opt(r.get("heat_iou"), "{:.3f}")),
+               ("argmax", lambda r: opt(r.get("argmax_agreement"), "{:.2f}"))]
+    rows = [dict(r, model=m) for m, rs in results.items() for r in rs]
+    return head + "\n\n" + markdown_table(columns, rows)
 
 
 def main(argv=None) -> int:
@@ -163,8 +180,8 @@ def main(argv=None) -> int:
     meta = {"size": args.size, "frames": args.frames, "calib_frames": args.calib_frames, "threads": args.threads,
             "clip": "tools/camera_clip.py: noise 2/255, flicker 1%, 2 moving objects, H.264 crf 23; "
                     "tuning clip: seed 1, this clip: seed 0"}
-    (out / f"approx_{args.size}.json").write_text(json.dumps({"meta": meta, "results": results, "tuned": tuned},
-                                                             indent=1))
+    save_report(str(out / f"approx_{args.size}"), {"meta": meta, "results": results, "tuned": tuned},
+                report(results, meta))
     plot(results, out / f"approx_{args.size}.png")
     return 0
 
