@@ -1,7 +1,8 @@
 # The one interface of every per-pixel kernel: compute output pixels pix[:n] into the cache,
 # marking in mask the positions that moved by more than thr. Subclasses implement run_c; the
-# compiled step driver (driver.pyx) calls it directly, Python code through run().
-from libc.stdint cimport int32_t, uint8_t
+# compiled step driver (driver.pyx) calls it directly, Python code through run(). Kernels that
+# point into the caches follow them when shift reuse slides a buffer (relocate_c).
+from libc.stdint cimport int32_t, int64_t, uint8_t
 
 
 cdef class Kernel:
@@ -16,3 +17,19 @@ cdef class Kernel:
         if n > pix.shape[0]:
             raise ValueError(f"n={n} exceeds the pixel list ({pix.shape[0]})")
         self.run_c(&pix[0], n, &mask[0] if mask is not None else NULL, thr, threads)
+
+    cdef void relocate_c(self, const int64_t[:, ::1] moves) noexcept:
+        pass  # a kernel holding pointers into the caches moves them (see common.reloc)
+
+    def relocate(self, const int64_t[:, ::1] moves):
+        """Follow caches that moved in memory (shift reuse)."""
+        self.relocate_c(moves)
+
+
+def relocate_all(list kernels, const int64_t[:, ::1] moves):
+    """relocate() every kernel in one call: each shifted frame moves them all."""
+    for k in kernels:
+        if isinstance(k, Kernel):
+            (<Kernel> k).relocate_c(moves)
+        else:
+            k.relocate(moves)

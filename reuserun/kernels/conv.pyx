@@ -171,8 +171,7 @@ cdef class ConvKernel(Kernel):
             ox = (np.arange(y_buf.shape[1]) + pads[1]) % strides[1]
             self.phase_of = np.ascontiguousarray((oy[:, None] * strides[1] + ox[None, :]).reshape(-1), np.int32)
 
-    def relocate(self, const int64_t[:, ::1] moves):
-        """Follow caches that moved in memory (see common.reloc)."""
+    cdef void relocate_c(self, const int64_t[:, ::1] moves) noexcept:
         self.c.x = <const float *> reloc(self.c.x, moves)
         self.c.y = <float *> reloc(self.c.y, moves)
 
@@ -313,7 +312,7 @@ cdef class DepthwiseKernel(Kernel):
         self.c.slope = fptr(slope_p) if slope_p is not None else NULL
         self.c.act, self.c.alpha, self.c.beta = act, alpha, beta
 
-    def relocate(self, const int64_t[:, ::1] moves):
+    cdef void relocate_c(self, const int64_t[:, ::1] moves) noexcept:
         self.c.x = <const float *> reloc(self.c.x, moves)
         self.c.y = <float *> reloc(self.c.y, moves)
 
@@ -429,7 +428,7 @@ cdef class StackSumKernel(Kernel):
         self.bias = fptr(bias)
         self.act, self.alpha, self.beta = act, alpha, beta
 
-    def relocate(self, const int64_t[:, ::1] moves):
+    cdef void relocate_c(self, const int64_t[:, ::1] moves) noexcept:
         self.y = <float *> reloc(self.y, moves)
 
     cdef int run_c(self, const int32_t *pix, int n, uint8_t *mp, float thr, int threads) except -1:

@@ -121,8 +121,7 @@ cdef class ElementwiseKernel(PixelKernel):
             self.e.slope.ps, self.e.slope.cs = 0, (1 if slope.size > 1 else 0)
         self.keep = keep
 
-    def relocate(self, const int64_t[:, ::1] moves):
-        """Follow caches that moved in memory (see common.reloc)."""
+    cdef void relocate_c(self, const int64_t[:, ::1] moves) noexcept:
         self.e.y = <float *> reloc(self.e.y, moves)
         self.e.a.base = <const float *> reloc(self.e.a.base, moves)
         if self.e.binop >= 0:
@@ -147,7 +146,7 @@ cdef class GatherKernel(PixelKernel):
         self.g.ymap, self.g.xmap = iptr(ymap), iptr(xmap)
         self.g.value = value
 
-    def relocate(self, const int64_t[:, ::1] moves):
+    cdef void relocate_c(self, const int64_t[:, ::1] moves) noexcept:
         self.g.x = <const float *> reloc(self.g.x, moves)
         self.g.y = <float *> reloc(self.g.y, moves)
 
@@ -173,7 +172,7 @@ cdef class LinearResizeKernel(PixelKernel):
         self.r.wy0, self.r.wy1 = fptr(ys[2]), fptr(ys[3])
         self.r.wx0, self.r.wx1 = fptr(xs[2]), fptr(xs[3])
 
-    def relocate(self, const int64_t[:, ::1] moves):
+    cdef void relocate_c(self, const int64_t[:, ::1] moves) noexcept:
         self.r.x = <const float *> reloc(self.r.x, moves)
         self.r.y = <float *> reloc(self.r.y, moves)
 
@@ -200,7 +199,7 @@ cdef class PoolKernel(PixelKernel):
         self.q.ph_end = x_buf.shape[0] + pads[0] + pads[2]
         self.q.pw_end = x_buf.shape[1] + pads[1] + pads[3]
 
-    def relocate(self, const int64_t[:, ::1] moves):
+    cdef void relocate_c(self, const int64_t[:, ::1] moves) noexcept:
         self.q.x = <const float *> reloc(self.q.x, moves)
         self.q.y = <float *> reloc(self.q.y, moves)
 
@@ -221,7 +220,7 @@ cdef class GlobalPoolKernel(Kernel):
         self.ldx = x_buf.shape[2]
         self.C, self.is_max = C, is_max
 
-    def relocate(self, const int64_t[:, ::1] moves):
+    cdef void relocate_c(self, const int64_t[:, ::1] moves) noexcept:
         self.x = <const float *> reloc(self.x, moves)
         self.y = <float *> reloc(self.y, moves)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from reuserun.kernels import region
+from reuserun.kernels import base, region
 from reuserun.plan import shift as sh
 from reuserun.runtime.steps import (
     ConcatStep,
@@ -139,8 +139,7 @@ class Shifter:
             moved = plan.moved
             for i, (owner, d) in enumerate(plan.rebases):
                 moved[i] = owner.rebase(d)
-            for k in plan.kernels:
-                k.relocate(moved)
+            base.relocate_all(plan.kernels, moved)
         for st, (dy, dx) in plan.moves:
             region.move(st.buf, st.off, st.C, dy, dx, threads)
 
