@@ -516,7 +516,10 @@ class InferenceSession:
                                        self.threshold, mask, self.threads)
                 # the accepted change mask becomes the input's; its old mask is the next scratch
                 st.mask, self._diff_masks[name] = mask, st.mask
-                st.rescan((0, st.H, 0, st.W))
+                if nchanged:
+                    st.rescan((0, st.H, 0, st.W))
+                else:  # the diff wrote every byte of the mask: all zero, nothing to scan
+                    st.nchanged, st.box = 0, None
                 if name in self._plane_masks:
                     st.planes = self._plane_masks[name]
                     st.plane_boxes = [region.scan(pl, st.W, *st.box)[1] if st.box else None for pl in st.planes]
