@@ -107,3 +107,18 @@ def test_frame_stack_declared_and_detected():
     model.metadata_props.add(key="reuserun.frame_stack", value="true")
     assert reuserun.InferenceSession(model)._stacks == {"frames"}
     assert not reuserun.InferenceSession(model, frame_stack=False)._stacks
+
+
+def test_trained_detector():
+    """The trained CenterNet-style detector that bench/approx.py uses (bench/assets), and the tool
+    that trains it: a short run exports a model that reuserun runs like onnxruntime."""
+    from pathlib import Path
+
+    import onnx
+    model = onnx.load(str(Path(__file__).resolve().parents[1] / "bench" / "assets" / "detector.onnx"))
+    check_model(model, (1, 3, 320, 320), frames=3)
+    train_detector = pytest.importorskip("train_detector")
+    net = train_detector.train(steps=2, size=64, batch_size=2, seed=0, log=lambda *_: None)
+    small = train_detector.export(net, (1, 3, 64, 64))
+    assert [n.name for n in small.graph.node] == [n.name for n in model.graph.node]
+    check_model(small, (1, 3, 64, 64), frames=3)

@@ -20,25 +20,17 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, __import__("os").path.dirname(__file__))
-from torch_models import cbs, export  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from torch_models import Bottleneck, cbs, export  # noqa: E402
 
 STRIDE = 4
-
-
-class Bottleneck(nn.Module):
-    def __init__(self, c: int):
-        super().__init__()
-        self.cv1, self.cv2 = cbs(c, c, 1), cbs(c, c, 3)
-
-    def forward(self, x):
-        return x + self.cv2(self.cv1(x))
 
 
 class CenterDetector(nn.Module):
@@ -102,12 +94,11 @@ def targets(boxes, size: int):
 
 
 def batch(rng, n: int, size: int):
-    xs, hs, whs = [], [], []
+    samples = []
     for _ in range(n):
         x, boxes = scene(rng, size)
-        h, wh = targets(boxes, size)
-        xs.append(x), hs.append(h), whs.append(wh)
-    return [torch.from_numpy(np.stack(a)) for a in (xs, hs, whs)]
+        samples.append((x, *targets(boxes, size)))
+    return [torch.from_numpy(np.stack(a)) for a in zip(*samples)]
 
 
 def focal_loss(pred, gt):

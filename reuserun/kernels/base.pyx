@@ -19,7 +19,7 @@ cdef class Kernel:
         self.run_c(&pix[0], n, &mask[0] if mask is not None else NULL, thr, threads)
 
     cdef void relocate_c(self, const int64_t[:, ::1] moves) noexcept:
-        pass  # a kernel holding pointers into the caches moves them (see common.reloc)
+        pass  # a kernel holding pointers into the caches overrides this to move them (common.reloc)
 
     def relocate(self, const int64_t[:, ::1] moves):
         """Follow caches that moved in memory (shift reuse)."""
