@@ -107,7 +107,9 @@ def cmd_tune(args) -> int:
     print(f"{name}: input threshold {res.threshold:.4g}, {sum(1 for v in res.layer_thresholds.values() if v)} "
           f"layer thresholds; worst relative L2 {res.max_rel_l2:.4f} (budget {args.max_error}); "
           f"mac_fraction {res.mac_fraction:.4f} (exact mode {res.exact_mac_fraction:.4f})"
-          + (f"; argmax agreement {res.argmax_agreement:.3f}" if res.argmax_agreement is not None else ""))
+          + (f"; argmax agreement {res.argmax_agreement:.3f}" if res.argmax_agreement is not None else "")
+          + (f"; held-out frames (not tuned on): worst relative L2 {res.holdout_rel_l2:.4f}"
+             if res.holdout_rel_l2 is not None else ""))
     print(f"wrote {args.out}: load it with InferenceSession(model, layer_thresholds={args.out!r})")
     return 0
 

@@ -1,7 +1,7 @@
 """Calibrate approximate-mode thresholds on a clip.
 
 Every threshold is a multiple of its tensor's spread (the standard deviation of the input frame,
-or of the layer's activations on the first frame). Two passes, each keeping the error against
+or of the layer's activations on the last tuning frame). Two passes, each keeping the error against
 the dense outputs within budget over the whole clip:
   1. uniform: one multiple for the input and every layer, the largest that fits. Giving the
      input the whole budget first (plain greedy) leaves none for the layers, where truncation
@@ -9,7 +9,9 @@ the dense outputs within budget over the whole clip:
   2. greedy, front to back (as DeltaCNN does): each layer's multiple grows while it fits, with
      the earlier choices in place.
 The error is the relative L2 distance per frame and output, worst case over the clip; for
-classifier-like outputs the argmax agreement is reported too.
+classifier-like outputs the argmax agreement is reported too. The last quarter of the clip (from
+8 frames on) is held out: tuning never sees it, and its worst error, measured with the chosen
+thresholds as the clip plays on, says how well they carry over to frames they were not fit to.
 """
 from __future__ import annotations
 
@@ -32,21 +34,25 @@ class TuneResult:
     argmax_agreement: float | None = None
     mac_fraction: float = 1.0
     exact_mac_fraction: float = 1.0
+    holdout_rel_l2: float | None = None  # worst error on the held-out frames
 
     def to_json(self) -> str:
         return json.dumps({"threshold": self.threshold, "layer_thresholds": self.layer_thresholds,
                            "max_rel_l2": self.max_rel_l2, "argmax_agreement": self.argmax_agreement,
-                           "mac_fraction": self.mac_fraction, "exact_mac_fraction": self.exact_mac_fraction},
-                          indent=1)
+                           "mac_fraction": self.mac_fraction, "exact_mac_fraction": self.exact_mac_fraction,
+                           "holdout_rel_l2": self.holdout_rel_l2}, indent=1)
 
 
-def evaluate(model, frames, refs, threshold, layers, threads=None):
-    """(worst relative L2 over frames and outputs, argmax agreement or None, mean mac_fraction)."""
+def evaluate(model, frames, refs, threshold, layers, threads=None, start: int = 0):
+    """(worst relative L2 over frames and outputs, argmax agreement or None, mean mac_fraction);
+    frames before `start` run but are not counted."""
     sess = InferenceSession(model, threshold=threshold, layer_thresholds=layers, threads=threads)
     worst, agree, n_cls, macs = 0.0, 0, 0, []
     name = sess.get_inputs()[0].name
-    for f, ref in zip(frames, refs):
+    for i, (f, ref) in enumerate(zip(frames, refs)):
         outs = sess.run(None, {name: f})
+        if i < start:
+            continue
         macs.append(sess.stats["mac_fraction"])
         for o, r in zip(outs, ref):
             worst = max(worst, float(np.linalg.norm(o - r) / (np.linalg.norm(r) + 1e-12)))
@@ -57,16 +63,19 @@ def evaluate(model, frames, refs, threshold, layers, threads=None):
 
 
 def tune(model, frames, max_error: float, threads=None, progress=None) -> TuneResult:
-    frames = list(frames)
+    clip = list(frames)
+    fit = len(clip) - (len(clip) // 4 if len(clip) >= 8 else 0)
+    frames = clip[:fit]
     dense = InferenceSession(model, policy="dense", threads=threads)
     name = dense.get_inputs()[0].name
     refs = [dense.run(None, {name: f}) for f in frames]
-    # each layer's activation spread on the first frame scales its thresholds
+    # each layer's activation spread on the last tuning frame scales its thresholds
     spread = {}
     for step in dense._program:
         if hasattr(step, "thr") and step.node is not None and step.outputs and hasattr(step.outputs[0], "logical"):
             spread[step.node.name] = float(np.std(step.outputs[0].logical())) or 1.0
     frame_std = float(np.std(frames[0])) or 1.0
+    clip_refs = refs + [dense.run(None, {name: f}) for f in clip[fit:]]
     _, _, exact_mac = evaluate(model, frames, refs, 0.0, {}, threads)
 
     def ok(thr, layers):
@@ -86,4 +95,5 @@ def tune(model, frames, max_error: float, threads=None, progress=None) -> TuneRe
         if progress:
             progress(i + 1, len(names))
     err, agree, mac = evaluate(model, frames, refs, threshold, layers, threads)
-    return TuneResult(threshold, layers, err, agree, mac, exact_mac)
+    held = evaluate(model, clip, clip_refs, threshold, layers, threads, start=fit)[0] if fit < len(clip) else None
+    return TuneResult(threshold, layers, err, agree, mac, exact_mac, held)

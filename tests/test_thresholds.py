@@ -104,6 +104,26 @@ def test_tune_meets_its_budget_and_writes_a_loadable_file(tmp_path):
     assert err <= 0.05
 
 
+def test_tune_holds_out_the_last_quarter():
+    """From 8 frames on, tuning fits the first three quarters and reports the worst error of the
+    rest, run as the clip plays on."""
+    from reuserun.streams import frames_from_spec
+    from reuserun.tune import evaluate, tune
+    model = zoo.resnet_like(64, width=8)
+    frames = frames_from_spec("synthetic", (1, 3, 64, 64), 8)
+    res = tune(model, frames, 0.05)
+    dense = reuserun.InferenceSession(model, policy="dense")
+    refs = [dense.run(None, {"images": f}) for f in frames]
+    assert res.max_rel_l2 == evaluate(model, frames[:6], refs[:6], res.threshold, res.layer_thresholds)[0] <= 0.05
+    held = evaluate(model, frames, refs, res.threshold, res.layer_thresholds, start=6)[0]
+    assert res.holdout_rel_l2 == held
+    assert json.loads(res.to_json())["holdout_rel_l2"] == held
+    # the held-out frames do not steer the tuning
+    rng = np.random.default_rng(3)
+    other = tune(model, frames[:6] + [rng.random((1, 3, 64, 64), dtype=np.float32) for _ in range(2)], 0.05)
+    assert (other.threshold, other.layer_thresholds) == (res.threshold, res.layer_thresholds)
+
+
 def test_no_drift_over_thousands_of_frames():
     """A slowly drifting, noisy scene for 5000 frames: the error at the end is no larger than
     early on, and a scene cut is taken in full."""
