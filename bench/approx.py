@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import camera_clip  # noqa: E402
 
 THRESHOLDS = (0.0, 0.01, 0.02, 0.05, 0.1)
-BUDGETS = (0.002, 0.005, 0.01, 0.02)
+BUDGETS = (0.005, 0.01, 0.02, 0.05)
 DETECTOR = Path(__file__).resolve().parent / "assets" / "detector.onnx"
 
 
