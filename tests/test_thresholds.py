@@ -60,6 +60,22 @@ def test_input_reference_is_last_propagated_value():
     assert np.abs(ref - (f + np.float32(0.06))).max() < 1e-6
 
 
+def test_input_reference_is_kept_per_element():
+    """A pixel that changed in one channel takes only that channel: its other channels, moved
+    by less than the threshold, keep their reference, in the reference frame and in the cache."""
+    model = zoo.unet_like(64)
+    s = reuserun.InferenceSession(model, threshold=0.05)
+    f = next(camera_like(1))
+    s.run(None, {"images": f})
+    g = f.copy()
+    g[0, 0] += np.float32(0.2)   # beyond the threshold
+    g[0, 1] += np.float32(0.03)  # within it
+    s.run(None, {"images": g})
+    assert s.stats["changed_fraction"] == 1.0
+    for ref in (s._ref_frames["images"].reshape(f.shape), s._storage["images"].logical()):
+        assert np.array_equal(ref[0, 0], g[0, 0]) and np.array_equal(ref[0, 1:], f[0, 1:])
+
+
 def test_layer_thresholds_cut_work_and_are_validated(tmp_path):
     model = zoo.mobilenet_v3_like(64)
     exact = reuserun.InferenceSession(model)

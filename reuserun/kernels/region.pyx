@@ -12,6 +12,8 @@ cdef extern from "rr_region.h" nogil:
     void rr_mark_diff(const uint32_t *f, const uint32_t *r, uint8_t *m, long n, int first)
     uint32_t rr_count_nonfinite(const uint32_t *f, long n)
     uint32_t rr_count_marks(const uint8_t *m, long n)
+    void rr_apply_rows(const float *f, float *ref, float *buf, long ldb, const uint8_t *m, long p0, long p1,
+                       long npix, int C, float thr)
 
 
 def diff_frame(const float[:, ::1] frame, const float[:, ::1] ref, float thr, uint8_t[::1] mask,
@@ -62,17 +64,16 @@ def apply_frame(const float[:, ::1] frame, float[:, ::1] ref, float[:, :, ::1] b
     """Write the marked pixels of the (C, HW) frame into its (C, HW) reference and its cache
     buffer (H, W, Ctot); under a threshold only the elements that moved by more than it, so
     every element keeps its last propagated value."""
-    cdef int C = frame.shape[0], npix = frame.shape[1], W = buf.shape[1]
-    cdef int p, c, nt = rr_num_threads(threads)
-    cdef float f
+    cdef int C = frame.shape[0], npix = frame.shape[1], b, nt = rr_num_threads(threads)
+    cdef int nblocks = (npix + 1023) // 1024
+    cdef long ldb = buf.shape[2]
+    cdef const float *f = &frame[0, 0]
+    cdef float *r = &ref[0, 0]
+    cdef float *y = &buf[0, 0, 0] + off
+    cdef const uint8_t *m = &mask[0]
     with nogil:
-        for p in prange(npix, num_threads=nt if <long> npix * C > RR_PAR_ELEMS else 1, schedule="static"):
-            if mask[p]:
-                for c in range(C):
-                    f = frame[c, p]
-                    if rr_differs(f, ref[c, p], thr):
-                        ref[c, p] = f
-                        buf[p // W, p % W, off + c] = f
+        for b in prange(nblocks, num_threads=nt if <long> npix * C > RR_PAR_ELEMS else 1, schedule="static"):
+            rr_apply_rows(f, r, y, ldb, m, <long> b * 1024, min(<long> b * 1024 + 1024, npix), npix, C, thr)
 
 
 # Boxes are (y0, y1, x0, x1), half-open, in the mask's own grid. Every function below touches

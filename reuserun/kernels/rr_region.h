@@ -5,6 +5,8 @@
 
 #include <stdint.h>
 
+#include "rr_simd.h"
+
 /* m[x] (first: =, else |=) whether bits of f[x] and r[x] differ, x < n. */
 static inline void rr_mark_diff(const uint32_t *restrict f, const uint32_t *restrict r,
                                 uint8_t *restrict m, long n, int first) {
@@ -24,5 +26,43 @@ static inline uint32_t rr_count_marks(const uint8_t *restrict m, long n) {
     uint32_t c = 0;
     for (long x = 0; x < n; x++) c += m[x];
     return c;
+}
+/* Pixels p0..p1 of a (C, npix) frame: where m[p] is set, each element that differs from the
+ * reference (rr_differs) is written to the reference and to the channels-last cache row
+ * buf + p * ldb (which holds the reference frame). Few marks: visit them. Many (camera noise
+ * under a threshold): update the reference one plane at a time without branches, then copy the
+ * marked pixels into the cache. There the test is a coin flip, and alternating between planes
+ * that lie a multiple of 4 KB apart stalls each load behind the store before it; either cost
+ * about 7 ns an element. */
+static inline void rr_apply_rows(const float *restrict f, float *restrict ref, float *restrict buf,
+                                 long ldb, const uint8_t *restrict m, long p0, long p1, long npix,
+                                 int C, float thr) {
+    const long marked = rr_count_marks(m + p0, p1 - p0);
+    if (marked * 4 < p1 - p0) {
+        for (long p = p0; p < p1; p++) {
+            if (!m[p]) continue;
+            for (int c = 0; c < C; c++) {
+                const float v = f[c * npix + p];
+                if (rr_differs(v, ref[c * npix + p], thr)) {
+                    ref[c * npix + p] = v;
+                    buf[p * ldb + c] = v;
+                }
+            }
+        }
+        return;
+    }
+    for (int c = 0; c < C; c++) {
+        const float *fc = f + c * npix;
+        float *rc = ref + c * npix;
+        for (long p = p0; p < p1; p++) {
+            const int take = (m[p] != 0) & rr_differs(fc[p], rc[p], thr);
+            rc[p] = take ? fc[p] : rc[p];
+        }
+    }
+    for (long p = p0; p < p1; p++) {
+        if (!m[p]) continue;
+        float *y = buf + p * ldb;
+        for (int c = 0; c < C; c++) y[c] = ref[c * npix + p];
+    }
 }
 #endif
