@@ -1,13 +1,13 @@
 """Calibrate approximate-mode thresholds on a clip.
 
-Every threshold is a multiple of its tensor's spread (the standard deviation of the input frame,
-or of the layer's activations on the last tuning frame). Two passes, each keeping the error against
-the dense outputs within budget over the whole clip:
+Every threshold is a multiple of its tensor's spread (the standard deviation of the input
+frame, or of the layer's activations on the last tuning frame). Two passes, each keeping the
+error against the dense outputs within budget over the tuning frames:
   1. uniform: one multiple for the input and every layer, the largest that fits. Giving the
      input the whole budget first (plain greedy) leaves none for the layers, where truncation
      stops noise that the first convs have already averaged;
-  2. greedy, front to back (as DeltaCNN does): each layer's multiple grows while it fits, with
-     the earlier choices in place.
+  2. greedy, front to back (as DeltaCNN does): each layer's multiple grows x10, else x3, where
+     that fits, with the earlier choices in place.
 The error is the relative L2 distance per frame and output, worst case over the clip; for
 classifier-like outputs the argmax agreement is reported too. The last quarter of the clip (from
 8 frames on) is held out: tuning never sees it, and its worst error, measured with the chosen
