@@ -36,7 +36,7 @@ import reuserun
 from reuserun import zoo
 from reuserun.bench import markdown_table, ort_session, paired_passes, save_report
 from reuserun.streams import frames_from_spec
-from reuserun.tune import tune
+from reuserun.tune import frame_error, tune
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import camera_clip  # noqa: E402
@@ -75,13 +75,11 @@ def run(model, frames, configs, threads):
 
         def record(key, outs, sess=sess, st=st):
             refs, mine = outs[None], outs[key]
-            st["rel_l2"].append(max(float(np.linalg.norm(o - r) / (np.linalg.norm(r) + 1e-12))
-                                    for o, r in zip(mine, refs)))
+            err, agreed = frame_error(mine, refs)
+            st["rel_l2"].append(err)
+            st["argmax"] += agreed
             st["mac"].append(sess.stats["mac_fraction"])
-            ref = refs[0]
-            if ref.ndim == 2 and ref.shape[1] > 1:
-                st["argmax"].append(int(mine[0].argmax() == ref.argmax()))
-            iou = heat_iou(mine[0], ref)
+            iou = heat_iou(mine[0], refs[0])
             if iou is not None:
                 st["iou"].append(iou)
 
@@ -170,9 +168,10 @@ def main(argv=None) -> int:
             configs.update({f"t={t}+global": (t, {g: 0.01 for g in glob}) for t in THRESHOLDS[1:]})
         for b in budgets:
             res = tune(model, calib_frames, b, threads=args.threads)
+            held = "" if res.holdout_rel_l2 is None else f" (held out {res.holdout_rel_l2:.4f})"
             print(f"{model_name}: tuned <= {b}: input {res.threshold:.4g}, "
                   f"{sum(1 for v in res.layer_thresholds.values() if v)} layer thresholds, "
-                  f"calibration worst rel L2 {res.max_rel_l2:.4f}, mac {res.mac_fraction:.3f}", flush=True)
+                  f"calibration worst rel L2 {res.max_rel_l2:.4f}{held}, mac {res.mac_fraction:.3f}", flush=True)
             configs[f"tuned<={b}"] = (res.threshold, res.layer_thresholds)
             tuned[f"{model_name} tuned<={b}"] = json.loads(res.to_json())
         print(model_name, flush=True)

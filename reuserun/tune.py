@@ -43,6 +43,15 @@ class TuneResult:
                            "holdout_rel_l2": self.holdout_rel_l2}, indent=1)
 
 
+def frame_error(outs, refs) -> tuple[float, list[int]]:
+    """One frame against the dense outputs: the worst relative L2 over its outputs, and for each
+    output that is a row of class scores whether the argmax agrees (1 or 0)."""
+    worst = max(float(np.linalg.norm(o - r) / (np.linalg.norm(r) + 1e-12)) for o, r in zip(outs, refs))
+    agree = [int(o.argmax() == r.argmax()) for o, r in zip(outs, refs)
+             if r.ndim == 2 and r.shape[0] == 1 and r.shape[1] > 1]
+    return worst, agree
+
+
 def evaluate(model, frames, refs, threshold, layers, threads=None, start: int = 0):
     """(worst relative L2 over frames and outputs, argmax agreement or None, mean mac_fraction);
     frames before `start` run but are not counted."""
@@ -54,11 +63,9 @@ def evaluate(model, frames, refs, threshold, layers, threads=None, start: int = 
         if i < start:
             continue
         macs.append(sess.stats["mac_fraction"])
-        for o, r in zip(outs, ref):
-            worst = max(worst, float(np.linalg.norm(o - r) / (np.linalg.norm(r) + 1e-12)))
-            if r.ndim == 2 and r.shape[0] == 1 and r.shape[1] > 1:
-                agree += int(o.argmax() == r.argmax())
-                n_cls += 1
+        err, agreed = frame_error(outs, ref)
+        worst = max(worst, err)
+        agree, n_cls = agree + sum(agreed), n_cls + len(agreed)
     return worst, (agree / n_cls if n_cls else None), float(np.mean(macs[1:])) if len(macs) > 1 else 1.0
 
 
