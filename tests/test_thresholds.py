@@ -120,6 +120,16 @@ def test_tune_meets_its_budget_and_writes_a_loadable_file(tmp_path):
     assert err <= 0.05
 
 
+def test_frame_error_is_the_worst_output():
+    from reuserun.tune import frame_error
+    ref = [np.array([[3.0, 4.0]], np.float32), np.ones((1, 2, 2, 2), np.float32)]
+    out = [np.array([[3.0, 4.5]], np.float32), np.full((1, 2, 2, 2), 1.2, np.float32)]
+    err, agree = frame_error(out, ref)
+    assert np.isclose(err, 0.2) and agree == [1]  # 0.5 / 5 for the scores, 0.2 for the map
+    out[0] = np.array([[5.0, 4.0]], np.float32)
+    assert frame_error(out, ref) == (pytest.approx(0.4), [0])
+
+
 def test_tune_holds_out_the_last_quarter():
     """From 8 frames on, tuning fits the first three quarters and reports the worst error of the
     rest, run as the clip plays on."""
