@@ -27,6 +27,7 @@ static inline uint32_t rr_count_marks(const uint8_t *restrict m, long n) {
     for (long x = 0; x < n; x++) c += m[x];
     return c;
 }
+
 /* Pixels p0..p1 of a (C, npix) frame: where m[p] is set, each element that differs from the
  * reference (rr_differs) is written to the reference and to the channels-last cache row
  * buf + p * ldb (which holds the reference frame). Few marks: visit them. Many (camera noise
@@ -38,6 +39,7 @@ static inline void rr_apply_rows(const float *restrict f, float *restrict ref, f
                                  long ldb, const uint8_t *restrict m, long p0, long p1, long npix,
                                  int C, float thr) {
     const long marked = rr_count_marks(m + p0, p1 - p0);
+    if (marked == 0) return;
     if (marked * 4 < p1 - p0) {
         for (long p = p0; p < p1; p++) {
             if (!m[p]) continue;
