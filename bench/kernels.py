@@ -41,6 +41,10 @@ CASES = {
     "depthwise3x3 16 @160": (16, 16, 3, 1, 16, 160),
     "depthwise3x3 s2 64 @160": (64, 64, 3, 2, 64, 160),
     "depthwise3x3 72 @80": (72, 72, 3, 1, 72, 80),
+    # one-output-channel heads (segmentation masks, text and centre heat maps)
+    "head conv1x1 8->1 @320": (8, 1, 1, 1, 1, 320),
+    "head conv3x3 8->1 @320": (8, 1, 3, 1, 1, 320),
+    "head conv3x3 32->1 @160": (32, 1, 3, 1, 1, 160),
 }
 
 

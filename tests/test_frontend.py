@@ -95,6 +95,34 @@ def test_conv_1d_as_2d():
                        auto_pad="SAME_UPPER"))
 
 
+@pytest.mark.parametrize("cin", [3, 8, 13, 32])
+@pytest.mark.parametrize("op,k,attrs", [
+    ("Conv", 1, {}),
+    ("Conv", 3, dict(pads=[1, 1, 1, 1])),
+    ("Conv", 3, dict(dilations=[2, 2], pads=[2, 2, 2, 2])),
+    ("Conv", 5, dict(strides=[2, 1], pads=[2, 1, 0, 2])),
+    ("ConvTranspose", 3, dict(strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1])),
+])
+def test_conv_to_one_channel(cin, op, k, attrs):
+    """Heads with one output channel have their own kernel (dot products over a pixel's taps,
+    eight pixels at a time, windows inside the image on a faster path): every channel tail,
+    window geometry and edge against onnxruntime, then random boxes incrementally against dense."""
+    shape = (1, cin, 20, 27)
+    w = rand(*((cin, 1, k, k) if op == "ConvTranspose" else (1, cin, k, k)), seed=cin)
+    model = one_op_model(op, list(shape), ["w", "b"], {"w": w, "b": rand(1, seed=1)}, **attrs)
+    check(model)
+    rng = np.random.default_rng(cin)
+    dense = reuserun.InferenceSession(model, policy="dense", threads=1)
+    inc = reuserun.InferenceSession(model, policy="auto", threads=1)
+    x = rand(*shape, seed=2)
+    for i in range(6):
+        if i:
+            y0, x0 = rng.integers(0, 18), rng.integers(0, 25)
+            x = x.copy()
+            x[..., y0:y0 + rng.integers(1, 6), x0:x0 + rng.integers(1, 14)] += 1.0
+        assert inc.run(None, {"x": x})[0].tobytes() == dense.run(None, {"x": x})[0].tobytes()
+
+
 @pytest.mark.parametrize("x_shape,w_shape,attrs", [
     ([1, 4, 5, 6], (4, 3, 3, 3), dict(strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 0])),
     ([1, 4, 5, 5], (4, 2, 3, 2), dict(group=2, dilations=[2, 1], strides=[1, 2])),

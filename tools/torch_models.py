@@ -85,16 +85,20 @@ class MobileNetV2Blocks(nn.Module):
     # expand, out channels, repeats, first stride (MobileNetV2's table, shortened and narrowed)
     SETTINGS = [(1, 8, 1, 1), (6, 12, 2, 2), (6, 16, 2, 2), (6, 24, 2, 2), (6, 32, 1, 1)]
 
-    def __init__(self, classes: int = 10):
+    # the paper's full table (Sandler et al. 2018, width 1.0): the ImageNet classifier
+    FULL = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+            (6, 320, 1, 1)]
+
+    def __init__(self, classes: int = 10, settings=None, stem: int = 16, head: int = 64):
         super().__init__()
-        layers, cin = [conv_bn(3, 16, 3, 2, act=ReLU6())], 16
-        for t, c, n, s in self.SETTINGS:
+        layers, cin = [conv_bn(3, stem, 3, 2, act=ReLU6())], stem
+        for t, c, n, s in settings or self.SETTINGS:
             for i in range(n):
                 layers.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
                 cin = c
-        layers.append(conv_bn(cin, 64, 1, act=ReLU6()))
+        layers.append(conv_bn(cin, head, 1, act=ReLU6()))
         self.features = nn.Sequential(*layers)
-        self.fc = nn.Linear(64, classes)
+        self.fc = nn.Linear(head, classes)
 
     def forward(self, x):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))

@@ -28,6 +28,7 @@ cdef extern from "rr_conv.h" nogil:
         int groups, cin, cout
         int nocb
         const float *w
+        const float *w1
         const float *bias
         const float *slope
         int act
@@ -155,6 +156,13 @@ cdef class ConvKernel(Kernel):
         k = ntap * cin
         self.narrow = groups == 1 and cout <= 8 and not transposed
         self.single = groups == 1 and cout == 1
+        self.c.w1 = NULL
+        if self.single:  # rr_conv1_pixels reads one tap's weights as a contiguous channel run
+            cpad = (cin + 7) // 8 * 8
+            w1 = np.zeros((ntap, cpad), np.float32)
+            w1[:, :cin] = np.asarray(packed).reshape(ntap, cin, RR_NR)[:, :, 0]
+            self.keep = self.keep + (w1,)
+            self.c.w1 = fptr(w1)
         self.tiles_per_item = max(1, min(32, (256 * 1024) // (4 * k * (RR_MR + RR_NR))))
         if transposed:
             self.phase_taps = []

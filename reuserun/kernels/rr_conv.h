@@ -26,6 +26,7 @@ typedef struct {
     int groups, cin, cout;              /* cin, cout per group */
     int nocb;                           /* 16-wide output-channel blocks per group */
     const float *w;                     /* packed [groups*nocb][kh*kw][cin][16] */
+    const float *w1;                    /* one output channel: [kh*kw][cin rounded up to 8] */
     const float *bias;                  /* [groups*nocb*16], zero padded */
     const float *slope;                 /* PRelu slope, like bias, or NULL */
     int act; float alpha, beta;
@@ -262,47 +263,77 @@ static inline void rr_conv_tile_narrow(const rr_conv_t *c, const int32_t *pix, i
     }
 }
 
-/* A conv to one output channel (segmentation and text-detection heads), eight pixels per vector
- * instead of eight channels, so the adds and the activation are not spent on seven empty lanes.
- * Per pixel the taps come in the given order and each tap's input channels in order, as in the
- * tile kernels' tap loop; every pixel of such a layer goes through here. */
+/* One output channel, one group (heads: a mask, a score map). A tile kernel would fill one of
+ * its sixteen lanes, so instead each pixel is a dot product: its taps' input rows are read eight
+ * channels at a time against the weights packed as [tap][cin rounded up to 8] (w1), and eight
+ * pixels' lanes are summed at once in a fixed tree (vhsum8). A pixel's sum does not depend on its
+ * neighbours, and every pixel of such a layer comes here, so each output's order is the same in
+ * every region. */
 static inline void rr_conv1_pixels(const rr_conv_t *c, const int32_t *pix, int n, const int32_t *taps,
                                    int ntaps, uint8_t *mask, float thr) {
-    const int cin = c->cin;
+    const int cin = c->cin, cfull = cin & ~7, tail = cin - cfull, cpad = (cin + 7) & ~7;
+    const v8i tmask = vmask_n(tail);
+    const v8f zero = vbroadcast(0.0f);
     const v8f bias = vbroadcast(c->bias[0]), slope = vbroadcast(c->slope ? c->slope[0] : 0.0f);
+    /* the geometry in locals: read through c, the compiler reloads it (and divides) every tap */
+    const float *x = c->x;
+    const int H = c->H, W = c->W, ldx = c->ldx, kh = c->kh, kw = c->kw, sh = c->sh, sw = c->sw;
+    const int pt = c->pt, pl = c->pl, dh = c->dh, dw = c->dw, OW = c->OW;
     for (int i = 0; i < n; i += 8) {
         const int m = n - i < 8 ? n - i : 8;
-        const float *rows[8];
-        v8f acc = vbroadcast(0.0f);
-#define RR_CONV1_K(wp) \
-        for (int k = 0; k < cin; k++) { \
-            v8f xk = {rows[0][k], rows[1][k], rows[2][k], rows[3][k], rows[4][k], rows[5][k], rows[6][k], rows[7][k]}; \
-            acc = vfma(xk, vbroadcast((wp)[(size_t)k * RR_NR]), acc); \
-        }
-        if (c->pointwise) {
-            for (int r = 0; r < 8; r++) rows[r] = c->x + (size_t)pix[i + (r < m ? r : m - 1)] * c->ldx;
-            RR_CONV1_K(c->w)
-        } else {
-            int oy[8], ox[8];
+        int p[8], oy[8], ox[8];
+        for (int r = 0; r < 8; r++) p[r] = pix[i + (r < m ? r : m - 1)];
+        if (!c->pointwise)  /* a division per pixel costs as much as its taps: step along rows */
             for (int r = 0; r < 8; r++) {
-                const int p = pix[i + (r < m ? r : m - 1)];
-                oy[r] = p / c->OW; ox[r] = p % c->OW;
+                if (r > 0 && p[r] == p[r - 1] + 1 && ox[r - 1] + 1 < OW) {
+                    oy[r] = oy[r - 1]; ox[r] = ox[r - 1] + 1;
+                } else if (r > 0 && p[r] == p[r - 1]) {
+                    oy[r] = oy[r - 1]; ox[r] = ox[r - 1];
+                } else {
+                    oy[r] = p[r] / OW; ox[r] = p[r] % OW;
+                }
             }
-            for (int ti = 0; ti < ntaps; ti++) {
-                const int t = taps[ti], ky = t / c->kw, kx = t % c->kw;
+        /* all eight windows inside the image: each tap's row is a fixed offset from the window's corner */
+        int inside = !c->pointwise && !c->transposed;
+        const float *base[8];
+        for (int r = 0; r < 8 && inside; r++) {
+            const int iy0 = oy[r] * sh - pt, ix0 = ox[r] * sw - pl;
+            inside = iy0 >= 0 && iy0 + (kh - 1) * dh < H && ix0 >= 0 && ix0 + (kw - 1) * dw < W;
+            base[r] = x + ((size_t)(inside ? iy0 : 0) * W + (inside ? ix0 : 0)) * ldx;
+        }
+        v8f acc[8] = {zero, zero, zero, zero, zero, zero, zero, zero};
+        for (int ti = 0; ti < ntaps; ti++) {
+            const int t = taps[ti], ky = t / kw, kx = t % kw;
+            const float *rows[8];
+            if (c->pointwise) {
+                for (int r = 0; r < 8; r++) rows[r] = x + (size_t)p[r] * ldx;
+            } else if (c->transposed) {
                 for (int r = 0; r < 8; r++) rows[r] = rr_conv_row(c, oy[r], ox[r], ky, kx);
-                RR_CONV1_K(c->w + (size_t)t * cin * RR_NR)
+            } else if (inside) {
+                const long off = ((long)ky * dh * W + (long)kx * dw) * ldx;
+                for (int r = 0; r < 8; r++) rows[r] = base[r] + off;
+            } else {
+                for (int r = 0; r < 8; r++) {
+                    const int iy = oy[r] * sh - pt + ky * dh, ix = ox[r] * sw - pl + kx * dw;
+                    rows[r] = iy < 0 || iy >= H || ix < 0 || ix >= W ? c->zeros : x + ((size_t)iy * W + ix) * ldx;
+                }
+            }
+            const float *wt = c->w1 + (size_t)t * cpad;
+            for (int k0 = 0; k0 < cfull; k0 += 8) {
+                const v8f w = vload(wt + k0);
+                for (int r = 0; r < 8; r++) acc[r] = vfma(vload(rows[r] + k0), w, acc[r]);
+            }
+            if (tail) {
+                const v8f w = vload(wt + cfull);
+                for (int r = 0; r < 8; r++) acc[r] = vfma(vload_mask(rows[r] + cfull, tmask), w, acc[r]);
             }
         }
-#undef RR_CONV1_K
-        v8f v = acc + bias;
+        v8f v = vhsum8(acc) + bias;
         if (c->act != ACT_NONE) v = vact(c->act, v, c->alpha, c->beta, slope);
         float out[8];
         vstore(out, v);
-        for (int r = 0; r < m; r++) {
-            const int p = pix[i + r];
-            if (rr_store_tracked(c->y + (size_t)p * c->ldy, out + r, 1, thr) && mask) mask[p] = 1;
-        }
+        for (int r = 0; r < m; r++)
+            if (rr_store_tracked(c->y + (size_t)p[r] * c->ldy, out + r, 1, thr) && mask) mask[p[r]] = 1;
     }
 }
 

@@ -34,6 +34,42 @@ static inline v8f vfma(v8f a, v8f b, v8f c) { return a * b + c; }
 static inline v8f vbroadcast(float x) { v8f v = {x, x, x, x, x, x, x, x}; return v; }
 
 typedef int32_t v8i __attribute__((vector_size(32)));
+static inline v8i vbroadcast_i(int x) { v8i v = {x, x, x, x, x, x, x, x}; return v; }
+
+/* Lanes [0, n) set, for vload_mask. */
+static inline v8i vmask_n(int n) {
+    const v8i lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    return lane < vbroadcast_i(n);
+}
+
+/* p[lane] where m is set, 0 elsewhere, never touching memory outside the set lanes (a row's
+ * tail: past it lies the next pixel or the buffer's end). */
+#if defined(__AVX__)
+static inline v8f vload_mask(const float *p, v8i m) { return (v8f)_mm256_maskload_ps(p, (__m256i)m); }
+#else
+static inline v8f vload_mask(const float *p, v8i m) {
+    v8f v = vbroadcast(0.0f);
+    for (int i = 0; i < 8; i++) if (m[i]) v[i] = p[i];
+    return v;
+}
+#endif
+
+/* Lane r: the sum of a[r]'s eight lanes, ((0+1) + (2+3)) + ((4+5) + (6+7)) for every r. */
+#if defined(__AVX__)
+static inline v8f vhsum8(const v8f *a) {
+    const __m256 t0 = _mm256_hadd_ps((__m256)a[0], (__m256)a[1]), t1 = _mm256_hadd_ps((__m256)a[2], (__m256)a[3]);
+    const __m256 t2 = _mm256_hadd_ps((__m256)a[4], (__m256)a[5]), t3 = _mm256_hadd_ps((__m256)a[6], (__m256)a[7]);
+    const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+    return (v8f)_mm256_permute2f128_ps(u0, u1, 0x20) + (v8f)_mm256_permute2f128_ps(u0, u1, 0x31);
+}
+#else
+static inline v8f vhsum8(const v8f *a) {
+    v8f s;
+    for (int r = 0; r < 8; r++)
+        s[r] = ((a[r][0] + a[r][1]) + (a[r][2] + a[r][3])) + ((a[r][4] + a[r][5]) + (a[r][6] + a[r][7]));
+    return s;
+}
+#endif
 
 /* Whether any lane of a comparison result is true. */
 #if defined(__AVX__)
