@@ -22,7 +22,7 @@ import numpy as np
 from reuserun import sources, zoo
 from reuserun.bench import interleaved, ort_session, run_bench
 
-POLICIES = ["auto", "tiles", "rects", "rect", "dense"]
+POLICIES = ["auto", "auto+ort", "tiles", "rects", "rect", "dense"]
 
 
 def memory_probe(model_path: str, size: int, runtime: str) -> int:

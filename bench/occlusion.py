@@ -35,13 +35,24 @@ def torch_resnet18(classes: int = 1000):
 
 
 def torch_mobilenet_v2():
+    """tools/torch_models' shortened, narrowed MobileNetV2 (stride 16, 64-wide head)."""
     import torch_models as tm
     ctor, _ = tm.TORCH_MODELS["mobilenetv2"]
     tm.TORCH_MODELS["mobilenet_v2_224"] = (ctor, (1, 3, 224, 224))
     return tm.build("mobilenet_v2_224")
 
 
-MODELS = {"resnet18": torch_resnet18, "mobilenet_v2": torch_mobilenet_v2}
+def torch_mobilenet_v2_full(classes: int = 1000):
+    """MobileNetV2 as the paper has it (width 1.0, stride 32, 1280-wide head): the ImageNet
+    classifier, whose last layers a 16-px patch reaches almost everywhere."""
+    import functools
+    import torch_models as tm
+    tm.TORCH_MODELS["mobilenet_v2_full_224"] = (
+        functools.partial(tm.MobileNetV2Blocks, classes, tm.MobileNetV2Blocks.FULL, 32, 1280), (1, 3, 224, 224))
+    return tm.build("mobilenet_v2_full_224")
+
+
+MODELS = {"resnet18": torch_resnet18, "mobilenet_v2": torch_mobilenet_v2, "mobilenet_v2_full": torch_mobilenet_v2_full}
 
 
 def image(size: int = 224, seed: int = 0) -> np.ndarray:

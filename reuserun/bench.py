@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from reuserun.runtime.ort_backend import ort_session  # noqa: F401 (the benches' baseline)
+
 
 @dataclass
 class PolicyResult:
@@ -40,15 +42,6 @@ class BenchResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def ort_session(model_bytes: bytes, threads: int):
-    import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
 
 
 def interleaved(frames, runners: dict, after_frame=None, progress: bool = False) -> dict:
@@ -93,7 +86,7 @@ def run_bench(model_proto, frames, policies=("auto",), threads: int = 2, thresho
               tile: int | None = None, layer_thresholds=None) -> BenchResult:
     """frames: a list of NCHW float32 arrays for the model's single input. Each policy runs in
     its own pass with onnxruntime (paired_passes); each ratio uses onnxruntime's median from the
-    same pass."""
+    same pass. A policy named "P+ort" is P with dense_backend="onnxruntime"."""
     from reuserun.runtime.session import InferenceSession
 
     frames = list(frames)
@@ -101,9 +94,14 @@ def run_bench(model_proto, frames, policies=("auto",), threads: int = 2, thresho
         raise ValueError("a benchmark needs at least two frames")
     ort_sess = ort_session(model_proto.SerializeToString(), threads)
     name = ort_sess.get_inputs()[0].name
-    sessions = {p: InferenceSession(model_proto, policy=p, threshold=threshold, threads=threads, tile=tile,
-                                    input_shape=frames[0].shape, layer_thresholds=layer_thresholds)
-                for p in policies}
+    sessions = {}
+    for p in policies:
+        policy, _, backend = p.partition("+")  # "auto+ort": full-frame changes go to onnxruntime
+        if backend not in ("", "ort"):
+            raise ValueError(f"unknown policy {p!r}: a policy, optionally followed by +ort")
+        sessions[p] = InferenceSession(model_proto, policy=policy, threshold=threshold, threads=threads, tile=tile,
+                                       input_shape=frames[0].shape, layer_thresholds=layer_thresholds,
+                                       dense_backend="onnxruntime" if backend else "reuserun")
     macs = {p: [] for p in policies}
     changed = {p: [] for p in policies}
     err = {p: 0.0 for p in policies}

@@ -10,7 +10,8 @@ import numpy as np
 
 from reuserun import ir
 
-POLICY_CHOICES = ("auto", "tiles", "rects", "rect", "dense")
+# "+ort": frames that changed almost everywhere run in onnxruntime (dense_backend="onnxruntime")
+POLICY_CHOICES = ("auto", "auto+ort", "tiles", "rects", "rect", "dense")
 
 
 def _load_proto(model: str | None, size: int | None):
@@ -53,7 +54,7 @@ def cmd_bench(args) -> int:
     frames = frames_from_spec(args.source, shape, args.frames, seed=args.seed, mean=args.mean, std=args.std)
     threads = args.threads or os.cpu_count() or 1
     try:
-        res = run_bench(proto, frames, policies=args.policy or ["auto", "dense"], threads=threads,
+        res = run_bench(proto, frames, policies=args.policy or ["auto", "auto+ort", "dense"], threads=threads,
                         threshold=args.threshold, model_name=name, source_name=args.source,
                         progress=not args.no_progress, tile=args.tile, layer_thresholds=args.thresholds)
     except (ir.ModelError, ValueError, OSError) as e:
@@ -191,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "audio:PATH[@HOP] | synthetic-audio[:HOP] (default: synthetic, or synthetic-audio for 1-D models)")
     b.add_argument("--frames", type=int, default=30)
     b.add_argument("--policy", action="append", choices=POLICY_CHOICES,
-                   help="policy to run (repeatable; default: auto and dense)")
+                   help="policy to run (repeatable; default: auto, auto+ort and dense)")
     b.add_argument("--threshold", type=float, default=0.0)
     b.add_argument("--thresholds", metavar="JSON", help="per-layer thresholds (the file `reuserun tune` writes)")
     b.add_argument("--threads", type=int, default=None)

@@ -12,7 +12,7 @@ def test_bench_builtin_default(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "speedup" in text and "mac_frac" in text and "auto" in text and "dense" in text
     res = json.loads(out.read_text())
-    assert {r["policy"] for r in res["results"]} == {"auto", "dense"}
+    assert {r["policy"] for r in res["results"]} == {"auto", "auto+ort", "dense"}
     for r in res["results"]:
         assert r["max_abs_err"] < 1e-3 and 0 < r["mac_fraction"] <= 1
 

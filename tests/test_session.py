@@ -209,6 +209,58 @@ def test_bad_arguments(model):
         reuserun.InferenceSession(model, input_shape=(2, 3, 64, 64))
 
 
+def test_dense_backend_onnxruntime_takes_frames_that_changed_everywhere(model):
+    """With dense_backend="onnxruntime", a frame changed on most of its pixels runs in the
+    embedded onnxruntime session; the frame after it that changes less is computed by reuserun
+    again (bit-identical to dense), and so is a variant; a rejected frame in between changes
+    nothing."""
+    from reuserun.runtime.ort_backend import ort_session
+    with pytest.raises(ValueError, match="dense_backend"):
+        reuserun.InferenceSession(model, dense_backend="tensorrt")
+    s = reuserun.InferenceSession(model, threads=1, dense_backend="onnxruntime")
+    dense = reuserun.InferenceSession(model, policy="dense", threads=1)
+    ort = ort_session(model.SerializeToString(), 1)
+    rng = np.random.default_rng(3)
+    x = rng.random((1, 3, 64, 64), dtype=np.float32)
+
+    def step(x, backend):
+        out = s.run(None, {"images": x})
+        assert s.stats["backend"] == backend
+        want = ort.run(None, {"images": x}) if backend == "onnxruntime" else dense.run(None, {"images": x})
+        for a, b in zip(out, want):
+            assert a.tobytes() == b.tobytes()
+        for a, b in zip(out, dense.run(None, {"images": x})):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+    step(x, "reuserun")  # the first frame builds the cache
+    for _ in range(2):
+        x = rng.random((1, 3, 64, 64), dtype=np.float32)
+        step(x, "onnxruntime")
+        assert s.stats["mac_fraction"] == pytest.approx(1.0)
+    bad = x.copy()
+    bad[0, 0, 5, 5] = np.nan
+    before = snapshot(s)
+    with pytest.raises(reuserun.InputError, match="NaN"):
+        s.run(None, {"images": bad})
+    assert_same_snapshot(before, snapshot(s))
+    x = x.copy()
+    x[..., 10:20, 30:40] += 0.5
+    step(x, "reuserun")  # catches up with a dense run of its own
+    x = x.copy()
+    x[..., 40:44, 8:12] -= 0.5
+    step(x, "reuserun")
+    assert s.stats["mac_fraction"] < 0.9  # and reuses from here on
+    x = rng.random((1, 3, 64, 64), dtype=np.float32)
+    s.run(None, {"images": x})
+    assert s.stats["backend"] == "onnxruntime"
+    v = x.copy()  # a variant of the delegated frame: the cache must catch up with it first
+    v[..., 30:34, 30:34] = 0.0
+    want = [o.copy() for o in dense.run(None, {"images": v})]
+    for variant in (s.fork().run_variant(None, {"images": v}), s.run_variant(None, {"images": v})):
+        for a, b in zip(variant, want):
+            assert a.tobytes() == b.tobytes()
+
+
 def test_still_frames_between_changes(model):
     s = reuserun.InferenceSession(model)
     ref = reuserun.InferenceSession(model, policy="dense")

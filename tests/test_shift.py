@@ -147,6 +147,29 @@ def test_diagonal_odd_and_disabled_stay_exact():
         assert off.stats["shift"] is None
 
 
+def test_shift_after_a_delegated_frame_is_computed_densely():
+    """dense_backend="onnxruntime": a frame that is the delegated frame moved is no shift of what
+    the cache holds, so it is computed densely; the next move is reused again."""
+    from reuserun import zoo
+    rng = np.random.default_rng(1)
+    model = zoo.unet_like(64)
+    first = rng.random((1, 3, 64, 64), dtype=np.float32)
+    canvas = rng.random((1, 3, 96, 64), dtype=np.float32)
+    frames = [first] + windows(canvas, 64, 64, [(0, 0), (8, 0), (16, 0), (24, 0)])
+    dense = reuserun.InferenceSession(model, policy="dense", threads=1)
+    sess = reuserun.InferenceSession(model, threads=1, dense_backend="onnxruntime")
+    seen = []
+    for f in frames:
+        got, want = sess.run(None, {"images": f}), dense.run(None, {"images": f})
+        seen.append((sess.stats["backend"], sess.stats["shift"]))
+        if seen[-1][0] == "reuserun":
+            assert all(a.tobytes() == b.tobytes() for a, b in zip(got, want))
+    # the move is found once detection looks again (it backs off after a frame that did not
+    # move); that frame catches the cache up densely, the one after it is reused
+    assert seen == [("reuserun", None), ("onnxruntime", None), ("onnxruntime", None), ("reuserun", None),
+                    ("reuserun", (8, 0))]
+
+
 def test_detection_backs_off_on_frames_that_never_move(monkeypatch):
     """Unrelated frames make detection (a few ms of phase correlation on large frames) run
     rarely; a stream that then starts scrolling is caught within 16 frames, and every frame stays

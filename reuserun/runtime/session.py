@@ -27,6 +27,11 @@ from reuserun.runtime.shifter import BANDS, FULL, Shifter, ShiftDetector
 # a shift then slides the caches' origins, and copies them once per SHIFT_SLACK * size / shift
 SHIFT_SLACK = 0.25
 
+# dense_backend="onnxruntime": a frame whose change covers at least this fraction of its input
+# pixels reaches (almost) every position of a CNN, so reuse cannot save anything
+DELEGATE_ABOVE = 0.5
+DENSE_BACKENDS = ("reuserun", "onnxruntime")
+
 
 def _union2(a, b):
     return (min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3]))
@@ -110,11 +115,23 @@ class InferenceSession:
                the reference translated (scrolling, panning, a sliding window over a stream);
                if so, move every cache whose stride divides the shift and compute only the
                exposed band, the borders and what else changed. Exact mode only.
+    dense_backend: who computes a frame that changed on at least half of its input pixels (and
+               is not a shift): "reuserun" (default) or "onnxruntime", an embedded session
+               with the same thread count, at its speed. The cache then falls behind; the next
+               frame that changes less is first computed densely by reuserun, which brings it
+               back. Delegated frames' outputs are onnxruntime's (within float tolerance of
+               reuserun's dense run, not bit-identical to it); every other frame is unchanged.
+               stats["backend"] says which one ran the last frame.
     """
 
     def __init__(self, model, policy: str = "auto", threshold: float = 0.0, threads: int | None = None,
                  tile: int | None = None, input_shape=None, frame_stack: bool | None = None,
-                 layer_thresholds=None, sess_options=None, providers=None, shift: bool = True):
+                 layer_thresholds=None, sess_options=None, providers=None, shift: bool = True,
+                 dense_backend: str = "reuserun"):
+        if dense_backend not in DENSE_BACKENDS:
+            raise ValueError(f"dense_backend must be one of {DENSE_BACKENDS}, got {dense_backend!r}")
+        self.dense_backend = dense_backend
+        self._ort = None  # the embedded onnxruntime session, made on the first delegated frame
         self._proto = _parse(model)
         self._digest = hashlib.sha1(self._proto.SerializeToString()).hexdigest()
         init = {i.name for i in self._proto.graph.initializer}
@@ -209,12 +226,14 @@ class InferenceSession:
             names = self._check_output_names(output_names)
             t0 = time.perf_counter()
             frames, diffs = self._validate(input_feed)
-            full = self._fresh or self.policy_name == "dense"
+            if self._delegates(diffs):
+                return self._run_delegated(names, frames, diffs, t0)
+            full = self._fresh or self._behind or self.policy_name == "dense"
             self._version += 1
             try:
                 self._load_inputs(frames, diffs, full)
                 still = not full and not any(self._storage[n].changed for n in frames)
-                moved = [(n, d[2]) for n, d in diffs.items() if d[2] is not None]
+                moved = [] if full else [(n, d[2]) for n, d in diffs.items() if d[2] is not None]
                 if still:
                     computed = [0] * len(self._program)  # every cache is current
                 elif moved:
@@ -226,7 +245,7 @@ class InferenceSession:
             except BaseException:
                 self._fresh = True  # a half-updated cache is never reused
                 raise
-            self._fresh = False
+            self._fresh = self._behind = False
             outs = [self._output(n) for n in names]
             self._record_stats(computed, frames, diffs, full, time.perf_counter() - t0, moved[0][1] if moved else None)
             return outs
@@ -251,6 +270,8 @@ class InferenceSession:
             names = self._check_output_names(output_names)
             t0 = time.perf_counter()
             frames, diffs = self._validate(input_feed, incremental=True, declared=self._declared(changed))
+            if self._behind:
+                self._catch_up()
             journal = self._journal
             try:
                 for step in self._program:
@@ -298,7 +319,7 @@ class InferenceSession:
                 twin._ref_frames[name][...] = ref
             for name, (_, mirror) in self._mirrors.items():
                 twin._mirrors[name][1][...] = mirror
-            twin._fresh = self._fresh
+            twin._fresh, twin._behind = self._fresh, self._behind
             return twin
 
     def _variant_forks(self, workers: int) -> list:
@@ -391,6 +412,7 @@ class InferenceSession:
         self._journal = Journal()  # run_variant's undo log, its scratch kept between variants
         self._declared_rows = {}  # run_variant: declared pixels and their values, checked
         self._fresh = True
+        self._behind = False  # the last frame went to onnxruntime: the cache holds an older one
 
     def _apply_thresholds(self) -> None:
         table = dict(self.layer_thresholds)
@@ -524,6 +546,54 @@ class InferenceSession:
                     st.planes = self._plane_masks[name]
                     st.plane_boxes = [region.scan(pl, st.W, *st.box)[1] if st.box else None for pl in st.planes]
 
+    # --- dense_backend="onnxruntime" -------------------------------------------------------------
+    def _delegates(self, diffs) -> bool:
+        """Whether this frame goes to onnxruntime whole: most of it changed and it is no shift.
+        The first frame is reuserun's, so a stream starts with a cache."""
+        if self.dense_backend != "onnxruntime" or self._fresh or self.policy_name == "dense" or not diffs:
+            return False
+        total = changed = 0
+        for name, (_, nchanged, moved) in diffs.items():
+            if moved is not None:
+                return False
+            total += self._storage[name].npix
+            changed += nchanged
+        return changed >= DELEGATE_ABOVE * total
+
+    def _run_delegated(self, names, frames, diffs, t0) -> list[np.ndarray]:
+        """onnxruntime's outputs for the frame, which becomes the reference the next frame is
+        diffed against; the cache stays as it was, behind it."""
+        if self._ort is None:
+            from reuserun.runtime.ort_backend import ort_session
+            self._ort = ort_session(self._proto.SerializeToString(), self.threads)
+        outs = self._ort.run(names, frames)
+        for name, v in frames.items():
+            st = self._storage[name]
+            if st.kind == "spatial":
+                np.copyto(self._ref_frames[name], v.reshape(st.C, -1))
+            else:
+                st.store(v, track=False)
+        self._behind = True
+        self._version += 1
+        computed = [getattr(step, "npix", 1) for step in self._program]
+        self._record_stats(computed, frames, diffs, False, time.perf_counter() - t0, backend="onnxruntime")
+        return [np.asarray(o, np.float32) for o in outs]
+
+    def _catch_up(self) -> None:
+        """Compute the reference frame densely, so a cache left behind by delegated frames
+        holds it again."""
+        try:
+            for name, ref in self._ref_frames.items():
+                st = self._storage[name]
+                st.load(ref.reshape(self._input_shapes[name]), self.threads)
+                st.mark_all()
+            self._propagate(True)
+            self._update_mirrors(True)
+        except BaseException:
+            self._fresh = True
+            raise
+        self._behind = False
+
     def _propagate(self, full: bool) -> list[int]:
         return [step.run(full, self._policy, self.threads) for step in self._program]
 
@@ -572,7 +642,7 @@ class InferenceSession:
             return self._mirrors[name][1].copy()
         return np.array(self._storage[name].logical(), dtype=np.float32, copy=True, order="C")
 
-    def _record_stats(self, computed, frames, diffs, full, elapsed, shift=None) -> None:
+    def _record_stats(self, computed, frames, diffs, full, elapsed, shift=None, backend="reuserun") -> None:
         """Keep what the stats need; the dict is built only when someone reads it."""
         total = changed = 0
         for name in frames:
@@ -580,11 +650,11 @@ class InferenceSession:
             if st.kind == "spatial":
                 total += st.npix
                 changed += st.npix if full else diffs[name][1]
-        self._last = (computed, changed / total if total else 1.0, full, elapsed, shift)
+        self._last = (computed, changed / total if total else 1.0, full, elapsed, shift, backend)
         self._stats = None
 
     def _build_stats(self) -> dict:
-        computed, changed_fraction, full, elapsed, shift = self._last
+        computed, changed_fraction, full, elapsed, shift, backend = self._last
         macs, layers = 0, []
         for step, n in zip(self._program, computed):
             if hasattr(step, "macs_per_pixel"):
@@ -599,6 +669,7 @@ class InferenceSession:
             "changed_fraction": changed_fraction,
             "shift": shift,
             "full": full,
+            "backend": backend,
             "time_s": elapsed,
             "layers": layers,
         }
