@@ -458,6 +458,20 @@ def test_conv_bn_folds(bias):
     assert ops_of(g) == ["conv"] and g.nodes[0].attrs["bias"] is not None
 
 
+@pytest.mark.parametrize("group,bias", [(1, True), (1, False), (2, True)])
+def test_conv_transpose_bn_folds(group, bias):
+    """U-Net and DBNet decoders: ConvTranspose -> BatchNormalization is one op; the scale goes to
+    the weights' second axis (output channels per group)."""
+    w = rand(4, 6 // group, 2, 3, seed=11)
+    inits = {"w": w, **_bn_inits(6), **({"b": rand(6, seed=12)} if bias else {})}
+    m = make_model([node("ConvTranspose", ["x", "w", "b"] if bias else ["x", "w"], ["c"], strides=[2, 2],
+                         group=group),
+                    node("BatchNormalization", ["c", "g", "bb", "mu", "var"], ["y"], epsilon=1e-3)],
+                   [("x", [1, 4, 5, 6])], ["y"], list(inits.items()))
+    g = check(m)
+    assert ops_of(g) == ["conv_transpose"]
+
+
 def test_standalone_bn_and_shared_conv():
     inits = {"w": W3, **_bn_inits(4)}
     m = make_model([node("Conv", ["x", "w"], ["c"]),

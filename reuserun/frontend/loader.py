@@ -308,7 +308,8 @@ def _prune(nodes: list, outputs: list) -> list:
 
 
 def _fold_batchnorm(nodes: list, consts: dict, outputs: list) -> list:
-    """Conv -> BatchNormalization (Conv output read only by the BN) becomes one Conv."""
+    """Conv or ConvTranspose -> BatchNormalization (its output read only by the BN) becomes
+    one Conv or ConvTranspose."""
     uses = defaultdict(int)
     for n in nodes:
         for i in n.input:
@@ -326,7 +327,7 @@ def _fold_batchnorm(nodes: list, consts: dict, outputs: list) -> list:
         if any(uses[o] for o in bn.output[1:] if o):
             continue
         conv = producer.get(bn.input[0])
-        if conv is None or conv.op_type != "Conv" or conv.domain not in _DEFAULT_DOMAINS:
+        if conv is None or conv.op_type not in ("Conv", "ConvTranspose") or conv.domain not in _DEFAULT_DOMAINS:
             continue
         if uses[conv.output[0]] != 1 or conv.input[1] not in consts:
             continue
@@ -340,7 +341,14 @@ def _fold_batchnorm(nodes: list, consts: dict, outputs: list) -> list:
         w = consts[conv.input[1]].astype(np.float64)
         b = consts[conv.input[2]].astype(np.float64) if has_bias else 0.0
         w_name, b_name = f"{conv.name}/bn_folded_weight", f"{conv.name}/bn_folded_bias"
-        consts[w_name] = (w * s.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
+        if conv.op_type == "Conv":  # weights (Cout, Cin/g, k...): scale the first axis
+            w = w * s.reshape((-1,) + (1,) * (w.ndim - 1))
+        else:  # (Cin, Cout/g, k...), output channel = group * Cout/g + second index
+            g = int(attr_dict(conv).get("group", 1))
+            rest = (1,) * (w.ndim - 2)
+            w = (w.reshape((g, w.shape[0] // g) + w.shape[1:])
+                 * s.reshape((g, 1, w.shape[1]) + rest)).reshape(w.shape)
+        consts[w_name] = w.astype(np.float32)
         consts[b_name] = ((b - np.asarray(mean, np.float64)) * s
                           + np.asarray(beta, np.float64)).astype(np.float32)
         fused = onnx.NodeProto()

@@ -283,12 +283,12 @@ static inline void rr_conv1_pixels(const rr_conv_t *c, const int32_t *pix, int n
         const int m = n - i < 8 ? n - i : 8;
         int p[8], oy[8], ox[8];
         for (int r = 0; r < 8; r++) p[r] = pix[i + (r < m ? r : m - 1)];
-        if (!c->pointwise)  /* a division per pixel costs as much as its taps: step along rows */
+        if (!c->pointwise)  /* a division per pixel costs as much as its taps: step along rows
+                               (by one, or by the stride of a transposed conv's phase) */
             for (int r = 0; r < 8; r++) {
-                if (r > 0 && p[r] == p[r - 1] + 1 && ox[r - 1] + 1 < OW) {
-                    oy[r] = oy[r - 1]; ox[r] = ox[r - 1] + 1;
-                } else if (r > 0 && p[r] == p[r - 1]) {
-                    oy[r] = oy[r - 1]; ox[r] = ox[r - 1];
+                const int d = r > 0 ? p[r] - p[r - 1] : -1;
+                if (d >= 0 && ox[r - 1] + d < OW) {
+                    oy[r] = oy[r - 1]; ox[r] = ox[r - 1] + d;
                 } else {
                     oy[r] = p[r] / OW; ox[r] = p[r] % OW;
                 }
