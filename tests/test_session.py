@@ -261,6 +261,39 @@ def test_dense_backend_onnxruntime_takes_frames_that_changed_everywhere(model):
             assert a.tobytes() == b.tobytes()
 
 
+def test_dense_backend_onnxruntime_takes_small_changes_that_reach_most_macs():
+    """MobileNetV3's squeeze-excite vectors carry any change to 80% of its MACs: after one such
+    frame, frames changing at least half as much go to onnxruntime; a still frame catches the
+    cache up, and the next change is measured by reuserun again."""
+    m = zoo.mobilenet_v3_like(64)
+    s = reuserun.InferenceSession(m, threads=1, dense_backend="onnxruntime")
+    dense = reuserun.InferenceSession(m, policy="dense", threads=1)
+    stream = [np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)]
+    for y0, x0, size in [(10, 10, 6), (30, 30, 6), (0, 0, 0), (50, 5, 1), (20, 40, 6), (5, 50, 8)]:
+        stream.append(stream[-1].copy())  # each frame an edit of the one before (size 0: still)
+        stream[-1][..., y0:y0 + size, x0:x0 + size] += 0.5
+
+    seen = []
+    for x in stream:
+        out, want = s.run(None, {"images": x}), dense.run(None, {"images": x})
+        seen.append((s.stats["backend"], s.stats["mac_fraction"] >= 0.75))
+        for a, b in zip(out, want):
+            if seen[-1][0] == "reuserun":
+                assert a.tobytes() == b.tobytes()
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    assert seen == [("reuserun", True), ("reuserun", True), ("onnxruntime", True), ("reuserun", True),
+                    ("reuserun", True), ("onnxruntime", True), ("onnxruntime", True)]
+    # where a small change stays small (a U-Net at 128 px: 17-27% of the MACs), reuserun keeps it
+    u = reuserun.InferenceSession(zoo.unet_like(128), threads=1, dense_backend="onnxruntime")
+    x = np.random.default_rng(1).random((1, 3, 128, 128), dtype=np.float32)
+    u.run(None, {"images": x})
+    for k in range(3):
+        x = x.copy()
+        x[..., 10 + 20 * k:14 + 20 * k, 10:14] += 0.5
+        u.run(None, {"images": x})
+        assert u.stats["backend"] == "reuserun" and u.stats["mac_fraction"] < 0.5
+
+
 def test_still_frames_between_changes(model):
     s = reuserun.InferenceSession(model)
     ref = reuserun.InferenceSession(model, policy="dense")

@@ -30,6 +30,10 @@ SHIFT_SLACK = 0.25
 # dense_backend="onnxruntime": a frame whose change covers at least this fraction of its input
 # pixels reaches (almost) every position of a CNN, so reuse cannot save anything
 DELEGATE_ABOVE = 0.5
+# ... and once a frame's change reached this fraction of the dense MACs, frames that change at
+# least half as much go to onnxruntime too (its dense kernels beat reuserun's partial update
+# there: on MobileNetV3 a 1% object reaches 77% of the MACs)
+HEAVY_MACS = 0.75
 DENSE_BACKENDS = ("reuserun", "onnxruntime")
 
 
@@ -117,9 +121,10 @@ class InferenceSession:
                exposed band, the borders and what else changed. Exact mode only.
     dense_backend: who computes a frame that changed on at least half of its input pixels (and
                is not a shift): "reuserun" (default) or "onnxruntime", an embedded session
-               with the same thread count, at its speed. The cache then falls behind; the next
-               frame that changes less is first computed densely by reuserun, which brings it
-               back. Delegated frames' outputs are onnxruntime's (within float tolerance of
+               with the same thread count, at its speed. With "onnxruntime", once a frame's
+               change reached 3/4 of the dense MACs, later frames that change at least half as
+               much go there too. The cache then falls behind; the next frame that changes
+               less is first computed densely by reuserun, which brings it back. Delegated frames' outputs are onnxruntime's (within float tolerance of
                reuserun's dense run, not bit-identical to it); every other frame is unchanged.
                stats["backend"] says which one ran the last frame.
     """
@@ -207,6 +212,7 @@ class InferenceSession:
     def reset(self) -> None:
         """Forget the cached state: the next frame is computed in full."""
         self._fresh = True
+        self._heavy_from = None  # a new scene: its changes are measured afresh
         for det in getattr(self, "_detectors", {}).values():
             det.reset()
 
@@ -248,6 +254,8 @@ class InferenceSession:
             self._fresh = self._behind = False
             outs = [self._output(n) for n in names]
             self._record_stats(computed, frames, diffs, full, time.perf_counter() - t0, moved[0][1] if moved else None)
+            if self.dense_backend == "onnxruntime":
+                self._note_weight(computed, full)
             return outs
 
     # --- variants: what-if runs against the cached reference -----------------------------------
@@ -413,6 +421,7 @@ class InferenceSession:
         self._declared_rows = {}  # run_variant: declared pixels and their values, checked
         self._fresh = True
         self._behind = False  # the last frame went to onnxruntime: the cache holds an older one
+        self._heavy_from = None  # changed fraction of the last frame whose change reached HEAVY_MACS
 
     def _apply_thresholds(self) -> None:
         table = dict(self.layer_thresholds)
@@ -548,17 +557,30 @@ class InferenceSession:
 
     # --- dense_backend="onnxruntime" -------------------------------------------------------------
     def _delegates(self, diffs) -> bool:
-        """Whether this frame goes to onnxruntime whole: most of it changed and it is no shift.
-        The first frame is reuserun's, so a stream starts with a cache."""
+        """Whether this frame goes to onnxruntime whole: it is no shift, and most of it changed
+        or it changed as much as a frame that reached most of the MACs. The first frame is
+        reuserun's, so a stream starts with a cache; a still frame too (once caught up, still
+        frames cost next to nothing)."""
         if self.dense_backend != "onnxruntime" or self._fresh or self.policy_name == "dense" or not diffs:
             return False
-        total = changed = 0
-        for name, (_, nchanged, moved) in diffs.items():
-            if moved is not None:
-                return False
-            total += self._storage[name].npix
-            changed += nchanged
-        return changed >= DELEGATE_ABOVE * total
+        if any(moved is not None for _, _, moved in diffs.values()):
+            return False
+        c = self._changed_fraction(diffs)
+        heavy = self._heavy_from is not None and c >= self._heavy_from / 2
+        return c >= DELEGATE_ABOVE or heavy
+
+    def _changed_fraction(self, diffs) -> float:
+        total = sum(self._storage[name].npix for name in diffs)
+        return sum(nchanged for _, nchanged, _ in diffs.values()) / total if total else 0.0
+
+    def _note_weight(self, computed, full) -> None:
+        """After a frame reuserun computed: whether its change, this large, reached HEAVY_MACS
+        of the dense MACs (a dense frame says nothing about that, a still frame neither)."""
+        c = self._last[1]
+        if full or c == 0:
+            return
+        macs = sum(getattr(step, "macs_per_pixel", 0) * n for step, n in zip(self._program, computed))
+        self._heavy_from = c if macs >= HEAVY_MACS * self._dense_macs else None
 
     def _run_delegated(self, names, frames, diffs, t0) -> list[np.ndarray]:
         """onnxruntime's outputs for the frame, which becomes the reference the next frame is
