@@ -579,8 +579,7 @@ class InferenceSession:
         c = self._last[1]
         if full or c == 0:
             return
-        macs = sum(getattr(step, "macs_per_pixel", 0) * n for step, n in zip(self._program, computed))
-        self._heavy_from = c if macs >= HEAVY_MACS * self._dense_macs else None
+        self._heavy_from = c if self._macs(computed) >= HEAVY_MACS * self._dense_macs else None
 
     def _run_delegated(self, names, frames, diffs, t0) -> list[np.ndarray]:
         """onnxruntime's outputs for the frame, which becomes the reference the next frame is
@@ -675,15 +674,18 @@ class InferenceSession:
         self._last = (computed, changed / total if total else 1.0, full, elapsed, shift, backend)
         self._stats = None
 
+    def _macs(self, computed) -> int:
+        """MACs of a frame that computed computed[i] positions of step i (a step without
+        positions counts whole when it ran)."""
+        return sum(step.macs_per_pixel * n if hasattr(step, "macs_per_pixel")
+                   else (getattr(step, "macs", 0) if n else 0)
+                   for step, n in zip(self._program, computed))
+
     def _build_stats(self) -> dict:
         computed, changed_fraction, full, elapsed, shift, backend = self._last
-        macs, layers = 0, []
-        for step, n in zip(self._program, computed):
-            if hasattr(step, "macs_per_pixel"):
-                macs += step.macs_per_pixel * n
-                layers.append({"name": step.node.name, "op": step.node.op, "computed": n, "total": step.npix})
-            elif n:
-                macs += getattr(step, "macs", 0)
+        macs = self._macs(computed)
+        layers = [{"name": step.node.name, "op": step.node.op, "computed": n, "total": step.npix}
+                  for step, n in zip(self._program, computed) if hasattr(step, "macs_per_pixel")]
         return {
             "mac_fraction": macs / self._dense_macs if self._dense_macs else 1.0,
             "macs": macs,
