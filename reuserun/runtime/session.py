@@ -124,8 +124,9 @@ class InferenceSession:
                with the same thread count, at its speed. With "onnxruntime", once a frame's
                change reached 3/4 of the dense MACs, later frames that change at least half as
                much go there too. The cache then falls behind; the next frame that changes
-               less is first computed densely by reuserun, which brings it back. Delegated frames' outputs are onnxruntime's (within float tolerance of
-               reuserun's dense run, not bit-identical to it); every other frame is unchanged.
+               less is first computed densely by reuserun, which brings it back. Delegated
+               frames' outputs are onnxruntime's (within float tolerance of reuserun's dense
+               run, not bit-identical to it); every other frame is unchanged.
                stats["backend"] says which one ran the last frame.
     """
 
