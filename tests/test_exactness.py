@@ -45,6 +45,24 @@ def test_random_graphs_bit_identical(data):
     check_stream(model, frames)
 
 
+@settings(max_examples=int(os.environ.get("RR_EXAMPLES", 40)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_random_graphs_with_onnxruntime_as_dense_backend(data):
+    """dense_backend="onnxruntime" on random graphs and streams mixing small edits, still frames
+    and changes everywhere: every frame reuserun computes is bit-identical to the dense policy,
+    every frame onnxruntime takes is onnxruntime's own output."""
+    d, model, rng, (c, h, w) = random_graph(data, channels=(1, 4), size=(5, 20), ops=(2, 7))
+    first = rng.standard_normal((1, c, h, w)).astype(np.float32)
+    frames = [first] + edit_frames(rng, first, 6, "mixed")
+    dense = reuserun.InferenceSession(model, policy="dense", threads=1)
+    sess = reuserun.InferenceSession(model, threads=1, dense_backend="onnxruntime")
+    for f in frames:
+        out = sess.run(None, {"x": f})
+        want = ort_run(model, f) if sess.stats["backend"] == "onnxruntime" else dense.run(None, {"x": f})
+        for a, b in zip(out, want):
+            assert a.tobytes() == b.tobytes(), sess.stats["backend"]
+
+
 def test_thread_count_does_not_change_bits():
     from reuserun import zoo, sources
     m = zoo.default_model(64)
