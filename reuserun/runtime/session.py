@@ -254,7 +254,7 @@ class InferenceSession:
                 raise
             self._fresh = self._behind = False
             outs = [self._output(n) for n in names]
-            self._record_stats(computed, frames, diffs, full, time.perf_counter() - t0, moved[0][1] if moved else None)
+            self._record_stats(computed, diffs, full, time.perf_counter() - t0, moved[0][1] if moved else None)
             if self.dense_backend == "onnxruntime":
                 self._note_weight(computed, full)
             return outs
@@ -293,7 +293,7 @@ class InferenceSession:
                 for step in self._program:
                     step.journal = None
                 journal.restore()
-            self._record_stats(computed, frames, diffs, False, time.perf_counter() - t0)
+            self._record_stats(computed, diffs, False, time.perf_counter() - t0)
             return outs
 
     def run_variants(self, output_names, input_feed: dict, changed=None, workers: int = 1,
@@ -571,8 +571,10 @@ class InferenceSession:
         return c >= DELEGATE_ABOVE or heavy
 
     def _changed_fraction(self, diffs) -> float:
+        """Changed positions over all positions of the spatial inputs (every spatial input has
+        its diff on an incremental frame); 1.0 for a model without one."""
         total = sum(self._storage[name].npix for name in diffs)
-        return sum(nchanged for _, nchanged, _ in diffs.values()) / total if total else 0.0
+        return sum(nchanged for _, nchanged, _ in diffs.values()) / total if total else 1.0
 
     def _note_weight(self, computed, full) -> None:
         """After a frame reuserun computed: whether its change, this large, reached HEAVY_MACS
@@ -598,7 +600,7 @@ class InferenceSession:
         self._behind = True
         self._version += 1
         computed = [getattr(step, "npix", 1) for step in self._program]
-        self._record_stats(computed, frames, diffs, False, time.perf_counter() - t0, backend="onnxruntime")
+        self._record_stats(computed, diffs, False, time.perf_counter() - t0, backend="onnxruntime")
         return [np.asarray(o, np.float32) for o in outs]
 
     def _catch_up(self) -> None:
@@ -664,15 +666,10 @@ class InferenceSession:
             return self._mirrors[name][1].copy()
         return np.array(self._storage[name].logical(), dtype=np.float32, copy=True, order="C")
 
-    def _record_stats(self, computed, frames, diffs, full, elapsed, shift=None, backend="reuserun") -> None:
+    def _record_stats(self, computed, diffs, full, elapsed, shift=None, backend="reuserun") -> None:
         """Keep what the stats need; the dict is built only when someone reads it."""
-        total = changed = 0
-        for name in frames:
-            st = self._storage[name]
-            if st.kind == "spatial":
-                total += st.npix
-                changed += st.npix if full else diffs[name][1]
-        self._last = (computed, changed / total if total else 1.0, full, elapsed, shift, backend)
+        changed = 1.0 if full else self._changed_fraction(diffs)
+        self._last = (computed, changed, full, elapsed, shift, backend)
         self._stats = None
 
     def _macs(self, computed) -> int:
