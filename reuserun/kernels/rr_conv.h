@@ -60,18 +60,20 @@ static inline const float *rr_conv_row(const rr_conv_t *c, int oy, int ox, int k
         if ((R) > 1) { RR_ROW_FMA(1) } \
         if ((R) > 2) { RR_ROW_FMA(2) } \
         if ((R) > 3) { RR_ROW_FMA(3) } \
-        if ((R) > 4) { RR_ROW_FMA(4) RR_ROW_FMA(5) } \
+        if ((R) > 4) { RR_ROW_FMA(4) } \
+        if ((R) > 5) { RR_ROW_FMA(5) } \
     }
 
-/* The inner product step of a tile of m pixels: a short tile (the last of a call, or the only
- * one of a small change) skips the rows it would only repeat. Each row's own FMA sequence is the
- * same either way, so results do not change. */
+/* The inner product step of a tile of m pixels: a short tile (calls share their pixels evenly
+ * between tiles of up to 6) skips the rows it would only repeat. Each row's own FMA sequence is
+ * the same either way, so results do not change. */
 #define RR_KLOOP(len) \
     switch (m) { \
     case 1: RR_KLOOP_R(len, 1) break; \
     case 2: RR_KLOOP_R(len, 2) break; \
     case 3: RR_KLOOP_R(len, 3) break; \
     case 4: RR_KLOOP_R(len, 4) break; \
+    case 5: RR_KLOOP_R(len, 5) break; \
     default: RR_KLOOP_R(len, 6) break; \
     }
 
