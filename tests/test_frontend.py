@@ -251,6 +251,28 @@ def test_pool_1d_and_global():
         assert g.tensors["y"].shape == (1, 3, 1, 1)
 
 
+@pytest.mark.parametrize("op", ["ReduceMean", "ReduceMax"])
+@pytest.mark.parametrize("keepdims", [0, 1])
+@pytest.mark.parametrize("x_shape,axes", [(X4, [2, 3]), (X4, [-1, -2]), ([1, 3, 11], [2])])
+@pytest.mark.parametrize("opset", [17, 18])
+def test_spatial_reduce_is_a_global_pool(op, keepdims, x_shape, axes, opset):
+    a = np.array(axes, I64)
+    m = (one_op_model(op, x_shape, keepdims=keepdims, axes=axes) if opset < 18 else
+         one_op_model(op, x_shape, ["a"], {"a": a}, opset=18, keepdims=keepdims))
+    g = check(m)
+    assert ops_of(g)[0] == {"ReduceMean": "global_avgpool", "ReduceMax": "global_maxpool"}[op]
+
+
+def test_other_reductions_are_unsupported():
+    cases = [one_op_model("ReduceMean", X4, axes=[1]),
+             one_op_model("ReduceMean", X4, axes=[1, 2, 3]),
+             one_op_model("ReduceMax", X4),
+             one_op_model("ReduceMean", [2, 6], axes=[1])]
+    for m in cases:
+        with pytest.raises(ir.UnsupportedOpsError, match="Reduce"):
+            load_model(m)
+
+
 # ---- resize ---------------------------------------------------------------------------------
 
 def _f(*v):

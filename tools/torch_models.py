@@ -149,6 +149,53 @@ class MobileNetV3Blocks(nn.Module):
         return self.head(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
 
 
+# --- EfficientNet (timm's style: means, not adaptive pooling) -------------------------------
+
+class MeanSqueezeExcite(nn.Module):
+    """Squeeze-excite as timm writes it: x.mean((2, 3), keepdim=True), exported as ReduceMean."""
+
+    def __init__(self, c: int, mid: int):
+        super().__init__()
+        self.reduce, self.expand = nn.Conv2d(c, mid, 1), nn.Conv2d(mid, c, 1)
+
+    def forward(self, x):
+        s = x.mean((2, 3), keepdim=True)
+        return x * torch.sigmoid(self.expand(F.silu(self.reduce(s))))
+
+
+class MBConv(nn.Module):
+    def __init__(self, cin: int, cout: int, expand: int, k: int, stride: int):
+        super().__init__()
+        mid = cin * expand
+        layers = [conv_bn(cin, mid, 1, act=nn.SiLU())] if expand != 1 else []
+        layers += [conv_bn(mid, mid, k, stride, groups=mid, act=nn.SiLU()),
+                   MeanSqueezeExcite(mid, max(4, cin // 4)), conv_bn(mid, cout, 1)]
+        self.body = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        return x + self.body(x) if self.residual else self.body(x)
+
+
+class EfficientNetBlocks(nn.Module):
+    """EfficientNet-B0's pattern, narrowed: SiLU MBConv blocks with squeeze-excite, a 1x1 head
+    and a spatial mean (ReduceMean without keepdims) before the classifier."""
+    # in, out, expansion, kernel, stride
+    SETTINGS = [(16, 16, 1, 3, 1), (16, 24, 4, 3, 2), (24, 24, 4, 3, 1), (24, 40, 4, 5, 2),
+                (40, 48, 4, 3, 2)]
+
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        layers = [conv_bn(3, 16, 3, 2, act=nn.SiLU())]
+        layers += [MBConv(*s) for s in self.SETTINGS]
+        layers.append(conv_bn(48, 96, 1, act=nn.SiLU()))
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(96, classes)
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean((2, 3)))
+
+
 # --- U-Net ----------------------------------------------------------------------------------
 
 def double_conv(cin: int, cout: int) -> nn.Sequential:
@@ -349,6 +396,7 @@ TORCH_MODELS = {
     "resnet": (ResNetBlocks, (1, 3, 96, 96)),
     "mobilenetv2": (MobileNetV2Blocks, (1, 3, 96, 96)),
     "mobilenetv3": (MobileNetV3Blocks, (1, 3, 96, 96)),
+    "efficientnet": (EfficientNetBlocks, (1, 3, 96, 96)),
     "unet": (UNetSmall, (1, 3, 64, 64)),
     "yolov5": (YoloV5Small, (1, 3, 128, 128)),
     "dbnet": (DBNetHead, (1, 3, 128, 128)),
@@ -381,7 +429,7 @@ def build(name: str, seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
                 m.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
                 m.running_var.copy_(torch.empty(n).uniform_(0.8, 1.25, generator=gen))
         for m in model.modules():  # keep residual sums from growing with depth
-            if isinstance(m, (BasicBlock, InvertedResidual, Bneck)):
+            if isinstance(m, (BasicBlock, InvertedResidual, Bneck, MBConv)):
                 m.body[-1][1].weight.mul_(0.5)
             elif isinstance(m, Bottleneck):
                 m.cv2[1].weight.mul_(0.5)

@@ -294,6 +294,28 @@ def _global_pool(op: str):
     return convert
 
 
+def _spatial_reduce(op: str):
+    """ReduceMean / ReduceMax over exactly the spatial axes (PyTorch's x.mean((2, 3)), as in
+    squeeze-excite blocks) is a global pool; keepdims=0 reshapes its (N, C, 1[, 1]) away."""
+    def convert(node, ctx: Ctx):
+        rank = len(ctx.shape(0))
+        axes = ctx.attr("axes") if ctx.opset < 18 else ctx.const(1)
+        if ctx.opset >= 18 and ctx.has(1) and axes is None:
+            raise Unsupported("axes (input 1) must be a constant")
+        if axes is None or len(_ints(axes)) == 0:
+            raise Unsupported("a reduction with no axes given (only the spatial axes, a global pool, run)")
+        axes = sorted(_axis(a, rank, ctx) for a in _ints(axes))
+        if rank not in (3, 4) or axes != list(range(2, rank)):
+            raise Unsupported(f"a reduction over axes {axes} of a rank-{rank} tensor (only the "
+                              f"spatial axes of a 1-D or 2-D tensor, a global pool, run)")
+        if ctx.attr("keepdims", 1):
+            return [ctx.make(op, [node.input[0]], [node.output[0]])]
+        pooled = ctx.tmp("pooled", ctx.shape(0)[:2] + (1,) * (rank - 2))
+        return [ctx.make(op, [node.input[0]], [pooled]),
+                ctx.make("reshape", [pooled], [node.output[0]], shape=tuple(ctx.out_shape(0)))]
+    return convert
+
+
 # ---- activations ----------------------------------------------------------------------------
 
 def _act(ctx: Ctx, kind: str, alpha: float = 0.0, beta: float = 0.0, **extra):
@@ -651,6 +673,8 @@ CONVERTERS = {
     "AveragePool": average_pool,
     "GlobalAveragePool": _global_pool("global_avgpool"),
     "GlobalMaxPool": _global_pool("global_maxpool"),
+    "ReduceMean": _spatial_reduce("global_avgpool"),
+    "ReduceMax": _spatial_reduce("global_maxpool"),
     "BatchNormalization": batch_norm,
     "Relu": relu,
     "LeakyRelu": leaky_relu,
