@@ -271,6 +271,8 @@ def test_other_reductions_are_unsupported():
     for m in cases:
         with pytest.raises(ir.UnsupportedOpsError, match="Reduce"):
             load_model(m)
+    # no axes with noop_with_empty_axes (opset 18) reduces nothing
+    assert ops_of(check(one_op_model("ReduceMean", X4, opset=18, noop_with_empty_axes=1))) == ["identity"]
 
 
 # ---- resize ---------------------------------------------------------------------------------

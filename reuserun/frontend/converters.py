@@ -303,6 +303,8 @@ def _spatial_reduce(op: str):
         if ctx.opset >= 18 and ctx.has(1) and axes is None:
             raise Unsupported("axes (input 1) must be a constant")
         if axes is None or len(_ints(axes)) == 0:
+            if ctx.attr("noop_with_empty_axes", 0):
+                return identity(node, ctx)
             raise Unsupported("a reduction with no axes given (only the spatial axes, a global pool, run)")
         axes = sorted(_axis(a, rank, ctx) for a in _ints(axes))
         if rank not in (3, 4) or axes != list(range(2, rank)):
