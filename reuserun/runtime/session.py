@@ -37,6 +37,25 @@ HEAVY_MACS = 0.75
 DENSE_BACKENDS = ("reuserun", "onnxruntime")
 
 
+def _check_feed_names(feed: dict, expected) -> None:
+    unknown = sorted(set(feed) - expected)
+    if unknown:
+        raise InputError(f"unknown input name(s) {unknown}; the model's inputs are {sorted(expected)}")
+    missing = sorted(expected - set(feed))
+    if missing:
+        raise InputError(f"missing input {missing[0]!r}; the model's inputs are {sorted(expected)}")
+
+
+def _check_array(name: str, v, shape: tuple) -> None:
+    if not isinstance(v, np.ndarray):
+        raise InputError(f"input {name!r} must be a numpy array, not {type(v).__name__}")
+    if v.dtype != np.float32:
+        raise InputError(f"input {name!r}: expected tensor(float) (float32), got {v.dtype}")
+    if v.shape != shape:
+        raise InputError(f"input {name!r}: expected shape {shape}, got {v.shape}; a session "
+                         f"keeps one stream of one shape (make a new session for another)")
+
+
 def _union2(a, b):
     return (min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3]))
 
@@ -230,21 +249,19 @@ class InferenceSession:
         with self._lock:
             if self._program is None:
                 self._compile(self._shapes_from_feed(input_feed))
-            names = self._check_output_names(output_names)
+            names = self._output_names if output_names is None else self._check_output_names(output_names)
             t0 = time.perf_counter()
             frames, diffs = self._validate(input_feed)
-            if self._delegates(diffs):
+            if self.dense_backend == "onnxruntime" and self._delegates(diffs):
                 return self._run_delegated(names, frames, diffs, t0)
             full = self._fresh or self._behind or self.policy_name == "dense"
+            moved = None if full else self._moved  # (input, shift) when the frame is a shift
             self._version += 1
             try:
-                self._load_inputs(frames, diffs, full)
-                still = not full and not any(self._storage[n].changed for n in frames)
-                moved = [] if full else [(n, d[2]) for n, d in diffs.items() if d[2] is not None]
-                if still:
-                    computed = [0] * len(self._program)  # every cache is current
+                if not self._load_inputs(frames, diffs, full):
+                    computed = self._still  # every cache is current
                 elif moved:
-                    computed = self._propagate_shifted(*moved[0])
+                    computed = self._propagate_shifted(*moved)
                     self._update_mirrors(True)
                 else:
                     computed = self._propagate(full)
@@ -254,7 +271,7 @@ class InferenceSession:
                 raise
             self._fresh = self._behind = False
             outs = [self._output(n) for n in names]
-            self._record_stats(computed, diffs, full, time.perf_counter() - t0, moved[0][1] if moved else None)
+            self._record_stats(computed, diffs, full, time.perf_counter() - t0, moved[1] if moved else None)
             if self.dense_backend == "onnxruntime":
                 self._note_weight(computed, full)
             return outs
@@ -276,7 +293,7 @@ class InferenceSession:
         with self._lock:
             if self._program is None or self._fresh:
                 raise InputError("run_variant compares against a reference: run() the reference frame first")
-            names = self._check_output_names(output_names)
+            names = self._output_names if output_names is None else self._check_output_names(output_names)
             t0 = time.perf_counter()
             frames, diffs = self._validate(input_feed, incremental=True, declared=self._declared(changed))
             if self._behind:
@@ -422,6 +439,14 @@ class InferenceSession:
         self._declared_rows = {}  # run_variant: declared pixels and their values, checked
         self._fresh = True
         self._behind = False  # the last frame went to onnxruntime: the cache holds an older one
+        # what every frame's path reads, worked out once: the feed's names, each input's
+        # (name, shape, storage), whether shift reuse applies, a still frame's computed counts
+        self._output_names = list(self._graph.outputs)
+        self._feed_names = frozenset(a.name for a in self._input_args)
+        self._input_specs = [(a.name, tuple(input_shapes[a.name]), storage[a.name]) for a in self._input_args]
+        self._shift_ok = self._shifter.supported and self._shift_allowed(len(self._diff_masks))
+        self._still = [0] * len(steps)
+        self._moved = None  # _validate's scratch: (input, shift) of a frame found to be a shift
         self._heavy_from = None  # changed fraction of the last frame whose change reached HEAVY_MACS
 
     def _apply_thresholds(self) -> None:
@@ -446,8 +471,6 @@ class InferenceSession:
 
     # --- per frame ----------------------------------------------------------------------------
     def _check_output_names(self, output_names) -> list[str]:
-        if output_names is None:
-            return list(self._graph.outputs)
         unknown = [n for n in output_names if n not in self._graph.outputs]
         if unknown:
             raise InputError(f"unknown output name(s) {unknown}; the model's outputs are {self._graph.outputs}")
@@ -457,27 +480,18 @@ class InferenceSession:
         """Check every input before anything is touched; returns contiguous frames and, for
         spatial inputs on an incremental frame, their change masks (declared ones taken as
         given)."""
-        expected = {a.name for a in self._input_args}
-        unknown = sorted(set(feed) - expected)
-        if unknown:
-            raise InputError(f"unknown input name(s) {unknown}; the model's inputs are {sorted(expected)}")
+        if feed.keys() != self._feed_names:
+            _check_feed_names(feed, self._feed_names)
         frames, diffs = {}, {}
         self._declared_rows.clear()
+        self._moved = None
         full = not incremental and (self._fresh or self.policy_name == "dense")
-        for name in [a.name for a in self._input_args]:
-            if name not in feed:
-                raise InputError(f"missing input {name!r}; the model's inputs are {sorted(expected)}")
+        shift = not incremental and self._shift_ok
+        for name, shape, st in self._input_specs:
             v = feed[name]
-            if not isinstance(v, np.ndarray):
-                raise InputError(f"input {name!r} must be a numpy array, not {type(v).__name__}")
-            if v.dtype != np.float32:
-                raise InputError(f"input {name!r}: expected tensor(float) (float32), got {v.dtype}")
-            shape = tuple(self._input_shapes[name])
-            if v.shape != shape:
-                raise InputError(f"input {name!r}: expected shape {shape}, got {v.shape}; a session "
-                                 f"keeps one stream of one shape (make a new session for another)")
+            if type(v) is not np.ndarray or v.dtype != np.float32 or v.shape != shape:
+                _check_array(name, v, shape)  # an ndarray subclass passes; anything else raises
             v = np.ascontiguousarray(v)
-            st = self._storage[name]
             if st.kind == "spatial" and not full and declared and name in declared:
                 mask, bound = declared[name]  # written into this input's per-run mask
                 nchanged, box = (planner.scan_box(mask, st.W, *bound) if bound[0] < bound[1] and bound[2] < bound[3]
@@ -493,7 +507,7 @@ class InferenceSession:
                     self._plane_masks[name][...] = mask
             elif st.kind == "spatial" and not full:
                 mask, f2, ref = self._diff_masks[name], v.reshape(st.C, -1), self._ref_frames[name]
-                det = self._detectors[name] if not incremental and self._can_shift() else None
+                det = self._detectors[name] if shift else None
                 moved = None
                 # a steady stream: the last move, verified, without diffing the frame twice
                 last = det.verify_last(f2, ref, st.H, st.W, mask, self.threads) if det else None
@@ -509,6 +523,8 @@ class InferenceSession:
                     if found is not None:
                         moved, nchanged = found
                 diffs[name] = (mask, nchanged, moved)
+                if moved is not None:
+                    self._moved = (name, moved)
                 if name in self._plane_masks and nchanged and not bad:
                     region.diff_planes(v.reshape(st.C, -1), self._ref_frames[name], self.threshold,
                                        self._plane_masks[name], self.threads)
@@ -520,7 +536,10 @@ class InferenceSession:
             frames[name] = v
         return frames, diffs
 
-    def _load_inputs(self, frames, diffs, full) -> None:
+    def _load_inputs(self, frames, diffs, full) -> bool:
+        """Accept the frame into the inputs' caches and masks; returns whether anything changed
+        (always on a full frame)."""
+        changed = full
         for name, v in frames.items():
             st = self._storage[name]
             if st.kind == "plain":
@@ -555,6 +574,8 @@ class InferenceSession:
                 if name in self._plane_masks:
                     st.planes = self._plane_masks[name]
                     st.plane_boxes = [region.scan(pl, st.W, *st.box)[1] if st.box else None for pl in st.planes]
+            changed = changed or st.changed
+        return changed
 
     # --- dense_backend="onnxruntime" -------------------------------------------------------------
     def _delegates(self, diffs) -> bool:
@@ -579,8 +600,10 @@ class InferenceSession:
     def _note_weight(self, computed, full) -> None:
         """After a frame reuserun computed: whether its change, this large, reached HEAVY_MACS
         of the dense MACs (a dense frame says nothing about that, a still frame neither)."""
-        c = self._last[1]
-        if full or c == 0:
+        if full:
+            return
+        c = self._changed_fraction(self._last[1])
+        if c == 0:
             return
         self._heavy_from = c if self._macs(computed) >= HEAVY_MACS * self._dense_macs else None
 
@@ -650,9 +673,6 @@ class InferenceSession:
         return (self.shift and self.threshold == 0.0 and not self.layer_thresholds and not self._stacks
                 and self.policy_name != "dense" and spatial_inputs == 1)
 
-    def _can_shift(self) -> bool:
-        return self._shifter.supported and self._shift_allowed(len(self._diff_masks))
-
     def _update_mirrors(self, full: bool) -> None:
         """Channels-first copies of spatial outputs, updated where they changed."""
         for st, mirror in self._mirrors.values():
@@ -668,8 +688,7 @@ class InferenceSession:
 
     def _record_stats(self, computed, diffs, full, elapsed, shift=None, backend="reuserun") -> None:
         """Keep what the stats need; the dict is built only when someone reads it."""
-        changed = 1.0 if full else self._changed_fraction(diffs)
-        self._last = (computed, changed, full, elapsed, shift, backend)
+        self._last = (computed, diffs, full, elapsed, shift, backend)
         self._stats = None
 
     def _macs(self, computed) -> int:
@@ -680,7 +699,8 @@ class InferenceSession:
                    for step, n in zip(self._program, computed))
 
     def _build_stats(self) -> dict:
-        computed, changed_fraction, full, elapsed, shift, backend = self._last
+        computed, diffs, full, elapsed, shift, backend = self._last
+        changed_fraction = 1.0 if full else self._changed_fraction(diffs)
         macs = self._macs(computed)
         layers = [{"name": step.node.name, "op": step.node.op, "computed": n, "total": step.npix}
                   for step, n in zip(self._program, computed) if hasattr(step, "macs_per_pixel")]
