@@ -123,6 +123,58 @@ def test_conv_to_one_channel(cin, op, k, attrs):
         assert inc.run(None, {"x": x})[0].tobytes() == dense.run(None, {"x": x})[0].tobytes()
 
 
+@pytest.mark.parametrize("cin", [1, 4, 13])
+@pytest.mark.parametrize("cout", [1, 2, 4, 3])
+@pytest.mark.parametrize("strides,shape", [([2, 2], [21, 26]), ([2, 3], [9, 7]), ([3, 1], [5, 11]), ([2], [23])])
+@pytest.mark.parametrize("after", ["", "Sigmoid", "Concat"])
+def test_conv_transpose_kernel_equals_stride(cin, cout, strides, shape, after):
+    """Upsamplers whose kernel equals their stride with 1, 2 or 4 outputs have their own kernel
+    (a vector of whole pixels, gathered inputs; 3 outputs take the general one): against
+    onnxruntime, then random boxes incrementally against dense, exact and under a threshold,
+    with the output alone or as a channel slice of a concat."""
+    x_shape = [1, cin, *shape]
+    w = rand(cin, cout, *strides, seed=cin + cout)
+    nodes = [node("ConvTranspose", ["x", "w", "b"], ["t"], strides=strides)]
+    inits = [("w", w), ("b", rand(cout, seed=3))]
+    if after == "Sigmoid":
+        nodes.append(node("Sigmoid", ["t"], ["y"]))
+    elif after == "Concat":
+        nodes += [node("Resize", ["x", "", "s"], ["r"], mode="nearest"), node("Concat", ["t", "r"], ["y"], axis=1)]
+        inits.append(("s", np.array([1, 1, *strides], np.float32)))
+    else:
+        nodes[0].output[0] = "y"
+    model = make_model(nodes, [("x", x_shape)], ["y"], inits)
+    check(model)
+    rng = np.random.default_rng(cin * 7 + cout)
+    dense = reuserun.InferenceSession(model, policy="dense", threads=1)
+    sessions = [reuserun.InferenceSession(model, policy="auto", threads=t) for t in (1, 2)]
+    loose = reuserun.InferenceSession(model, policy="auto", threads=1, layer_thresholds={"default": 0.05})
+    x = rand(*x_shape, seed=2)
+    for i in range(6):
+        if i:
+            x = x.copy()
+            box = tuple(slice(a, a + int(rng.integers(1, 6))) for a in (int(rng.integers(0, n)) for n in shape))
+            x[(..., *box)] += 1.0
+        want = dense.run(None, {"x": x})[0]
+        for sess in sessions:
+            assert sess.run(None, {"x": x})[0].tobytes() == want.tobytes()
+        assert np.abs(loose.run(None, {"x": x})[0] - want).max() <= 0.05 + 1e-6
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_conv_transpose_kernel_equals_stride_large(threads):
+    """Large enough to split the pixel list between threads."""
+    model = one_op_model("ConvTranspose", [1, 16, 64, 64], ["w", "b"],
+                         {"w": rand(16, 4, 2, 2, seed=1), "b": rand(4, seed=2)}, strides=[2, 2])
+    check(model)
+    dense = reuserun.InferenceSession(model, policy="dense", threads=threads)
+    inc = reuserun.InferenceSession(model, policy="auto", threads=threads)
+    x = rand(1, 16, 64, 64, seed=3)
+    inc.run(None, {"x": x})
+    x[..., 5:60, 3:40] += 1.0
+    assert inc.run(None, {"x": x})[0].tobytes() == dense.run(None, {"x": x})[0].tobytes()
+
+
 @pytest.mark.parametrize("x_shape,w_shape,attrs", [
     ([1, 4, 5, 6], (4, 3, 3, 3), dict(strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 0])),
     ([1, 4, 5, 5], (4, 2, 3, 2), dict(group=2, dilations=[2, 1], strides=[1, 2])),

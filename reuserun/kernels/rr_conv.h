@@ -274,7 +274,6 @@ static inline void rr_conv_tile_narrow(const rr_conv_t *c, const int32_t *pix, i
 static inline void rr_conv1_pixels(const rr_conv_t *c, const int32_t *pix, int n, const int32_t *taps,
                                    int ntaps, uint8_t *mask, float thr) {
     const int cin = c->cin, cfull = cin & ~7, tail = cin - cfull, cpad = (cin + 7) & ~7;
-    const v8i tmask = vmask_n(tail);
     const v8f zero = vbroadcast(0.0f);
     const v8f bias = vbroadcast(c->bias[0]), slope = vbroadcast(c->slope ? c->slope[0] : 0.0f);
     /* the geometry in locals: read through c, the compiler reloads it (and divides) every tap */
@@ -327,7 +326,7 @@ static inline void rr_conv1_pixels(const rr_conv_t *c, const int32_t *pix, int n
             }
             if (tail) {
                 const v8f w = vload(wt + cfull);
-                for (int r = 0; r < 8; r++) acc[r] = vfma(vload_mask(rows[r] + cfull, tmask), w, acc[r]);
+                for (int r = 0; r < 8; r++) acc[r] = vfma(vload_n(rows[r] + cfull, tail), w, acc[r]);
             }
         }
         v8f v = vhsum8(acc) + bias;
@@ -336,6 +335,81 @@ static inline void rr_conv1_pixels(const rr_conv_t *c, const int32_t *pix, int n
         vstore(out, v);
         for (int r = 0; r < m; r++)
             if (rr_store_tracked(c->y + (size_t)p[r] * c->ldy, out + r, 1, thr) && mask) mask[p[r]] = 1;
+    }
+}
+
+/* Transposed convs whose kernel equals their stride (no padding, dilation or output padding:
+ * the 2x2 stride-2 upsamplers of U-Net and DBNet decoders) with 1, 2 or 4 output channels. Each
+ * output pixel reads one input pixel through one tap, so the general kernels spend their time
+ * finding rows for a few MACs. Here a vector holds 8 / cout consecutive output pixels of a row,
+ * cout channels each (pixel-major): every lane gathers its own pixel's input channel ci and
+ * adds input channels in order from zero, then bias and activation, so a value never depends on
+ * which pixels share its vector. Runs of consecutive pixels go eight lanes at a time; a short
+ * vector repeats its last pixel in the unused lanes and stores only its own. */
+typedef struct {
+    const float *x; int W, ldx, cin;    /* input view; x already offset to channel 0 */
+    float *y; int OW, ldy, cout;        /* output view, cout in {1, 2, 4} */
+    int sh, sw;                         /* = the kernel */
+    const int32_t *xoff;                /* [sw][8]: lane's input offset from pixel ox / sw, by ox % sw */
+    const float *wl;                    /* [sh][sw][cin][8]: lane weights by tap row, ox % sw, ci */
+    const float *bl, *sl;               /* [8]: lane bias, lane PRelu slope (or NULL) */
+    int act; float alpha, beta;
+} rr_shuffle_t;
+
+static inline v8f rr_gather(const float *base, const int32_t *idx) {
+#if defined(__AVX2__)
+    return _mm256_i32gather_ps(base, _mm256_loadu_si256((const __m256i *)idx), 4);
+#else
+    v8f v;
+    for (int l = 0; l < 8; l++) v[l] = base[idx[l]];
+    return v;
+#endif
+}
+
+/* Output pixels [ox0, ox0 + n) of row oy. */
+static inline void rr_shuffle_run(const rr_shuffle_t *c, int oy, int ox0, int n, uint8_t *mask, float thr) {
+    const int cout = c->cout, P = 8 / cout, cin = c->cin, sw = c->sw;
+    const int iy = oy / c->sh, ky = oy - iy * c->sh;
+    const float *xrow = c->x + (size_t)iy * c->W * c->ldx;
+    const v8f bias = vload(c->bl), slope = c->sl ? vload(c->sl) : vbroadcast(0.0f);
+    for (int i = 0; i < n; i += P) {
+        const int ox = ox0 + i, m = n - i < P ? n - i : P;
+        const int ix = ox / sw, ph = ox - ix * sw;
+        const float *xp = xrow + (size_t)ix * c->ldx;
+        const int32_t *idx = c->xoff + ph * 8;
+        int32_t part[8];
+        if (m < P) {  /* lanes past the run read the run's last pixel */
+            for (int l = 0; l < 8; l++) part[l] = idx[(l / cout < m ? l / cout : m - 1) * cout];
+            idx = part;
+        }
+        const float *wp = c->wl + (size_t)(ky * sw + ph) * cin * 8;
+        v8f acc = vbroadcast(0.0f);
+        for (int ci = 0; ci < cin; ci++) acc = vfma(rr_gather(xp + ci, idx), vload(wp + ci * 8), acc);
+        v8f v = acc + bias;
+        if (c->act != ACT_NONE) v = vact(c->act, v, c->alpha, c->beta, slope);
+        const size_t p0 = (size_t)oy * c->OW + ox;
+        if (m == P && c->ldy == cout) {  /* the pixels' channels lie contiguous: one store */
+            const int bits = rr_store8_lanes(c->y + p0 * cout, v, thr);
+            if (bits && mask)
+                for (int j = 0; j < P; j++)
+                    if ((bits >> (j * cout)) & ((1 << cout) - 1)) mask[p0 + j] = 1;
+            continue;
+        }
+        float out[8];
+        vstore(out, v);
+        for (int j = 0; j < m; j++)
+            if (rr_store_tracked(c->y + (p0 + j) * c->ldy, out + j * cout, cout, thr) && mask) mask[p0 + j] = 1;
+    }
+}
+
+/* Pixels pix[0..n) (any order): each run of consecutive pixels in one row in one call. */
+static inline void rr_shuffle_pixels(const rr_shuffle_t *c, const int32_t *pix, int n, uint8_t *mask, float thr) {
+    for (int i = 0; i < n;) {
+        const int p = pix[i], oy = p / c->OW, ox = p - oy * c->OW;
+        int k = 1;
+        while (i + k < n && pix[i + k] == p + k && ox + k < c->OW) k++;
+        rr_shuffle_run(c, oy, ox, k, mask, thr);
+        i += k;
     }
 }
 

@@ -34,22 +34,28 @@ static inline v8f vfma(v8f a, v8f b, v8f c) { return a * b + c; }
 static inline v8f vbroadcast(float x) { v8f v = {x, x, x, x, x, x, x, x}; return v; }
 
 typedef int32_t v8i __attribute__((vector_size(32)));
-static inline v8i vbroadcast_i(int x) { v8i v = {x, x, x, x, x, x, x, x}; return v; }
 
-/* Lanes [0, n) set, for vload_mask. */
-static inline v8i vmask_n(int n) {
-    const v8i lane = {0, 1, 2, 3, 4, 5, 6, 7};
-    return lane < vbroadcast_i(n);
-}
-
-/* p[lane] where m is set, 0 elsewhere, never touching memory outside the set lanes (a row's
- * tail: past it lies the next pixel or the buffer's end). */
+/* p[0..n) in lanes [0, n), 0 in the rest (0 < n < 8), never touching memory past p[n - 1] (a
+ * row's tail: past it lies the next pixel or the buffer's end). With AVX, narrow loads put
+ * together: vmaskmovps is microcoded and slow on AMD cores (about 12 ns a pixel in a 4->1 head). */
 #if defined(__AVX__)
-static inline v8f vload_mask(const float *p, v8i m) { return (v8f)_mm256_maskload_ps(p, (__m256i)m); }
+static inline __m128 rr_load4_n(const float *p, int n) {  /* 0 <= n <= 4 */
+    switch (n) {
+    case 0: return _mm_setzero_ps();
+    case 1: return _mm_load_ss(p);
+    case 2: return _mm_castpd_ps(_mm_load_sd((const double *)p));
+    case 3: return _mm_movelh_ps(_mm_castpd_ps(_mm_load_sd((const double *)p)), _mm_load_ss(p + 2));
+    default: return _mm_loadu_ps(p);
+    }
+}
+static inline v8f vload_n(const float *p, int n) {
+    if (n <= 4) return (v8f)_mm256_zextps128_ps256(rr_load4_n(p, n));
+    return (v8f)_mm256_set_m128(rr_load4_n(p + 4, n - 4), _mm_loadu_ps(p));
+}
 #else
-static inline v8f vload_mask(const float *p, v8i m) {
+static inline v8f vload_n(const float *p, int n) {
     v8f v = vbroadcast(0.0f);
-    for (int i = 0; i < 8; i++) if (m[i]) v[i] = p[i];
+    for (int i = 0; i < n; i++) v[i] = p[i];
     return v;
 }
 #endif
@@ -74,8 +80,10 @@ static inline v8f vhsum8(const v8f *a) {
 /* Whether any lane of a comparison result is true. */
 #if defined(__AVX__)
 static inline int vany(v8i m) { return _mm256_movemask_ps((__m256)m) != 0; }
+static inline int vlanes(v8i m) { return _mm256_movemask_ps((__m256)m); }
 #else
 static inline int vany(v8i m) { int hit = 0; for (int i = 0; i < 8; i++) hit |= m[i]; return hit != 0; }
+static inline int vlanes(v8i m) { int bits = 0; for (int i = 0; i < 8; i++) bits |= (m[i] != 0) << i; return bits; }
 #endif
 
 /* Lane-wise select: m lanes are all ones (true) or zeros, as vector comparisons give. */
@@ -171,9 +179,10 @@ static inline int rr_store_tracked(float *dst, const float *src, int n, float th
     return changed;
 }
 
-/* rr_store_tracked for 8 lanes. */
-static inline int rr_store8_tracked(float *dst, v8f v, float thr) {
-    if (thr < 0.0f) { vstore(dst, v); return 1; }
+/* rr_store_tracked for 8 lanes, saying which lanes changed: bit l for lane l (all of them when
+ * thr < 0). */
+static inline int rr_store8_lanes(float *dst, v8f v, float thr) {
+    if (thr < 0.0f) { vstore(dst, v); return 0xff; }
     v8f old = vload(dst);
     v8i changed;
     if (thr == 0.0f) {
@@ -184,9 +193,13 @@ static inline int rr_store8_tracked(float *dst, v8f v, float thr) {
         changed = ~(ad <= vbroadcast(thr));
         v = vsel(changed, v, old);
     }
-    const int hit = vany(changed);
-    if (hit) vstore(dst, v);
-    return hit;
+    const int bits = vlanes(changed);
+    if (bits) vstore(dst, v);
+    return bits;
+}
+
+static inline int rr_store8_tracked(float *dst, v8f v, float thr) {
+    return rr_store8_lanes(dst, v, thr) != 0;
 }
 
 static inline int rr_num_threads(int requested) {
