@@ -274,6 +274,7 @@ static inline void rr_conv_tile_narrow(const rr_conv_t *c, const int32_t *pix, i
 static inline void rr_conv1_pixels(const rr_conv_t *c, const int32_t *pix, int n, const int32_t *taps,
                                    int ntaps, uint8_t *mask, float thr) {
     const int cin = c->cin, cfull = cin & ~7, tail = cin - cfull, cpad = (cin + 7) & ~7;
+    const v8i tmask = vmask_n(tail);
     const v8f zero = vbroadcast(0.0f);
     const v8f bias = vbroadcast(c->bias[0]), slope = vbroadcast(c->slope ? c->slope[0] : 0.0f);
     /* the geometry in locals: read through c, the compiler reloads it (and divides) every tap */
@@ -326,7 +327,7 @@ static inline void rr_conv1_pixels(const rr_conv_t *c, const int32_t *pix, int n
             }
             if (tail) {
                 const v8f w = vload(wt + cfull);
-                for (int r = 0; r < 8; r++) acc[r] = vfma(vload_n(rows[r] + cfull, tail), w, acc[r]);
+                for (int r = 0; r < 8; r++) acc[r] = vfma(vload_mask(rows[r] + cfull, tmask), w, acc[r]);
             }
         }
         v8f v = vhsum8(acc) + bias;

@@ -34,28 +34,22 @@ static inline v8f vfma(v8f a, v8f b, v8f c) { return a * b + c; }
 static inline v8f vbroadcast(float x) { v8f v = {x, x, x, x, x, x, x, x}; return v; }
 
 typedef int32_t v8i __attribute__((vector_size(32)));
+static inline v8i vbroadcast_i(int x) { v8i v = {x, x, x, x, x, x, x, x}; return v; }
 
-/* p[0..n) in lanes [0, n), 0 in the rest (0 < n < 8), never touching memory past p[n - 1] (a
- * row's tail: past it lies the next pixel or the buffer's end). With AVX, narrow loads put
- * together: vmaskmovps is microcoded and slow on AMD cores (about 12 ns a pixel in a 4->1 head). */
+/* Lanes [0, n) set, for vload_mask. */
+static inline v8i vmask_n(int n) {
+    const v8i lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    return lane < vbroadcast_i(n);
+}
+
+/* p[lane] where m is set, 0 elsewhere, never touching memory outside the set lanes (a row's
+ * tail: past it lies the next pixel or the buffer's end). */
 #if defined(__AVX__)
-static inline __m128 rr_load4_n(const float *p, int n) {  /* 0 <= n <= 4 */
-    switch (n) {
-    case 0: return _mm_setzero_ps();
-    case 1: return _mm_load_ss(p);
-    case 2: return _mm_castpd_ps(_mm_load_sd((const double *)p));
-    case 3: return _mm_movelh_ps(_mm_castpd_ps(_mm_load_sd((const double *)p)), _mm_load_ss(p + 2));
-    default: return _mm_loadu_ps(p);
-    }
-}
-static inline v8f vload_n(const float *p, int n) {
-    if (n <= 4) return (v8f)_mm256_zextps128_ps256(rr_load4_n(p, n));
-    return (v8f)_mm256_set_m128(rr_load4_n(p + 4, n - 4), _mm_loadu_ps(p));
-}
+static inline v8f vload_mask(const float *p, v8i m) { return (v8f)_mm256_maskload_ps(p, (__m256i)m); }
 #else
-static inline v8f vload_n(const float *p, int n) {
+static inline v8f vload_mask(const float *p, v8i m) {
     v8f v = vbroadcast(0.0f);
-    for (int i = 0; i < n; i++) v[i] = p[i];
+    for (int i = 0; i < 8; i++) if (m[i]) v[i] = p[i];
     return v;
 }
 #endif
@@ -77,7 +71,7 @@ static inline v8f vhsum8(const v8f *a) {
 }
 #endif
 
-/* Whether any lane of a comparison result is true. */
+/* Whether any lane of a comparison result is true (vany), and which (vlanes: bit l for lane l). */
 #if defined(__AVX__)
 static inline int vany(v8i m) { return _mm256_movemask_ps((__m256)m) != 0; }
 static inline int vlanes(v8i m) { return _mm256_movemask_ps((__m256)m); }
