@@ -385,6 +385,14 @@ static inline void rr_shuffle_run(const rr_shuffle_t *c, int oy, int ox0, int n,
         }
         const float *wp = c->wl + (size_t)(ky * sw + ph) * cin * 8;
         v8f acc = vbroadcast(0.0f);
+#if defined(__AVX__)
+        if (cout == 4) {  /* two pixels: a broadcast per half beats a gather */
+            const float *x0 = xp + idx[0], *x1 = xp + idx[4];
+            for (int ci = 0; ci < cin; ci++)
+                acc = vfma((v8f)_mm256_set_m128(_mm_broadcast_ss(x1 + ci), _mm_broadcast_ss(x0 + ci)),
+                           vload(wp + ci * 8), acc);
+        } else
+#endif
         for (int ci = 0; ci < cin; ci++) acc = vfma(rr_gather(xp + ci, idx), vload(wp + ci * 8), acc);
         v8f v = acc + bias;
         if (c->act != ACT_NONE) v = vact(c->act, v, c->alpha, c->beta, slope);
