@@ -52,7 +52,6 @@ cdef extern from "rr_eltwise.h" nogil:
         int kh, kw, sh, sw, pt, pl, dh, dw
         int is_max, count_include_pad
         int ph_end, pw_end
-    void rr_pixel(int kind, const void *params, int p, uint8_t *mask, float thr)
     void rr_pixel_list(int kind, const void *params, const int32_t *pix, int i0, int i1, uint8_t *mask,
                        float thr)
     int rr_global_pool_block(const float *x, int npix, int ldx, int c0, int nc, int is_max,

@@ -144,15 +144,18 @@ typedef struct {
     float value;
 } rr_gather_t;
 
-static inline void rr_gather_pixel(const rr_gather_t *g, int p, uint8_t *mask, float thr) {
+/* Output pixel p at (oy, ox) (so is every per-pixel kernel below: a run of pixels steps along
+ * its row instead of dividing for each). */
+static inline void rr_gather_pixel(const rr_gather_t *g, int p, int oy, int ox, uint8_t *mask, float thr) {
     float tmp[RR_CHUNK];
-    int oy = p / g->OW, ox = p % g->OW, iy = g->ymap[oy], ix = g->xmap[ox], changed = 0;
-    const float *src = (iy >= 0 && ix >= 0) ? g->x + ((size_t)iy * g->W + ix) * g->ldx : NULL;
-    for (int c0 = 0; c0 < g->C; c0 += RR_CHUNK) {
-        int nc = g->C - c0 < RR_CHUNK ? g->C - c0 : RR_CHUNK;
-        if (src) memcpy(tmp, src + c0, (size_t)nc * sizeof(float));
-        else for (int j = 0; j < nc; j++) tmp[j] = g->value;
-        changed |= rr_store_tracked(g->y + (size_t)p * g->ldy + c0, tmp, nc, thr);
+    int iy = g->ymap[oy], ix = g->xmap[ox], changed = 0;
+    float *dst = g->y + (size_t)p * g->ldy;
+    if (iy >= 0 && ix >= 0) {  /* a copy: straight from the source row */
+        changed = rr_store_tracked(dst, g->x + ((size_t)iy * g->W + ix) * g->ldx, g->C, thr);
+    } else {
+        for (int j = 0; j < RR_CHUNK; j++) tmp[j] = g->value;
+        for (int c0 = 0; c0 < g->C; c0 += RR_CHUNK)
+            changed |= rr_store_tracked(dst + c0, tmp, g->C - c0 < RR_CHUNK ? g->C - c0 : RR_CHUNK, thr);
     }
     if (changed && mask) mask[p] = 1;
 }
@@ -165,9 +168,9 @@ typedef struct {
     const float *wy0, *wy1, *wx0, *wx1;
 } rr_linear_t;
 
-static inline void rr_linear_pixel(const rr_linear_t *r, int p, uint8_t *mask, float thr) {
+static inline void rr_linear_pixel(const rr_linear_t *r, int p, int oy, int ox, uint8_t *mask, float thr) {
     float tmp[RR_CHUNK];
-    int oy = p / r->OW, ox = p % r->OW, changed = 0;
+    int changed = 0;
     const float *a = r->x + ((size_t)r->y0[oy] * r->W + r->x0[ox]) * r->ldx;
     const float *b = r->x + ((size_t)r->y0[oy] * r->W + r->x1[ox]) * r->ldx;
     const float *c = r->x + ((size_t)r->y1[oy] * r->W + r->x0[ox]) * r->ldx;
@@ -208,9 +211,9 @@ typedef struct {
     int ph_end, pw_end;        /* padded extent for count_include_pad: H + pt + pb, W + pl + pr */
 } rr_pool_t;
 
-static inline void rr_pool_pixel(const rr_pool_t *q, int p, uint8_t *mask, float thr) {
+static inline void rr_pool_pixel(const rr_pool_t *q, int p, int oy, int ox, uint8_t *mask, float thr) {
     float tmp[RR_CHUNK];
-    int oy = p / q->OW, ox = p % q->OW, changed = 0;
+    int changed = 0;
     for (int c0 = 0; c0 < q->C; c0 += RR_CHUNK) {
         int nc = q->C - c0 < RR_CHUNK ? q->C - c0 : RR_CHUNK;
         int count = 0;
@@ -299,19 +302,37 @@ static inline int rr_global_pool_quad(const float *x, int npix, int ldx, int c0,
 /* One entry point so a single parallel loop serves every per-pixel kernel. */
 enum { RR_K_EW = 0, RR_K_GATHER, RR_K_LINEAR, RR_K_POOL };
 
-static inline void rr_pixel(int kind, const void *params, int p, uint8_t *mask, float thr) {
+static inline void rr_pixel(int kind, const void *params, int p, int oy, int ox, uint8_t *mask, float thr) {
     switch (kind) {
     case RR_K_EW: rr_ew_pixel((const rr_ew_t *)params, p, mask, thr); break;
-    case RR_K_GATHER: rr_gather_pixel((const rr_gather_t *)params, p, mask, thr); break;
-    case RR_K_LINEAR: rr_linear_pixel((const rr_linear_t *)params, p, mask, thr); break;
-    default: rr_pool_pixel((const rr_pool_t *)params, p, mask, thr); break;
+    case RR_K_GATHER: rr_gather_pixel((const rr_gather_t *)params, p, oy, ox, mask, thr); break;
+    case RR_K_LINEAR: rr_linear_pixel((const rr_linear_t *)params, p, oy, ox, mask, thr); break;
+    default: rr_pool_pixel((const rr_pool_t *)params, p, oy, ox, mask, thr); break;
     }
 }
 
-/* rr_pixel over the consecutive pixels [p0, p0 + n). */
+/* The width of a kernel's output grid (elementwise kernels use no coordinates). */
+static inline int rr_pixel_width(int kind, const void *params) {
+    switch (kind) {
+    case RR_K_GATHER: return ((const rr_gather_t *)params)->OW;
+    case RR_K_LINEAR: return ((const rr_linear_t *)params)->OW;
+    case RR_K_POOL: return ((const rr_pool_t *)params)->OW;
+    default: return 1 << 30;
+    }
+}
+
+/* rr_pixel over the consecutive pixels [p0, p0 + n), stepping along rows. */
 static inline void rr_pixel_span(int kind, const void *params, int p0, int n, uint8_t *mask, float thr) {
     if (kind == RR_K_EW && rr_ew_span((const rr_ew_t *)params, p0, n, mask, thr)) return;
-    for (int p = p0; p < p0 + n; p++) rr_pixel(kind, params, p, mask, thr);
+    const int OW = rr_pixel_width(kind, params);
+    int oy = p0 / OW, ox = p0 - oy * OW;
+    for (int p = p0; p < p0 + n; p++) {
+        rr_pixel(kind, params, p, oy, ox, mask, thr);
+        if (++ox == OW) {
+            ox = 0;
+            oy++;
+        }
+    }
 }
 
 /* rr_pixel over pix[i0:i1], a run of consecutive pixels at a time. */
