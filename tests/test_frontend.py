@@ -205,6 +205,8 @@ X4 = [1, 3, 5, 6]
     ("HardSwish", 14, {}),
     ("Tanh", 17, {}),
     ("Elu", 17, dict(alpha=0.5)),
+    ("Softplus", 17, {}),
+    ("Mish", 18, {}),
     ("Clip", 6, dict(min=-0.5, max=0.7)),
     ("Clip", 6, dict(max=0.3)),
     ("Identity", 17, {}),
@@ -249,6 +251,35 @@ def test_binary_wide(op, other):
     else:
         z = [1, 1, 5, 7] if other == "plane" else x
         check(make_model([node(op, ["x", "z"], ["y"])], [("x", x), ("z", z)], ["y"]))
+
+
+@pytest.mark.parametrize("form", ["Softplus", "Mish", "Softplus-Tanh-Mul"])
+def test_softplus_and_mish(form):
+    """YOLOv4's Mish as one op (opset 18) or as the pattern exporters wrote before it, which is
+    fused into one activation and then into the conv before it; inputs reach far into both
+    tails (about +-60) against onnxruntime."""
+    from reuserun.runtime.fuse import fuse
+    nodes = [node("Conv", ["x", "w"], ["c"])]
+    if form == "Softplus-Tanh-Mul":
+        nodes += [node("Softplus", ["c"], ["s"]), node("Tanh", ["s"], ["t"]), node("Mul", ["t", "c"], ["y"])]
+    else:
+        nodes.append(node(form, ["c"], ["y"]))
+    model = make_model(nodes, [("x", X4)], ["y"], [("w", rand(4, 3, 1, 1, seed=5, scale=12.0))], opset=18)
+    check(model)
+    fused = fuse(load_model(model)).nodes
+    assert [n.op for n in fused] == ["conv"]
+    assert fused[0].attrs["act"]["kind"] == {"Softplus": "softplus"}.get(form, "mish")
+
+
+def test_softplus_and_mish_keep_their_tails():
+    """Relative precision where the values are tiny (softplus(-80) is 2e-35) and where they
+    approach x, against float64."""
+    x = np.linspace(-80, 80, 4001, dtype=np.float32).reshape(1, 1, 1, -1)
+    sp = np.logaddexp(0, x.astype(np.float64))
+    for op, want in (("Softplus", sp), ("Mish", x * np.tanh(sp))):
+        model = make_model([node(op, ["x"], ["y"])], [("x", list(x.shape))], ["y"], opset=18)
+        got = reuserun.InferenceSession(model, policy="dense").run(None, {"x": x})[0]
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-37, err_msg=op)
 
 
 def test_silu_numpy_op():

@@ -39,8 +39,8 @@ def check_model(model, shape, scenario="objects", frames=4, tol=1e-4):
     return fractions
 
 
-@pytest.mark.parametrize("name", ["resnet", "mobilenetv2", "mobilenetv3", "efficientnet", "unet", "yolov5", "dbnet",
-                                  "hrnet"])
+@pytest.mark.parametrize("name", ["resnet", "mobilenetv2", "mobilenetv3", "efficientnet", "unet", "yolov5", "yolov4",
+                                  "dbnet", "hrnet"])
 def test_torch_export(name):
     torch_models = pytest.importorskip("torch_models")
     module, shape = torch_models.build(name)

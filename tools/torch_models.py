@@ -326,6 +326,55 @@ class YoloV5Small(nn.Module):
         return self.detect([p3, n4, n5])
 
 
+# --- YOLOv4 (Mish, CSP stages, SPP) -------------------------------------------------------
+
+def cbm(cin: int, cout: int, k: int = 1, s: int = 1) -> nn.Sequential:
+    return conv_bn(cin, cout, k, s, act=nn.Mish())
+
+
+class CSPStage(nn.Module):
+    """CSPDarknet's stage: a strided conv, then two halves, one through residual blocks."""
+
+    def __init__(self, cin: int, cout: int, n: int = 1):
+        super().__init__()
+        h = cout // 2
+        self.down = cbm(cin, cout, 3, 2)
+        self.a, self.b = cbm(cout, h), cbm(cout, h)
+        self.blocks = nn.ModuleList(nn.Sequential(cbm(h, h), cbm(h, h, 3)) for _ in range(n))
+        self.out = cbm(2 * h, cout)
+
+    def forward(self, x):
+        x = self.down(x)
+        y = self.b(x)
+        for block in self.blocks:
+            y = y + block(y)
+        return self.out(torch.cat([self.a(x), y], 1))
+
+
+class YoloV4Small(nn.Module):
+    """YOLOv4 at small width: Mish (exported at opset 17 as Softplus, Tanh, Mul), CSP stages,
+    SPP with 5/9/13 max pools, an upsampling neck (LeakyReLU) and heads at /8 and /16."""
+
+    def __init__(self, w: int = 8, classes: int = 4):
+        super().__init__()
+        self.stem = cbm(3, w, 3)
+        self.s1, self.s2, self.s3 = CSPStage(w, 2 * w), CSPStage(2 * w, 4 * w), CSPStage(4 * w, 8 * w, 2)
+        self.s4 = CSPStage(8 * w, 16 * w)
+        self.pools = nn.ModuleList(nn.MaxPool2d(k, 1, k // 2) for k in (5, 9, 13))
+        self.spp = conv_bn(64 * w, 8 * w, act=nn.LeakyReLU(0.1))
+        self.lat = conv_bn(8 * w, 4 * w, act=nn.LeakyReLU(0.1))
+        self.fuse = conv_bn(12 * w, 8 * w, 3, act=nn.LeakyReLU(0.1))
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.detect = Detect((8 * w, 8 * w), classes)
+
+    def forward(self, x):
+        c3 = self.s3(self.s2(self.s1(self.stem(x))))
+        c4 = self.s4(c3)
+        p4 = self.spp(torch.cat([c4] + [pool(c4) for pool in self.pools], 1))
+        p3 = self.fuse(torch.cat([self.up(self.lat(p4)), c3], 1))
+        return self.detect([p3, p4])
+
+
 # --- DBNet head and HRNet block -------------------------------------------------------------
 
 class DBNetHead(nn.Module):
@@ -399,6 +448,7 @@ TORCH_MODELS = {
     "efficientnet": (EfficientNetBlocks, (1, 3, 96, 96)),
     "unet": (UNetSmall, (1, 3, 64, 64)),
     "yolov5": (YoloV5Small, (1, 3, 128, 128)),
+    "yolov4": (YoloV4Small, (1, 3, 128, 128)),
     "dbnet": (DBNetHead, (1, 3, 128, 128)),
     "hrnet": (HRNetBlock, (1, 3, 64, 64)),
 }

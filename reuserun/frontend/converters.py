@@ -378,6 +378,14 @@ def elu(node, ctx):
     return _act(ctx, "elu", ctx.attr("alpha", 1.0))
 
 
+def softplus(node, ctx):
+    return _act(ctx, "softplus")
+
+
+def mish(node, ctx):
+    return _act(ctx, "mish")
+
+
 def _binary(kind: str):
     def convert(node, ctx: Ctx):
         if "axis" in ctx.attrs:  # opset < 7 broadcast with an explicit axis
@@ -687,6 +695,8 @@ CONVERTERS = {
     "HardSwish": hard_swish,
     "Tanh": tanh,
     "Elu": elu,
+    "Softplus": softplus,
+    "Mish": mish,
     "Add": _binary("add"),
     "Sub": _binary("sub"),
     "Mul": _binary("mul"),

@@ -107,10 +107,42 @@ static inline v8f vexp(v8f x) {
     return y * (v8f)e;
 }
 
+/* log on 8 lanes of positive finite values (Cephes' single-precision scheme, ~1 ulp). */
+static inline v8f vlog(v8f x) {
+    v8i bits = (v8i)x;
+    v8f e = __builtin_convertvector(((bits >> 23) & 0xff) - 126, v8f);
+    v8f m = (v8f)((bits & 0x007fffff) | 0x3f000000);  /* mantissa in [0.5, 1) */
+    const v8i small = m < vbroadcast(0.707106781186547524f);
+    e = vsel(small, e - vbroadcast(1.0f), e);
+    m = vsel(small, m + m, m) - vbroadcast(1.0f);
+    const v8f z = m * m;
+    v8f y = vbroadcast(7.0376836292e-2f);
+    y = y * m + vbroadcast(-1.1514610310e-1f);
+    y = y * m + vbroadcast(1.1676998740e-1f);
+    y = y * m + vbroadcast(-1.2420140846e-1f);
+    y = y * m + vbroadcast(1.4249322787e-1f);
+    y = y * m + vbroadcast(-1.6668057665e-1f);
+    y = y * m + vbroadcast(2.0000714765e-1f);
+    y = y * m + vbroadcast(-2.4999993993e-1f);
+    y = y * m + vbroadcast(3.3333331174e-1f);
+    y = y * m * z;
+    y = y + e * vbroadcast(-2.12194440e-4f) - z * vbroadcast(0.5f);
+    return m + y + e * vbroadcast(0.693359375f);
+}
+
+/* log(1 + exp(x)) without overflow: max(x, 0) + log1p(exp(-|x|)), log1p by Kahan's trick
+ * (log(u) t / (u - 1) with u = 1 + t rounded; t where u rounds to 1), so the far negative tail
+ * keeps its relative precision. */
+static inline v8f vsoftplus(v8f x) {
+    const v8f zero = vbroadcast(0.0f), one = vbroadcast(1.0f);
+    const v8f t = vexp(zero - vmax(x, zero - x)), u = one + t, d = u - one;
+    return vmax(x, zero) + vsel(d == zero, t, vlog(u) * (t / vsel(d == zero, one, d)));
+}
+
 /* Activation codes; the order matches ACT_CODES in reuserun/runtime/fuse.py. */
 enum {
     ACT_NONE = 0, ACT_RELU, ACT_LEAKY_RELU, ACT_CLIP, ACT_SIGMOID, ACT_HARD_SIGMOID,
-    ACT_HARD_SWISH, ACT_TANH, ACT_ELU, ACT_SILU, ACT_PRELU
+    ACT_HARD_SWISH, ACT_TANH, ACT_ELU, ACT_SILU, ACT_PRELU, ACT_SOFTPLUS, ACT_MISH
 };
 
 /* Eight elements through an activation; `slope` is PRelu's per-channel slope (8 lanes). */
@@ -127,6 +159,11 @@ static inline v8f vact(int act, v8f v, float alpha, float beta, v8f slope) {
     case ACT_TANH: return vbroadcast(2.0f) / (one + vexp(v * vbroadcast(-2.0f))) - one;
     case ACT_ELU: return vsel(v >= zero, v, vbroadcast(alpha) * (vexp(v) - one));
     case ACT_SILU: return v / (one + vexp(zero - v));
+    case ACT_SOFTPLUS: return vsoftplus(v);
+    case ACT_MISH: {  /* x tanh(softplus(x)) = x n (n + 2) / (n (n + 2) + 2), n = exp(x) */
+        const v8f n = vexp(vmin(v, vbroadcast(20.0f))), q = n * (n + vbroadcast(2.0f));
+        return v * q / (q + vbroadcast(2.0f));
+    }
     default: return v;
     }
 }

@@ -10,7 +10,7 @@ import copy
 from reuserun import ir
 
 ACT_CODES = {"relu": 1, "leaky_relu": 2, "clip": 3, "sigmoid": 4, "hard_sigmoid": 5,
-             "hard_swish": 6, "tanh": 7, "elu": 8, "silu": 9, "prelu": 10}
+             "hard_swish": 6, "tanh": 7, "elu": 8, "silu": 9, "prelu": 10, "softplus": 11, "mish": 12}
 
 
 def _single_consumer(graph, name, consumers):
@@ -44,6 +44,28 @@ def fuse_silu(graph: ir.Graph) -> None:
     graph.nodes = [n for n in graph.nodes if id(n) not in drop]
 
 
+def fuse_mish(graph: ir.Graph) -> None:
+    """y = x * tanh(softplus(x)) becomes one 'mish' activation (how exporters before opset 18
+    write YOLOv4's Mish)."""
+    consumers = _consumers(graph)
+    drop = set()
+    for sp in graph.nodes:
+        if sp.op != "act" or sp.attrs.get("kind") != "softplus":
+            continue
+        th = _single_consumer(graph, sp.outputs[0], consumers)
+        if th is None or th.op != "act" or th.attrs.get("kind") != "tanh":
+            continue
+        mul = _single_consumer(graph, th.outputs[0], consumers)
+        x = sp.inputs[0]
+        if mul is None or mul.op != "binary" or mul.attrs.get("kind") != "mul":
+            continue
+        if sorted(mul.inputs) != sorted([x, th.outputs[0]]):
+            continue
+        mul.op, mul.inputs, mul.attrs = "act", [x], {"kind": "mish", "alpha": 0.0, "beta": 0.0}
+        drop.update((id(sp), id(th)))
+    graph.nodes = [n for n in graph.nodes if id(n) not in drop]
+
+
 def fuse_act_epilogues(graph: ir.Graph) -> None:
     """conv -> activation becomes a conv with an activation epilogue; so does a residual add
     (binary) -> activation, the ResNet pattern."""
@@ -69,6 +91,7 @@ def fuse(graph: ir.Graph) -> ir.Graph:
     graph = copy.copy(graph)
     graph.nodes = [copy.copy(n) for n in graph.nodes]
     fuse_silu(graph)
+    fuse_mish(graph)
     fuse_act_epilogues(graph)
     return graph
 

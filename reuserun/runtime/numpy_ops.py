@@ -149,6 +149,10 @@ def _sigmoid(x):
         return F32(1) / (F32(1) + np.exp(-x))
 
 
+def _softplus(x):
+    return np.maximum(x, F32(0)) + np.log1p(np.exp(-np.abs(x)))
+
+
 def act(node: ir.Node, inputs):
     x = inputs[0].astype(F32, copy=False)
     a = node.attrs
@@ -173,6 +177,10 @@ def act(node: ir.Node, inputs):
         y = np.where(x > 0, x, alpha * np.expm1(np.minimum(x, F32(0))))
     elif kind == "silu":
         y = x * _sigmoid(x)
+    elif kind == "softplus":
+        y = _softplus(x)
+    elif kind == "mish":
+        y = x * np.tanh(_softplus(x))
     else:
         raise ValueError(f"node {node.name}: unknown act kind {kind!r}")
     return [_out(y)]
