@@ -253,22 +253,35 @@ def test_binary_wide(op, other):
         check(make_model([node(op, ["x", "z"], ["y"])], [("x", x), ("z", z)], ["y"]))
 
 
-@pytest.mark.parametrize("form", ["Softplus", "Mish", "Softplus-Tanh-Mul"])
-def test_softplus_and_mish(form):
-    """YOLOv4's Mish as one op (opset 18) or as the pattern exporters wrote before it, which is
-    fused into one activation and then into the conv before it; inputs reach far into both
-    tails (about +-60) against onnxruntime."""
+@pytest.mark.parametrize("form,kind", [("Softplus", "softplus"), ("Mish", "mish"),
+                                       ("Softplus-Tanh-Mul", "mish"), ("Sigmoid-Mul", "silu")])
+def test_softplus_mish_and_gated_patterns(form, kind):
+    """YOLOv4's Mish as one op (opset 18) or as the pattern exporters wrote before it, and
+    YOLOv5's SiLU as Sigmoid-Mul: each is fused into one activation and then into the conv
+    before it; inputs reach far into both tails (about +-60) against onnxruntime."""
     from reuserun.runtime.fuse import fuse
     nodes = [node("Conv", ["x", "w"], ["c"])]
     if form == "Softplus-Tanh-Mul":
         nodes += [node("Softplus", ["c"], ["s"]), node("Tanh", ["s"], ["t"]), node("Mul", ["t", "c"], ["y"])]
+    elif form == "Sigmoid-Mul":
+        nodes += [node("Sigmoid", ["c"], ["s"]), node("Mul", ["c", "s"], ["y"])]
     else:
         nodes.append(node(form, ["c"], ["y"]))
     model = make_model(nodes, [("x", X4)], ["y"], [("w", rand(4, 3, 1, 1, seed=5, scale=12.0))], opset=18)
     check(model)
     fused = fuse(load_model(model)).nodes
     assert [n.op for n in fused] == ["conv"]
-    assert fused[0].attrs["act"]["kind"] == {"Softplus": "softplus"}.get(form, "mish")
+    assert fused[0].attrs["act"]["kind"] == kind
+
+
+def test_gated_pattern_left_alone_when_its_inner_value_is_used():
+    """The tanh output also feeds a graph output: the chain stays as it is, still correct."""
+    from reuserun.runtime.fuse import fuse
+    nodes = [node("Softplus", ["x"], ["s"]), node("Tanh", ["s"], ["t"]), node("Mul", ["x", "t"], ["y"])]
+    model = make_model(nodes, [("x", X4)], ["y", "t"], opset=17)
+    check(model)
+    assert [n.attrs["kind"] if n.op == "act" else n.op for n in fuse(load_model(model)).nodes] == \
+        ["softplus", "tanh", "binary"]
 
 
 def test_softplus_and_mish_keep_their_tails():

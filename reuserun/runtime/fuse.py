@@ -26,43 +26,32 @@ def _consumers(graph):
     return out
 
 
-def fuse_silu(graph: ir.Graph) -> None:
-    """y = x * sigmoid(x) becomes one 'silu' activation (YOLOv5-style SiLU exports)."""
-    consumers = _consumers(graph)
-    drop = set()
-    for sig in graph.nodes:
-        if sig.op != "act" or sig.attrs.get("kind") != "sigmoid":
-            continue
-        mul = _single_consumer(graph, sig.outputs[0], consumers)
-        x = sig.inputs[0]
-        if mul is None or mul.op != "binary" or mul.attrs.get("kind") != "mul":
-            continue
-        if sorted(mul.inputs) != sorted([x, sig.outputs[0]]):
-            continue
-        mul.op, mul.inputs, mul.attrs = "act", [x], {"kind": "silu", "alpha": 0.0, "beta": 0.0}
-        drop.add(id(sig))
-    graph.nodes = [n for n in graph.nodes if id(n) not in drop]
+# y = x * f(x), f a chain of activations on x, as one activation: (the chain's kinds, the fused kind)
+GATED = ((("sigmoid",), "silu"),            # SiLU as YOLOv5-style exports write it
+         (("softplus", "tanh"), "mish"))    # YOLOv4's Mish before opset 18
 
 
-def fuse_mish(graph: ir.Graph) -> None:
-    """y = x * tanh(softplus(x)) becomes one 'mish' activation (how exporters before opset 18
-    write YOLOv4's Mish)."""
+def fuse_gated(graph: ir.Graph) -> None:
+    """Each GATED pattern (its chain's intermediate values used nowhere else) becomes one
+    activation node in place of the Mul."""
     consumers = _consumers(graph)
     drop = set()
-    for sp in graph.nodes:
-        if sp.op != "act" or sp.attrs.get("kind") != "softplus":
-            continue
-        th = _single_consumer(graph, sp.outputs[0], consumers)
-        if th is None or th.op != "act" or th.attrs.get("kind") != "tanh":
-            continue
-        mul = _single_consumer(graph, th.outputs[0], consumers)
-        x = sp.inputs[0]
-        if mul is None or mul.op != "binary" or mul.attrs.get("kind") != "mul":
-            continue
-        if sorted(mul.inputs) != sorted([x, th.outputs[0]]):
-            continue
-        mul.op, mul.inputs, mul.attrs = "act", [x], {"kind": "mish", "alpha": 0.0, "beta": 0.0}
-        drop.update((id(sp), id(th)))
+    for first in graph.nodes:
+        for chain, kind in GATED:
+            if first.op != "act" or first.attrs.get("kind") != chain[0]:
+                continue
+            x, links = first.inputs[0], [first]
+            for k in chain[1:]:
+                nxt = _single_consumer(graph, links[-1].outputs[0], consumers)
+                if nxt is None or nxt.op != "act" or nxt.attrs.get("kind") != k:
+                    break
+                links.append(nxt)
+            else:
+                mul = _single_consumer(graph, links[-1].outputs[0], consumers)
+                if (mul is not None and mul.op == "binary" and mul.attrs.get("kind") == "mul"
+                        and sorted(mul.inputs) == sorted([x, links[-1].outputs[0]])):
+                    mul.op, mul.inputs, mul.attrs = "act", [x], {"kind": kind, "alpha": 0.0, "beta": 0.0}
+                    drop.update(id(n) for n in links)
     graph.nodes = [n for n in graph.nodes if id(n) not in drop]
 
 
@@ -90,8 +79,7 @@ def fuse_act_epilogues(graph: ir.Graph) -> None:
 def fuse(graph: ir.Graph) -> ir.Graph:
     graph = copy.copy(graph)
     graph.nodes = [copy.copy(n) for n in graph.nodes]
-    fuse_silu(graph)
-    fuse_mish(graph)
+    fuse_gated(graph)
     fuse_act_epilogues(graph)
     return graph
 
