@@ -187,7 +187,7 @@ cdef class ConvKernel(Kernel):
                         and y_buf.shape[1] == x_buf.shape[1] * strides[1])
         if self.shuffle:
             self._init_shuffle(packed, bias, slope, kernel, cin, cout)
-        if transposed:
+        if transposed and not self.shuffle:  # the general path sorts pixels by phase
             self.phase_taps = []
             for py in range(strides[0]):
                 for px in range(strides[1]):
