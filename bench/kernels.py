@@ -23,7 +23,7 @@ import reuserun
 from reuserun.bench import ort_session
 from reuserun.runtime.steps import KernelStep
 
-# name, (cin, cout, k, stride, groups, size)
+# name, (cin, cout, k, stride, groups, size[, "ConvTranspose"])
 CASES = {
     "conv3x3 64->64 @80": (64, 64, 3, 1, 1, 80),
     "conv3x3 128->128 @40": (128, 128, 3, 1, 1, 40),
@@ -45,16 +45,21 @@ CASES = {
     "head conv1x1 8->1 @320": (8, 1, 1, 1, 1, 320),
     "head conv3x3 8->1 @320": (8, 1, 3, 1, 1, 320),
     "head conv3x3 32->1 @160": (32, 1, 3, 1, 1, 160),
+    # 2x2 stride-2 upsamplers to 4 and 1 channels (U-Net / DBNet decoder heads)
+    "upsample convT2x2 s2 4->4 @160": (4, 4, 2, 2, 1, 80, "ConvTranspose"),
+    "upsample convT2x2 s2 4->1 @320": (4, 1, 2, 2, 1, 160, "ConvTranspose"),
 }
 
 
-def one_conv(cin, cout, k, s, g, size, seed=0) -> onnx.ModelProto:
+def one_conv(cin, cout, k, s, g, size, op="Conv", seed=0) -> onnx.ModelProto:
+    """A Conv with same padding, or a ConvTranspose without padding (size: its input's)."""
     rng = np.random.default_rng(seed)
-    w = (rng.standard_normal((cout, cin // g, k, k)) / np.sqrt(cin // g * k * k)).astype(np.float32)
+    shape = (cout, cin // g, k, k) if op == "Conv" else (cin, cout // g, k, k)
+    w = (rng.standard_normal(shape) / np.sqrt(cin // g * k * k)).astype(np.float32)
     b = rng.standard_normal(cout).astype(np.float32) * 0.1
-    p = k // 2
-    out = (size + 2 * p - k) // s + 1
-    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[k, k], strides=[s, s],
+    p = k // 2 if op == "Conv" else 0
+    out = (size + 2 * p - k) // s + 1 if op == "Conv" else (size - 1) * s + k
+    node = helper.make_node(op, ["x", "w", "b"], ["y"], kernel_shape=[k, k], strides=[s, s],
                             pads=[p] * 4, group=g)
     graph = helper.make_graph([node], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, cin, size, size))],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, (1, cout, out, out))],
@@ -63,7 +68,7 @@ def one_conv(cin, cout, k, s, g, size, seed=0) -> onnx.ModelProto:
 
 
 def bench_case(spec, threads: int, reps: int) -> dict:
-    cin, cout, k, s, g, size = spec
+    cin, cout, k, s, g, size = spec[:6]
     model = one_conv(*spec)
     x = np.random.default_rng(1).standard_normal((1, cin, size, size)).astype(np.float32)
     ort = ort_session(model.SerializeToString(), threads)
