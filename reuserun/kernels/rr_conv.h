@@ -391,6 +391,19 @@ static inline void rr_shuffle_run(const rr_shuffle_t *c, int oy, int ox0, int n,
             for (int ci = 0; ci < cin; ci++)
                 acc = vfma((v8f)_mm256_set_m128(_mm_broadcast_ss(x1 + ci), _mm_broadcast_ss(x0 + ci)),
                            vload(wp + ci * 8), acc);
+        } else if (cout == 1 && sw == 2 && ph == 0 && m == 8 && (cin & 3) == 0) {
+            /* eight pixels from four input pixels, two lanes each: four channels of each input
+               pixel in one load, spread by shuffles instead of four gathers */
+            const size_t ld = (size_t)c->ldx;
+            for (int c0 = 0; c0 < cin; c0 += 4) {
+                const __m256 a02 = _mm256_set_m128(_mm_loadu_ps(xp + 2 * ld + c0), _mm_loadu_ps(xp + c0));
+                const __m256 a13 = _mm256_set_m128(_mm_loadu_ps(xp + 3 * ld + c0), _mm_loadu_ps(xp + ld + c0));
+                const float *w = wp + c0 * 8;
+                acc = vfma((v8f)_mm256_shuffle_ps(a02, a13, 0x00), vload(w), acc);
+                acc = vfma((v8f)_mm256_shuffle_ps(a02, a13, 0x55), vload(w + 8), acc);
+                acc = vfma((v8f)_mm256_shuffle_ps(a02, a13, 0xaa), vload(w + 16), acc);
+                acc = vfma((v8f)_mm256_shuffle_ps(a02, a13, 0xff), vload(w + 24), acc);
+            }
         } else
 #endif
         for (int ci = 0; ci < cin; ci++) acc = vfma(rr_gather(xp + ci, idx), vload(wp + ci * 8), acc);
