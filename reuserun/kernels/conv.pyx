@@ -53,18 +53,12 @@ cdef extern from "rr_conv.h" nogil:
     void rr_conv1_pixels(const rr_conv_t *c, const int32_t *pix, int n, const int32_t *taps, int ntaps,
                          uint8_t *mask, float thr)
     ctypedef struct rr_shuffle_t:
-        const float *x
-        int W, ldx, cin
-        float *y
-        int OW, ldy, cout
-        int sh, sw
         const int32_t *xoff
         const float *wl
         const float *bl
         const float *sl
-        int act
-        float alpha, beta
-    void rr_shuffle_pixels(const rr_shuffle_t *c, const int32_t *pix, int n, uint8_t *mask, float thr)
+    void rr_shuffle_pixels(const rr_conv_t *c, const rr_shuffle_t *t, const int32_t *pix, int n,
+                           uint8_t *mask, float thr)
     void rr_dw_pixel(const rr_dw_t *c, int p, uint8_t *mask, float thr, float *tmp)
     void rr_dw_list(const rr_dw_t *c, const int32_t *pix, int n, uint8_t *mask, float thr, float *tmp)
     void rr_gemm_pixel_partial(const float *x, int C, const float *w, int npad, float *out)
@@ -131,7 +125,7 @@ cdef class ConvKernel(Kernel):
     cdef bint narrow            # at most 8 output channels, one group: rr_conv_tile_narrow
     cdef bint single            # one output channel, one group: rr_conv1_pixels
     cdef object tap_tables      # transposed: the arrays behind c.tiy and c.tix
-    cdef rr_shuffle_t sh        # transposed, kernel == stride, 1/2/4 outputs: rr_shuffle_pixels
+    cdef rr_shuffle_t sh        # transposed, kernel == stride, 1/2/4 outputs: rr_shuffle_pixels' lane tables
     cdef bint shuffle
 
     def __init__(self, x_buf, int x_off, y_buf, int y_off, packed, int nocb, bias, slope,
@@ -207,7 +201,7 @@ cdef class ConvKernel(Kernel):
             self.full_counts = np.concatenate(
                 [[0], np.cumsum(np.bincount(self.phase_of, minlength=strides[0] * strides[1]))]).astype(np.int32)
 
-    def _init_shuffle(self, packed, bias, slope, kernel, int cin, int cout):
+    cdef _init_shuffle(self, packed, bias, slope, kernel, int cin, int cout):
         """rr_shuffle_t's lane tables: lane l holds channel l % cout of pixel l // cout."""
         kh, kw = kernel
         lanes = np.arange(8)
@@ -223,18 +217,13 @@ cdef class ConvKernel(Kernel):
         bl = np.ascontiguousarray(np.asarray(bias, np.float32)[channel])
         sl = None if slope is None else np.ascontiguousarray(np.asarray(slope, np.float32)[channel])
         self.keep = self.keep + (wl, xoff, bl, sl)
-        self.sh.x, self.sh.W, self.sh.ldx, self.sh.cin = self.c.x, self.c.W, self.c.ldx, cin
-        self.sh.y, self.sh.OW, self.sh.ldy, self.sh.cout = self.c.y, self.c.OW, self.c.ldy, cout
-        self.sh.sh, self.sh.sw = kh, kw
         self.sh.xoff = <const int32_t *> cnp.PyArray_DATA(xoff)
         self.sh.wl, self.sh.bl = fptr(wl), fptr(bl)
         self.sh.sl = fptr(sl) if sl is not None else NULL
-        self.sh.act, self.sh.alpha, self.sh.beta = self.c.act, self.c.alpha, self.c.beta
 
     cdef void relocate_c(self, const int64_t[:, ::1] moves) noexcept:
         self.c.x = <const float *> reloc(self.c.x, moves)
         self.c.y = <float *> reloc(self.c.y, moves)
-        self.sh.x, self.sh.y = self.c.x, self.c.y
 
     cdef int run_c(self, const int32_t *pix, int n, uint8_t *mp, float thr, int threads) except -1:
         if n <= 0:
@@ -283,10 +272,10 @@ cdef class ConvKernel(Kernel):
         cdef int nt = rr_threads_for(threads, <long> n * self.c.cin * self.c.cout, RR_PAR_MACS), t
         with nogil:
             if nt == 1:
-                rr_shuffle_pixels(&self.sh, pix, n, mask, thr)
+                rr_shuffle_pixels(&self.c, &self.sh, pix, n, mask, thr)
             else:
                 for t in prange(nt, num_threads=nt, schedule="static"):
-                    rr_shuffle_pixels(&self.sh, pix + <long> n * t // nt,
+                    rr_shuffle_pixels(&self.c, &self.sh, pix + <long> n * t // nt,
                                       <int> (<long> n * (t + 1) // nt - <long> n * t // nt), mask, thr)
 
     cdef void _run_single(self, const int32_t *pix, int n, const int32_t *taps, int ntaps,

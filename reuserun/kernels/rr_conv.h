@@ -347,14 +347,10 @@ static inline void rr_conv1_pixels(const rr_conv_t *c, const int32_t *pix, int n
  * adds input channels in order from zero, then bias and activation, so a value never depends on
  * which pixels share its vector. Runs of consecutive pixels go eight lanes at a time; a short
  * vector repeats its last pixel in the unused lanes and stores only its own. */
-typedef struct {
-    const float *x; int W, ldx, cin;    /* input view; x already offset to channel 0 */
-    float *y; int OW, ldy, cout;        /* output view, cout in {1, 2, 4} */
-    int sh, sw;                         /* = the kernel */
+typedef struct {  /* the lane tables; geometry, buffers and activation stay in rr_conv_t */
     const int32_t *xoff;                /* [sw][8]: lane's input offset from pixel ox / sw, by ox % sw */
     const float *wl;                    /* [sh][sw][cin][8]: lane weights by tap row, ox % sw, ci */
     const float *bl, *sl;               /* [8]: lane bias, lane PRelu slope (or NULL) */
-    int act; float alpha, beta;
 } rr_shuffle_t;
 
 static inline v8f rr_gather(const float *base, const int32_t *idx) {
@@ -367,23 +363,24 @@ static inline v8f rr_gather(const float *base, const int32_t *idx) {
 #endif
 }
 
-/* Output pixels [ox0, ox0 + n) of row oy. */
-static inline void rr_shuffle_run(const rr_shuffle_t *c, int oy, int ox0, int n, uint8_t *mask, float thr) {
+/* Output pixels [ox0, ox0 + n) of row oy (the stride, c->sh x c->sw, is the kernel). */
+static inline void rr_shuffle_run(const rr_conv_t *c, const rr_shuffle_t *t, int oy, int ox0, int n,
+                                  uint8_t *mask, float thr) {
     const int cout = c->cout, P = 8 / cout, cin = c->cin, sw = c->sw;
     const int iy = oy / c->sh, ky = oy - iy * c->sh;
     const float *xrow = c->x + (size_t)iy * c->W * c->ldx;
-    const v8f bias = vload(c->bl), slope = c->sl ? vload(c->sl) : vbroadcast(0.0f);
+    const v8f bias = vload(t->bl), slope = t->sl ? vload(t->sl) : vbroadcast(0.0f);
     for (int i = 0; i < n; i += P) {
         const int ox = ox0 + i, m = n - i < P ? n - i : P;
         const int ix = ox / sw, ph = ox - ix * sw;
         const float *xp = xrow + (size_t)ix * c->ldx;
-        const int32_t *idx = c->xoff + ph * 8;
+        const int32_t *idx = t->xoff + ph * 8;
         int32_t part[8];
         if (m < P) {  /* lanes past the run read the run's last pixel */
             for (int l = 0; l < 8; l++) part[l] = idx[(l / cout < m ? l / cout : m - 1) * cout];
             idx = part;
         }
-        const float *wp = c->wl + (size_t)(ky * sw + ph) * cin * 8;
+        const float *wp = t->wl + (size_t)(ky * sw + ph) * cin * 8;
         v8f acc = vbroadcast(0.0f);
 #if defined(__AVX__)
         if (cout == 4) {  /* two pixels: a broadcast per half beats a gather */
@@ -425,12 +422,13 @@ static inline void rr_shuffle_run(const rr_shuffle_t *c, int oy, int ox0, int n,
 }
 
 /* Pixels pix[0..n) (any order): each run of consecutive pixels in one row in one call. */
-static inline void rr_shuffle_pixels(const rr_shuffle_t *c, const int32_t *pix, int n, uint8_t *mask, float thr) {
+static inline void rr_shuffle_pixels(const rr_conv_t *c, const rr_shuffle_t *t, const int32_t *pix, int n,
+                                     uint8_t *mask, float thr) {
     for (int i = 0; i < n;) {
         const int p = pix[i], oy = p / c->OW, ox = p - oy * c->OW;
         int k = 1;
         while (i + k < n && pix[i + k] == p + k && ox + k < c->OW) k++;
-        rr_shuffle_run(c, oy, ox, k, mask, thr);
+        rr_shuffle_run(c, t, oy, ox, k, mask, thr);
         i += k;
     }
 }
