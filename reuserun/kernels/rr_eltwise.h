@@ -153,7 +153,7 @@ static inline void rr_gather_pixel(const rr_gather_t *g, int p, int oy, int ox, 
     if (iy >= 0 && ix >= 0) {  /* a copy: straight from the source row */
         changed = rr_store_tracked(dst, g->x + ((size_t)iy * g->W + ix) * g->ldx, g->C, thr);
     } else {
-        for (int j = 0; j < RR_CHUNK; j++) tmp[j] = g->value;
+        for (int j = 0; j < RR_CHUNK && j < g->C; j++) tmp[j] = g->value;
         for (int c0 = 0; c0 < g->C; c0 += RR_CHUNK)
             changed |= rr_store_tracked(dst + c0, tmp, g->C - c0 < RR_CHUNK ? g->C - c0 : RR_CHUNK, thr);
     }
