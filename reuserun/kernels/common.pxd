@@ -8,6 +8,7 @@ cdef extern from "rr_simd.h" nogil:
     int rr_store_tracked(float *dst, const float *src, int n, float thr)
     int rr_num_threads(int requested)
     long RR_PAR_MACS, RR_PAR_ELEMS
+    int RR_SHARES_PER_THREAD
     int rr_threads_for(int requested, long work, long min_work)
     int rr_differs(float now, float ref, float thr)
 

@@ -7,7 +7,8 @@ cimport numpy as cnp
 import numpy as np
 
 from reuserun.kernels.base cimport Kernel
-from reuserun.kernels.common cimport RR_PAR_ELEMS, RR_PAR_MACS, fptr, reloc, rr_num_threads, rr_threads_for
+from reuserun.kernels.common cimport (RR_PAR_ELEMS, RR_PAR_MACS, RR_SHARES_PER_THREAD, fptr, reloc, rr_num_threads,
+                                      rr_threads_for)
 
 cnp.import_array()
 
@@ -268,22 +269,23 @@ cdef class ConvKernel(Kernel):
         return 0
 
     cdef void _run_shuffle(self, const int32_t *pix, int n, uint8_t *mask, float thr, int threads) noexcept:
-        # one contiguous share of the list per thread, so runs stay long
+        # a few contiguous shares of the list per thread, so runs stay long
         cdef int nt = rr_threads_for(threads, <long> n * self.c.cin * self.c.cout, RR_PAR_MACS), t
+        cdef int ns = nt * RR_SHARES_PER_THREAD
         with nogil:
             if nt == 1:
                 rr_shuffle_pixels(&self.c, &self.sh, pix, n, mask, thr)
             else:
-                for t in prange(nt, num_threads=nt, schedule="static"):
-                    rr_shuffle_pixels(&self.c, &self.sh, pix + <long> n * t // nt,
-                                      <int> (<long> n * (t + 1) // nt - <long> n * t // nt), mask, thr)
+                for t in prange(ns, num_threads=nt, schedule="dynamic"):
+                    rr_shuffle_pixels(&self.c, &self.sh, pix + <long> n * t // ns,
+                                      <int> (<long> n * (t + 1) // ns - <long> n * t // ns), mask, thr)
 
     cdef void _run_single(self, const int32_t *pix, int n, const int32_t *taps, int ntaps,
                           uint8_t *mask, float thr, int threads) noexcept:
         cdef int nt = rr_threads_for(threads, <long> n * self.c.cin * max(ntaps, 1) * 8, RR_PAR_MACS), i
         cdef int chunk = 512, nchunks = (n + 511) // 512
         with nogil:
-            for i in prange(nchunks, num_threads=nt, schedule="static"):
+            for i in prange(nchunks, num_threads=nt, schedule="dynamic"):
                 rr_conv1_pixels(&self.c, pix + i * chunk, min(chunk, n - i * chunk), taps, ntaps, mask, thr)
 
     cdef void _run(self, const int32_t *pix, int n, const int32_t *taps, int ntaps,
@@ -314,7 +316,7 @@ cdef class ConvKernel(Kernel):
                     _conv_item(&self.c, item, block_major, narrow, ngroups, nblk, tpi, ntiles, pix, n,
                                taps, ntaps, mask, thr)
             else:
-                for item in prange(nitems, num_threads=nt, schedule="static"):
+                for item in prange(nitems, num_threads=nt, schedule="dynamic"):
                     _conv_item(&self.c, item, block_major, narrow, ngroups, nblk, tpi, ntiles, pix, n,
                                taps, ntaps, mask, thr)
 
@@ -400,7 +402,7 @@ cdef class DepthwiseKernel(Kernel):
             if nt == 1:
                 _dw_chunk(&self.c, pix, n, mp, thr, self.cpad)
             else:
-                for i in prange(nchunks, num_threads=nt, schedule="static"):
+                for i in prange(nchunks, num_threads=nt, schedule="dynamic"):
                     _dw_chunk(&self.c, pix + i * chunk, min(chunk, n - i * chunk), mp, thr, self.cpad)
         return 0
 
@@ -466,7 +468,7 @@ cdef class SpatialGemmKernel:
         """Recompute the partials of pixels pix[:n], then y = bias + sum of all partials."""
         cdef int nt = rr_threads_for(threads, <long> n * self.C * self.npad, RR_PAR_MACS), i, p
         with nogil:
-            for i in prange(n, num_threads=nt, schedule="static"):
+            for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=8):
                 p = pix[i]
                 rr_gemm_pixel_partial(self.x + <size_t> p * self.ldx, self.C,
                                       self.w + <size_t> p * self.C * self.npad, self.npad,
@@ -504,7 +506,7 @@ cdef class StackSumKernel(Kernel):
     cdef int run_c(self, const int32_t *pix, int n, uint8_t *mp, float thr, int threads) except -1:
         cdef int nt = rr_threads_for(threads, <long> n * self.k * self.C, RR_PAR_ELEMS), i, p, changed
         with nogil:
-            for i in prange(n, num_threads=nt, schedule="static"):
+            for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=32):
                 p = pix[i]
                 changed = 0
                 rr_stack_sum_pixel(self.partials + <size_t> p * self.C, self.stride, self.k, self.C,

@@ -5,7 +5,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t
 import numpy as np
 
 from reuserun.kernels.base cimport Kernel
-from reuserun.kernels.common cimport RR_PAR_ELEMS, fptr, reloc, rr_threads_for
+from reuserun.kernels.common cimport RR_PAR_ELEMS, RR_SHARES_PER_THREAD, fptr, reloc, rr_threads_for
 
 cdef extern from "rr_eltwise.h" nogil:
     enum:
@@ -70,13 +70,14 @@ cdef class PixelKernel(Kernel):
 
     cdef int run_c(self, const int32_t *pix, int n, uint8_t *mp, float thr, int threads) except -1:
         cdef int nt = rr_threads_for(threads, <long> n * self.cost, RR_PAR_ELEMS), t
+        cdef int ns = nt * RR_SHARES_PER_THREAD
         with nogil:
             if nt == 1:  # no parallel region: entering one costs about a microsecond even alone
                 rr_pixel_list(self.kind, self.params, pix, 0, n, mp, thr)
-            else:  # one contiguous share of the list per thread, so runs stay long
-                for t in prange(nt, num_threads=nt, schedule="static"):
-                    rr_pixel_list(self.kind, self.params, pix, <int> (<long> n * t // nt),
-                                  <int> (<long> n * (t + 1) // nt), mp, thr)
+            else:  # a few contiguous shares of the list per thread, so runs stay long
+                for t in prange(ns, num_threads=nt, schedule="dynamic"):
+                    rr_pixel_list(self.kind, self.params, pix, <int> (<long> n * t // ns),
+                                  <int> (<long> n * (t + 1) // ns), mp, thr)
         return 0
 
 
@@ -230,7 +231,7 @@ cdef class GlobalPoolKernel(Kernel):
         if nq + nblk < 2:
             nt = 1
         with nogil:
-            for b in prange(nq + nblk, num_threads=nt, schedule="static"):
+            for b in prange(nq + nblk, num_threads=nt, schedule="dynamic"):
                 if b < nq:
                     changed += rr_global_pool_quad(self.x, self.npix, self.ldx, b * 32, self.is_max, self.y, thr)
                 else:

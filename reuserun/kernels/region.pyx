@@ -6,7 +6,7 @@ from libc.stdint cimport int32_t, uint8_t, uint32_t
 from libc.string cimport memcmp, memcpy, memmove, memset
 import numpy as np
 
-from reuserun.kernels.common cimport RR_PAR_ELEMS, rr_differs, rr_num_threads
+from reuserun.kernels.common cimport RR_PAR_ELEMS, RR_SHARES_PER_THREAD, rr_differs, rr_num_threads
 
 cdef extern from "rr_region.h" nogil:
     void rr_mark_diff(const uint32_t *f, const uint32_t *r, uint8_t *m, long n, int first)
@@ -30,7 +30,7 @@ def diff_frame(const float[:, ::1] frame, const float[:, ::1] ref, float thr, ui
     cdef const float *rf = &ref[0, 0]
     cdef uint8_t *m = &mask[0]
     with nogil:
-        for b in prange(nblocks, num_threads=nt if <long> npix * C > RR_PAR_ELEMS else 1, schedule="static"):
+        for b in prange(nblocks, num_threads=nt if <long> npix * C > RR_PAR_ELEMS else 1, schedule="dynamic"):
             p0 = b * 1024
             p1 = min(p0 + 1024, npix)
             if thr != 0.0:
@@ -54,7 +54,7 @@ def diff_planes(const float[:, ::1] frame, const float[:, ::1] ref, float thr, u
     cdef int C = frame.shape[0], npix = frame.shape[1], c, p
     cdef int nt = rr_num_threads(threads)
     with nogil:
-        for c in prange(C, num_threads=nt if <long> npix * C > RR_PAR_ELEMS else 1, schedule="static"):
+        for c in prange(C, num_threads=nt if <long> npix * C > RR_PAR_ELEMS else 1, schedule="dynamic"):
             for p in range(npix):
                 planes[c, p] = rr_differs(frame[c, p], ref[c, p], thr)
 
@@ -72,7 +72,7 @@ def apply_frame(const float[:, ::1] frame, float[:, ::1] ref, float[:, :, ::1] b
     cdef float *y = &buf[0, 0, 0] + off
     cdef const uint8_t *m = &mask[0]
     with nogil:
-        for b in prange(nblocks, num_threads=nt if <long> npix * C > RR_PAR_ELEMS else 1, schedule="static"):
+        for b in prange(nblocks, num_threads=nt if <long> npix * C > RR_PAR_ELEMS else 1, schedule="dynamic"):
             rr_apply_rows(f, r, y, ldb, m, <long> b * 1024, min(<long> b * 1024 + 1024, npix), npix, C, thr)
 
 
@@ -244,7 +244,7 @@ def to_channels_first(const float[:, :, ::1] buf, int off, int C, const uint8_t[
     cdef const float *src = &buf[0, 0, 0] + off
     cdef float *dst = &out[0, 0]
     with nogil:
-        for b in prange(nblocks, num_threads=nt if <long> (p_hi - p_lo) * C > RR_PAR_ELEMS else 1, schedule="static"):
+        for b in prange(nblocks, num_threads=nt if <long> (p_hi - p_lo) * C > RR_PAR_ELEMS else 1, schedule="dynamic"):
             p0 = p_lo + b * 64
             p1 = min(p0 + 64, p_hi)
             for p in range(p0, p1):
@@ -263,7 +263,7 @@ def to_channels_last(const float[:, :, ::1] frame, float[:, :, ::1] buf, int off
         if ld == 1:  # one plane into an unsliced buffer: the same bytes
             memcpy(dst, src, <size_t> H * W * sizeof(float))
         else:
-            for y in prange(H, num_threads=nt if H > 1 and <long> H * W * C > RR_PAR_ELEMS else 1, schedule="static"):
+            for y in prange(H, num_threads=nt if H > 1 and <long> H * W * C > RR_PAR_ELEMS else 1, schedule="dynamic"):
                 _row_to_channels_last(src, dst, C, H, W, ld, y)
 
 
@@ -315,17 +315,18 @@ def move(float[:, :, ::1] buf, int off, int C, int dy, int dx, int threads):
     if dy != 0 and dx != 0 or <long> ny * nx * C < RR_PAR_ELEMS:
         nt = 1
     nt = min(nt, nx if dy != 0 else ny)  # threads split columns (vertical) or rows (horizontal)
+    cdef int ns = min(nt * RR_SHARES_PER_THREAD, nx)
     cdef float *base = &buf[0, 0, 0]
     with nogil:
         if dy != 0:
-            for t in prange(nt, num_threads=nt, schedule="static"):
-                xa = x0 + t * nx // nt
-                xb = x0 + (t + 1) * nx // nt
+            for t in prange(ns, num_threads=nt, schedule="dynamic"):
+                xa = x0 + t * nx // ns
+                xb = x0 + (t + 1) * nx // ns
                 for i in range(ny):
                     y = y0 + i if dy > 0 else y1 - 1 - i
                     _move_row(base, W, L, off, C, y, y + dy, xa, xb, dx)
         else:
-            for y in prange(y0, y1, num_threads=nt, schedule="static"):
+            for y in prange(y0, y1, num_threads=nt, schedule="dynamic"):
                 _move_row(base, W, L, off, C, y, y, x0, x1, dx)
 
 
@@ -358,7 +359,7 @@ def diff_shifted(const float[:, ::1] frame, const float[:, ::1] ref, int H, int 
                 changed += _diff_shifted_row(fb, rb, m, C, H, W, dy, dx, y, &row_bad)
                 bad += row_bad
         else:
-            for y in prange(H, num_threads=nt, schedule="static"):
+            for y in prange(H, num_threads=nt, schedule="dynamic"):
                 row_bad = 0
                 changed += _diff_shifted_row(fb, rb, m, C, H, W, dy, dx, y, &row_bad)
                 bad += row_bad

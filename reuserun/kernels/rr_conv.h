@@ -121,6 +121,40 @@ static inline __attribute__((always_inline)) void rr_rowwise_rows(
     }
 }
 
+/* A tile's epilogue: bias, activation (act a constant where the caller dispatched it), tracked
+ * stores of the m pixels' 16 (or fewer) channels of block gb. */
+static inline __attribute__((always_inline)) void rr_tile_store(
+        const rr_conv_t *c, const v8f (*accs)[2], const int32_t *pix, int m, int gb, uint8_t *mask,
+        float thr, const int act) {
+    const int g = gb / c->nocb, blk = gb % c->nocb;
+    const int oc0 = g * c->cout + blk * RR_NR;
+    int nc = c->cout - blk * RR_NR;
+    if (nc > RR_NR) nc = RR_NR;
+    const float *bias = c->bias + (size_t)gb * RR_NR;
+    const float *slope = c->slope ? c->slope + (size_t)gb * RR_NR : NULL;
+    const v8f s0 = slope ? vload(slope) : vbroadcast(0.0f), s1 = slope ? vload(slope + 8) : s0;
+    const v8f b0 = vload(bias), b1 = vload(bias + 8);
+    for (int r = 0; r < m; r++) {
+        v8f v0 = accs[r][0] + b0, v1 = accs[r][1] + b1;
+        if (act != ACT_NONE) {
+            v0 = vact(act, v0, c->alpha, c->beta, s0);
+            v1 = vact(act, v1, c->alpha, c->beta, s1);
+        }
+        const int p = pix[r];
+        float *dst = c->y + (size_t)p * c->ldy + oc0;
+        int changed;
+        if (nc == RR_NR) {
+            changed = rr_store8_tracked(dst, v0, thr) | rr_store8_tracked(dst + 8, v1, thr);
+        } else {
+            float tmp[RR_NR];
+            vstore(tmp, v0);
+            vstore(tmp + 8, v1);
+            changed = rr_store_tracked(dst, tmp, nc, thr);
+        }
+        if (changed && mask) mask[p] = 1;
+    }
+}
+
 /* One tile: pixels pix[0..m), global channel block gb (= group * nocb + block), nb 8-lane
  * halves of the block (1 when at most 8 output channels remain).
  * taps[0..ntaps) lists the kernel taps (ky * kw + kx) to visit, in increasing order. */
@@ -167,34 +201,11 @@ static inline __attribute__((always_inline)) void rr_conv_tile_nb(
         }
     }
 epilogue:;
-    v8f accs[RR_MR][2] = {{acc00, acc01}, {acc10, acc11}, {acc20, acc21},
-                          {acc30, acc31}, {acc40, acc41}, {acc50, acc51}};
-    const int blk = gb % c->nocb;
-    const int oc0 = g * c->cout + blk * RR_NR;
-    int nc = c->cout - blk * RR_NR;
-    if (nc > RR_NR) nc = RR_NR;
-    const float *bias = c->bias + (size_t)gb * RR_NR;
-    const float *slope = c->slope ? c->slope + (size_t)gb * RR_NR : NULL;
-    const v8f s0 = slope ? vload(slope) : vbroadcast(0.0f), s1 = slope ? vload(slope + 8) : s0;
-    for (int r = 0; r < m; r++) {
-        v8f v0 = accs[r][0] + vload(bias), v1 = accs[r][1] + vload(bias + 8);
-        if (c->act != ACT_NONE) {
-            v0 = vact(c->act, v0, c->alpha, c->beta, s0);
-            v1 = vact(c->act, v1, c->alpha, c->beta, s1);
-        }
-        const int p = pix[r];
-        float *dst = c->y + (size_t)p * c->ldy + oc0;
-        int changed;
-        if (nc == RR_NR) {
-            changed = rr_store8_tracked(dst, v0, thr) | rr_store8_tracked(dst + 8, v1, thr);
-        } else {
-            float tmp[RR_NR];
-            vstore(tmp, v0);
-            vstore(tmp + 8, v1);
-            changed = rr_store_tracked(dst, tmp, nc, thr);
-        }
-        if (changed && mask) mask[p] = 1;
-    }
+    const v8f accs[RR_MR][2] = {{acc00, acc01}, {acc10, acc11}, {acc20, acc21},
+                                {acc30, acc31}, {acc40, acc41}, {acc50, acc51}};
+#define RR_TILE_STORE(A) rr_tile_store(c, accs, pix, m, gb, mask, thr, A)
+    switch (c->act) { RR_ACT_CASES(RR_TILE_STORE) default: RR_TILE_STORE(c->act); }
+#undef RR_TILE_STORE
 }
 
 /* Narrow convs (at most 8 output channels, one group): with one 8-lane block per pixel, a
@@ -540,55 +551,73 @@ static inline void rr_dw_pixel(const rr_dw_t *c, int p, uint8_t *mask, float thr
     if (changed && mask) mask[p] = 1;
 }
 
+/* Block cb of output pixel p: activation, tracked store, change mark. */
+static inline __attribute__((always_inline)) void rr_dw_store(
+        const rr_dw_t *c, v8f v, v8f slope, int p, int cb, uint8_t *mask, float thr, const int act) {
+    if (act != ACT_NONE) v = vact(act, v, c->alpha, c->beta, slope);
+    if (rr_store8_tracked(c->y + (size_t)p * c->ldy + cb, v, thr) && mask) mask[p] = 1;
+}
+
+/* np (1 or 4) interior output pixels from ox of row oy times nb (1 or 2) 8-channel blocks from
+ * cb: np x nb independent sums hide the FMA latency, and the pixels share each weight load. */
+static inline __attribute__((always_inline)) void rr_dw_group(
+        const rr_dw_t *c, int oy, int ox, int cb, const long *toff, int nt, int cpad, uint8_t *mask,
+        float thr, const int act, const int np, const int nb) {
+    const long step = (long)c->sw * c->ldx;
+    const float *base = c->x + ((size_t)(oy * c->sh - c->pt) * c->W + (size_t)(ox * c->sw - c->pl)) * c->ldx + cb;
+    v8f acc[4][2];
+    for (int q = 0; q < np; q++)
+        for (int j = 0; j < nb; j++) acc[q][j] = vbroadcast(0.0f);
+    for (int t = 0; t < nt; t++) {
+        const float *wt = c->w + (size_t)t * cpad + cb;
+        for (int j = 0; j < nb; j++) {
+            const v8f w = vload(wt + 8 * j);
+            for (int q = 0; q < np; q++)
+                acc[q][j] = vfma(vload(base + toff[t] + q * step + 8 * j), w, acc[q][j]);
+        }
+    }
+    for (int j = 0; j < nb; j++) {
+        const int cj = cb + 8 * j;
+        const v8f bias = vload(c->bias + cj), slope = c->slope ? vload(c->slope + cj) : vbroadcast(0.0f);
+        for (int q = 0; q < np; q++)
+            rr_dw_store(c, acc[q][j] + bias, slope, oy * c->OW + ox + q, cj, mask, thr, act);
+    }
+}
+
+/* All blocks of np pixels from ox, two blocks at a time. */
+static inline __attribute__((always_inline)) void rr_dw_pixels(
+        const rr_dw_t *c, int oy, int ox, const long *toff, int nt, int cpad, uint8_t *mask,
+        float thr, const int act, const int np) {
+    int cb = 0;
+    for (; cb + 16 <= c->C; cb += 16) rr_dw_group(c, oy, ox, cb, toff, nt, cpad, mask, thr, act, np, 2);
+    if (cb < c->C) rr_dw_group(c, oy, ox, cb, toff, nt, cpad, mask, thr, act, np, 1);
+}
+
 /* Interior pixels ox in [a, b) of output row oy, where every tap is inside the input, so no
- * bounds are checked. Narrow layers (C <= 16) go one 8-channel block at a time with its taps'
- * weights held in registers; wider ones pixel by pixel, four blocks at a time (their inputs
- * stay in L1). Either way the taps are added in the same order, from zero, as rr_dw_pixel. */
+ * bounds are checked: four pixels at a time, each pixel's channels two blocks at a time (their
+ * inputs and the weights stay in L1). A run's last four overlap the group before them rather
+ * than going one by one: a pixel computed twice gets the same bits, and storing them again
+ * changes nothing. Each element adds its taps in the same order, from zero, as rr_dw_pixel. */
 #define RR_DW_MAXTAPS 25
-static inline void rr_dw_interior(const rr_dw_t *c, int oy, int a, int b, uint8_t *mask, float thr) {
+static inline __attribute__((always_inline)) void rr_dw_interior_act(
+        const rr_dw_t *c, int oy, int a, int b, uint8_t *mask, float thr, const int act) {
     const int cpad = (c->C + 7) & ~7, kh = c->kh, kw = c->kw, nt = kh * kw;
-    const v8f zero = vbroadcast(0.0f);
-    const int iy0 = oy * c->sh - c->pt;
     long toff[RR_DW_MAXTAPS];
     for (int ky = 0; ky < kh; ky++)
         for (int kx = 0; kx < kw; kx++)
             toff[ky * kw + kx] = ((long)ky * c->dh * c->W + (long)kx * c->dw) * c->ldx;
-    if (c->C > 16) {
-        const float *rows[RR_DW_MAXTAPS];
-        int tapidx[RR_DW_MAXTAPS];
-        for (int t = 0; t < nt; t++) tapidx[t] = t;
-        for (int ox = a; ox < b; ox++) {
-            const float *base = c->x + ((size_t)iy0 * c->W + (size_t)(ox * c->sw - c->pl)) * c->ldx;
-            for (int t = 0; t < nt; t++) rows[t] = base + toff[t];
-            const int p = oy * c->OW + ox;
-            float *dst = c->y + (size_t)p * c->ldy;
-            int changed = 0, c0 = 0;
-            for (; c0 + 32 <= c->C; c0 += 32)
-                changed |= rr_dw_blocks(c, rows, tapidx, nt, cpad, c0, 4, dst, thr);
-            switch ((c->C - c0) / 8) {
-            case 3: changed |= rr_dw_blocks(c, rows, tapidx, nt, cpad, c0, 3, dst, thr); break;
-            case 2: changed |= rr_dw_blocks(c, rows, tapidx, nt, cpad, c0, 2, dst, thr); break;
-            case 1: changed |= rr_dw_blocks(c, rows, tapidx, nt, cpad, c0, 1, dst, thr); break;
-            default: break;
-            }
-            if (changed && mask) mask[p] = 1;
-        }
+    if (b - a < 4) {
+        for (int ox = a; ox < b; ox++) rr_dw_pixels(c, oy, ox, toff, nt, cpad, mask, thr, act, 1);
         return;
     }
-    for (int cb = 0; cb < c->C; cb += 8) {
-        v8f w[RR_DW_MAXTAPS];
-        for (int t = 0; t < nt; t++) w[t] = vload(c->w + (size_t)t * cpad + cb);
-        const v8f bias = vload(c->bias + cb), slope = c->slope ? vload(c->slope + cb) : zero;
-        for (int ox = a; ox < b; ox++) {
-            const float *base = c->x + ((size_t)iy0 * c->W + (size_t)(ox * c->sw - c->pl)) * c->ldx + cb;
-            v8f acc = zero;
-            for (int t = 0; t < nt; t++) acc = vfma(vload(base + toff[t]), w[t], acc);
-            v8f v = acc + bias;
-            if (c->act != ACT_NONE) v = vact(c->act, v, c->alpha, c->beta, slope);
-            const int p = oy * c->OW + ox;
-            if (rr_store8_tracked(c->y + (size_t)p * c->ldy + cb, v, thr) && mask) mask[p] = 1;
-        }
-    }
+    for (int ox = a; ox < b; ox += 4)
+        rr_dw_pixels(c, oy, ox > b - 4 ? b - 4 : ox, toff, nt, cpad, mask, thr, act, 4);
+}
+
+static inline void rr_dw_interior(const rr_dw_t *c, int oy, int a, int b, uint8_t *mask, float thr) {
+#define RR_DW_INTERIOR(A) rr_dw_interior_act(c, oy, a, b, mask, thr, A)
+    switch (c->act) { RR_ACT_CASES(RR_DW_INTERIOR) default: RR_DW_INTERIOR(c->act); }
+#undef RR_DW_INTERIOR
 }
 
 /* Pixels pix[0..n) (ascending): runs of neighbours in one row take the interior path where
