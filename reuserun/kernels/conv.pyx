@@ -316,7 +316,7 @@ cdef class ConvKernel(Kernel):
                     _conv_item(&self.c, item, block_major, narrow, ngroups, nblk, tpi, ntiles, pix, n,
                                taps, ntaps, mask, thr)
             else:
-                for item in prange(nitems, num_threads=nt, schedule="dynamic"):
+                for item in prange(nitems, num_threads=nt, schedule="guided"):
                     _conv_item(&self.c, item, block_major, narrow, ngroups, nblk, tpi, ntiles, pix, n,
                                taps, ntaps, mask, thr)
 
