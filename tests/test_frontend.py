@@ -161,6 +161,28 @@ def test_conv_transpose_kernel_equals_stride(cin, cout, strides, shape, after):
         assert np.abs(loose.run(None, {"x": x})[0] - want).max() <= 0.05 + 1e-6
 
 
+@pytest.mark.parametrize("cin,cout,k,stride", [(3, 8, 3, 1), (16, 4, 3, 2), (3, 24, 7, 2), (16, 32, 3, 1)])
+def test_conv_on_scattered_pixels(cin, cout, k, stride):
+    """Frames that change isolated pixels a few columns apart: the conv's pixel lists break into
+    tiles of runs, gaps and repeated last pixels, each computed the way a dense frame computes
+    it (dense frames use the one-row-run shortcut for nearly every tile)."""
+    shape = [1, cin, 23, 40]
+    model = one_op_model("Conv", shape, ["w", "b"], {"w": rand(cout, cin, k, k, seed=cin), "b": rand(cout, seed=1)},
+                         strides=[stride, stride], pads=[k // 2] * 4)
+    check(model)
+    dense = reuserun.InferenceSession(model, policy="dense", threads=1)
+    inc = reuserun.InferenceSession(model, policy="auto", threads=1)
+    rng = np.random.default_rng(cout)
+    x = rand(*shape, seed=2)
+    for i in range(8):
+        if i:
+            x = x.copy()
+            for row in rng.integers(0, shape[2], 3):
+                cols = np.cumsum(rng.integers(1, 8, 6))
+                x[0, :, row, cols[cols < shape[3]]] += 1.0
+        assert inc.run(None, {"x": x})[0].tobytes() == dense.run(None, {"x": x})[0].tobytes()
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_conv_transpose_kernel_equals_stride_large(threads):
     """Large enough to split the pixel list between threads."""

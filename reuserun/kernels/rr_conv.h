@@ -88,6 +88,12 @@ static inline int rr_conv_rowwise(const rr_conv_t *c) {
 /* A tile's output coordinates; rows past m repeat the last pixel (computed, not stored). */
 static inline __attribute__((always_inline)) void rr_tile_coords(
         const rr_conv_t *c, const int32_t *pix, int m, int *oy, int *ox) {
+    if (m == RR_MR && pix[RR_MR - 1] - pix[0] == RR_MR - 1 && pix[0] % c->OW + RR_MR <= c->OW) {
+        /* a run within one row (most tiles of a dense frame): one division */
+        const int y = pix[0] / c->OW, x = pix[0] % c->OW;
+        for (int r = 0; r < RR_MR; r++) { oy[r] = y; ox[r] = x + r; }
+        return;
+    }
     for (int r = 0; r < RR_MR; r++) {
         const int p = pix[r < m ? r : m - 1];
         oy[r] = p / c->OW; ox[r] = p % c->OW;
@@ -101,6 +107,21 @@ static inline __attribute__((always_inline)) void rr_rowwise_rows(
         const rr_conv_t *c, const int *oy, const int *ox, int ky, const float **rows,
         float (*edge)[RR_ROWWISE_MAX]) {
     const int cin = c->cin;
+    int run = 1;
+    for (int r = 1; r < RR_MR; r++) run &= oy[r] == oy[0] && ox[r] == ox[0] + r;
+    if (run) {
+        /* a run within one row: one image row (or none) for all, whole windows but at the edges */
+        const int iy = oy[0] * c->sh - c->pt + ky * c->dh, ix0 = ox[0] * c->sw - c->pl;
+        if (iy < 0 || iy >= c->H) {
+            for (int r = 0; r < RR_MR; r++) rows[r] = c->zeros;
+            return;
+        }
+        if (ix0 >= 0 && ix0 + (RR_MR - 1) * c->sw + c->kw <= c->W) {
+            const float *base = c->x + ((size_t)iy * c->W + ix0) * cin;
+            for (int r = 0; r < RR_MR; r++) rows[r] = base + (size_t)r * c->sw * cin;
+            return;
+        }
+    }
     for (int r = 0; r < RR_MR; r++) {
         const int iy = oy[r] * c->sh - c->pt + ky * c->dh, ix0 = ox[r] * c->sw - c->pl;
         if (iy < 0 || iy >= c->H) {
