@@ -94,7 +94,8 @@ static inline int vlanes(v8i m) { int bits = 0; for (int i = 0; i < 8; i++) bits
 /* Lane-wise select: m lanes are all ones (true) or zeros, as vector comparisons give. */
 static inline v8f vsel(v8i m, v8f a, v8f b) { return (v8f)(((v8i)a & m) | ((v8i)b & ~m)); }
 #if defined(__AVX__)
-/* the same bits as the generic forms below (a NaN operand yields b), in one instruction each */
+/* one instruction each; vmax and vmin give the generic forms' bits (a NaN operand yields b), and
+ * vfloor does within the int32 range, all vexp asks of it */
 static inline v8f vmax(v8f a, v8f b) { return (v8f)_mm256_max_ps((__m256)a, (__m256)b); }
 static inline v8f vmin(v8f a, v8f b) { return (v8f)_mm256_min_ps((__m256)a, (__m256)b); }
 static inline v8f vfloor(v8f x) { return (v8f)_mm256_floor_ps((__m256)x); }
