@@ -62,6 +62,7 @@ cdef extern from "rr_conv.h" nogil:
                            uint8_t *mask, float thr)
     void rr_dw_pixel(const rr_dw_t *c, int p, uint8_t *mask, float thr, float *tmp)
     void rr_dw_list(const rr_dw_t *c, const int32_t *pix, int n, uint8_t *mask, float thr, float *tmp)
+    void rr_gemm_pixel_cols(const float *x, int C, const float *w, int npad, float *out, int n0, int n1)
     void rr_gemm_pixel_partial(const float *x, int C, const float *w, int npad, float *out)
     void rr_stack_sum_pixel(const float *partials, size_t stride, int k, int C, const float *bias,
                             int act, float alpha, float beta, float *dst, float thr, int *changed)
@@ -466,13 +467,24 @@ cdef class SpatialGemmKernel:
 
     def run(self, const int32_t[::1] pix, int n, int threads):
         """Recompute the partials of pixels pix[:n], then y = bias + sum of all partials."""
-        cdef int nt = rr_threads_for(threads, <long> n * self.C * self.npad, RR_PAR_MACS), i, p
+        cdef int nt = rr_threads_for(threads, <long> n * self.C * self.npad, RR_PAR_MACS), i, p, b
+        cdef int ncol = (self.npad + 31) // 32
         with nogil:
-            for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=8):
-                p = pix[i]
-                rr_gemm_pixel_partial(self.x + <size_t> p * self.ldx, self.C,
-                                      self.w + <size_t> p * self.C * self.npad, self.npad,
-                                      self.partial + <size_t> p * self.npad)
+            if n < 2 * nt:
+                # few pixels (a classifier after a global pool: one): the threads share each
+                # pixel's output columns, so the weights stream through both cores
+                for i in range(n):
+                    p = pix[i]
+                    for b in prange(ncol, num_threads=nt, schedule="dynamic"):
+                        rr_gemm_pixel_cols(self.x + <size_t> p * self.ldx, self.C,
+                                           self.w + <size_t> p * self.C * self.npad, self.npad,
+                                           self.partial + <size_t> p * self.npad, b * 32, min(b * 32 + 32, self.npad))
+            else:
+                for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=8):
+                    p = pix[i]
+                    rr_gemm_pixel_partial(self.x + <size_t> p * self.ldx, self.C,
+                                          self.w + <size_t> p * self.C * self.npad, self.npad,
+                                          self.partial + <size_t> p * self.npad)
             rr_gemm_pixel_sum(self.partial, self.npix, self.npad, self.bias, &self.ybuf[0])
         for i in range(self.N):
             self.y[i] = self.ybuf[i]

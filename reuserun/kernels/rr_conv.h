@@ -701,9 +701,11 @@ static inline void rr_stack_sum_pixel(const float *partials, size_t stride, int 
 /* A dense layer over a flattened spatial tensor (Flatten -> Gemm), split by pixel:
  * partial[p] = x[p, :] . W[p] (per-pixel weight slices, [C][npad] each), y = bias + sum_p
  * partial[p] in increasing p. A changed pixel costs its own slice; the final sum is cheap. */
-static inline void rr_gemm_pixel_partial(const float *x, int C, const float *w, int npad, float *out) {
-    for (int n0 = 0; n0 < npad; n0 += 32) {
-        const int nb = npad - n0 < 32 ? (npad - n0) / 8 : 4;
+/* Output columns [n0, n1) of one pixel's partial, 32 at a time (n0 a multiple of 32). */
+static inline void rr_gemm_pixel_cols(const float *x, int C, const float *w, int npad, float *out,
+                                      int n0, int n1) {
+    for (; n0 < n1; n0 += 32) {
+        const int nb = n1 - n0 < 32 ? (n1 - n0) / 8 : 4;
         v8f a0 = vbroadcast(0.0f), a1 = a0, a2 = a0, a3 = a0;
         const float *wp = w + n0;
         for (int c = 0; c < C; c++, wp += npad) {
@@ -718,6 +720,10 @@ static inline void rr_gemm_pixel_partial(const float *x, int C, const float *w, 
         if (nb > 2) vstore(out + n0 + 16, a2);
         if (nb > 3) vstore(out + n0 + 24, a3);
     }
+}
+
+static inline void rr_gemm_pixel_partial(const float *x, int C, const float *w, int npad, float *out) {
+    rr_gemm_pixel_cols(x, C, w, npad, out, 0, npad);
 }
 
 static inline void rr_gemm_pixel_sum(const float *partial, int npix, int npad, const float *bias, float *y) {
