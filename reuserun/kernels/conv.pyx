@@ -393,7 +393,9 @@ cdef class DepthwiseKernel(Kernel):
         cdef int nt = rr_num_threads(threads), i
         if n <= 0:
             return 0
-        if n < 64 or <long> n * self.c.kh * self.c.kw * self.cpad < RR_PAR_MACS:
+        # depthwise MACs come at a quarter of a dense conv's rate or less (a load per FMA), so a
+        # quarter of the MACs is worth a second thread
+        if n < 64 or <long> n * self.c.kh * self.c.kw * self.cpad < RR_PAR_MACS // 4:
             nt = 1
         # chunks of the list, each walked run by run (rr_dw_list): long enough for whole rows,
         # short enough that every thread gets a few
