@@ -85,30 +85,30 @@ static inline int rr_conv_rowwise(const rr_conv_t *c) {
         && c->kw * c->cin <= RR_ROWWISE_MAX;
 }
 
-/* A tile's output coordinates; rows past m repeat the last pixel (computed, not stored). */
-static inline __attribute__((always_inline)) void rr_tile_coords(
+/* A tile's output coordinates; rows past m repeat the last pixel (computed, not stored).
+ * Returns whether the tile is a run of RR_MR neighbours within one output row. */
+static inline __attribute__((always_inline)) int rr_tile_coords(
         const rr_conv_t *c, const int32_t *pix, int m, int *oy, int *ox) {
     if (m == RR_MR && pix[RR_MR - 1] - pix[0] == RR_MR - 1 && pix[0] % c->OW + RR_MR <= c->OW) {
-        /* a run within one row (most tiles of a dense frame): one division */
+        /* most tiles of a dense frame: one division */
         const int y = pix[0] / c->OW, x = pix[0] % c->OW;
         for (int r = 0; r < RR_MR; r++) { oy[r] = y; ox[r] = x + r; }
-        return;
+        return 1;
     }
     for (int r = 0; r < RR_MR; r++) {
         const int p = pix[r < m ? r : m - 1];
         oy[r] = p / c->OW; ox[r] = p % c->OW;
     }
+    return 0;
 }
 
 /* The row-wise K loop's input rows for kernel row ky: the image row where the window lies
  * inside it, the zero row above or below it, and a copy with zeros where the window crosses the
- * left or right edge. */
+ * left or right edge. run: the tile is a run within one output row (rr_tile_coords says). */
 static inline __attribute__((always_inline)) void rr_rowwise_rows(
-        const rr_conv_t *c, const int *oy, const int *ox, int ky, const float **rows,
+        const rr_conv_t *c, const int *oy, const int *ox, int run, int ky, const float **rows,
         float (*edge)[RR_ROWWISE_MAX]) {
     const int cin = c->cin;
-    int run = 1;
-    for (int r = 1; r < RR_MR; r++) run &= oy[r] == oy[0] && ox[r] == ox[0] + r;
     if (run) {
         /* a run within one row: one image row (or none) for all, whole windows but at the edges */
         const int iy = oy[0] * c->sh - c->pt + ky * c->dh, ix0 = ox[0] * c->sw - c->pl;
@@ -197,14 +197,14 @@ static inline __attribute__((always_inline)) void rr_conv_tile_nb(
         RR_KLOOP(cin)
         goto epilogue;
     }
-    rr_tile_coords(c, pix, m, oy, ox);
+    const int run = rr_tile_coords(c, pix, m, oy, ox);
     if (rr_conv_rowwise(c)) {
         const int len = c->kw * cin;
         float edge[RR_MR][RR_ROWWISE_MAX];
         const float *wp = wbase;
         for (int ky = 0; ky < c->kh; ky++) {
             const float *rows[RR_MR];
-            rr_rowwise_rows(c, oy, ox, ky, rows, edge);
+            rr_rowwise_rows(c, oy, ox, run, ky, rows, edge);
             const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3], *r4 = rows[4], *r5 = rows[5];
             RR_KLOOP(len)
         }
@@ -260,12 +260,12 @@ static inline void rr_conv_tile_narrow(const rr_conv_t *c, const int32_t *pix, i
         RR_NARROW_K(cin)
     } else {
         int oy[MR], ox[MR];
-        rr_tile_coords(c, pix, m, oy, ox);
+        const int run = rr_tile_coords(c, pix, m, oy, ox);
         if (rr_conv_rowwise(c)) {
             const int len = c->kw * cin;
             float edge[MR][RR_ROWWISE_MAX];
             for (int ky = 0; ky < c->kh; ky++) {
-                rr_rowwise_rows(c, oy, ox, ky, rows, edge);
+                rr_rowwise_rows(c, oy, ox, run, ky, rows, edge);
                 RR_NARROW_K(len)
             }
         } else {
