@@ -76,6 +76,22 @@ def test_reuse_really_happens():
     assert {"name", "op", "computed", "total"} <= set(s.stats["layers"][0])
 
 
+def test_frame_that_changed_everywhere_runs_dense():
+    """An exact frame that changed every input position runs the dense path (no per-step
+    planning), with the dense run's bits; one that changed in part still plans."""
+    model = small_cnn(96)
+    s, dense = reuserun.InferenceSession(model), reuserun.InferenceSession(model, policy="dense")
+    f = frames(1, size=96)[0]
+    s.run(None, {"x": f})
+    g = f + np.float32(1.0)  # every position changed
+    h = g.copy()
+    h[0, :, :10] += np.float32(1.0)  # the top rows changed
+    for frame, everywhere in ((g, True), (h, False)):
+        out = s.run(None, {"x": frame})[0]
+        assert s.stats["full"] is everywhere
+        assert out.tobytes() == dense.run(None, {"x": frame})[0].tobytes()
+
+
 def test_reset_makes_next_frame_dense(model):
     s = reuserun.InferenceSession(model)
     f = frames(1)[0]

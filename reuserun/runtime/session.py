@@ -254,7 +254,7 @@ class InferenceSession:
             frames, diffs = self._validate(input_feed)
             if self.dense_backend == "onnxruntime" and self._delegates(diffs):
                 return self._run_delegated(names, frames, diffs, t0)
-            full = self._fresh or self._behind or self.policy_name == "dense"
+            full = self._fresh or self._behind or self.policy_name == "dense" or self._all_changed(diffs)
             moved = None if full else self._moved  # (input, shift) when the frame is a shift
             self._version += 1
             try:
@@ -590,6 +590,13 @@ class InferenceSession:
         c = self._changed_fraction(diffs)
         heavy = self._heavy_from is not None and c >= self._heavy_from / 2
         return c >= DELEGATE_ABOVE or heavy
+
+    def _all_changed(self, diffs) -> bool:
+        """Whether an exact frame changed every position of every spatial input: it reaches every
+        position of every layer, so it runs dense rather than plan each step to find that out.
+        (Under thresholds a changed position may keep some of its old values.)"""
+        return (bool(diffs) and self.threshold == 0.0 and not self.layer_thresholds
+                and all(n == self._storage[name].npix for name, (_, n, _) in diffs.items()))
 
     def _changed_fraction(self, diffs) -> float:
         """Changed positions over all positions of the spatial inputs (every spatial input has
