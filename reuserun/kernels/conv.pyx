@@ -2,7 +2,6 @@
 # The work split and tiling live here; the arithmetic lives in rr_conv.h.
 from cython.parallel cimport prange
 from libc.stdint cimport int32_t, int64_t, uint8_t
-from libc.stdlib cimport malloc, free
 cimport numpy as cnp
 import numpy as np
 
@@ -60,8 +59,8 @@ cdef extern from "rr_conv.h" nogil:
         const float *sl
     void rr_shuffle_pixels(const rr_conv_t *c, const rr_shuffle_t *t, const int32_t *pix, int n,
                            uint8_t *mask, float thr)
-    void rr_dw_pixel(const rr_dw_t *c, int p, uint8_t *mask, float thr, float *tmp)
-    void rr_dw_list(const rr_dw_t *c, const int32_t *pix, int n, uint8_t *mask, float thr, float *tmp)
+    void rr_dw_pixel(const rr_dw_t *c, int p, uint8_t *mask, float thr)
+    void rr_dw_list(const rr_dw_t *c, const int32_t *pix, int n, uint8_t *mask, float thr)
     void rr_gemm_pixel_cols(const float *x, int C, const float *w, int npad, float *out, int n0, int n1)
     void rr_gemm_pixel_partial(const float *x, int C, const float *w, int npad, float *out)
     void rr_stack_sum_pixel(const float *partials, size_t stride, int k, int C, const float *bias,
@@ -403,26 +402,11 @@ cdef class DepthwiseKernel(Kernel):
         cdef int nchunks = (n + chunk - 1) // chunk
         with nogil:
             if nt == 1:
-                _dw_chunk(&self.c, pix, n, mp, thr, self.cpad)
+                rr_dw_list(&self.c, pix, n, mp, thr)
             else:
                 for i in prange(nchunks, num_threads=nt, schedule="dynamic"):
-                    _dw_chunk(&self.c, pix + i * chunk, min(chunk, n - i * chunk), mp, thr, self.cpad)
+                    rr_dw_list(&self.c, pix + i * chunk, min(chunk, n - i * chunk), mp, thr)
         return 0
-
-
-cdef void _dw_chunk(const rr_dw_t *c, const int32_t *pix, int n, uint8_t *mask, float thr, int cpad) noexcept nogil:
-    # scratch on the stack: channel counts in real nets stay far below this
-    cdef float tmp[4096]
-    if cpad <= 4096:
-        rr_dw_list(c, pix, n, mask, thr, tmp)
-    else:
-        _dw_chunk_heap(c, pix, n, mask, thr, cpad)
-
-
-cdef void _dw_chunk_heap(const rr_dw_t *c, const int32_t *pix, int n, uint8_t *mask, float thr, int cpad) noexcept nogil:
-    cdef float *tmp = <float *> malloc(cpad * sizeof(float))
-    rr_dw_list(c, pix, n, mask, thr, tmp)
-    free(tmp)
 
 
 def pack_spatial_gemm(w, C, H, W):

@@ -487,10 +487,17 @@ typedef struct {
 
 /* One output pixel, all channels. Out-of-image taps are skipped; that depends only on the
  * pixel's position, so the order stays fixed per element. */
-/* nb (1..4, a constant after inlining) whole 8-channel blocks of one depthwise output pixel */
-static inline __attribute__((always_inline)) int rr_dw_blocks(
+/* Block cb of output pixel p: activation, tracked store, change mark. */
+static inline __attribute__((always_inline)) void rr_dw_store(
+        const rr_dw_t *c, v8f v, v8f slope, int p, int cb, uint8_t *mask, float thr, const int act) {
+    if (act != ACT_NONE) v = vact(act, v, c->alpha, c->beta, slope);
+    if (rr_store8_tracked(c->y + (size_t)p * c->ldy + cb, v, thr) && mask) mask[p] = 1;
+}
+
+/* nb (1..4, a constant after inlining) whole 8-channel blocks of depthwise output pixel p */
+static inline __attribute__((always_inline)) void rr_dw_blocks(
         const rr_dw_t *c, const float *const *rows, const int *tapidx, int nrows, int cpad, int c0,
-        const int nb, float *dst, float thr) {
+        const int nb, int p, uint8_t *mask, float thr) {
     const v8f zero = vbroadcast(0.0f);
     v8f a[4] = {zero, zero, zero, zero};
     for (int k = 0; k < nrows; k++) {
@@ -498,18 +505,14 @@ static inline __attribute__((always_inline)) int rr_dw_blocks(
         for (int b = 0; b < nb; b++)
             a[b] = vfma(vload(xr + 8 * b), vload(wr + 8 * b), a[b]);
     }
-    int changed = 0;
     for (int b = 0; b < nb; b++) {
         const int cb = c0 + 8 * b;
-        v8f v = a[b] + vload(c->bias + cb);
-        if (c->act != ACT_NONE)
-            v = vact(c->act, v, c->alpha, c->beta, c->slope ? vload(c->slope + cb) : zero);
-        changed |= rr_store8_tracked(dst + cb, v, thr);
+        rr_dw_store(c, a[b] + vload(c->bias + cb), c->slope ? vload(c->slope + cb) : zero, p, cb, mask,
+                    thr, c->act);
     }
-    return changed;
 }
 
-static inline void rr_dw_pixel(const rr_dw_t *c, int p, uint8_t *mask, float thr, float *tmp) {
+static inline void rr_dw_pixel(const rr_dw_t *c, int p, uint8_t *mask, float thr) {
     const int oy = p / c->OW, ox = p % c->OW, C = c->C;
     const int cpad = (C + 7) & ~7;
     const float *rows[64];
@@ -530,53 +533,33 @@ static inline void rr_dw_pixel(const rr_dw_t *c, int p, uint8_t *mask, float thr
             tapidx[nrows++] = t;
         }
     }
-    int changed = 0;
-    float *dst = c->y + (size_t)p * c->ldy;
-    const v8f zero = vbroadcast(0.0f);
     int c0 = 0;
     const int cfull = C & ~7;
     /* whole 8-channel blocks, up to four at a time with independent accumulators (hides the FMA
        latency); each lane still adds the taps in the same order */
     for (; c0 + 32 <= cfull; c0 += 32)
-        changed |= rr_dw_blocks(c, rows, tapidx, nrows, cpad, c0, 4, dst, thr);
+        rr_dw_blocks(c, rows, tapidx, nrows, cpad, c0, 4, p, mask, thr);
     switch ((cfull - c0) / 8) {
-    case 3: changed |= rr_dw_blocks(c, rows, tapidx, nrows, cpad, c0, 3, dst, thr); c0 += 24; break;
-    case 2: changed |= rr_dw_blocks(c, rows, tapidx, nrows, cpad, c0, 2, dst, thr); c0 += 16; break;
-    case 1: changed |= rr_dw_blocks(c, rows, tapidx, nrows, cpad, c0, 1, dst, thr); c0 += 8; break;
+    case 3: rr_dw_blocks(c, rows, tapidx, nrows, cpad, c0, 3, p, mask, thr); break;
+    case 2: rr_dw_blocks(c, rows, tapidx, nrows, cpad, c0, 2, p, mask, thr); break;
+    case 1: rr_dw_blocks(c, rows, tapidx, nrows, cpad, c0, 1, p, mask, thr); break;
     default: break;
     }
-    for (; c0 < cpad; c0 += 8) {
-        v8f acc = zero;
-        const int full = c0 + 8 <= C;
-        for (int k = 0; k < nrows; k++) {
-            v8f xin;
-            if (full) {
-                xin = vload(rows[k] + c0);
-            } else {
-                float part[8] = {0};
-                memcpy(part, rows[k] + c0, (size_t)(C - c0) * sizeof(float));
-                xin = vload(part);
-            }
-            acc = vfma(xin, vload(c->w + (size_t)tapidx[k] * cpad + c0), acc);
-        }
-        v8f v = acc + vload(c->bias + c0);
-        if (c->act != ACT_NONE)
-            v = vact(c->act, v, c->alpha, c->beta, c->slope ? vload(c->slope + c0) : zero);
-        if (full) {
-            changed |= rr_store8_tracked(dst + c0, v, thr);
-        } else {
-            vstore(tmp, v);
-            changed |= rr_store_tracked(dst + c0, tmp, C - c0, thr);
-        }
+    if (cfull == C)
+        return;
+    /* the last C % 8 channels, read through a zero-padded copy */
+    v8f acc = vbroadcast(0.0f);
+    for (int k = 0; k < nrows; k++) {
+        float part[8] = {0};
+        memcpy(part, rows[k] + cfull, (size_t)(C - cfull) * sizeof(float));
+        acc = vfma(vload(part), vload(c->w + (size_t)tapidx[k] * cpad + cfull), acc);
     }
-    if (changed && mask) mask[p] = 1;
-}
-
-/* Block cb of output pixel p: activation, tracked store, change mark. */
-static inline __attribute__((always_inline)) void rr_dw_store(
-        const rr_dw_t *c, v8f v, v8f slope, int p, int cb, uint8_t *mask, float thr, const int act) {
-    if (act != ACT_NONE) v = vact(act, v, c->alpha, c->beta, slope);
-    if (rr_store8_tracked(c->y + (size_t)p * c->ldy + cb, v, thr) && mask) mask[p] = 1;
+    v8f v = acc + vload(c->bias + cfull);
+    if (c->act != ACT_NONE)
+        v = vact(c->act, v, c->alpha, c->beta, c->slope ? vload(c->slope + cfull) : vbroadcast(0.0f));
+    float out[8];
+    vstore(out, v);
+    if (rr_store_tracked(c->y + (size_t)p * c->ldy + cfull, out, C - cfull, thr) && mask) mask[p] = 1;
 }
 
 /* np (1 or 4) interior output pixels from ox of row oy times nb (1 or 2) 8-channel blocks from
@@ -643,7 +626,7 @@ static inline void rr_dw_interior(const rr_dw_t *c, int oy, int a, int b, uint8_
 
 /* Pixels pix[0..n) (ascending): runs of neighbours in one row take the interior path where
  * every tap is in the image, the rest rr_dw_pixel. */
-static inline void rr_dw_list(const rr_dw_t *c, const int32_t *pix, int n, uint8_t *mask, float thr, float *tmp) {
+static inline void rr_dw_list(const rr_dw_t *c, const int32_t *pix, int n, uint8_t *mask, float thr) {
     const int fast = c->C % 8 == 0 && c->kh * c->kw <= RR_DW_MAXTAPS;
     /* interior columns: ox*sw - pl >= 0 and ox*sw - pl + (kw-1)*dw <= W-1 */
     const int xlo = (c->pl + c->sw - 1) / c->sw;
@@ -663,7 +646,7 @@ static inline void rr_dw_list(const rr_dw_t *c, const int32_t *pix, int n, uint8
             else rr_dw_interior(c, oy, a, b, mask, thr);
         }
         for (int ox = ox0; ox < ox0 + len; ox++)
-            if (ox < a || ox >= b) rr_dw_pixel(c, oy * c->OW + ox, mask, thr, tmp);
+            if (ox < a || ox >= b) rr_dw_pixel(c, oy * c->OW + ox, mask, thr);
         i += len;
     }
 }
