@@ -69,6 +69,9 @@ cdef class PixelKernel(Kernel):
     cdef long cost
     cdef long min_work          # the least n * cost worth a second thread
 
+    def __cinit__(self, *args, **kwargs):
+        self.min_work = RR_PAR_ELEMS
+
     cdef int run_c(self, const int32_t *pix, int n, uint8_t *mp, float thr, int threads) except -1:
         cdef int nt = rr_threads_for(threads, <long> n * self.cost, self.min_work), t
         cdef int ns = nt * RR_SHARES_PER_THREAD
@@ -139,7 +142,6 @@ cdef class GatherKernel(PixelKernel):
     def __init__(self, x_buf, int x_off, y_buf, int y_off, int C, ymap, xmap, float value=0.0):
         self.kind = RR_K_GATHER
         self.cost = 2 * C
-        self.min_work = RR_PAR_ELEMS
         self.params = &self.g
         ymap = np.ascontiguousarray(ymap, np.int32)
         xmap = np.ascontiguousarray(xmap, np.int32)
@@ -164,7 +166,6 @@ cdef class LinearResizeKernel(PixelKernel):
         """ys, xs: (i0, i1, w0, w1) arrays per output row / column."""
         self.kind = RR_K_LINEAR
         self.cost = 5 * C
-        self.min_work = RR_PAR_ELEMS
         self.params = &self.r
         ys = [np.ascontiguousarray(a, np.int32 if i < 2 else np.float32) for i, a in enumerate(ys)]
         xs = [np.ascontiguousarray(a, np.int32 if i < 2 else np.float32) for i, a in enumerate(xs)]
@@ -191,7 +192,6 @@ cdef class PoolKernel(PixelKernel):
                  bint count_include_pad=False):
         self.kind = RR_K_POOL
         self.cost = C * (kernel[0] * kernel[1] + 1)
-        self.min_work = RR_PAR_ELEMS
         self.params = &self.q
         self.keep = (x_buf, y_buf)
         self.q.x = fptr(x_buf) + x_off
