@@ -16,7 +16,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ["base", "conv", "eltwise", "region", "planner", "info", "train", "journal", "driver"]
+KERNELS = ["base", "conv", "eltwise", "region", "planner", "info", "train", "journal", "marks", "driver"]
 
 
 def _compiles(compiler, flags, code="int main(void){return 0;}\n", link_flags=()):

@@ -3,13 +3,14 @@ positions a change mask reaches through a sliding window (plus forced bands), an
 tight box of a mask. Masks mix long runs, empty stretches and isolated marks so the word-at-a-
 time scans meet every case."""
 import os
-from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reuserun.kernels import planner
+from reuserun.kernels.marks import Marks
 from reuserun.plan.geometry import conv_out_len, window_ranges
 
 EXAMPLES = int(os.environ.get("RR_EXAMPLES", 40)) * 3
@@ -76,10 +77,29 @@ def test_window_reach_matches_numpy(data):
     pix = np.zeros(OH * OW, np.int32)
     tmp = np.zeros(OH * W, np.uint8)
     plan = planner.PixelPlanner(1, OH, OW, reach, pix, tmp, ylo, yhi, xlo, xhi, H, W, dense_above=2.0)
-    src = SimpleNamespace(nchanged=count, npix=H * W, box=box, mask=m.reshape(-1), W=W, H=H)
+    src = Marks()
+    src.H, src.W, src.nchanged, src.box, src.mask = H, W, count, box, m.reshape(-1)
     n, _ = plan.plan([src] if count else [], bands)
     if n == -1:  # changed everywhere: the step computes it whole without a list
         assert count == H * W
         return
     want = reference_reach(m, box or (0, 0, 0, 0), (ylo, yhi, xlo, xhi), OH, OW, bands)
     assert sorted(pix[:n].tolist()) == np.flatnonzero(want).tolist()
+
+
+def test_marks_keep_the_box_and_mask_in_c_fields():
+    m = Marks()
+    m.H, m.W = 3, 5
+    with pytest.raises(ValueError, match="change mask"):
+        m.mask = np.zeros(15, np.float32)
+    with pytest.raises(ValueError, match="change mask"):
+        m.mask = np.zeros(30, np.uint8)[::2]
+    m.mask = np.zeros(15, np.uint8)
+    assert m.box is None and not m.changed and m.npix == 15
+    m.mask[[6, 8, 13]] = 1  # (1, 1), (1, 3), (2, 3)
+    m.rescan((0, 3, 0, 5))
+    assert (m.nchanged, m.box) == (3, (1, 3, 1, 4))
+    m.clear()
+    assert (m.nchanged, m.box, int(m.mask.sum())) == (0, None, 0)
+    m.mark_all()
+    assert (m.nchanged, m.box, int(m.mask.sum())) == (15, (0, 3, 0, 5), 15)

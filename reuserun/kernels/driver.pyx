@@ -2,22 +2,18 @@
 # plan the pixels (PixelPlanner), journal what will be overwritten, run the kernels, rescan the
 # outputs' marks. It is runtime/steps.KernelStep's incremental path with the Python calls between
 # those stages taken out: on small changes they cost more than the kernels (several us a step).
-# The step's state stays in the Python storage objects (runtime/storage.Spatial), read here by
-# attribute.
+# The step's state stays in the storage objects (runtime/storage.Spatial), whose marks and
+# buffer pointers are C fields (kernels/marks.pyx).
 cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.string cimport memset
 
 from reuserun.kernels.base cimport Kernel
 from reuserun.kernels.journal cimport Journal
-from reuserun.kernels.planner cimport PixelPlanner, scan_c
+from reuserun.kernels.marks cimport Marks, scan_c
+from reuserun.kernels.planner cimport PixelPlanner
 
 cnp.import_array()
-
-
-cdef inline uint8_t *mask_of(object tensor):
-    cdef cnp.ndarray m = tensor.mask
-    return <uint8_t *> cnp.PyArray_DATA(m)
 
 
 cdef class FastStep:
@@ -32,7 +28,10 @@ cdef class FastStep:
 
     def __init__(self, PixelPlanner planner, list inputs, list outputs, list vectors, list work, pix, full_pix):
         """work: [(kernel, output index)] as in KernelStep; pix: the planner's pixel list;
-        full_pix: every output pixel in order."""
+        full_pix: every output pixel in order. inputs and outputs: storage.Spatial tensors."""
+        for t in (*inputs, *outputs):
+            if not isinstance(t, Marks):
+                raise TypeError(f"{type(t).__name__} is not a spatial tensor")
         self.planner, self.inputs, self.outputs, self.vectors = planner, inputs, outputs, vectors
         self.kernels = [k for k, _ in work]
         for k in self.kernels:
@@ -50,21 +49,16 @@ cdef class FastStep:
         output position must be recomputed exactly (the caller's full path, which then marks
         `exposed` itself). exposed: per output, boxes to mark changed whatever they hold (shift
         reuse: values moved in from nowhere), or None."""
+        return self.run_c(thr, threads, journal, bands, exposed)
+
+    cdef long run_c(self, float thr, int threads, Journal journal, object bands, object exposed) except -2:
         cdef int box[4]
-        cdef int y, y0, y1, x0, x1, W
+        cdef int tight[4]
         cdef long n
         cdef int32_t *pix
-        cdef uint8_t *m
-        cdef cnp.ndarray buf
+        cdef Marks o
         for o in self.outputs:
-            if o.nchanged:
-                m = mask_of(o)
-                W = o.W
-                y0, y1, x0, x1 = o.box
-                for y in range(y0, y1):
-                    memset(m + <size_t> y * W + x0, 0, x1 - x0)
-                o.nchanged = 0
-                o.box = None
+            o.clear_c()
         n = -1
         for v in self.vectors:
             if v.changed:
@@ -83,40 +77,35 @@ cdef class FastStep:
         pix = self.full_pix if n == self.npix else self.pix
         if journal is not None:
             for o in self.outputs:
-                buf = o.buf
-                journal.save_rows(<float *> cnp.PyArray_DATA(buf) + <int> o.off, buf.shape[2], o.C, pix, n)
+                journal.save_rows(o.base + o.off, o.ld, o.C, pix, n)
         for j in range(len(self.kernels)):
-            (<Kernel> self.kernels[j]).run_c(pix, n, mask_of(self.outputs[self.out_index[j]]), thr, threads)
-        cdef int tight[4]
-        cdef long count
+            o = <Marks> self.outputs[self.out_index[j]]
+            (<Kernel> self.kernels[j]).run_c(pix, n, o.m, thr, threads)
         if exposed is not None:
             self._mark(exposed, box)
             return n
         for o in self.outputs:
-            count = scan_c(mask_of(o), o.W, box[0], box[1], box[2], box[3], tight)
-            o.nchanged = count
-            o.box = (tight[0], tight[1], tight[2], tight[3]) if count else None
+            o.set_box(scan_c(o.m, o.W, box[0], box[1], box[2], box[3], tight), tight)
         return n
 
     cdef void _mark(self, list exposed, int *box):
         """Mark each output's exposed boxes, then count its marks and bound them: they lie in
         the boxes and in box (what the kernels computed; NULL: nothing was)."""
-        cdef int y, b0, b1, b2, b3, W
+        cdef int y, b0, b1, b2, b3
         cdef int tight[4]
         cdef int u[4]
-        cdef long count
-        cdef uint8_t *m
-        for o, boxes in zip(self.outputs, exposed):
+        cdef Marks o
+        for i in range(len(self.outputs)):
+            o = <Marks> self.outputs[i]
             if box != NULL:
                 u[0], u[1], u[2], u[3] = box[0], box[1], box[2], box[3]
             else:
                 u[0], u[1], u[2], u[3] = o.H, 0, o.W, 0
-            m = mask_of(o)
-            W = o.W
-            for b0, b1, b2, b3 in boxes or ():
+            for b0, b1, b2, b3 in exposed[i] or ():
                 for y in range(b0, b1):
-                    memset(m + <size_t> y * W + b2, 1, b3 - b2)
+                    memset(o.m + <size_t> y * o.W + b2, 1, b3 - b2)
                 u[0], u[1], u[2], u[3] = min(u[0], b0), max(u[1], b1), min(u[2], b2), max(u[3], b3)
-            count = scan_c(m, W, u[0], u[1], u[2], u[3], tight) if u[0] < u[1] and u[2] < u[3] else 0
-            o.nchanged = count
-            o.box = (tight[0], tight[1], tight[2], tight[3]) if count else None
+            if u[0] < u[1] and u[2] < u[3]:
+                o.set_box(scan_c(o.m, o.W, u[0], u[1], u[2], u[3], tight), tight)
+            else:
+                o.set_box(0, tight)

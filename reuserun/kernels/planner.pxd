@@ -16,5 +16,3 @@ cdef class PixelPlanner:
     cdef object keep
     cdef long plan_c(self, list inputs, object bands, int *box) except -2
 
-
-cdef long scan_c(const uint8_t *m, int W, int y0, int y1, int x0, int x1, int *box) noexcept nogil

@@ -7,6 +7,8 @@ from libc.stdint cimport int32_t, uint8_t, uint64_t
 from libc.string cimport memcpy, memset
 import numpy as np
 
+from reuserun.kernels.marks cimport Marks, next_mark, run_end, scan_c
+
 cnp.import_array()
 
 
@@ -29,43 +31,6 @@ def fill_box(mask, int W, int y0, int y1, int x0, int x1, int value):
         memset(m + <size_t> y * W + x0, value, x1 - x0)
 
 
-cdef inline int skip_zeros(const uint8_t *row, int x, int x1) noexcept nogil:
-    """The first x in [x, x1) that may hold a mark, eight bytes at a time over empty stretches."""
-    cdef uint64_t w
-    while x + 8 <= x1:
-        memcpy(&w, row + x, 8)
-        if w:
-            break
-        x += 8
-    return x
-
-
-cdef inline int next_mark(const uint8_t *row, int x, int x1) noexcept nogil:
-    """The first marked x in [x, x1), x1 when none."""
-    while x < x1:
-        x = skip_zeros(row, x, x1)
-        while x < x1 and not row[x]:
-            x += 1
-            if (x & 7) == 0:
-                break
-        if x < x1 and row[x]:
-            return x
-    return x1
-
-
-cdef inline int run_end(const uint8_t *row, int x, int x1) noexcept nogil:
-    """The end of the run of marks starting at x."""
-    cdef uint64_t w
-    while x + 8 <= x1:
-        memcpy(&w, row + x, 8)
-        if w != 0x0101010101010101ULL:
-            break
-        x += 8
-    while x < x1 and row[x]:
-        x += 1
-    return x
-
-
 cdef inline bint any_mark(const uint8_t *row, int x0, int x1) noexcept nogil:
     return next_mark(row, x0, x1) < x1
 
@@ -82,30 +47,6 @@ cdef inline void or_into(uint8_t *dst, const uint8_t *src, int n) noexcept nogil
     while i < n:
         dst[i] |= src[i]
         i += 1
-
-
-cdef long scan_c(const uint8_t *m, int W, int y0, int y1, int x0, int x1, int *box) noexcept nogil:
-    """The count of marked pixels inside the box; box gets their tight box (when any)."""
-    cdef int y, x, e, ty0 = y1, ty1 = -1, tx0 = x1, tx1 = -1
-    cdef long n = 0, row
-    for y in range(y0, y1):
-        row = 0
-        x = next_mark(m + <size_t> y * W, x0, x1)
-        while x < x1:
-            e = run_end(m + <size_t> y * W, x, x1)
-            row += e - x
-            if x < tx0:
-                tx0 = x
-            if e - 1 > tx1:
-                tx1 = e - 1
-            x = next_mark(m + <size_t> y * W, e, x1)
-        if row:
-            n += row
-            if y < ty0:
-                ty0 = y
-            ty1 = y
-    box[0], box[1], box[2], box[3] = ty0, ty1 + 1, tx0, tx1 + 1
-    return n
 
 
 def scan_box(mask, int W, int y0, int y1, int x0, int x1):
@@ -171,27 +112,29 @@ cdef class PixelPlanner:
         cdef const uint8_t *src = NULL
         cdef uint8_t *r = self.reach
         cdef int v
-        changed = []
+        cdef Marks s, first = None
+        cdef int nchanged = 0
         for s in inputs:
             if s.nchanged:
-                if s.nchanged == s.npix:
+                if s.nchanged == <long> s.H * s.W:
                     return -1
-                changed.append(s)
+                nchanged += 1
+                if first is None:
+                    first = s
         nb = 0 if bands is None else len(bands)
-        if not changed and nb == 0:
+        if nchanged == 0 and nb == 0:
             return 0
         if self.kind == 0:
-            for s in changed:
-                b = s.box
-                y0, y1, x0, x1 = min(y0, b[0]), max(y1, b[1]), min(x0, b[2]), max(x1, b[3])
-            src_single = len(changed) == 1 and nb == 0
+            for s in inputs:
+                if s.nchanged:
+                    y0, y1, x0, x1 = min(y0, s.b[0]), max(y1, s.b[1]), min(x0, s.b[2]), max(x1, s.b[3])
+            src_single = nchanged == 1 and nb == 0
         else:
-            if changed:
-                s = changed[0]
-                b = s.box
-                sy0, sy1, sx0, sx1 = b
+            if first is not None:
+                s = first
+                sy0, sy1, sx0, sx1 = s.b[0], s.b[1], s.b[2], s.b[3]
                 W = s.W
-                src = u8(s.mask)
+                src = s.m
                 ry0 = first_at_least(self.yhi, self.OH, sy0)
                 ry1 = first_at_least(self.ylo, self.OH, sy1)  # first with ylo > sy1 - 1
                 rx0 = first_at_least(self.xhi, self.OW, sx0)
@@ -205,17 +148,17 @@ cdef class PixelPlanner:
         if y0 >= y1 or x0 >= x1:
             return 0
         if src_single:
-            r = u8(changed[0].mask)
+            r = first.m
         else:
             for y in range(y0, y1):
                 memset(r + <size_t> y * self.OW + x0, 0, x1 - x0)
             if self.kind == 0:
-                for s in changed:
-                    b = s.box
-                    src = u8(s.mask)
-                    for y in range(b[0], b[1]):
-                        for x in range(b[2], b[3]):
-                            r[<size_t> y * self.OW + x] |= src[<size_t> y * self.OW + x]
+                for s in inputs:
+                    if not s.nchanged:
+                        continue
+                    for y in range(s.b[0], s.b[1]):
+                        or_into(r + <size_t> y * self.OW + s.b[2], s.m + <size_t> y * self.OW + s.b[2],
+                                s.b[3] - s.b[2])
             elif has_reach:
                 with nogil:
                     # rows without a mark: a change box spanning both edges (a shifted frame's

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from reuserun.kernels import planner, region
+from reuserun.kernels import region
+from reuserun.kernels.marks import Marks
 from reuserun.plan.rules import spatial_hw
 
 
-class Spatial:
+class Spatial(Marks):
     kind = "spatial"
 
     def __init__(self, name: str, shape: tuple[int, ...], within: Spatial | None = None, off: int = 0,
@@ -41,10 +42,6 @@ class Spatial:
         self.planes = None  # frame-stack inputs: per-channel change masks (C, H*W) and boxes
         self.plane_boxes = None
 
-    @property
-    def npix(self) -> int:
-        return self.H * self.W
-
     def logical(self) -> np.ndarray:
         """A read-only NCHW (or NCL) view of the cached values."""
         v = self.buf[:, :, self.off:self.off + self.C].transpose(2, 0, 1)[None]
@@ -61,25 +58,6 @@ class Spatial:
         """Overwrite the whole tensor from an NCHW / NCL array."""
         chw = logical[0] if self.rank == 4 else logical[0][:, None, :]
         region.to_channels_last(np.ascontiguousarray(chw, np.float32), self.buf, self.off, threads)
-
-    def mark_all(self) -> None:
-        self.mask[:] = 1
-        self.nchanged = self.npix
-        self.box = (0, self.H, 0, self.W)
-
-    def clear(self) -> None:
-        if self.nchanged:
-            planner.fill_box(self.mask, self.W, *self.box, 0)
-            self.nchanged = 0
-            self.box = None
-
-    def rescan(self, box) -> None:
-        """Count the marked pixels, which all lie inside `box`, and tighten the box."""
-        self.nchanged, self.box = planner.scan_box(self.mask, self.W, *box)
-
-    @property
-    def changed(self) -> bool:
-        return self.nchanged > 0
 
     def rebase(self, d: int) -> tuple[int, int, int]:
         """(Owner only.) Shift every tensor in this buffer by d pixels in flat order, new[p] =

@@ -1,0 +1,54 @@
+from libc.stdint cimport uint8_t, uint64_t
+from libc.string cimport memcpy
+
+
+cdef inline int skip_zeros(const uint8_t *row, int x, int x1) noexcept nogil:
+    """The first x in [x, x1) that may hold a mark, eight bytes at a time over empty stretches."""
+    cdef uint64_t w
+    while x + 8 <= x1:
+        memcpy(&w, row + x, 8)
+        if w:
+            break
+        x += 8
+    return x
+
+
+cdef inline int next_mark(const uint8_t *row, int x, int x1) noexcept nogil:
+    """The first marked x in [x, x1), x1 when none."""
+    while x < x1:
+        x = skip_zeros(row, x, x1)
+        while x < x1 and not row[x]:
+            x += 1
+            if (x & 7) == 0:
+                break
+        if x < x1 and row[x]:
+            return x
+    return x1
+
+
+cdef inline int run_end(const uint8_t *row, int x, int x1) noexcept nogil:
+    """The end of the run of marks starting at x."""
+    cdef uint64_t w
+    while x + 8 <= x1:
+        memcpy(&w, row + x, 8)
+        if w != 0x0101010101010101ULL:
+            break
+        x += 8
+    while x < x1 and row[x]:
+        x += 1
+    return x
+
+
+cdef long scan_c(const uint8_t *m, int W, int y0, int y1, int x0, int x1, int *box) noexcept nogil
+
+
+cdef class Marks:
+    cdef public int H, W, C, off
+    cdef public long nchanged
+    cdef int b[4]         # box holding every mark (y0, y1, x0, x1); y0 >= y1: none
+    cdef object _mask, _buf
+    cdef uint8_t *m       # the mask's data
+    cdef float *base      # the buffer's pixel 0, channel 0 (this tensor's start at base + off)
+    cdef long ld          # floats between pixels in the buffer
+    cdef void set_box(self, long count, const int *box) noexcept
+    cdef void clear_c(self) noexcept

@@ -1,0 +1,119 @@
+# A spatial tensor's change marks and cache pointers as C fields. The per-frame path
+# (driver.FastStep, planner.PixelPlanner) reads and writes them once or twice per step; as
+# Python attributes, those reads cost more than a small step's kernels.
+cimport numpy as cnp
+from libc.stdint cimport uint8_t
+from libc.string cimport memset
+
+cnp.import_array()
+
+
+cdef long scan_c(const uint8_t *m, int W, int y0, int y1, int x0, int x1, int *box) noexcept nogil:
+    """The count of marked pixels inside the box; box gets their tight box (when any)."""
+    cdef int y, x, e, ty0 = y1, ty1 = -1, tx0 = x1, tx1 = -1
+    cdef long n = 0, row
+    for y in range(y0, y1):
+        row = 0
+        x = next_mark(m + <size_t> y * W, x0, x1)
+        while x < x1:
+            e = run_end(m + <size_t> y * W, x, x1)
+            row += e - x
+            if x < tx0:
+                tx0 = x
+            if e - 1 > tx1:
+                tx1 = e - 1
+            x = next_mark(m + <size_t> y * W, e, x1)
+        if row:
+            n += row
+            if y < ty0:
+                ty0 = y
+            ty1 = y
+    box[0], box[1], box[2], box[3] = ty0, ty1 + 1, tx0, tx1 + 1
+    return n
+
+
+cdef class Marks:
+    """Base of runtime/storage.Spatial: H, W, C, off; the per-pixel change mask (`mask`, H*W
+    uint8), how many pixels it marks (`nchanged`) and a box holding them (`box`, None when
+    none); the (H, W, Ctot) float32 cache buffer (`buf`)."""
+
+    def __cinit__(self, *args, **kwargs):
+        self.b[0], self.b[1], self.b[2], self.b[3] = 0, 0, 0, 0
+
+    @property
+    def npix(self):
+        return <long> self.H * self.W
+
+    @property
+    def changed(self):
+        return self.nchanged > 0
+
+    @property
+    def box(self):
+        if self.b[0] >= self.b[1]:
+            return None
+        return (self.b[0], self.b[1], self.b[2], self.b[3])
+
+    @box.setter
+    def box(self, value):
+        if value is None:
+            self.b[0] = self.b[1] = 0
+        else:
+            self.b[0], self.b[1], self.b[2], self.b[3] = value
+
+    @property
+    def mask(self):
+        return self._mask
+
+    @mask.setter
+    def mask(self, value):
+        if not (cnp.PyArray_Check(value) and cnp.PyArray_IS_C_CONTIGUOUS(value) and cnp.PyArray_ITEMSIZE(value) == 1
+                and cnp.PyArray_SIZE(value) >= <long> self.H * self.W):
+            raise ValueError(f"a change mask must be a C-contiguous uint8 array of {self.H * self.W} values")
+        self._mask = value
+        self.m = <uint8_t *> cnp.PyArray_DATA(value)
+
+    @property
+    def buf(self):
+        return self._buf
+
+    @buf.setter
+    def buf(self, value):
+        if not (cnp.PyArray_Check(value) and cnp.PyArray_NDIM(value) == 3 and cnp.PyArray_TYPE(value) == cnp.NPY_FLOAT32
+                and cnp.PyArray_IS_C_CONTIGUOUS(value)):
+            raise ValueError("a cache buffer must be a C-contiguous (H, W, C) float32 array")
+        self._buf = value
+        self.ld = cnp.PyArray_DIM(value, 2)
+        self.base = <float *> cnp.PyArray_DATA(value)
+
+    cdef void set_box(self, long count, const int *box) noexcept:
+        """nchanged = count, and box (when count > 0) as the box holding the marks."""
+        self.nchanged = count
+        if count:
+            self.b[0], self.b[1], self.b[2], self.b[3] = box[0], box[1], box[2], box[3]
+        else:
+            self.b[0] = self.b[1] = 0
+
+    cdef void clear_c(self) noexcept:
+        cdef int y
+        if self.nchanged:
+            for y in range(self.b[0], self.b[1]):
+                memset(self.m + <size_t> y * self.W + self.b[2], 0, self.b[3] - self.b[2])
+            self.nchanged = 0
+            self.b[0] = self.b[1] = 0
+
+    def clear(self):
+        """Unmark every pixel."""
+        self.clear_c()
+
+    def mark_all(self):
+        memset(self.m, 1, <size_t> self.H * self.W)
+        self.nchanged = <long> self.H * self.W
+        self.b[0], self.b[1], self.b[2], self.b[3] = 0, self.H, 0, self.W
+
+    def rescan(self, box):
+        """Count the marked pixels, which all lie inside `box`, and tighten the box."""
+        cdef int y0, y1, x0, x1
+        cdef int tight[4]
+        y0, y1, x0, x1 = box
+        self.set_box(scan_c(self.m, self.W, y0, y1, x0, x1, tight), tight)
