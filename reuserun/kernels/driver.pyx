@@ -109,3 +109,22 @@ cdef class FastStep:
                 o.set_box(scan_c(o.m, o.W, u[0], u[1], u[2], u[3], tight), tight)
             else:
                 o.set_box(0, tight)
+
+
+def run_incremental(list steps, list fast, object policy, int threads, Journal journal):
+    """Every step's incremental update in order: a step with a compiled path (fast[i], its
+    FastStep) runs it from here, the others, and a compiled step whose input changed everywhere,
+    their own run(). journal: the steps' undo log for this run, or None. Returns the positions
+    each step computed."""
+    cdef Py_ssize_t i, n = len(steps)
+    cdef long c
+    computed = [0] * n
+    for i in range(n):
+        f = fast[i]
+        step = steps[i]
+        if f is None:
+            computed[i] = step.run(False, policy, threads)
+            continue
+        c = (<FastStep> f).run_c(step.thr, threads, journal, (), None)
+        computed[i] = c if c >= 0 else step.run(True, policy, threads)
+    return computed

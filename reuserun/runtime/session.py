@@ -15,13 +15,14 @@ from reuserun import ir
 from reuserun.frontend import load_model
 from reuserun.frontend.loader import _parse
 from reuserun.ir import InputError
-from reuserun.kernels import planner, region
+from reuserun.kernels import driver, planner, region
 from reuserun.kernels.journal import Journal
 from reuserun.plan.policies import make_policy
 from reuserun.runtime import variants
 from reuserun.runtime.compiler import Compiler, frame_stack_inputs
 from reuserun.runtime.fuse import fuse
 from reuserun.runtime.shifter import BANDS, FULL, Shifter, ShiftDetector
+from reuserun.runtime.steps import KernelStep
 
 # spare room behind each cache, as a fraction of it, for sessions that may reuse shifted frames:
 # a shift then slides the caches' origins, and copies them once per SHIFT_SLACK * size / shift
@@ -303,7 +304,7 @@ class InferenceSession:
                 for step in self._program:
                     step.journal = journal
                 self._load_variant(frames, diffs, journal)
-                computed = self._propagate(False)
+                computed = self._propagate(False, journal)
                 outs = [np.array(self._storage[n].logical(), dtype=np.float32, copy=True, order="C")
                         for n in names]
             finally:
@@ -446,6 +447,7 @@ class InferenceSession:
         self._input_specs = [(a.name, tuple(input_shapes[a.name]), storage[a.name]) for a in self._input_args]
         self._shift_ok = self._shifter.supported and self._shift_allowed(len(self._diff_masks))
         self._still = [0] * len(steps)
+        self._fast = None  # per step, its compiled incremental path under this policy (_propagate)
         self._moved = None  # _validate's scratch: (input, shift) of a frame found to be a shift
         self._heavy_from = None  # changed fraction of the last frame whose change reached HEAVY_MACS
 
@@ -648,8 +650,14 @@ class InferenceSession:
             raise
         self._behind = False
 
-    def _propagate(self, full: bool) -> list[int]:
-        return [step.run(full, self._policy, self.threads) for step in self._program]
+    def _propagate(self, full: bool, journal: Journal | None = None) -> list[int]:
+        """Run every step; journal: the undo log the steps were given (variants), or None."""
+        if full:
+            return [step.run(True, self._policy, self.threads) for step in self._program]
+        if self._fast is None:
+            self._fast = [step.fast if isinstance(step, KernelStep) and step.compiled(self._policy) else None
+                          for step in self._program]
+        return driver.run_incremental(self._program, self._fast, self._policy, self.threads, journal)
 
     def _propagate_shifted(self, name: str, d) -> list[int]:
         """A frame that is the reference moved by d: move the caches, then compute what the
