@@ -1,4 +1,4 @@
-from libc.stdint cimport uint8_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcpy
 
 
@@ -50,5 +50,10 @@ cdef class Marks:
     cdef uint8_t *m       # the mask's data
     cdef float *base      # the buffer's pixel 0, channel 0 (this tensor's start at base + off)
     cdef long ld          # floats between pixels in the buffer
+    # the buffer's owner (the tensor it was made for; channel slices share it) slides it for
+    # shift reuse: flat holds (npix + slack) pixels, the buffer starts at pixel origin
+    cdef public object owner, members, flat, _views
+    cdef public long slack, origin
+    cdef void _rebase(self, long d, int64_t *moved)
     cdef void set_box(self, long count, const int *box) noexcept
     cdef void clear_c(self) noexcept

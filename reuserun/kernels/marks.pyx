@@ -2,7 +2,7 @@
 # (driver.FastStep, planner.PixelPlanner) reads and writes them once or twice per step; as
 # Python attributes, those reads cost more than a small step's kernels.
 cimport numpy as cnp
-from libc.stdint cimport uint8_t
+from libc.stdint cimport int64_t, uint8_t
 from libc.string cimport memset
 
 cnp.import_array()
@@ -111,9 +111,49 @@ cdef class Marks:
         self.nchanged = <long> self.H * self.W
         self.b[0], self.b[1], self.b[2], self.b[3] = 0, self.H, 0, self.W
 
+    cdef void _rebase(self, long d, int64_t *moved):
+        """(Owner only.) Shift every tensor in this buffer by d pixels in flat order, new[p] =
+        old[p + d], by sliding the buffer's origin into its slack; positions with no old pixel
+        hold stale values (the exposed band, which is recomputed). Copies only when the origin
+        runs out of slack (then once per slack / |d| frames). moved gets (lo, hi, delta): the
+        old buffer's byte range and how far it moved, for the kernels' pointers."""
+        cdef long n = <long> self.H * self.W, L = self.ld, before = self.origin, o = before + d
+        cdef long p0, src, dst, count
+        cdef Marks m
+        moved[0] = <int64_t> self.base
+        moved[1] = moved[0] + n * L * 4
+        if not 0 <= o <= self.slack:
+            o = 0 if d > 0 else self.slack
+            if abs(d) < n:
+                p0 = max(0, -d)  # the first new position with an old pixel
+                src, dst, count = (before + p0 + d) * L, (o + p0) * L, (n - abs(d)) * L
+                self.flat[dst:dst + count] = self.flat[src:src + count]  # numpy handles the overlap
+        moved[2] = (o - before) * L * 4
+        self.origin = o
+        buf = self._views.get(o)
+        if buf is None:  # a stream cycles through at most slack / |d| + 1 origins
+            buf = self._views[o] = self.flat[o * L:(o + n) * L].reshape(self.H, self.W, L)
+        for m in self.members:
+            m._buf = buf
+            m.base = <float *> cnp.PyArray_DATA(buf)
+
+    def rebase(self, long d):
+        """_rebase for Python callers: returns (lo, hi, delta)."""
+        cdef int64_t moved[3]
+        self._rebase(d, moved)
+        return moved[0], moved[1], moved[2]
+
     def rescan(self, box):
         """Count the marked pixels, which all lie inside `box`, and tighten the box."""
         cdef int y0, y1, x0, x1
         cdef int tight[4]
         y0, y1, x0, x1 = box
         self.set_box(scan_c(self.m, self.W, y0, y1, x0, x1, tight), tight)
+
+
+def rebase_all(list rebases, int64_t[:, ::1] moved):
+    """Marks._rebase for each (owner, d) of a shift plan, into the rows of moved."""
+    cdef Py_ssize_t i
+    for i in range(len(rebases)):
+        owner, d = rebases[i]
+        (<Marks> owner)._rebase(d, &moved[i, 0])

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from reuserun.kernels import base, region
+from reuserun.kernels import base, marks, region
 from reuserun.plan import shift as sh
 from reuserun.runtime.steps import (
     ConcatStep,
@@ -136,10 +136,8 @@ class Shifter:
 
     def apply(self, plan: ShiftPlan, threads: int) -> None:
         if plan.rebases:
-            moved = plan.moved
-            for i, (owner, d) in enumerate(plan.rebases):
-                moved[i] = owner.rebase(d)
-            base.relocate_all(plan.kernels, moved)
+            marks.rebase_all(plan.rebases, plan.moved)
+            base.relocate_all(plan.kernels, plan.moved)
         for st, (dy, dx) in plan.moves:
             region.move(st.buf, st.off, st.C, dy, dx, threads)
 

@@ -27,7 +27,6 @@ class Spatial(Marks):
             self.owner = self
             self.slack, self.origin = slack, 0
             self.flat = np.zeros((self.npix + slack) * self.C, np.float32)
-            self.addr = self.flat.ctypes.data
             self.buf = self.flat[:self.npix * self.C].reshape(self.H, self.W, self.C)
             self._views = {0: self.buf}  # buffer views by origin, for rebase
             self.members = [self]
@@ -58,32 +57,6 @@ class Spatial(Marks):
         """Overwrite the whole tensor from an NCHW / NCL array."""
         chw = logical[0] if self.rank == 4 else logical[0][:, None, :]
         region.to_channels_last(np.ascontiguousarray(chw, np.float32), self.buf, self.off, threads)
-
-    def rebase(self, d: int) -> tuple[int, int, int]:
-        """(Owner only.) Shift every tensor in this buffer by d pixels in flat order, new[p] =
-        old[p + d], by sliding the buffer's origin into its slack; positions with no old pixel
-        hold stale values (the exposed band, which is recomputed). Copies only when the origin
-        runs out of slack (then once per slack / |d| frames). Returns (lo, hi, delta): the old
-        buffer's byte range and how far it moved, for the kernels' pointers."""
-        n, L, before = self.npix, self.C, self.origin
-        lo = self.addr + before * L * 4
-        o = before + d
-        if not 0 <= o <= self.slack:
-            o = 0 if d > 0 else self.slack
-            if abs(d) < n:
-                p0 = max(0, -d)  # the first new position with an old pixel
-                src = (before + p0 + d) * L
-                dst = (o + p0) * L
-                count = (n - abs(d)) * L
-                self.flat[dst:dst + count] = self.flat[src:src + count]  # numpy handles the overlap
-        self.origin = o
-        buf = self._views.get(o)
-        if buf is None:  # a stream cycles through at most slack / |d| + 1 origins
-            buf = self._views[o] = self.flat[o * L:(o + n) * L].reshape(self.H, self.W, L)
-        self.buf = buf
-        for m in self.members:
-            m.buf = buf
-        return lo, lo + n * L * 4, (o - before) * L * 4
 
 
 class Plain:
