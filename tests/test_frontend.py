@@ -381,6 +381,24 @@ def test_pool_1d_and_global():
         assert g.tensors["y"].shape == (1, 3, 1, 1)
 
 
+
+@pytest.mark.parametrize("C", [3, 8, 29, 32, 64, 131, 160, 300])
+@pytest.mark.parametrize("op", ["GlobalAveragePool", "GlobalMaxPool"])
+def test_global_pool_sums_each_channel_in_pixel_order(op, C):
+    """Each channel is pooled in pixel order, whichever group of channels (128, 32 or 8 at a
+    time) it falls in and on any thread count: the mean is bit-identical to a running float32
+    sum over the pixels divided by their count."""
+    x = rand(1, C, *((60, 60) if C == 300 else (7, 9)), seed=C, scale=100.0)  # 300: over 1M values, 2 threads
+    flat = x.reshape(C, -1)
+    if op == "GlobalAveragePool":
+        want = np.cumsum(flat, axis=1, dtype=np.float32)[:, -1] / np.float32(flat.shape[1])
+    else:
+        want = flat.max(axis=1)
+    for threads in (1, 2):
+        got = reuserun.InferenceSession(one_op_model(op, list(x.shape)), policy="dense",
+                                        threads=threads).run(None, {"x": x})[0]
+        assert got.reshape(-1).tobytes() == want.astype(np.float32).tobytes(), (op, C, threads)
+
 @pytest.mark.parametrize("op", ["ReduceMean", "ReduceMax"])
 @pytest.mark.parametrize("keepdims", [0, 1])
 @pytest.mark.parametrize("x_shape,axes", [(X4, [2, 3]), (X4, [-1, -2]), ([1, 3, 11], [2])])

@@ -271,32 +271,40 @@ static inline int rr_global_pool_block(const float *x, int npix, int ldx, int c0
     return rr_store_tracked(out + c0, tmp, nc, thr);
 }
 
-/* Four full blocks (32 channels) at once: the same per-channel order as rr_global_pool_block,
- * with four independent accumulators so the adds do not wait on each other. */
-static inline int rr_global_pool_quad(const float *x, int npix, int ldx, int c0, int is_max,
-                                      float *out, float thr) {
-    float tmp[32];
-    v8f a0, a1, a2, a3;
+/* nb full blocks (8 * nb channels, nb <= 16) in one pass over the pixels: the same per-channel
+ * order as rr_global_pool_block, with nb independent accumulators, so the adds do not wait on
+ * each other and each pixel's channels are read once. Called with a constant nb, the blocks
+ * unroll and the accumulators stay in registers. */
+static inline __attribute__((always_inline)) int rr_global_pool_blocks(
+        const float *x, int npix, int ldx, int c0, int nb, int is_max, float *out, float thr) {
+    float tmp[128];
+    v8f a[16];
     const float *p0 = x + c0;
+    for (int j = 0; j < nb; j++) a[j] = is_max ? vload(p0 + 8 * j) : vbroadcast(0.0f);
     if (is_max) {
-        a0 = vload(p0); a1 = vload(p0 + 8); a2 = vload(p0 + 16); a3 = vload(p0 + 24);
         for (int p = 0; p < npix; p++) {
             const float *q = p0 + (size_t)p * ldx;
-            a0 = vmax(a0, vload(q)); a1 = vmax(a1, vload(q + 8));
-            a2 = vmax(a2, vload(q + 16)); a3 = vmax(a3, vload(q + 24));
+            for (int j = 0; j < nb; j++) a[j] = vmax(a[j], vload(q + 8 * j));
         }
     } else {
-        a0 = a1 = a2 = a3 = vbroadcast(0.0f);
         for (int p = 0; p < npix; p++) {
             const float *q = p0 + (size_t)p * ldx;
-            a0 = a0 + vload(q); a1 = a1 + vload(q + 8);
-            a2 = a2 + vload(q + 16); a3 = a3 + vload(q + 24);
+            for (int j = 0; j < nb; j++) a[j] = a[j] + vload(q + 8 * j);
         }
         v8f n = vbroadcast((float)npix);
-        a0 = a0 / n; a1 = a1 / n; a2 = a2 / n; a3 = a3 / n;
+        for (int j = 0; j < nb; j++) a[j] = a[j] / n;
     }
-    vstore(tmp, a0); vstore(tmp + 8, a1); vstore(tmp + 16, a2); vstore(tmp + 24, a3);
-    return rr_store_tracked(out + c0, tmp, 32, thr);
+    for (int j = 0; j < nb; j++) vstore(tmp + 8 * j, a[j]);
+    return rr_store_tracked(out + c0, tmp, 8 * nb, thr);
+}
+
+/* 128 and 32 channels at once (the global pool's work items). */
+static inline int rr_global_pool_16(const float *x, int npix, int ldx, int c0, int is_max, float *out, float thr) {
+    return rr_global_pool_blocks(x, npix, ldx, c0, 16, is_max, out, thr);
+}
+
+static inline int rr_global_pool_4(const float *x, int npix, int ldx, int c0, int is_max, float *out, float thr) {
+    return rr_global_pool_blocks(x, npix, ldx, c0, 4, is_max, out, thr);
 }
 
 /* One entry point so a single parallel loop serves every per-pixel kernel. */
