@@ -39,6 +39,9 @@ cdef inline int run_end(const uint8_t *row, int x, int x1) noexcept nogil:
     return x
 
 
+cdef long slide_c(object flat, long before, long slack, long size, long d) except -1
+
+
 cdef long scan_c(const uint8_t *m, int W, int y0, int y1, int x0, int x1, int *box) noexcept nogil
 
 
@@ -54,6 +57,6 @@ cdef class Marks:
     # shift reuse: flat holds (npix + slack) pixels, the buffer starts at pixel origin
     cdef public object owner, members, flat, _views
     cdef public long slack, origin
-    cdef void _rebase(self, long d, int64_t *moved)
+    cdef int _rebase(self, long d, int64_t *moved) except -1
     cdef void set_box(self, long count, const int *box) noexcept
     cdef void clear_c(self) noexcept

@@ -111,23 +111,17 @@ cdef class Marks:
         self.nchanged = <long> self.H * self.W
         self.b[0], self.b[1], self.b[2], self.b[3] = 0, self.H, 0, self.W
 
-    cdef void _rebase(self, long d, int64_t *moved):
+    cdef int _rebase(self, long d, int64_t *moved) except -1:
         """(Owner only.) Shift every tensor in this buffer by d pixels in flat order, new[p] =
         old[p + d], by sliding the buffer's origin into its slack; positions with no old pixel
         hold stale values (the exposed band, which is recomputed). Copies only when the origin
         runs out of slack (then once per slack / |d| frames). moved gets (lo, hi, delta): the
         old buffer's byte range and how far it moved, for the kernels' pointers."""
-        cdef long n = <long> self.H * self.W, L = self.ld, before = self.origin, o = before + d
-        cdef long p0, src, dst, count
+        cdef long n = <long> self.H * self.W, L = self.ld, before = self.origin, o
         cdef Marks m
         moved[0] = <int64_t> self.base
         moved[1] = moved[0] + n * L * 4
-        if not 0 <= o <= self.slack:
-            o = 0 if d > 0 else self.slack
-            if abs(d) < n:
-                p0 = max(0, -d)  # the first new position with an old pixel
-                src, dst, count = (before + p0 + d) * L, (o + p0) * L, (n - abs(d)) * L
-                self.flat[dst:dst + count] = self.flat[src:src + count]  # numpy handles the overlap
+        o = slide_c(self.flat, before * L, self.slack * L, n * L, d * L) // L
         moved[2] = (o - before) * L * 4
         self.origin = o
         buf = self._views.get(o)
@@ -136,6 +130,7 @@ cdef class Marks:
         for m in self.members:
             m._buf = buf
             m.base = <float *> cnp.PyArray_DATA(buf)
+        return 0
 
     def rebase(self, long d):
         """_rebase for Python callers: returns (lo, hi, delta)."""
@@ -149,6 +144,26 @@ cdef class Marks:
         cdef int tight[4]
         y0, y1, x0, x1 = box
         self.set_box(scan_c(self.m, self.W, y0, y1, x0, x1, tight), tight)
+
+
+cdef long slide_c(object flat, long before, long slack, long size, long d) except -1:
+    """Where a window of `size` floats starting at `before` in flat (size + slack floats) starts
+    once moved by d floats, new[i] = old[i + d]: before + d while that stays in [0, slack],
+    else 0 or slack, with the overlap copied over. Values with no old counterpart are stale."""
+    cdef long o = before + d, p0, src, dst, count
+    if 0 <= o <= slack:
+        return o
+    o = 0 if d > 0 else slack
+    if abs(d) < size:
+        p0 = max(0, -d)  # the first new position with an old value
+        src, dst, count = before + p0 + d, o + p0, size - abs(d)
+        flat[dst:dst + count] = flat[src:src + count]  # numpy handles the overlap
+    return o
+
+
+def slide(flat, long before, long slack, long size, long d):
+    """slide_c for Python callers: the new start."""
+    return slide_c(flat, before, slack, size, d)
 
 
 def rebase_all(list rebases, int64_t[:, ::1] moved):

@@ -63,7 +63,8 @@ def apply_frame(const float[:, ::1] frame, float[:, ::1] ref, float[:, :, ::1] b
                 float thr, const uint8_t[::1] mask, int threads):
     """Write the marked pixels of the (C, HW) frame into its (C, HW) reference and its cache
     buffer (H, W, Ctot); under a threshold only the elements that moved by more than it, so
-    every element keeps its last propagated value."""
+    every element keeps its last propagated value; thr < 0: every marked element, whatever the
+    reference holds (a reference that slid holds stale values where a shift exposed it)."""
     cdef int C = frame.shape[0], npix = frame.shape[1], b, nt = rr_num_threads(threads)
     cdef int nblocks = (npix + 1023) // 1024
     cdef long ldb = buf.shape[2]

@@ -62,7 +62,8 @@ class Compiler:
                 self.storage[name] = Const(name, t.value)
         for name in graph.inputs:
             shape = graph.tensors[name].shape
-            self.storage[name] = Spatial(name, shape) if is_spatial_shape(shape) else Plain(name, shape)
+            self.storage[name] = (Spatial(name, shape, slack=self.slack_for(shape)) if is_spatial_shape(shape)
+                                  else Plain(name, shape))
         self.aliases = plan_concat_aliases(graph, self.slack_for)
 
     # --- storage helpers -------------------------------------------------------------------

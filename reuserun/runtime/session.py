@@ -15,7 +15,7 @@ from reuserun import ir
 from reuserun.frontend import load_model
 from reuserun.frontend.loader import _parse
 from reuserun.ir import InputError
-from reuserun.kernels import driver, planner, region
+from reuserun.kernels import driver, marks, planner, region
 from reuserun.kernels.journal import Journal
 from reuserun.plan.policies import make_policy
 from reuserun.runtime import variants
@@ -262,7 +262,7 @@ class InferenceSession:
                 if not self._load_inputs(frames, diffs, full):
                     computed = self._still  # every cache is current
                 elif moved:
-                    computed = self._propagate_shifted(*moved)
+                    computed = self._propagate_shifted(*moved, frames[moved[0]])
                     self._update_mirrors(True)
                 else:
                     computed = self._propagate(full)
@@ -428,8 +428,12 @@ class InferenceSession:
         # change masks of spatial inputs, kept apart from the cache until a frame is accepted
         self._diff_masks = {n: np.empty(s.npix, np.uint8) for n, s in storage.items()
                             if n in input_shapes and s.kind == "spatial"}
-        # the reference frames in their own (C, H*W) layout, so diffing is a contiguous compare
-        self._ref_frames = {n: np.zeros((storage[n].C, storage[n].npix), np.float32) for n in self._diff_masks}
+        # the reference frames in their own (C, H*W) layout, so diffing is a contiguous compare;
+        # each lies in a buffer with the input cache's slack, so a shift slides it (_slide_input)
+        self._ref_bufs = {n: [np.zeros(storage[n].C * storage[n].npix + storage[n].slack, np.float32), 0]
+                          for n in self._diff_masks}
+        self._ref_frames = {n: buf[:storage[n].C * storage[n].npix].reshape(storage[n].C, -1)
+                            for n, (buf, _) in self._ref_bufs.items()}
         self._plane_masks = {n: np.zeros((storage[n].C, storage[n].npix), np.uint8) for n in self._stacks}
         self._dense_macs = sum(self._step_dense_macs(s) for s in steps)
         self._apply_thresholds()
@@ -550,10 +554,11 @@ class InferenceSession:
                 st.load(v, self.threads)
                 np.copyto(self._ref_frames[name], v.reshape(st.C, -1))
                 st.mark_all()
-            elif diffs[name][2] is not None:  # moved: the whole frame is new content in memory
+            elif diffs[name][2] is not None:  # moved
                 mask = diffs[name][0]
-                st.load(v, self.threads)
-                np.copyto(self._ref_frames[name], v.reshape(st.C, -1))
+                if not self._shifter.plan(st, diffs[name][2]).slides_input:  # else _slide_input writes it
+                    st.load(v, self.threads)
+                    np.copyto(self._ref_frames[name], v.reshape(st.C, -1))
                 st.mask, self._diff_masks[name] = mask, st.mask
                 st.rescan((0, st.H, 0, st.W))
             else:
@@ -659,11 +664,14 @@ class InferenceSession:
                           for step in self._program]
         return driver.run_incremental(self._program, self._fast, self._policy, self.threads, journal)
 
-    def _propagate_shifted(self, name: str, d) -> list[int]:
+    def _propagate_shifted(self, name: str, d, frame) -> list[int]:
         """A frame that is the reference moved by d: move the caches, then compute what the
         shift plan says."""
-        plan = self._shifter.plan(self._storage[name], d)
+        st = self._storage[name]
+        plan = self._shifter.plan(st, d)
         self._shifter.apply(plan, self.threads)
+        if plan.slides_input:
+            self._slide_input(name, st, d, frame)
         computed = []
         for step, (mode, bands), exposed, per_output in zip(self._program, plan.modes, plan.exposed,
                                                             plan.exposed_per_output):
@@ -681,6 +689,19 @@ class InferenceSession:
                     planner.fill_box(o.mask, o.W, *b, 1)
                 o.rescan(_union2(ubox, o.box) if o.box else ubox)
         return computed
+
+    def _slide_input(self, name: str, st, d, frame) -> None:
+        """The input's cache slid with the others: slide its reference frame alike (every
+        channel plane moves by the same flat shift), then write the frame's marked pixels, the
+        only ones where the moved reference does not hold the frame already, into both."""
+        ref = self._ref_bufs[name]
+        n = st.C * st.npix
+        origin = marks.slide(ref[0], ref[1], st.slack, n, d[0] * st.W + d[1])
+        if origin != ref[1]:
+            ref[1] = origin
+            self._ref_frames[name] = ref[0][origin:origin + n].reshape(st.C, -1)
+        region.apply_frame(frame.reshape(st.C, -1), self._ref_frames[name], st.buf, st.off, -1.0, st.mask,
+                           self.threads)
 
     def _shift_allowed(self, spatial_inputs: int) -> bool:
         """Shift reuse is for exact, incremental sessions with one spatial input that is not a

@@ -36,6 +36,7 @@ class ShiftPlan:
     # it has none), for the step to mark itself; else None
     exposed_per_output: list = field(default_factory=list)
     moved: np.ndarray | None = None  # apply's (lo, hi, delta) per rebase, filled each frame
+    slides_input: bool = False  # the moved input's cache is among the rebases
 
     def __post_init__(self):
         self.moved = np.zeros((len(self.rebases), 3), np.int64)
@@ -106,7 +107,9 @@ class Shifter:
         moving = {}
         for s_id, dd in shifts.items():
             st = self.by_id.get(s_id)
-            if st is not None and st is not moved_input and dd is not None and dd != (0, 0):
+            # the input slides too when it can (then only its changed pixels are written);
+            # else the session loads it whole
+            if st is not None and dd is not None and dd != (0, 0) and (st is not moved_input or st.slack):
                 moving[s_id] = (st, dd)
         rebases, seen = [], set()
         for st, dd in moving.values():
@@ -132,7 +135,8 @@ class Shifter:
             boxes = {id(o): b for o, b, _ in ex}
             per_output.append([boxes.get(id(o)) for o in step.outputs]
                               if ex and isinstance(step, KernelStep) else None)
-        return ShiftPlan(modes, moves, exposed, rebases, kernels, per_output)
+        slides_input = any(o is moved_input for o, _ in rebases)
+        return ShiftPlan(modes, moves, exposed, rebases, kernels, per_output, slides_input=slides_input)
 
     def apply(self, plan: ShiftPlan, threads: int) -> None:
         if plan.rebases:
