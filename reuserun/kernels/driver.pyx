@@ -12,8 +12,16 @@ from reuserun.kernels.base cimport Kernel
 from reuserun.kernels.journal cimport Journal
 from reuserun.kernels.marks cimport Marks, scan_c
 from reuserun.kernels.planner cimport PixelPlanner
+from reuserun.kernels.planner import fill_box
 
 cnp.import_array()
+
+# how a shift plan (runtime/shifter.py) has each step run: incrementally, whole, or
+# incrementally plus forced bands
+cdef enum:
+    FULL_ = 1
+    BANDS_ = 2
+NORMAL, FULL, BANDS = 0, FULL_, BANDS_
 
 
 cdef class FastStep:
@@ -128,3 +136,44 @@ def run_incremental(list steps, list fast, object policy, int threads, Journal j
         c = (<FastStep> f).run_c(step.thr, threads, journal, (), None)
         computed[i] = c if c >= 0 else step.run(True, policy, threads)
     return computed
+
+
+def run_shifted(list steps, list fast, list modes, list exposed, list per_output, object policy, int threads):
+    """The steps of a frame that is the reference moved, as its plan says (runtime/shifter's
+    ShiftPlan: modes, exposed, exposed_per_output), once the caches have moved. A step in mode
+    FULL is recomputed whole; the others run incrementally, with the plan's bands in mode
+    BANDS. A moving output's exposed boxes (stale values moved in from nowhere) are marked
+    changed whatever they hold: by the compiled step itself, else after the step. Returns the
+    positions each step computed."""
+    cdef Py_ssize_t i, n = len(steps)
+    cdef int m
+    cdef long c
+    computed = [0] * n
+    for i in range(n):
+        mode, bands = modes[i]
+        m = mode
+        step = steps[i]
+        if m == FULL_:
+            computed[i] = step.run(True, policy, threads)
+            continue
+        f = fast[i]
+        if f is not None:
+            po = per_output[i]
+            c = (<FastStep> f).run_c(step.thr, threads, None, bands if m == BANDS_ else (), po)
+            if c < 0:
+                computed[i] = step.run(True, policy, threads)  # marks every position
+                continue
+            computed[i] = c
+            if po is not None:
+                continue
+        else:
+            computed[i] = step.run(False, policy, threads, bands) if m == BANDS_ else step.run(False, policy, threads)
+        for o, boxes, ubox in exposed[i]:
+            for b in boxes:
+                fill_box(o.mask, o.W, *b, 1)
+            o.rescan(_union2(ubox, o.box) if o.box else ubox)
+    return computed
+
+
+cdef tuple _union2(tuple a, tuple b):
+    return min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3])

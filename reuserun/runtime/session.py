@@ -21,7 +21,7 @@ from reuserun.plan.policies import make_policy
 from reuserun.runtime import variants
 from reuserun.runtime.compiler import Compiler, frame_stack_inputs
 from reuserun.runtime.fuse import fuse
-from reuserun.runtime.shifter import BANDS, FULL, Shifter, ShiftDetector
+from reuserun.runtime.shifter import Shifter, ShiftDetector
 from reuserun.runtime.steps import KernelStep
 
 # spare room behind each cache, as a fraction of it, for sessions that may reuse shifted frames:
@@ -55,10 +55,6 @@ def _check_array(name: str, v, shape: tuple) -> None:
     if v.shape != shape:
         raise InputError(f"input {name!r}: expected shape {shape}, got {v.shape}; a session "
                          f"keeps one stream of one shape (make a new session for another)")
-
-
-def _union2(a, b):
-    return (min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3]))
 
 
 @dataclass(frozen=True)
@@ -659,10 +655,14 @@ class InferenceSession:
         """Run every step; journal: the undo log the steps were given (variants), or None."""
         if full:
             return [step.run(True, self._policy, self.threads) for step in self._program]
+        return driver.run_incremental(self._program, self._fast_steps(), self._policy, self.threads, journal)
+
+    def _fast_steps(self) -> list:
+        """Per step, its compiled incremental path (driver.FastStep) under this policy, or None."""
         if self._fast is None:
             self._fast = [step.fast if isinstance(step, KernelStep) and step.compiled(self._policy) else None
                           for step in self._program]
-        return driver.run_incremental(self._program, self._fast, self._policy, self.threads, journal)
+        return self._fast
 
     def _propagate_shifted(self, name: str, d, frame) -> list[int]:
         """A frame that is the reference moved by d: move the caches, then compute what the
@@ -672,23 +672,8 @@ class InferenceSession:
         self._shifter.apply(plan, self.threads)
         if plan.slides_input:
             self._slide_input(name, st, d, frame)
-        computed = []
-        for step, (mode, bands), exposed, per_output in zip(self._program, plan.modes, plan.exposed,
-                                                            plan.exposed_per_output):
-            if mode == FULL:
-                computed.append(step.run(True, self._policy, self.threads))
-            elif per_output is not None and step.compiled(self._policy):
-                computed.append(step.run(False, self._policy, self.threads, bands, per_output))
-                continue
-            elif mode == BANDS:
-                computed.append(step.run(False, self._policy, self.threads, bands))
-            else:
-                computed.append(step.run(False, self._policy, self.threads))
-            for o, boxes, ubox in exposed:
-                for b in boxes:  # stale values moved in from nowhere: changed, whatever they hold
-                    planner.fill_box(o.mask, o.W, *b, 1)
-                o.rescan(_union2(ubox, o.box) if o.box else ubox)
-        return computed
+        return driver.run_shifted(self._program, self._fast_steps(), plan.modes, plan.exposed,
+                                  plan.exposed_per_output, self._policy, self.threads)
 
     def _slide_input(self, name: str, st, d, frame) -> None:
         """The input's cache slid with the others: slide its reference frame alike (every

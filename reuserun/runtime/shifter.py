@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from reuserun.kernels import base, marks, region
+from reuserun.kernels.driver import BANDS, FULL, NORMAL
 from reuserun.plan import shift as sh
 from reuserun.runtime.steps import (
     ConcatStep,
@@ -22,7 +23,6 @@ from reuserun.runtime.steps import (
     ToSpatialStep,
 )
 
-NORMAL, FULL, BANDS = 0, 1, 2
 
 
 @dataclass
