@@ -190,3 +190,31 @@ def test_detection_backs_off_on_frames_that_never_move(monkeypatch):
     assert len(calls) <= 10  # 39 unrelated frames: tried on 1 + 1 + 1 + 1 + (every 16th)
     first = next(i for i, d in enumerate(found) if d is not None)
     assert 40 < first <= 40 + 16 and all(d == (2, 0) for d in found[first:])
+
+
+@pytest.mark.parametrize("where", ["overlap", "exposed"])
+def test_non_finite_shifted_frame_rejected_and_stream_goes_on(where):
+    """A NaN in a frame that is the reference moved (in the part it shares with the reference,
+    or in the band the move exposed) is rejected before any cache or reference slides; the
+    stream then goes on shifting, bit-identical to dense."""
+    from test_session import assert_same_snapshot, snapshot
+    rng = np.random.default_rng(3)
+    model = conv1d_stack(rng, 4)
+    stream = rng.standard_normal((1, 1, 64 + 6 * 5)).astype(np.float32)
+    frames = [np.ascontiguousarray(stream[:, :, k * 5:k * 5 + 64]) for k in range(6)]
+    sess = reuserun.InferenceSession(model, threads=1)
+    dense = reuserun.InferenceSession(model, policy="dense", threads=1)
+    for f in frames[:3]:
+        sess.run(None, {"x": f})
+    assert sess.stats["shift"] == (0, 5)
+    before, ref = snapshot(sess), sess._ref_frames["x"].copy()
+    bad = frames[3].copy()
+    bad[0, 0, 20 if where == "overlap" else 62] = np.nan
+    with pytest.raises(reuserun.InputError, match="NaN or Inf"):
+        sess.run(None, {"x": bad})
+    assert_same_snapshot(before, snapshot(sess))
+    assert sess._ref_frames["x"].tobytes() == ref.tobytes()
+    for f in frames[3:]:
+        got = sess.run(None, {"x": f})
+        assert sess.stats["shift"] == (0, 5)
+        assert all(a.tobytes() == b.tobytes() for a, b in zip(got, dense.run(None, {"x": f})))

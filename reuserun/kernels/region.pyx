@@ -10,6 +10,7 @@ from reuserun.kernels.common cimport RR_PAR_ELEMS, RR_SHARES_PER_THREAD, rr_diff
 
 cdef extern from "rr_region.h" nogil:
     void rr_mark_diff(const uint32_t *f, const uint32_t *r, uint8_t *m, long n, int first)
+    uint32_t rr_mark_diff_count_nonfinite(const uint32_t *f, const uint32_t *r, uint8_t *m, long n, int first)
     uint32_t rr_count_nonfinite(const uint32_t *f, long n)
     uint32_t rr_count_marks(const uint8_t *m, long n)
     void rr_apply_rows(const float *f, float *ref, float *buf, long ldb, const uint8_t *m, long p0, long p1,
@@ -374,14 +375,17 @@ cdef inline long _diff_shifted_row(const uint32_t *fb, const uint32_t *rb, uint8
     cdef int xa = max(0, -dx), xb = min(W, W - dx), c
     cdef long nbad = 0
     cdef uint8_t *m = mask + p
-    for c in range(C):
-        nbad += rr_count_nonfinite(fb + c * npix + p, W)
-    bad[0] = nbad
     if y + dy < 0 or y + dy >= H or xa >= xb:
+        for c in range(C):
+            nbad += rr_count_nonfinite(fb + c * npix + p, W)
+        bad[0] = nbad
         memset(m, 1, W)
         return W
     memset(m, 1, xa)
     memset(m + xb, 1, W - xb)
     for c in range(C):
-        rr_mark_diff(fb + c * npix + p + xa, rb + c * npix + q + xa, m + xa, xb - xa, c == 0)
+        # the exposed columns are only checked; the others also compared, in the same pass
+        nbad += rr_count_nonfinite(fb + c * npix + p, xa) + rr_count_nonfinite(fb + c * npix + p + xb, W - xb)
+        nbad += rr_mark_diff_count_nonfinite(fb + c * npix + p + xa, rb + c * npix + q + xa, m + xa, xb - xa, c == 0)
+    bad[0] = nbad
     return xa + (W - xb) + rr_count_marks(m + xa, xb - xa)

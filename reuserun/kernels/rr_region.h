@@ -14,6 +14,24 @@ static inline void rr_mark_diff(const uint32_t *restrict f, const uint32_t *rest
     else for (long x = 0; x < n; x++) m[x] |= f[x] != r[x];
 }
 
+/* rr_mark_diff that also returns how many of f[0..n) are NaN or Inf: one pass over the frame. */
+static inline uint32_t rr_mark_diff_count_nonfinite(const uint32_t *restrict f, const uint32_t *restrict r,
+                                                    uint8_t *restrict m, long n, int first) {
+    uint32_t bad = 0;
+    if (first) {
+        for (long x = 0; x < n; x++) {
+            bad += (f[x] & 0x7f800000u) == 0x7f800000u;
+            m[x] = f[x] != r[x];
+        }
+    } else {
+        for (long x = 0; x < n; x++) {
+            bad += (f[x] & 0x7f800000u) == 0x7f800000u;
+            m[x] |= f[x] != r[x];
+        }
+    }
+    return bad;
+}
+
 /* How many of f[0..n) are NaN or Inf (exponent bits all set). */
 static inline uint32_t rr_count_nonfinite(const uint32_t *restrict f, long n) {
     uint32_t bad = 0;
