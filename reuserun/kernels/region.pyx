@@ -61,13 +61,16 @@ def diff_planes(const float[:, ::1] frame, const float[:, ::1] ref, float thr, u
 
 
 def apply_frame(const float[:, ::1] frame, float[:, ::1] ref, float[:, :, ::1] buf, int off,
-                float thr, const uint8_t[::1] mask, int threads):
+                float thr, const uint8_t[::1] mask, int threads, long lo=0, long hi=-1):
     """Write the marked pixels of the (C, HW) frame into its (C, HW) reference and its cache
     buffer (H, W, Ctot); under a threshold only the elements that moved by more than it, so
     every element keeps its last propagated value; thr < 0: every marked element, whatever the
-    reference holds (a reference that slid holds stale values where a shift exposed it)."""
+    reference holds (a reference that slid holds stale values where a shift exposed it).
+    lo, hi: the flat pixel range holding every mark (hi < 0: the end)."""
     cdef int C = frame.shape[0], npix = frame.shape[1], b, nt = rr_num_threads(threads)
-    cdef int nblocks = (npix + 1023) // 1024
+    if hi < 0 or hi > npix:
+        hi = npix
+    cdef int nblocks = (hi - lo + 1023) // 1024 if hi > lo else 0
     cdef long ldb = buf.shape[2]
     cdef const float *f = &frame[0, 0]
     cdef float *r = &ref[0, 0]
@@ -75,7 +78,7 @@ def apply_frame(const float[:, ::1] frame, float[:, ::1] ref, float[:, :, ::1] b
     cdef const uint8_t *m = &mask[0]
     with nogil:
         for b in prange(nblocks, num_threads=nt if <long> npix * C > RR_PAR_ELEMS else 1, schedule="dynamic"):
-            rr_apply_rows(f, r, y, ldb, m, <long> b * 1024, min(<long> b * 1024 + 1024, npix), npix, C, thr)
+            rr_apply_rows(f, r, y, ldb, m, lo + <long> b * 1024, min(lo + <long> b * 1024 + 1024, hi), npix, C, thr)
 
 
 # Boxes are (y0, y1, x0, x1), half-open, in the mask's own grid. Every function below touches

@@ -685,8 +685,10 @@ class InferenceSession:
         if origin != ref[1]:
             ref[1] = origin
             self._ref_frames[name] = ref[0][origin:origin + n].reshape(st.C, -1)
-        region.apply_frame(frame.reshape(st.C, -1), self._ref_frames[name], st.buf, st.off, -1.0, st.mask,
-                           self.threads)
+        if st.nchanged:
+            y0, y1, x0, x1 = st.box
+            region.apply_frame(frame.reshape(st.C, -1), self._ref_frames[name], st.buf, st.off, -1.0, st.mask,
+                               self.threads, y0 * st.W + x0, (y1 - 1) * st.W + x1)
 
     def _shift_allowed(self, spatial_inputs: int) -> bool:
         """Shift reuse is for exact, incremental sessions with one spatial input that is not a
