@@ -22,30 +22,42 @@ def diff_frame(const float[:, ::1] frame, const float[:, ::1] ref, float thr, ui
     """Mark pixels where the (C, HW) frame differs from its (C, HW) reference by more than thr
     (thr == 0: any bit differs). Reads only: returns (changed pixels, non-finite values)."""
     cdef int C = frame.shape[0], npix = frame.shape[1]
-    cdef int b, p, c, p0, p1, nt = rr_num_threads(threads)
+    cdef int b, nt = rr_num_threads(threads)
     cdef int nblocks = (npix + 1023) // 1024
-    cdef long changed = 0, bad = 0
+    cdef long changed = 0, bad = 0, block_bad
     cdef const uint32_t *fb = <const uint32_t *> &frame[0, 0]
     cdef const uint32_t *rb = <const uint32_t *> &ref[0, 0]
-    cdef const float *ff = &frame[0, 0]
-    cdef const float *rf = &ref[0, 0]
     cdef uint8_t *m = &mask[0]
     with nogil:
-        for b in prange(nblocks, num_threads=nt if <long> npix * C > RR_PAR_ELEMS else 1, schedule="dynamic"):
-            p0 = b * 1024
-            p1 = min(p0 + 1024, npix)
-            if thr != 0.0:
-                memset(m + p0, 0, p1 - p0)
-            for c in range(C):
-                bad += rr_count_nonfinite(fb + <Py_ssize_t> c * npix + p0, p1 - p0)
-                if thr == 0.0:
-                    rr_mark_diff(fb + <Py_ssize_t> c * npix + p0, rb + <Py_ssize_t> c * npix + p0, m + p0, p1 - p0,
-                                 c == 0)
-                else:
-                    for p in range(p0, p1):
-                        m[p] |= rr_differs(ff[<Py_ssize_t> c * npix + p], rf[<Py_ssize_t> c * npix + p], thr)
-            changed += rr_count_marks(m + p0, p1 - p0)
+        if nt > 1 and <long> npix * C > RR_PAR_ELEMS:
+            for b in prange(nblocks, num_threads=nt, schedule="dynamic"):
+                block_bad = 0
+                changed += _diff_block(fb, rb, m, C, npix, b * 1024, min(b * 1024 + 1024, npix), thr, &block_bad)
+                bad += block_bad
+        else:  # no parallel region: entering one costs about a microsecond even alone
+            for b in range(nblocks):
+                changed += _diff_block(fb, rb, m, C, npix, b * 1024, min(b * 1024 + 1024, npix), thr, &bad)
     return changed, bad
+
+
+cdef inline long _diff_block(const uint32_t *fb, const uint32_t *rb, uint8_t *m, int C, int npix, int p0, int p1,
+                             float thr, long *bad) noexcept nogil:
+    """diff_frame for pixels p0..p1: marks them, adds their non-finite values to *bad, returns
+    their marks."""
+    cdef int c, p
+    cdef const float *ff = <const float *> fb
+    cdef const float *rf = <const float *> rb
+    if thr != 0.0:
+        memset(m + p0, 0, p1 - p0)
+    for c in range(C):
+        if thr == 0.0:
+            bad[0] += rr_mark_diff_count_nonfinite(fb + <Py_ssize_t> c * npix + p0, rb + <Py_ssize_t> c * npix + p0,
+                                                   m + p0, p1 - p0, c == 0)
+        else:
+            bad[0] += rr_count_nonfinite(fb + <Py_ssize_t> c * npix + p0, p1 - p0)
+            for p in range(p0, p1):
+                m[p] |= rr_differs(ff[<Py_ssize_t> c * npix + p], rf[<Py_ssize_t> c * npix + p], thr)
+    return rr_count_marks(m + p0, p1 - p0)
 
 
 def diff_planes(const float[:, ::1] frame, const float[:, ::1] ref, float thr, uint8_t[:, ::1] planes,
@@ -55,9 +67,14 @@ def diff_planes(const float[:, ::1] frame, const float[:, ::1] ref, float thr, u
     cdef int C = frame.shape[0], npix = frame.shape[1], c, p
     cdef int nt = rr_num_threads(threads)
     with nogil:
-        for c in prange(C, num_threads=nt if <long> npix * C > RR_PAR_ELEMS else 1, schedule="dynamic"):
-            for p in range(npix):
-                planes[c, p] = rr_differs(frame[c, p], ref[c, p], thr)
+        if nt > 1 and <long> npix * C > RR_PAR_ELEMS:
+            for c in prange(C, num_threads=nt, schedule="dynamic"):
+                for p in range(npix):
+                    planes[c, p] = rr_differs(frame[c, p], ref[c, p], thr)
+        else:
+            for c in range(C):
+                for p in range(npix):
+                    planes[c, p] = rr_differs(frame[c, p], ref[c, p], thr)
 
 
 def apply_frame(const float[:, ::1] frame, float[:, ::1] ref, float[:, :, ::1] buf, int off,
@@ -77,8 +94,12 @@ def apply_frame(const float[:, ::1] frame, float[:, ::1] ref, float[:, :, ::1] b
     cdef float *y = &buf[0, 0, 0] + off
     cdef const uint8_t *m = &mask[0]
     with nogil:
-        for b in prange(nblocks, num_threads=nt if <long> npix * C > RR_PAR_ELEMS else 1, schedule="dynamic"):
-            rr_apply_rows(f, r, y, ldb, m, lo + <long> b * 1024, min(lo + <long> b * 1024 + 1024, hi), npix, C, thr)
+        if nt > 1 and (hi - lo) * C > RR_PAR_ELEMS:
+            for b in prange(nblocks, num_threads=nt, schedule="dynamic"):
+                rr_apply_rows(f, r, y, ldb, m, lo + <long> b * 1024, min(lo + <long> b * 1024 + 1024, hi), npix, C, thr)
+        else:
+            for b in range(nblocks):
+                rr_apply_rows(f, r, y, ldb, m, lo + <long> b * 1024, min(lo + <long> b * 1024 + 1024, hi), npix, C, thr)
 
 
 # Boxes are (y0, y1, x0, x1), half-open, in the mask's own grid. Every function below touches
@@ -240,7 +261,7 @@ def to_channels_first(const float[:, :, ::1] buf, int off, int C, const uint8_t[
     """out[c, p] = buf[p, off + c] for the marked pixels p in [p_lo, p_hi) (all of them when
     mask is None): keeps a CHW mirror of a cached output up to date at the cost of what changed."""
     cdef int npix = buf.shape[0] * buf.shape[1], ld = buf.shape[2]
-    cdef int b, p, c, p0, p1, nt = rr_num_threads(threads)
+    cdef int b, nt = rr_num_threads(threads)
     if p_hi < 0:
         p_hi = npix
     cdef int nblocks = (p_hi - p_lo + 63) // 64
@@ -249,13 +270,21 @@ def to_channels_first(const float[:, :, ::1] buf, int off, int C, const uint8_t[
     cdef const float *src = &buf[0, 0, 0] + off
     cdef float *dst = &out[0, 0]
     with nogil:
-        for b in prange(nblocks, num_threads=nt if <long> (p_hi - p_lo) * C > RR_PAR_ELEMS else 1, schedule="dynamic"):
-            p0 = p_lo + b * 64
-            p1 = min(p0 + 64, p_hi)
-            for p in range(p0, p1):
-                if every or m[p]:
-                    for c in range(C):
-                        dst[<Py_ssize_t> c * npix + p] = src[<Py_ssize_t> p * ld + c]
+        if nt > 1 and <long> (p_hi - p_lo) * C > RR_PAR_ELEMS:
+            for b in prange(nblocks, num_threads=nt, schedule="dynamic"):
+                _to_channels_first(src, dst, m, ld, C, npix, p_lo + b * 64, min(p_lo + b * 64 + 64, p_hi))
+        else:
+            _to_channels_first(src, dst, m, ld, C, npix, p_lo, p_hi)
+
+
+cdef inline void _to_channels_first(const float *src, float *dst, const uint8_t *m, int ld, int C, int npix,
+                                    int p0, int p1) noexcept nogil:
+    """to_channels_first for pixels p0..p1 (every one when m is NULL)."""
+    cdef int p, c
+    for p in range(p0, p1):
+        if m == NULL or m[p]:
+            for c in range(C):
+                dst[<Py_ssize_t> c * npix + p] = src[<Py_ssize_t> p * ld + c]
 
 
 def to_channels_last(const float[:, :, ::1] frame, float[:, :, ::1] buf, int off, int threads):
@@ -267,8 +296,11 @@ def to_channels_last(const float[:, :, ::1] frame, float[:, :, ::1] buf, int off
     with nogil:
         if ld == 1:  # one plane into an unsliced buffer: the same bytes
             memcpy(dst, src, <size_t> H * W * sizeof(float))
+        elif nt > 1 and H > 1 and <long> H * W * C > RR_PAR_ELEMS:
+            for y in prange(H, num_threads=nt, schedule="dynamic"):
+                _row_to_channels_last(src, dst, C, H, W, ld, y)
         else:
-            for y in prange(H, num_threads=nt if H > 1 and <long> H * W * C > RR_PAR_ELEMS else 1, schedule="dynamic"):
+            for y in range(H):
                 _row_to_channels_last(src, dst, C, H, W, ld, y)
 
 
