@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import reuserun
+from onnx_helpers import make_model, node
 from reuserun import zoo
 
 
@@ -174,3 +175,26 @@ def test_no_drift_over_thousands_of_frames():
     assert np.linalg.norm(out - dense.run(None, {"x": cut})[0]) / np.linalg.norm(out) < 0.05
     approx.reset()
     assert approx.run(None, {"x": cut})[0].tobytes() == dense.run(None, {"x": cut})[0].tobytes()
+
+
+@pytest.mark.parametrize("C", [8, 32, 128])
+def test_a_pool_under_a_layer_threshold_passes_on_only_what_moved(C):
+    """A global pool under its own threshold keeps its last propagated value until the pooled
+    value moves by more than the threshold, and then the layer after it sees the change."""
+    w = np.random.default_rng(C).standard_normal((C, 1, 1, 1)).astype(np.float32)
+    fc = np.random.default_rng(C + 1).standard_normal((3, C)).astype(np.float32)
+    model = make_model([node("Conv", ["x", "w"], ["c"], kernel_shape=[1, 1]),
+                        node("GlobalAveragePool", ["c"], ["g"], name="pool"),
+                        node("Flatten", ["g"], ["f"]), node("Gemm", ["f", "fc"], ["y"], transB=1)],
+                       [("x", [1, 1, 8, 8])], ["y"], [("w", w), ("fc", fc)])
+    sess = reuserun.InferenceSession(model, layer_thresholds={"pool": 0.01}, threads=1)
+    x = np.zeros((1, 1, 8, 8), np.float32)
+    y0 = sess.run(None, {"x": x})[0]
+    x[0, 0, 0, 0] = 0.1  # moves each pooled value by |w| * 0.1 / 64, under 0.01 for every channel
+    assert np.abs(w).max() * 0.1 / 64 < 0.01
+    assert sess.run(None, {"x": x})[0].tobytes() == y0.tobytes()
+    x[0, 0, :4] = 1.0  # moves them by |w| / 2: over the threshold wherever |w| > 0.02
+    y2 = sess.run(None, {"x": x})[0]
+    want = reuserun.InferenceSession(model, policy="dense").run(None, {"x": x})[0]
+    assert y2.tobytes() != y0.tobytes()
+    np.testing.assert_allclose(y2, want, atol=0.01 * np.abs(fc).sum(axis=1).max())

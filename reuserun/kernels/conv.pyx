@@ -285,8 +285,11 @@ cdef class ConvKernel(Kernel):
         cdef int nt = rr_threads_for(threads, <long> n * self.c.cin * max(ntaps, 1) * 8, RR_PAR_MACS), i
         cdef int chunk = 512, nchunks = (n + 511) // 512
         with nogil:
-            for i in prange(nchunks, num_threads=nt, schedule="dynamic"):
-                rr_conv1_pixels(&self.c, pix + i * chunk, min(chunk, n - i * chunk), taps, ntaps, mask, thr)
+            if nt == 1:
+                rr_conv1_pixels(&self.c, pix, n, taps, ntaps, mask, thr)
+            else:
+                for i in prange(nchunks, num_threads=nt, schedule="dynamic"):
+                    rr_conv1_pixels(&self.c, pix + i * chunk, min(chunk, n - i * chunk), taps, ntaps, mask, thr)
 
     cdef void _run(self, const int32_t *pix, int n, const int32_t *taps, int ntaps,
                    uint8_t *mask, float thr, int threads) noexcept:
@@ -456,7 +459,13 @@ cdef class SpatialGemmKernel:
         cdef int nt = rr_threads_for(threads, <long> n * self.C * self.npad, RR_PAR_MACS), i, p, b
         cdef int ncol = (self.npad + 31) // 32
         with nogil:
-            if n < 2 * nt:
+            if nt == 1:
+                for i in range(n):
+                    p = pix[i]
+                    rr_gemm_pixel_partial(self.x + <size_t> p * self.ldx, self.C,
+                                          self.w + <size_t> p * self.C * self.npad, self.npad,
+                                          self.partial + <size_t> p * self.npad)
+            elif n < 2 * nt:
                 # few pixels (a classifier after a global pool: one): the threads share each
                 # pixel's output columns, so the weights stream through both cores
                 for i in range(n):
@@ -502,14 +511,20 @@ cdef class StackSumKernel(Kernel):
         self.y = <float *> reloc(self.y, moves)
 
     cdef int run_c(self, const int32_t *pix, int n, uint8_t *mp, float thr, int threads) except -1:
-        cdef int nt = rr_threads_for(threads, <long> n * self.k * self.C, RR_PAR_ELEMS), i, p, changed
+        cdef int nt = rr_threads_for(threads, <long> n * self.k * self.C, RR_PAR_ELEMS), i
         with nogil:
-            for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=32):
-                p = pix[i]
-                changed = 0
-                rr_stack_sum_pixel(self.partials + <size_t> p * self.C, self.stride, self.k, self.C,
-                                   self.bias, self.act, self.alpha, self.beta,
-                                   self.y + <size_t> p * self.ldy, thr, &changed)
-                if changed and mp != NULL:
-                    mp[p] = 1
+            if nt == 1:
+                for i in range(n):
+                    _stack_sum(self, pix[i], mp, thr)
+            else:
+                for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=32):
+                    _stack_sum(self, pix[i], mp, thr)
         return 0
+
+
+cdef inline void _stack_sum(StackSumKernel k, int p, uint8_t *mp, float thr) noexcept nogil:
+    cdef int changed = 0
+    rr_stack_sum_pixel(k.partials + <size_t> p * k.C, k.stride, k.k, k.C, k.bias, k.act, k.alpha, k.beta,
+                       k.y + <size_t> p * k.ldy, thr, &changed)
+    if changed and mp != NULL:
+        mp[p] = 1

@@ -236,23 +236,31 @@ cdef class GlobalPoolKernel(Kernel):
     cdef int run_c(self, const int32_t *pix, int n, uint8_t *mask, float thr, int threads) except -1:
         # work items: groups of 128 channels, then of 32, then the 8-channel blocks left over
         cdef int nw = self.C // 128, nq = (self.C - nw * 128) // 32
-        cdef int nblk = (self.C - nw * 128 - nq * 32 + 7) // 8, b, c0, changed = 0
+        cdef int nblk = (self.C - nw * 128 - nq * 32 + 7) // 8, b, changed = 0
         # a pool only streams its input: a second thread pays for waking up below about 1M
         # values (MobileNetV3's squeeze-excite pools of 190-270 thousand took 1.3-2x longer on 2)
         cdef int nt = rr_threads_for(threads, <long> self.npix * self.C, 8 * RR_PAR_ELEMS)
         if nw + nq + nblk < 2:
             nt = 1
         with nogil:
-            for b in prange(nw + nq + nblk, num_threads=nt, schedule="dynamic"):
-                if b < nw:
-                    changed += rr_global_pool_16(self.x, self.npix, self.ldx, b * 128, self.is_max, self.y, thr)
-                elif b < nw + nq:
-                    changed += rr_global_pool_4(self.x, self.npix, self.ldx, nw * 128 + (b - nw) * 32,
-                                                self.is_max, self.y, thr)
-                else:
-                    c0 = nw * 128 + nq * 32 + (b - nw - nq) * 8
-                    changed += rr_global_pool_block(self.x, self.npix, self.ldx, c0, min(8, self.C - c0),
-                                                    self.is_max, self.y, thr)
+            if nt == 1:
+                for b in range(nw + nq + nblk):
+                    changed += _pool_item(self, b, nw, nq, thr)
+            else:
+                for b in prange(nw + nq + nblk, num_threads=nt, schedule="dynamic"):
+                    changed += _pool_item(self, b, nw, nq, thr)
         if changed and mask != NULL:
             mask[0] = 1
         return 0
+
+
+cdef inline int _pool_item(GlobalPoolKernel k, int b, int nw, int nq, float thr) noexcept nogil:
+    """Work item b of a global pool: 128 channels (the first nw items), 32 (the next nq), or a
+    block of 8 or fewer."""
+    cdef int c0
+    if b < nw:
+        return rr_global_pool_16(k.x, k.npix, k.ldx, b * 128, k.is_max, k.y, thr)
+    if b < nw + nq:
+        return rr_global_pool_4(k.x, k.npix, k.ldx, nw * 128 + (b - nw) * 32, k.is_max, k.y, thr)
+    c0 = nw * 128 + nq * 32 + (b - nw - nq) * 8
+    return rr_global_pool_block(k.x, k.npix, k.ldx, c0, min(8, k.C - c0), k.is_max, k.y, thr)
