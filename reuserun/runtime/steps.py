@@ -56,7 +56,7 @@ class KernelStep:
         if full:
             if self.journal is not None:
                 for o in self.outputs:
-                    self.journal.whole(o.rows())
+                    self.journal.rows(o.rows(), self.full_pix, self.npix)
             for kernel, _ in self.work:
                 kernel.run(self.full_pix, self.npix, None, -1.0, threads)
             for o in self.outputs:
