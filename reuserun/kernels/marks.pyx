@@ -1,6 +1,7 @@
-# A spatial tensor's change marks and cache pointers as C fields. The per-frame path
-# (driver.FastStep, planner.PixelPlanner) reads and writes them once or twice per step; as
-# Python attributes, those reads cost more than a small step's kernels.
+# A spatial tensor's change marks and cache buffer as C fields, and the sliding of that buffer
+# for shift reuse. The per-frame path (driver.FastStep, planner.PixelPlanner) reads and writes
+# them once or twice per step; as Python attributes, those reads cost more than a small step's
+# kernels.
 cimport numpy as cnp
 from libc.stdint cimport int64_t, uint8_t
 from libc.string cimport memset
