@@ -102,6 +102,36 @@ def apply_frame(const float[:, ::1] frame, float[:, ::1] ref, float[:, :, ::1] b
                 rr_apply_rows(f, r, y, ldb, m, lo + <long> b * 1024, min(lo + <long> b * 1024 + 1024, hi), npix, C, thr)
 
 
+
+def gather_pixels(const float[:, ::1] frame, const int32_t[::1] pix, long n, float[:, ::1] out):
+    """out[i, c] = frame[c, pix[i]] for i < n: a (C, HW) frame's listed pixels, one row each (as
+    the cache holds them). Returns how many of those values are NaN or Inf."""
+    cdef int C = frame.shape[0], c
+    cdef long i, bad = 0
+    cdef float v
+    if n > pix.shape[0] or n > out.shape[0] or out.shape[1] < C:
+        raise ValueError("gather_pixels: the pixel list or the output is too short")
+    with nogil:
+        for i in range(n):
+            for c in range(C):
+                v = frame[c, pix[i]]
+                out[i, c] = v
+                bad += not isfinite(v)
+    return bad
+
+
+def scatter_pixels(const float[:, ::1] vals, const int32_t[::1] pix, long n, float[:, :, ::1] buf, int off):
+    """Pixel pix[i] of the (H, W, Ctot) cache, channels off.., takes row i of vals, for i < n."""
+    cdef int C = vals.shape[1], c
+    cdef long i, ld = buf.shape[2]
+    cdef float *y = &buf[0, 0, 0] + off
+    if n > pix.shape[0] or n > vals.shape[0] or off + C > ld:
+        raise ValueError("scatter_pixels: the pixel list or the values are too short")
+    with nogil:
+        for i in range(n):
+            for c in range(C):
+                y[pix[i] * ld + c] = vals[i, c]
+
 # Boxes are (y0, y1, x0, x1), half-open, in the mask's own grid. Every function below touches
 # only its box, so the bookkeeping of a frame costs what its change covers, not the image size.
 

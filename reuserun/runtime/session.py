@@ -382,10 +382,10 @@ class InferenceSession:
                 else:  # the marked pixels, found inside their box (a patch, not the whole image)
                     pix = self._variant_pix[name]
                     pix = pix[:region.to_pixels(mask, st.W, *st.box, pix)]
-                    vals = v.reshape(st.C, -1)[:, pix]
-                rows = st.rows()
-                journal.rows(rows, pix, len(pix))
-                rows[pix] = vals.T
+                    vals = self._variant_vals[name][:len(pix)]
+                    region.gather_pixels(v.reshape(st.C, -1), pix, len(pix), vals)
+                journal.rows(st.rows(), pix, len(pix))
+                region.scatter_pixels(vals, pix, len(pix), st.buf, st.off)
             if name in self._plane_masks:
                 st.planes = self._plane_masks[name]
                 st.plane_boxes = [region.scan(pl, st.W, *st.box)[1] if st.box else None for pl in st.planes]
@@ -436,6 +436,7 @@ class InferenceSession:
         self._shifter = Shifter(self._graph, steps, storage)
         self._detectors = {n: ShiftDetector(storage[n].npix) for n in self._diff_masks}
         self._variant_pix = {n: np.empty(s.npix, np.int32) for n, s in storage.items() if n in self._diff_masks}
+        self._variant_vals = {n: np.empty((s.npix, s.C), np.float32) for n, s in storage.items() if n in self._diff_masks}
         self._journal = Journal()  # run_variant's undo log, its scratch kept between variants
         self._declared_rows = {}  # run_variant: declared pixels and their values, checked
         self._fresh = True
@@ -502,9 +503,9 @@ class InferenceSession:
                 # only the declared positions are read: check and gather those alone
                 pix = self._variant_pix[name]
                 pix = pix[:region.to_pixels(mask, st.W, *box, pix)] if nchanged else pix[:0]
-                vals = v.reshape(st.C, -1)[:, pix]
+                vals = self._variant_vals[name][:len(pix)]
+                bad = region.gather_pixels(v.reshape(st.C, -1), pix, len(pix), vals) > 0
                 self._declared_rows[name] = (pix, vals, box)
-                bad = not region.all_finite(vals.reshape(-1))
                 if name in self._plane_masks:
                     self._plane_masks[name][...] = mask
             elif st.kind == "spatial" and not full:
