@@ -1,4 +1,4 @@
-from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 
@@ -37,6 +37,24 @@ cdef inline int run_end(const uint8_t *row, int x, int x1) noexcept nogil:
     while x < x1 and row[x]:
         x += 1
     return x
+
+
+cdef inline int last_mark(const uint8_t *row, int x0, int x1) noexcept nogil:
+    """The last marked x in [x0, x1), x0 - 1 when none."""
+    cdef uint64_t w
+    while x1 - 8 >= x0:
+        memcpy(&w, row + x1 - 8, 8)
+        if w:
+            break
+        x1 -= 8
+    while x1 > x0 and not row[x1 - 1]:
+        x1 -= 1
+    return x1 - 1
+
+
+cdef extern from "rr_region.h" nogil:
+    uint32_t rr_count_nonzero(const uint8_t *m, long n)
+    void rr_or_marks(uint8_t *dst, const uint8_t *src, long n)
 
 
 cdef long slide_c(object flat, long before, long slack, long size, long d) except -1

@@ -10,22 +10,19 @@ cnp.import_array()
 
 
 cdef long scan_c(const uint8_t *m, int W, int y0, int y1, int x0, int x1, int *box) noexcept nogil:
-    """The count of marked pixels inside the box; box gets their tight box (when any)."""
-    cdef int y, x, e, ty0 = y1, ty1 = -1, tx0 = x1, tx1 = -1
+    """The count of marked pixels inside the box; box gets their tight box (when any). A row is
+    counted in one vectorised pass, then searched from both ends for its first and last mark, so
+    scattered marks cost no more than runs."""
+    cdef int y, ty0 = y1, ty1 = -1, tx0 = x1, tx1 = -1
     cdef long n = 0, row
+    cdef const uint8_t *r
     for y in range(y0, y1):
-        row = 0
-        x = next_mark(m + <size_t> y * W, x0, x1)
-        while x < x1:
-            e = run_end(m + <size_t> y * W, x, x1)
-            row += e - x
-            if x < tx0:
-                tx0 = x
-            if e - 1 > tx1:
-                tx1 = e - 1
-            x = next_mark(m + <size_t> y * W, e, x1)
+        r = m + <size_t> y * W
+        row = rr_count_nonzero(r + x0, x1 - x0)
         if row:
             n += row
+            tx0 = min(tx0, next_mark(r, x0, x1))
+            tx1 = max(tx1, last_mark(r, x0, x1))
             if y < ty0:
                 ty0 = y
             ty1 = y

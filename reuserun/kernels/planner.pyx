@@ -7,7 +7,7 @@ from libc.stdint cimport int32_t, uint8_t, uint64_t
 from libc.string cimport memcpy, memset
 import numpy as np
 
-from reuserun.kernels.marks cimport Marks, next_mark, run_end, scan_c
+from reuserun.kernels.marks cimport Marks, next_mark, rr_or_marks, run_end, scan_c
 
 cnp.import_array()
 
@@ -33,20 +33,6 @@ def fill_box(mask, int W, int y0, int y1, int x0, int x1, int value):
 
 cdef inline bint any_mark(const uint8_t *row, int x0, int x1) noexcept nogil:
     return next_mark(row, x0, x1) < x1
-
-
-cdef inline void or_into(uint8_t *dst, const uint8_t *src, int n) noexcept nogil:
-    cdef uint64_t a, b
-    cdef int i = 0
-    while i + 8 <= n:
-        memcpy(&a, dst + i, 8)
-        memcpy(&b, src + i, 8)
-        a |= b
-        memcpy(dst + i, &a, 8)
-        i += 8
-    while i < n:
-        dst[i] |= src[i]
-        i += 1
 
 
 def scan_box(mask, int W, int y0, int y1, int x0, int x1):
@@ -157,7 +143,7 @@ cdef class PixelPlanner:
                     if not s.nchanged:
                         continue
                     for y in range(s.b[0], s.b[1]):
-                        or_into(r + <size_t> y * self.OW + s.b[2], s.m + <size_t> y * self.OW + s.b[2],
+                        rr_or_marks(r + <size_t> y * self.OW + s.b[2], s.m + <size_t> y * self.OW + s.b[2],
                                 s.b[3] - s.b[2])
             elif has_reach:
                 with nogil:
@@ -183,7 +169,7 @@ cdef class PixelPlanner:
                             memset(row + sx0, 0, sx1 - sx0)
                             for iy in range(lo, hi + 1):
                                 if self.rowocc[iy]:
-                                    or_into(row + sx0, src + <size_t> iy * W + sx0, sx1 - sx0)
+                                    rr_or_marks(row + sx0, src + <size_t> iy * W + sx0, sx1 - sx0)
                         # each run of marked columns reaches one interval of outputs
                         x = next_mark(row, sx0, sx1)
                         while x < sx1:

@@ -13,6 +13,7 @@ cdef extern from "rr_region.h" nogil:
     uint32_t rr_mark_diff_count_nonfinite(const uint32_t *f, const uint32_t *r, uint8_t *m, long n, int first)
     uint32_t rr_count_nonfinite(const uint32_t *f, long n)
     uint32_t rr_count_marks(const uint8_t *m, long n)
+    void rr_or_marks(uint8_t *dst, const uint8_t *src, long n)
     void rr_apply_rows(const float *f, float *ref, float *buf, long ldb, const uint8_t *m, long p0, long p1,
                        long npix, int C, float thr)
 
@@ -199,11 +200,10 @@ def copy_box(const uint8_t[::1] src, uint8_t[::1] dst, int W, int y0, int y1, in
 
 
 def or_box(uint8_t[::1] dst, const uint8_t[::1] src, int W, int y0, int y1, int x0, int x1):
-    cdef int y, x
+    cdef int y
     with nogil:
         for y in range(y0, y1):
-            for x in range(x0, x1):
-                dst[y * W + x] |= src[y * W + x]
+            rr_or_marks(&dst[y * W + x0], &src[y * W + x0], x1 - x0)
 
 
 def tiles(const uint8_t[::1] src, int H, int W, int T, uint8_t[::1] dst, int y0, int y1, int x0, int x1):

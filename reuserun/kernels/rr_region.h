@@ -39,6 +39,29 @@ static inline uint32_t rr_count_nonfinite(const uint32_t *restrict f, long n) {
     return bad;
 }
 
+/* How many of m[0..n) are nonzero: 32 bytes a step, summed by psadbw. */
+static inline uint32_t rr_count_nonzero(const uint8_t *restrict m, long n) {
+    uint64_t c = 0;
+    long x = 0;
+#ifdef __AVX2__
+    const __m256i zero = _mm256_setzero_si256(), one = _mm256_set1_epi8(1);
+    __m256i acc = zero;
+    for (; x + 32 <= n; x += 32) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(m + x));
+        acc = _mm256_add_epi64(acc, _mm256_sad_epu8(_mm256_andnot_si256(_mm256_cmpeq_epi8(v, zero), one), zero));
+    }
+    c = (uint64_t)_mm256_extract_epi64(acc, 0) + (uint64_t)_mm256_extract_epi64(acc, 1)
+        + (uint64_t)_mm256_extract_epi64(acc, 2) + (uint64_t)_mm256_extract_epi64(acc, 3);
+#endif
+    for (; x < n; x++) c += m[x] != 0;
+    return (uint32_t)c;
+}
+
+/* dst[x] |= src[x], x < n. */
+static inline void rr_or_marks(uint8_t *restrict dst, const uint8_t *restrict src, long n) {
+    for (long x = 0; x < n; x++) dst[x] |= src[x];
+}
+
 /* How many of m[0..n) are set. */
 static inline uint32_t rr_count_marks(const uint8_t *restrict m, long n) {
     uint32_t c = 0;
