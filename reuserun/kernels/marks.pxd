@@ -39,21 +39,10 @@ cdef inline int run_end(const uint8_t *row, int x, int x1) noexcept nogil:
     return x
 
 
-cdef inline int last_mark(const uint8_t *row, int x0, int x1) noexcept nogil:
-    """The last marked x in [x0, x1), x0 - 1 when none."""
-    cdef uint64_t w
-    while x1 - 8 >= x0:
-        memcpy(&w, row + x1 - 8, 8)
-        if w:
-            break
-        x1 -= 8
-    while x1 > x0 and not row[x1 - 1]:
-        x1 -= 1
-    return x1 - 1
-
-
 cdef extern from "rr_region.h" nogil:
     uint32_t rr_count_nonzero(const uint8_t *m, long n)
+    long rr_first_nonzero(const uint8_t *m, long n)
+    long rr_last_nonzero(const uint8_t *m, long n)
     void rr_or_marks(uint8_t *dst, const uint8_t *src, long n)
 
 

@@ -57,6 +57,38 @@ static inline uint32_t rr_count_nonzero(const uint8_t *restrict m, long n) {
     return (uint32_t)c;
 }
 
+/* The first x < n with m[x] nonzero, n when none: 32 bytes a step. */
+static inline long rr_first_nonzero(const uint8_t *m, long n) {
+    long x = 0;
+#ifdef __AVX2__
+    const __m256i zero = _mm256_setzero_si256();
+    for (; x + 32 <= n; x += 32) {
+        const uint32_t z = (uint32_t)_mm256_movemask_epi8(
+            _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(m + x)), zero));
+        if (z != 0xffffffffu) return x + __builtin_ctz(~z);
+    }
+#endif
+    for (; x < n; x++)
+        if (m[x]) return x;
+    return n;
+}
+
+/* The last x < n with m[x] nonzero, -1 when none: 32 bytes a step. */
+static inline long rr_last_nonzero(const uint8_t *m, long n) {
+    long x = n;
+#ifdef __AVX2__
+    const __m256i zero = _mm256_setzero_si256();
+    for (; x >= 32; x -= 32) {
+        const uint32_t z = (uint32_t)_mm256_movemask_epi8(
+            _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(m + x - 32)), zero));
+        if (z != 0xffffffffu) return x - 1 - __builtin_clz(~z);
+    }
+#endif
+    for (; x > 0; x--)
+        if (m[x - 1]) return x - 1;
+    return -1;
+}
+
 /* dst[x] |= src[x], x < n. */
 static inline void rr_or_marks(uint8_t *restrict dst, const uint8_t *restrict src, long n) {
     for (long x = 0; x < n; x++) dst[x] |= src[x];
