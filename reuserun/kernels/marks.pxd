@@ -2,28 +2,16 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 
-cdef inline int skip_zeros(const uint8_t *row, int x, int x1) noexcept nogil:
-    """The first x in [x, x1) that may hold a mark, eight bytes at a time over empty stretches."""
-    cdef uint64_t w
-    while x + 8 <= x1:
-        memcpy(&w, row + x, 8)
-        if w:
-            break
-        x += 8
-    return x
+cdef extern from "rr_region.h" nogil:
+    uint32_t rr_count_nonzero(const uint8_t *m, long n)
+    long rr_first_nonzero(const uint8_t *m, long n)
+    long rr_last_nonzero(const uint8_t *m, long n)
+    void rr_or_marks(uint8_t *dst, const uint8_t *src, long n)
 
 
 cdef inline int next_mark(const uint8_t *row, int x, int x1) noexcept nogil:
     """The first marked x in [x, x1), x1 when none."""
-    while x < x1:
-        x = skip_zeros(row, x, x1)
-        while x < x1 and not row[x]:
-            x += 1
-            if (x & 7) == 0:
-                break
-        if x < x1 and row[x]:
-            return x
-    return x1
+    return x + <int> rr_first_nonzero(row + x, x1 - x) if x < x1 else x1
 
 
 cdef inline int run_end(const uint8_t *row, int x, int x1) noexcept nogil:
@@ -37,13 +25,6 @@ cdef inline int run_end(const uint8_t *row, int x, int x1) noexcept nogil:
     while x < x1 and row[x]:
         x += 1
     return x
-
-
-cdef extern from "rr_region.h" nogil:
-    uint32_t rr_count_nonzero(const uint8_t *m, long n)
-    long rr_first_nonzero(const uint8_t *m, long n)
-    long rr_last_nonzero(const uint8_t *m, long n)
-    void rr_or_marks(uint8_t *dst, const uint8_t *src, long n)
 
 
 cdef long slide_c(object flat, long before, long slack, long size, long d) except -1

@@ -135,12 +135,6 @@ cdef class Marks:
             m.base = <float *> cnp.PyArray_DATA(buf)
         return 0
 
-    def rebase(self, long d):
-        """_rebase for Python callers: returns (lo, hi, delta)."""
-        cdef int64_t moved[3]
-        self._rebase(d, moved)
-        return moved[0], moved[1], moved[2]
-
     def rescan(self, box):
         """Count the marked pixels, which all lie inside `box`, and tighten the box."""
         cdef int y0, y1, x0, x1

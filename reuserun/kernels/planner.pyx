@@ -3,8 +3,8 @@
 # what reach + copy_box + to_pixels in region.pyx do, holding raw pointers bound once, because
 # on small or sparse frames the per-call cost of those Python-level calls outweighs the work.
 cimport numpy as cnp
-from libc.stdint cimport int32_t, uint8_t, uint64_t
-from libc.string cimport memcpy, memset
+from libc.stdint cimport int32_t, uint8_t
+from libc.string cimport memset
 import numpy as np
 
 from reuserun.kernels.marks cimport Marks, next_mark, rr_or_marks, run_end, scan_c

@@ -12,7 +12,7 @@ cdef extern from "rr_region.h" nogil:
     void rr_mark_diff(const uint32_t *f, const uint32_t *r, uint8_t *m, long n, int first)
     uint32_t rr_mark_diff_count_nonfinite(const uint32_t *f, const uint32_t *r, uint8_t *m, long n, int first)
     uint32_t rr_count_nonfinite(const uint32_t *f, long n)
-    uint32_t rr_count_marks(const uint8_t *m, long n)
+    uint32_t rr_count_nonzero(const uint8_t *m, long n)
     void rr_or_marks(uint8_t *dst, const uint8_t *src, long n)
     void rr_apply_rows(const float *f, float *ref, float *buf, long ldb, const uint8_t *m, long p0, long p1,
                        long npix, int C, float thr)
@@ -58,7 +58,7 @@ cdef inline long _diff_block(const uint32_t *fb, const uint32_t *rb, uint8_t *m,
             bad[0] += rr_count_nonfinite(fb + <Py_ssize_t> c * npix + p0, p1 - p0)
             for p in range(p0, p1):
                 m[p] |= rr_differs(ff[<Py_ssize_t> c * npix + p], rf[<Py_ssize_t> c * npix + p], thr)
-    return rr_count_marks(m + p0, p1 - p0)
+    return rr_count_nonzero(m + p0, p1 - p0)
 
 
 def diff_planes(const float[:, ::1] frame, const float[:, ::1] ref, float thr, uint8_t[:, ::1] planes,
@@ -453,4 +453,4 @@ cdef inline long _diff_shifted_row(const uint32_t *fb, const uint32_t *rb, uint8
         nbad += rr_count_nonfinite(fb + c * npix + p, xa) + rr_count_nonfinite(fb + c * npix + p + xb, W - xb)
         nbad += rr_mark_diff_count_nonfinite(fb + c * npix + p + xa, rb + c * npix + q + xa, m + xa, xb - xa, c == 0)
     bad[0] = nbad
-    return xa + (W - xb) + rr_count_marks(m + xa, xb - xa)
+    return xa + (W - xb) + rr_count_nonzero(m + xa, xb - xa)

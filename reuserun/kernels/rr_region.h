@@ -94,13 +94,6 @@ static inline void rr_or_marks(uint8_t *restrict dst, const uint8_t *restrict sr
     for (long x = 0; x < n; x++) dst[x] |= src[x];
 }
 
-/* How many of m[0..n) are set. */
-static inline uint32_t rr_count_marks(const uint8_t *restrict m, long n) {
-    uint32_t c = 0;
-    for (long x = 0; x < n; x++) c += m[x];
-    return c;
-}
-
 /* Pixels p0..p1 of a (C, npix) frame: where m[p] is set, each element that differs from the
  * reference (rr_differs) is written to the reference and to the channels-last cache row
  * buf + p * ldb (which holds the reference frame). Few marks: visit them. Many (camera noise
@@ -111,7 +104,7 @@ static inline uint32_t rr_count_marks(const uint8_t *restrict m, long n) {
 static inline void rr_apply_rows(const float *restrict f, float *restrict ref, float *restrict buf,
                                  long ldb, const uint8_t *restrict m, long p0, long p1, long npix,
                                  int C, float thr) {
-    const long marked = rr_count_marks(m + p0, p1 - p0);
+    const long marked = rr_count_nonzero(m + p0, p1 - p0);
     if (marked == 0) return;
     if (marked * 4 < p1 - p0) {
         for (long p = p0; p < p1; p++) {
