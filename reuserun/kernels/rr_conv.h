@@ -224,7 +224,9 @@ static inline __attribute__((always_inline)) void rr_conv_tile_nb(
 epilogue:;
     const v8f accs[RR_MR][2] = {{acc00, acc01}, {acc10, acc11}, {acc20, acc21},
                                 {acc30, acc31}, {acc40, acc41}, {acc50, acc51}};
-#define RR_TILE_STORE(A) rr_tile_store(c, accs, pix, m, gb, mask, thr, A)
+    /* untracked stores (dense runs) get their own copy, free of the per-store checks */
+#define RR_TILE_STORE(A) { if (thr < 0.0f && !mask && m == RR_MR) rr_tile_store(c, accs, pix, RR_MR, gb, NULL, -1.0f, A); \
+                           else rr_tile_store(c, accs, pix, m, gb, mask, thr, A); }
     switch (c->act) { RR_ACT_CASES(RR_TILE_STORE) default: RR_TILE_STORE(c->act); }
 #undef RR_TILE_STORE
 }
@@ -580,11 +582,20 @@ static inline __attribute__((always_inline)) void rr_dw_group(
                 acc[q][j] = vfma(vload(base + toff[t] + q * step + 8 * j), w, acc[q][j]);
         }
     }
+    /* c's fields read once: after a store through a vector pointer (which may alias anything)
+     * the compiler would read them again for every pixel */
+    const int p0 = oy * c->OW + ox;
+    const long ldy = c->ldy;
+    float *const y0 = c->y + p0 * ldy + cb;
+    const float alpha = c->alpha, beta = c->beta;
     for (int j = 0; j < nb; j++) {
         const int cj = cb + 8 * j;
         const v8f bias = vload(c->bias + cj), slope = c->slope ? vload(c->slope + cj) : vbroadcast(0.0f);
-        for (int q = 0; q < np; q++)
-            rr_dw_store(c, acc[q][j] + bias, slope, oy * c->OW + ox + q, cj, mask, thr, act);
+        for (int q = 0; q < np; q++) {
+            v8f v = acc[q][j] + bias;
+            if (act != ACT_NONE) v = vact(act, v, alpha, beta, slope);
+            if (rr_store8_tracked(y0 + q * ldy + 8 * j, v, thr) && mask) mask[p0 + q] = 1;
+        }
     }
 }
 
@@ -603,6 +614,68 @@ static inline __attribute__((always_inline)) void rr_dw_pixels(
  * than going one by one: a pixel computed twice gets the same bits, and storing them again
  * changes nothing. Each element adds its taps in the same order, from zero, as rr_dw_pixel. */
 #define RR_DW_MAXTAPS 25
+
+/* NP interior pixels from ox of row oy, 8 channels from cb, for an undilated kernel KW wide at
+ * column stride SW (constants after inlining). Each input vector of a kernel row is loaded once
+ * and feeds every pixel whose window covers it, with that row's KW weights in registers: about
+ * a third of the loads of rr_dw_group. Pixel q meets its taps in the same order (rows, then
+ * columns left to right), so every element adds the same terms in the same order. */
+static inline __attribute__((always_inline)) void rr_dw_slide(
+        const rr_dw_t *c, int oy, int ox, int cb, int cpad, uint8_t *mask, float thr, const int act,
+        const int NP, const int KW, const int SW) {
+    const long ldx = c->ldx, rowstep = (long)c->dh * c->W * ldx;
+    const float *row = c->x + ((long)(oy * c->sh - c->pt) * c->W + (long)(ox * SW - c->pl)) * ldx + cb;
+    const float *wt = c->w + cb;
+    v8f acc[8];
+    _Pragma("GCC unroll 8")
+    for (int q = 0; q < NP; q++) acc[q] = vbroadcast(0.0f);
+    for (int ky = 0; ky < c->kh; ky++, row += rowstep, wt += (size_t)KW * cpad) {
+        v8f w[5];
+        _Pragma("GCC unroll 8")
+        for (int kx = 0; kx < KW; kx++) w[kx] = vload(wt + (size_t)kx * cpad);
+        const float *rp = row;
+        _Pragma("GCC unroll 32")
+        for (int u = 0; u < (NP - 1) * SW + KW; u++) {
+            v8f v = vload(rp);
+            rp += ldx;
+            __asm__("" : "+x"(v));  /* one load feeding several FMAs, not one folded into each */
+            /* pixels q with u - q * SW in [0, KW), in increasing tap order per pixel */
+            _Pragma("GCC unroll 8")
+            for (int q = 0; q < NP; q++) {
+                const int kx = u - q * SW;
+                if (kx >= 0 && kx < KW) acc[q] = vfma(v, w[kx], acc[q]);
+            }
+        }
+    }
+    const int p0 = oy * c->OW + ox;
+    const long ldy = c->ldy;
+    float *const y0 = c->y + p0 * ldy + cb;
+    const v8f bias = vload(c->bias + cb), slope = c->slope ? vload(c->slope + cb) : vbroadcast(0.0f);
+    _Pragma("GCC unroll 8")
+    for (int q = 0; q < NP; q++) {
+        v8f v = acc[q] + bias;
+        if (act != ACT_NONE) v = vact(act, v, c->alpha, c->beta, slope);
+        if (rr_store8_tracked(y0 + q * ldy, v, thr) && mask) mask[p0 + q] = 1;
+    }
+}
+
+/* Interior pixels [a, b) of row oy through rr_dw_slide, NP at a time (the last group overlaps
+ * the one before rather than going one by one). */
+static inline __attribute__((always_inline)) void rr_dw_slide_run(
+        const rr_dw_t *c, int oy, int a, int b, uint8_t *mask, float thr, const int act,
+        const int KW, const int SW) {
+    const int cpad = (c->C + 7) & ~7;
+    if (b - a >= 8) {
+        for (int ox = a; ox < b; ox += 8)
+            for (int cb = 0; cb < c->C; cb += 8)
+                rr_dw_slide(c, oy, ox > b - 8 ? b - 8 : ox, cb, cpad, mask, thr, act, 8, KW, SW);
+    } else {
+        for (int ox = a; ox < b; ox += 4)
+            for (int cb = 0; cb < c->C; cb += 8)
+                rr_dw_slide(c, oy, ox > b - 4 ? b - 4 : ox, cb, cpad, mask, thr, act, 4, KW, SW);
+    }
+}
+
 static inline __attribute__((always_inline)) void rr_dw_interior_act(
         const rr_dw_t *c, int oy, int a, int b, uint8_t *mask, float thr, const int act) {
     const int cpad = (c->C + 7) & ~7, kh = c->kh, kw = c->kw, nt = kh * kw;
@@ -614,12 +687,20 @@ static inline __attribute__((always_inline)) void rr_dw_interior_act(
         for (int ox = a; ox < b; ox++) rr_dw_pixels(c, oy, ox, toff, nt, cpad, mask, thr, act, 1);
         return;
     }
+    if (c->dw == 1 && (kw == 3 || kw == 5) && (c->sw == 1 || c->sw == 2)) {
+        if (kw == 3 && c->sw == 1) rr_dw_slide_run(c, oy, a, b, mask, thr, act, 3, 1);
+        else if (kw == 3) rr_dw_slide_run(c, oy, a, b, mask, thr, act, 3, 2);
+        else if (c->sw == 1) rr_dw_slide_run(c, oy, a, b, mask, thr, act, 5, 1);
+        else rr_dw_slide_run(c, oy, a, b, mask, thr, act, 5, 2);
+        return;
+    }
     for (int ox = a; ox < b; ox += 4)
         rr_dw_pixels(c, oy, ox > b - 4 ? b - 4 : ox, toff, nt, cpad, mask, thr, act, 4);
 }
 
 static inline void rr_dw_interior(const rr_dw_t *c, int oy, int a, int b, uint8_t *mask, float thr) {
-#define RR_DW_INTERIOR(A) rr_dw_interior_act(c, oy, a, b, mask, thr, A)
+#define RR_DW_INTERIOR(A) { if (thr < 0.0f && !mask) rr_dw_interior_act(c, oy, a, b, NULL, -1.0f, A); \
+                             else rr_dw_interior_act(c, oy, a, b, mask, thr, A); }
     switch (c->act) { RR_ACT_CASES(RR_DW_INTERIOR) default: RR_DW_INTERIOR(c->act); }
 #undef RR_DW_INTERIOR
 }
@@ -635,8 +716,13 @@ static inline void rr_dw_list(const rr_dw_t *c, const int32_t *pix, int n, uint8
     int i = 0;
     while (i < n) {
         const int p0 = pix[i], oy = p0 / c->OW, ox0 = p0 % c->OW;
-        int len = 1;
-        while (i + len < n && pix[i + len] == p0 + len && ox0 + len < c->OW) len++;
+        /* the list ascends without repeats, so a run's last pixel tells whether all of it is
+         * there (dense rows); otherwise walk it */
+        int len = n - i < c->OW - ox0 ? n - i : c->OW - ox0;
+        if (pix[i + len - 1] != p0 + len - 1) {
+            len = 1;
+            while (i + len < n && pix[i + len] == p0 + len && ox0 + len < c->OW) len++;
+        }
         const int iy0 = oy * c->sh - c->pt, iy1 = iy0 + (c->kh - 1) * c->dh;
         int a = ox0, b = ox0;
         if (fast && len > 1 && iy0 >= 0 && iy1 < c->H) {
@@ -645,8 +731,8 @@ static inline void rr_dw_list(const rr_dw_t *c, const int32_t *pix, int n, uint8
             if (a >= b) a = b = ox0;
             else rr_dw_interior(c, oy, a, b, mask, thr);
         }
-        for (int ox = ox0; ox < ox0 + len; ox++)
-            if (ox < a || ox >= b) rr_dw_pixel(c, oy * c->OW + ox, mask, thr);
+        for (int ox = ox0; ox < a; ox++) rr_dw_pixel(c, oy * c->OW + ox, mask, thr);
+        for (int ox = b > ox0 ? b : ox0; ox < ox0 + len; ox++) rr_dw_pixel(c, oy * c->OW + ox, mask, thr);
         i += len;
     }
 }
