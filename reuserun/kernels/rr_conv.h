@@ -155,14 +155,18 @@ static inline __attribute__((always_inline)) void rr_tile_store(
     const float *slope = c->slope ? c->slope + (size_t)gb * RR_NR : NULL;
     const v8f s0 = slope ? vload(slope) : vbroadcast(0.0f), s1 = slope ? vload(slope + 8) : s0;
     const v8f b0 = vload(bias), b1 = vload(bias + 8);
+    /* read once: a vector store may alias c, so the loop would read them again per pixel */
+    float *const y = c->y + oc0;
+    const size_t ldy = c->ldy;
+    const float alpha = c->alpha, beta = c->beta;
     for (int r = 0; r < m; r++) {
         v8f v0 = accs[r][0] + b0, v1 = accs[r][1] + b1;
         if (act != ACT_NONE) {
-            v0 = vact(act, v0, c->alpha, c->beta, s0);
-            v1 = vact(act, v1, c->alpha, c->beta, s1);
+            v0 = vact(act, v0, alpha, beta, s0);
+            v1 = vact(act, v1, alpha, beta, s1);
         }
         const int p = pix[r];
-        float *dst = c->y + (size_t)p * c->ldy + oc0;
+        float *dst = y + (size_t)p * ldy;
         int changed;
         if (nc == RR_NR) {
             changed = rr_store8_tracked(dst, v0, thr) | rr_store8_tracked(dst + 8, v1, thr);
@@ -651,10 +655,11 @@ static inline __attribute__((always_inline)) void rr_dw_slide(
     const long ldy = c->ldy;
     float *const y0 = c->y + p0 * ldy + cb;
     const v8f bias = vload(c->bias + cb), slope = c->slope ? vload(c->slope + cb) : vbroadcast(0.0f);
+    const float alpha = c->alpha, beta = c->beta;
     _Pragma("GCC unroll 8")
     for (int q = 0; q < NP; q++) {
         v8f v = acc[q] + bias;
-        if (act != ACT_NONE) v = vact(act, v, c->alpha, c->beta, slope);
+        if (act != ACT_NONE) v = vact(act, v, alpha, beta, slope);
         if (rr_store8_tracked(y0 + q * ldy, v, thr) && mask) mask[p0 + q] = 1;
     }
 }
