@@ -587,6 +587,26 @@ def test_transpose_gemm_matmul():
     check(one_op_model("MatMul", [2, 6], ["w"], {"w": rand(6, 4, seed=3)}))
 
 
+@pytest.mark.parametrize("act", [("HardSwish", {}), ("Relu", {}), ("Sigmoid", {}), ("LeakyRelu", {"alpha": 0.1})])
+def test_classifier_tail_activations_run_in_the_gemm_kernels(act):
+    """MobileNetV3's tail: pool -> Flatten -> Gemm -> HardSwish -> Flatten -> Gemm. The
+    activations run in the Gemm kernels and the second Flatten (already flat) is no step at all,
+    so no numpy fallback is left; results match onnxruntime and stay bit-identical under edits."""
+    kind, attrs = act
+    m = make_model([node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                    node("GlobalAveragePool", ["c"], ["g"]), node("Flatten", ["g"], ["f"]),
+                    node("Gemm", ["f", "w1", "b1"], ["h"], transB=1), node(kind, ["h"], ["a"], **attrs),
+                    node("Flatten", ["a"], ["f2"]), node("Gemm", ["f2", "w2"], ["z"]), node(kind, ["z"], ["y"], **attrs)],
+                   [("x", [1, 3, 8, 8])], ["y"],
+                   [("w", rand(16, 3, 3, 3, seed=1)), ("w1", rand(40, 16, seed=2)), ("b1", rand(40, seed=3)),
+                    ("w2", rand(40, 10, seed=4, scale=0.3))])
+    check(m)
+    sess = reuserun.InferenceSession(m)
+    sess.run(None, {"x": rand(1, 3, 8, 8)})
+    assert [type(s).__name__ for s in sess._program if s.node is not None and s.node.op != "conv"] == [
+        "KernelStep", "SpatialGemmStep", "GemvStep"]
+
+
 @pytest.mark.parametrize("opset,shape,axis,n_nodes", [
     (13, [1, 3, 4, 5], 1, 1),
     (13, [2, 7], -1, 1),

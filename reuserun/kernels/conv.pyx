@@ -6,8 +6,8 @@ cimport numpy as cnp
 import numpy as np
 
 from reuserun.kernels.base cimport Kernel
-from reuserun.kernels.common cimport (RR_PAR_ELEMS, RR_PAR_MACS, RR_SHARES_PER_THREAD, fptr, reloc, rr_num_threads,
-                                      rr_threads_for)
+from reuserun.kernels.common cimport (RR_PAR_ELEMS, RR_PAR_MACS, RR_SHARES_PER_THREAD, fptr, reloc, rr_act,
+                                      rr_num_threads, rr_threads_for)
 
 cnp.import_array()
 
@@ -433,10 +433,13 @@ cdef class SpatialGemmKernel:
     cdef const float *bias
     cdef float *y
     cdef float[::1] ybuf
+    cdef int act
+    cdef float alpha, beta
 
-    def __init__(self, x_buf, int x_off, packed, bias, y_flat, partial):
+    def __init__(self, x_buf, int x_off, packed, bias, y_flat, partial, int act=0, float alpha=0.0,
+                 float beta=0.0):
         """partial: (npix, npad) float32, the kept per-pixel partial sums (the caller owns it, so
-        a session can save and copy it)."""
+        a session can save and copy it); act: an activation fused into the Gemm (fuse.py)."""
         self.npix, self.C, self.npad = packed.shape[0], packed.shape[1], packed.shape[2]
         self.N = y_flat.shape[0]
         assert partial.shape == (self.npix, self.npad) and partial.dtype == np.float32
@@ -450,6 +453,7 @@ cdef class SpatialGemmKernel:
         self.partial = fptr(partial)
         self.bias = fptr(bias_p)
         self.y = fptr(y_flat)
+        self.act, self.alpha, self.beta = act, alpha, beta
 
     def relocate(self, const int64_t[:, ::1] moves):
         self.x = <const float *> reloc(self.x, moves)
@@ -481,8 +485,12 @@ cdef class SpatialGemmKernel:
                                           self.w + <size_t> p * self.C * self.npad, self.npad,
                                           self.partial + <size_t> p * self.npad)
             rr_gemm_pixel_sum(self.partial, self.npix, self.npad, self.bias, &self.ybuf[0])
-        for i in range(self.N):
-            self.y[i] = self.ybuf[i]
+        if self.act:
+            for i in range(self.N):
+                self.y[i] = rr_act(self.act, self.ybuf[i], self.alpha, self.beta, 0.0)
+        else:
+            for i in range(self.N):
+                self.y[i] = self.ybuf[i]
 
 
 cdef class StackSumKernel(Kernel):

@@ -421,9 +421,10 @@ def build_gemm(node, cx: Compiler):
     packed, nocb = cx.packed(node, lambda: kconv.pack_conv_weights(Wt.reshape(N, K, 1, 1), False, 1))
     out = Plain(node.outputs[0], cx.shape(node.outputs[0]))
     cx.storage[node.outputs[0]] = out
+    act, alpha, beta, _ = act_params(node.attrs.get("act"))
     kernel = kconv.ConvKernel(x.arr.reshape(1, 1, K), 0, out.arr.reshape(1, 1, N), 0, packed, nocb,
                               kconv.pad_channels(bias, 1, N, nocb), None, (1, 1), (1, 1), (0, 0, 0, 0),
-                              (1, 1), 1, K, N, 0, 0.0, 0.0)
+                              (1, 1), 1, K, N, act, alpha, beta)
     return GemvStep(node, x, out, kernel, K * N)
 
 
@@ -431,6 +432,8 @@ def build_flatten(node, cx: Compiler):
     """Flatten of a spatial tensor feeding only a Gemm with constant weights: one step with
     per-pixel partial sums, so a frame pays for the pixels that changed."""
     x = cx.storage[node.inputs[0]]
+    if x.kind == "plain" and tuple(cx.shape(node.outputs[0])) == tuple(x.shape):
+        return build_identity(node, cx)  # already flat (a Gemm's output): nothing to do
     users = [n for n in cx.graph.nodes if node.outputs[0] in n.inputs]
     if x.kind != "spatial" or node.attrs.get("axis", 1) != 1 or len(users) != 1 \
             or node.outputs[0] in cx.graph.outputs:
@@ -446,7 +449,8 @@ def build_flatten(node, cx: Compiler):
     cx.storage[gemm.outputs[0]] = out
     cx.done.add(id(gemm))
     partial = np.zeros(packed.shape[::2], np.float32)
-    kernel = kconv.SpatialGemmKernel(x.buf, x.off, packed, bias, out.arr.reshape(-1), partial)
+    act, alpha, beta, _ = act_params(gemm.attrs.get("act"))
+    kernel = kconv.SpatialGemmKernel(x.buf, x.off, packed, bias, out.arr.reshape(-1), partial, act, alpha, beta)
     return SpatialGemmStep(gemm, x, out, kernel, x.C * N, partial)
 
 

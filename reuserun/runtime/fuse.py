@@ -56,19 +56,19 @@ def fuse_gated(graph: ir.Graph) -> None:
 
 
 def fuse_act_epilogues(graph: ir.Graph) -> None:
-    """conv -> activation becomes a conv with an activation epilogue; so does a residual add
-    (binary) -> activation, the ResNet pattern."""
+    """conv -> activation becomes a conv with an activation epilogue; so do a residual add
+    (binary) -> activation, the ResNet pattern, and a classifier's Gemm -> activation."""
     consumers = _consumers(graph)
     drop = set()
     for conv in graph.nodes:
-        if conv.op not in ("conv", "conv_transpose", "binary") or "act" in conv.attrs:
+        if conv.op not in ("conv", "conv_transpose", "binary", "gemm", "matmul") or "act" in conv.attrs:
             continue
         act = _single_consumer(graph, conv.outputs[0], consumers)
         if act is None or act.op != "act" or act.attrs["kind"] not in ACT_CODES:
             continue
         slope = act.attrs.get("slope")
         cout = graph.tensors[conv.outputs[0]].shape[1]
-        if slope is not None and (slope.size not in (1, cout) or conv.op == "binary"):
+        if slope is not None and (slope.size not in (1, cout) or conv.op not in ("conv", "conv_transpose")):
             continue
         conv.attrs = dict(conv.attrs, act=act.attrs)
         conv.outputs = list(act.outputs)
