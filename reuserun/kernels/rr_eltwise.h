@@ -211,7 +211,42 @@ typedef struct {
     int ph_end, pw_end;        /* padded extent for count_include_pad: H + pt + pb, W + pl + pr */
 } rr_pool_t;
 
+/* A pixel whose window lies inside the input, 8 channels a vector (C a multiple of 8): the same
+ * taps in the same order as the general path below, so the same bits (vmax(v, acc) is its
+ * "v > acc ? v : acc"), and every tap counts for the average. */
+static inline __attribute__((always_inline)) void rr_pool_inside(
+        const rr_pool_t *q, int p, int iy0, int ix0, uint8_t *mask, float thr, const int is_max,
+        const int KH, const int KW) {
+    /* KH, KW: the window when it is a constant after inlining (2x2, 3x3), else 0 */
+    const int kh = KH ? KH : q->kh, kw = KW ? KW : q->kw;
+    const long ldx = q->ldx, W = q->W, ystep = (long)q->dh * W * ldx, xstep = (long)q->dw * ldx;
+    const float *base = q->x + ((long)iy0 * W + ix0) * ldx;
+    float *const dst = q->y + (size_t)p * q->ldy;
+    const v8f inv = vbroadcast((float)(kh * kw));
+    int changed = 0;
+    for (int c0 = 0; c0 < q->C; c0 += 8) {
+        v8f acc = vbroadcast(is_max ? -INFINITY : 0.0f);
+        for (int ky = 0; ky < kh; ky++) {
+            const float *row = base + ky * ystep + c0;
+            for (int kx = 0; kx < kw; kx++) {
+                const v8f v = vload(row + kx * xstep);
+                acc = is_max ? vmax(v, acc) : acc + v;
+            }
+        }
+        if (!is_max) acc = acc / inv;
+        changed |= rr_store8_tracked(dst + c0, acc, thr);
+    }
+    if (changed && mask) mask[p] = 1;
+}
+
 static inline void rr_pool_pixel(const rr_pool_t *q, int p, int oy, int ox, uint8_t *mask, float thr) {
+    const int iy0 = oy * q->sh - q->pt, ix0 = ox * q->sw - q->pl;
+    if (q->C % 8 == 0 && iy0 >= 0 && ix0 >= 0 && iy0 + (q->kh - 1) * q->dh < q->H
+            && ix0 + (q->kw - 1) * q->dw < q->W) {
+        if (q->is_max) rr_pool_inside(q, p, iy0, ix0, mask, thr, 1, 0, 0);
+        else rr_pool_inside(q, p, iy0, ix0, mask, thr, 0, 0, 0);
+        return;
+    }
     float tmp[RR_CHUNK];
     int changed = 0;
     for (int c0 = 0; c0 < q->C; c0 += RR_CHUNK) {
@@ -329,9 +364,43 @@ static inline int rr_pixel_width(int kind, const void *params) {
     }
 }
 
+/* Pooled pixels [p0, p0 + n) along rows: whole windows through rr_pool_inside from one loop
+ * with the pool kind fixed, the rest through rr_pool_pixel. */
+static inline __attribute__((always_inline)) void rr_pool_span_kind(
+        const rr_pool_t *q, int p0, int n, uint8_t *mask, float thr, const int is_max, const int K) {
+    int oy = p0 / q->OW, ox = p0 - oy * q->OW;
+    const int ylast = (q->kh - 1) * q->dh, xlast = (q->kw - 1) * q->dw;
+    for (int p = p0; p < p0 + n; p++) {
+        const int iy0 = oy * q->sh - q->pt, ix0 = ox * q->sw - q->pl;
+        if (iy0 >= 0 && ix0 >= 0 && iy0 + ylast < q->H && ix0 + xlast < q->W)
+            rr_pool_inside(q, p, iy0, ix0, mask, thr, is_max, K, K);
+        else
+            rr_pool_pixel(q, p, oy, ox, mask, thr);
+        if (++ox == q->OW) {
+            ox = 0;
+            oy++;
+        }
+    }
+}
+
 /* rr_pixel over the consecutive pixels [p0, p0 + n), stepping along rows. */
 static inline void rr_pixel_span(int kind, const void *params, int p0, int n, uint8_t *mask, float thr) {
     if (kind == RR_K_EW && rr_ew_span((const rr_ew_t *)params, p0, n, mask, thr)) return;
+    if (kind == RR_K_POOL && ((const rr_pool_t *)params)->C % 8 == 0) {
+        const rr_pool_t *q = (const rr_pool_t *)params;
+        /* the common square windows unrolled */
+        const int k = q->kh == q->kw && (q->kh == 2 || q->kh == 3) ? q->kh : 0;
+        if (q->is_max) {
+            if (k == 2) rr_pool_span_kind(q, p0, n, mask, thr, 1, 2);
+            else if (k == 3) rr_pool_span_kind(q, p0, n, mask, thr, 1, 3);
+            else rr_pool_span_kind(q, p0, n, mask, thr, 1, 0);
+        } else {
+            if (k == 2) rr_pool_span_kind(q, p0, n, mask, thr, 0, 2);
+            else if (k == 3) rr_pool_span_kind(q, p0, n, mask, thr, 0, 3);
+            else rr_pool_span_kind(q, p0, n, mask, thr, 0, 0);
+        }
+        return;
+    }
     const int OW = rr_pixel_width(kind, params);
     int oy = p0 / OW, ox = p0 - oy * OW;
     for (int p = p0; p < p0 + n; p++) {
