@@ -235,6 +235,33 @@ epilogue:;
 #undef RR_TILE_STORE
 }
 
+/* rr_conv_tile_narrow's epilogue: both partial sums, bias, activation (act a constant where
+ * the caller dispatched it), tracked stores of the m pixels' cout (<= 8) channels. */
+static inline __attribute__((always_inline)) void rr_narrow_store(
+        const rr_conv_t *c, const v8f *a0, const v8f *a1, const int32_t *pix, int m, uint8_t *mask,
+        float thr, const int act) {
+    const int nc = c->cout;
+    const v8f bias = vload(c->bias), slope = c->slope ? vload(c->slope) : vbroadcast(0.0f);
+    float *const y = c->y;
+    const size_t ldy = c->ldy;
+    const float alpha = c->alpha, beta = c->beta;
+    for (int r = 0; r < m; r++) {
+        v8f v = (a0[r] + a1[r]) + bias;
+        if (act != ACT_NONE) v = vact(act, v, alpha, beta, slope);
+        const int p = pix[r];
+        float *dst = y + (size_t)p * ldy;
+        int changed;
+        if (nc == 8) {
+            changed = rr_store8_tracked(dst, v, thr);
+        } else {
+            float tmp[8];
+            vstore(tmp, v);
+            changed = rr_store_tracked(dst, tmp, nc, thr);
+        }
+        if (changed && mask) mask[p] = 1;
+    }
+}
+
 /* Narrow convs (at most 8 output channels, one group): with one 8-lane block per pixel, a
  * 6-pixel tile has too few independent FMA chains to hide the FMA latency, so each pixel keeps
  * two partial sums, over the even and the odd steps of each K run, added at the end. The order
@@ -284,23 +311,11 @@ static inline void rr_conv_tile_narrow(const rr_conv_t *c, const int32_t *pix, i
         }
     }
 #undef RR_NARROW_K
-    const int nc = c->cout;
-    const v8f bias = vload(c->bias), slope = c->slope ? vload(c->slope) : vbroadcast(0.0f);
-    for (int r = 0; r < m; r++) {
-        v8f v = (a0[r] + a1[r]) + bias;
-        if (c->act != ACT_NONE) v = vact(c->act, v, c->alpha, c->beta, slope);
-        const int p = pix[r];
-        float *dst = c->y + (size_t)p * c->ldy;
-        int changed;
-        if (nc == 8) {
-            changed = rr_store8_tracked(dst, v, thr);
-        } else {
-            float tmp[8];
-            vstore(tmp, v);
-            changed = rr_store_tracked(dst, tmp, nc, thr);
-        }
-        if (changed && mask) mask[p] = 1;
-    }
+    /* the activation a constant and, for untracked stores, no checks per store (as rr_tile_store) */
+#define RR_NARROW_STORE(A) { if (thr < 0.0f && !mask) rr_narrow_store(c, a0, a1, pix, m, NULL, -1.0f, A); \
+                             else rr_narrow_store(c, a0, a1, pix, m, mask, thr, A); }
+    switch (c->act) { RR_ACT_CASES(RR_NARROW_STORE) default: RR_NARROW_STORE(c->act); }
+#undef RR_NARROW_STORE
 }
 
 /* One output channel, one group (heads: a mask, a score map). A tile kernel would fill one of
