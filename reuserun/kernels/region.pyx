@@ -300,7 +300,9 @@ def to_channels_first(const float[:, :, ::1] buf, int off, int C, const uint8_t[
     cdef const float *src = &buf[0, 0, 0] + off
     cdef float *dst = &out[0, 0]
     with nogil:
-        if nt > 1 and <long> (p_hi - p_lo) * C > RR_PAR_ELEMS:
+        if every and C == 1 and ld == 1:  # a one-channel output, unsliced: the same bytes
+            memcpy(dst + p_lo, src + p_lo, <size_t> (p_hi - p_lo) * sizeof(float))
+        elif nt > 1 and <long> (p_hi - p_lo) * C > RR_PAR_ELEMS:
             for b in prange(nblocks, num_threads=nt, schedule="dynamic"):
                 _to_channels_first(src, dst, m, ld, C, npix, p_lo + b * 64, min(p_lo + b * 64 + 64, p_hi))
         else:

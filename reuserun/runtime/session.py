@@ -220,7 +220,7 @@ class InferenceSession:
         weights = sum(sum(a.nbytes for a in (v if isinstance(v, tuple) else (v,)) if isinstance(a, np.ndarray))
                       for v in self._model.packed.values())
         return {"cache": cache, "masks": masks, "scratch": scratch,
-                "mirrors": sum(m.nbytes for _, m in self._mirrors.values()),
+                "mirrors": sum(buf.nbytes for buf, _ in self._mirror_bufs.values()),
                 "activations": activations, "weights": weights}
 
     def get_providers(self) -> list[str]:
@@ -259,7 +259,7 @@ class InferenceSession:
                     computed = self._still  # every cache is current
                 elif moved:
                     computed = self._propagate_shifted(*moved, frames[moved[0]])
-                    self._update_mirrors(True)
+                    self._update_mirrors(False)
                 else:
                     computed = self._propagate(full)
                     self._update_mirrors(full)
@@ -419,8 +419,12 @@ class InferenceSession:
                                   slack=SHIFT_SLACK if may_shift else 0.0).build()
         self._program = steps
         self._storage = storage
-        self._mirrors = {n: (storage[n], np.zeros(self._graph.tensors[n].shape, np.float32))
-                         for n in self._graph.outputs if storage[n].kind == "spatial"}
+        # channels-first copies of spatial outputs, each in a buffer with its cache's slack, so
+        # a shifted frame slides it as the cache slides (_slide_mirrors)
+        self._mirror_bufs = {n: [np.zeros(storage[n].C * storage[n].npix + storage[n].owner.slack, np.float32), 0]
+                             for n in self._graph.outputs if storage[n].kind == "spatial"}
+        self._mirrors = {n: (storage[n], buf[:storage[n].C * storage[n].npix].reshape(self._graph.tensors[n].shape))
+                         for n, (buf, _) in self._mirror_bufs.items()}
         # change masks of spatial inputs, kept apart from the cache until a frame is accepted
         self._diff_masks = {n: np.empty(s.npix, np.uint8) for n, s in storage.items()
                             if n in input_shapes and s.kind == "spatial"}
@@ -673,8 +677,24 @@ class InferenceSession:
         self._shifter.apply(plan, self.threads)
         if plan.slides_input:
             self._slide_input(name, st, d, frame)
-        return driver.run_shifted(self._program, self._fast_steps(), plan.modes, plan.exposed,
-                                  plan.exposed_per_output, self._policy, self.threads)
+        computed = driver.run_shifted(self._program, self._fast_steps(), plan.modes, plan.exposed,
+                                      plan.exposed_per_output, self._policy, self.threads)
+        self._slide_mirrors(plan)
+        return computed
+
+    def _slide_mirrors(self, plan) -> None:
+        """Outputs that moved slide their channels-first copy by their own shift, every channel
+        plane alike, as their cache slid: then only their marked positions need converting (the
+        exposed band is marked). An output recomputed whole is marked whole."""
+        for name, (st, mirror) in self._mirrors.items():
+            d = plan.shifts.get(id(st))
+            if not d or d == (0, 0):
+                continue
+            buf, n = self._mirror_bufs[name], st.C * st.npix
+            origin = marks.slide(buf[0], buf[1], st.owner.slack, n, d[0] * st.W + d[1])
+            if origin != buf[1]:
+                buf[1] = origin
+                self._mirrors[name] = (st, buf[0][origin:origin + n].reshape(mirror.shape))
 
     def _slide_input(self, name: str, st, d, frame) -> None:
         """The input's cache slid with the others: slide its reference frame alike (every
@@ -698,11 +718,13 @@ class InferenceSession:
                 and self.policy_name != "dense" and spatial_inputs == 1)
 
     def _update_mirrors(self, full: bool) -> None:
-        """Channels-first copies of spatial outputs, updated where they changed."""
+        """Channels-first copies of spatial outputs, updated where they changed. Unmarked
+        positions already hold the cache's values, so a one-channel output (a mask or score map)
+        copies its changed rows whole: a plain copy beats checking every mark."""
         for st, mirror in self._mirrors.values():
             if full or st.nchanged:
                 lo, hi = (0, st.npix) if full else (st.box[0] * st.W, st.box[1] * st.W)
-                region.to_channels_first(st.buf, st.off, st.C, None if full else st.mask,
+                region.to_channels_first(st.buf, st.off, st.C, None if full or st.C == 1 else st.mask,
                                          mirror.reshape(st.C, -1), self.threads, lo, hi)
 
     def _output(self, name) -> np.ndarray:

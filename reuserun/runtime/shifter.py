@@ -37,6 +37,7 @@ class ShiftPlan:
     exposed_per_output: list = field(default_factory=list)
     moved: np.ndarray | None = None  # apply's (lo, hi, delta) per rebase, filled each frame
     slides_input: bool = False  # the moved input's cache is among the rebases
+    shifts: dict = field(default_factory=dict)  # id(tensor) -> its own shift, None: recomputed whole
 
     def __post_init__(self):
         self.moved = np.zeros((len(self.rebases), 3), np.int64)
@@ -136,7 +137,8 @@ class Shifter:
             per_output.append([boxes.get(id(o)) for o in step.outputs]
                               if ex and isinstance(step, KernelStep) else None)
         slides_input = any(o is moved_input for o, _ in rebases)
-        return ShiftPlan(modes, moves, exposed, rebases, kernels, per_output, slides_input=slides_input)
+        return ShiftPlan(modes, moves, exposed, rebases, kernels, per_output, slides_input=slides_input,
+                         shifts=shifts)
 
     def apply(self, plan: ShiftPlan, threads: int) -> None:
         if plan.rebases:
