@@ -508,11 +508,14 @@ typedef struct {
 
 /* One output pixel, all channels. Out-of-image taps are skipped; that depends only on the
  * pixel's position, so the order stays fixed per element. */
-/* Block cb of output pixel p: activation, tracked store, change mark. */
+/* 8 channels of output pixel p (biased): activation, tracked store at dst, change mark. Callers
+ * in hot loops pass c's fields read once: after a store through a vector pointer (which may
+ * alias anything) the compiler would read them again for every pixel. */
 static inline __attribute__((always_inline)) void rr_dw_store(
-        const rr_dw_t *c, v8f v, v8f slope, int p, int cb, uint8_t *mask, float thr, const int act) {
-    if (act != ACT_NONE) v = vact(act, v, c->alpha, c->beta, slope);
-    if (rr_store8_tracked(c->y + (size_t)p * c->ldy + cb, v, thr) && mask) mask[p] = 1;
+        float *dst, v8f v, v8f slope, float alpha, float beta, int p, uint8_t *mask, float thr,
+        const int act) {
+    if (act != ACT_NONE) v = vact(act, v, alpha, beta, slope);
+    if (rr_store8_tracked(dst, v, thr) && mask) mask[p] = 1;
 }
 
 /* nb (1..4, a constant after inlining) whole 8-channel blocks of depthwise output pixel p */
@@ -528,8 +531,8 @@ static inline __attribute__((always_inline)) void rr_dw_blocks(
     }
     for (int b = 0; b < nb; b++) {
         const int cb = c0 + 8 * b;
-        rr_dw_store(c, a[b] + vload(c->bias + cb), c->slope ? vload(c->slope + cb) : zero, p, cb, mask,
-                    thr, c->act);
+        rr_dw_store(c->y + (size_t)p * c->ldy + cb, a[b] + vload(c->bias + cb),
+                    c->slope ? vload(c->slope + cb) : zero, c->alpha, c->beta, p, mask, thr, c->act);
     }
 }
 
@@ -601,8 +604,6 @@ static inline __attribute__((always_inline)) void rr_dw_group(
                 acc[q][j] = vfma(vload(base + toff[t] + q * step + 8 * j), w, acc[q][j]);
         }
     }
-    /* c's fields read once: after a store through a vector pointer (which may alias anything)
-     * the compiler would read them again for every pixel */
     const int p0 = oy * c->OW + ox;
     const long ldy = c->ldy;
     float *const y0 = c->y + p0 * ldy + cb;
@@ -610,11 +611,8 @@ static inline __attribute__((always_inline)) void rr_dw_group(
     for (int j = 0; j < nb; j++) {
         const int cj = cb + 8 * j;
         const v8f bias = vload(c->bias + cj), slope = c->slope ? vload(c->slope + cj) : vbroadcast(0.0f);
-        for (int q = 0; q < np; q++) {
-            v8f v = acc[q][j] + bias;
-            if (act != ACT_NONE) v = vact(act, v, alpha, beta, slope);
-            if (rr_store8_tracked(y0 + q * ldy + 8 * j, v, thr) && mask) mask[p0 + q] = 1;
-        }
+        for (int q = 0; q < np; q++)
+            rr_dw_store(y0 + q * ldy + 8 * j, acc[q][j] + bias, slope, alpha, beta, p0 + q, mask, thr, act);
     }
 }
 
@@ -672,11 +670,8 @@ static inline __attribute__((always_inline)) void rr_dw_slide(
     const v8f bias = vload(c->bias + cb), slope = c->slope ? vload(c->slope + cb) : vbroadcast(0.0f);
     const float alpha = c->alpha, beta = c->beta;
     _Pragma("GCC unroll 8")
-    for (int q = 0; q < NP; q++) {
-        v8f v = acc[q] + bias;
-        if (act != ACT_NONE) v = vact(act, v, alpha, beta, slope);
-        if (rr_store8_tracked(y0 + q * ldy, v, thr) && mask) mask[p0 + q] = 1;
-    }
+    for (int q = 0; q < NP; q++)
+        rr_dw_store(y0 + q * ldy, acc[q] + bias, slope, alpha, beta, p0 + q, mask, thr, act);
 }
 
 /* Interior pixels [a, b) of row oy through rr_dw_slide, NP at a time (the last group overlaps

@@ -239,10 +239,14 @@ static inline __attribute__((always_inline)) void rr_pool_inside(
     if (changed && mask) mask[p] = 1;
 }
 
+/* Whether the window from input row iy0, column ix0 lies inside the input. */
+static inline int rr_pool_window_inside(const rr_pool_t *q, int iy0, int ix0) {
+    return iy0 >= 0 && ix0 >= 0 && iy0 + (q->kh - 1) * q->dh < q->H && ix0 + (q->kw - 1) * q->dw < q->W;
+}
+
 static inline void rr_pool_pixel(const rr_pool_t *q, int p, int oy, int ox, uint8_t *mask, float thr) {
     const int iy0 = oy * q->sh - q->pt, ix0 = ox * q->sw - q->pl;
-    if (q->C % 8 == 0 && iy0 >= 0 && ix0 >= 0 && iy0 + (q->kh - 1) * q->dh < q->H
-            && ix0 + (q->kw - 1) * q->dw < q->W) {
+    if (q->C % 8 == 0 && rr_pool_window_inside(q, iy0, ix0)) {
         if (q->is_max) rr_pool_inside(q, p, iy0, ix0, mask, thr, 1, 0, 0);
         else rr_pool_inside(q, p, iy0, ix0, mask, thr, 0, 0, 0);
         return;
@@ -369,10 +373,9 @@ static inline int rr_pixel_width(int kind, const void *params) {
 static inline __attribute__((always_inline)) void rr_pool_span_kind(
         const rr_pool_t *q, int p0, int n, uint8_t *mask, float thr, const int is_max, const int K) {
     int oy = p0 / q->OW, ox = p0 - oy * q->OW;
-    const int ylast = (q->kh - 1) * q->dh, xlast = (q->kw - 1) * q->dw;
     for (int p = p0; p < p0 + n; p++) {
         const int iy0 = oy * q->sh - q->pt, ix0 = ox * q->sw - q->pl;
-        if (iy0 >= 0 && ix0 >= 0 && iy0 + ylast < q->H && ix0 + xlast < q->W)
+        if (rr_pool_window_inside(q, iy0, ix0))
             rr_pool_inside(q, p, iy0, ix0, mask, thr, is_max, K, K);
         else
             rr_pool_pixel(q, p, oy, ox, mask, thr);

@@ -87,6 +87,16 @@ def _compiled(proto, digest: str, input_shapes: dict) -> CompiledModel:
     return model
 
 
+def _slide_window(pair: list, slack: int, n: int, d: int):
+    """Moves the n-float window of pair = [flat buffer, start] by d floats (new[i] = old[i + d],
+    marks.slide); returns the window's new view when its start changed, else None."""
+    start = marks.slide(pair[0], pair[1], slack, n, d)
+    if start == pair[1]:
+        return None
+    pair[1] = start
+    return pair[0][start:start + n]
+
+
 def _read_thresholds(spec) -> tuple[dict, float | None]:
     """({layer: threshold}, input threshold or None) from a dict or a JSON file; `reuserun tune`
     writes {"threshold": T, "layer_thresholds": {...}}, a plain {layer: T} works too."""
@@ -690,22 +700,17 @@ class InferenceSession:
             d = plan.shifts.get(id(st))
             if not d or d == (0, 0):
                 continue
-            buf, n = self._mirror_bufs[name], st.C * st.npix
-            origin = marks.slide(buf[0], buf[1], st.owner.slack, n, d[0] * st.W + d[1])
-            if origin != buf[1]:
-                buf[1] = origin
-                self._mirrors[name] = (st, buf[0][origin:origin + n].reshape(mirror.shape))
+            view = _slide_window(self._mirror_bufs[name], st.owner.slack, st.C * st.npix, d[0] * st.W + d[1])
+            if view is not None:
+                self._mirrors[name] = (st, view.reshape(mirror.shape))
 
     def _slide_input(self, name: str, st, d, frame) -> None:
         """The input's cache slid with the others: slide its reference frame alike (every
         channel plane moves by the same flat shift), then write the frame's marked pixels, the
         only ones where the moved reference does not hold the frame already, into both."""
-        ref = self._ref_bufs[name]
-        n = st.C * st.npix
-        origin = marks.slide(ref[0], ref[1], st.slack, n, d[0] * st.W + d[1])
-        if origin != ref[1]:
-            ref[1] = origin
-            self._ref_frames[name] = ref[0][origin:origin + n].reshape(st.C, -1)
+        view = _slide_window(self._ref_bufs[name], st.slack, st.C * st.npix, d[0] * st.W + d[1])
+        if view is not None:
+            self._ref_frames[name] = view.reshape(st.C, -1)
         if st.nchanged:
             y0, y1, x0, x1 = st.box
             region.apply_frame(frame.reshape(st.C, -1), self._ref_frames[name], st.buf, st.off, -1.0, st.mask,
