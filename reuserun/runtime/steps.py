@@ -34,6 +34,10 @@ class KernelStep:
         self.compute_mask = np.zeros(self.npix, np.uint8)
         self.pix = np.empty(self.npix, np.int32)
         if reach.kind == "window":
+            # the planners read a window rule's changes from input 0 alone (and take the first
+            # changed input as it): a second spatial input would go unplanned
+            if len(inputs) != 1:
+                raise ValueError(f"{node.name}: a window rule takes one spatial input, got {len(inputs)}")
             self.tmp = np.zeros(self.OH * inputs[0].W, np.uint8)
         # the auto policy's whole incremental update (pixel-exact planning, journal, kernels,
         # rescans) in one native call, where the rule allows native planning
