@@ -103,3 +103,20 @@ def test_marks_keep_the_box_and_mask_in_c_fields():
     assert (m.nchanged, m.box, int(m.mask.sum())) == (0, None, 0)
     m.mark_all()
     assert (m.nchanged, m.box, int(m.mask.sum())) == (15, (0, 3, 0, 5), 15)
+
+
+def test_a_window_step_refuses_a_second_spatial_input():
+    """Both planners read a window rule's changes from input 0 alone, so a step that would
+    need two (none does today) fails when compiled instead of missing the second's changes."""
+    from reuserun.ir import Node
+    from reuserun.plan.rules import Reach
+    from reuserun.runtime.steps import KernelStep
+    from reuserun.runtime.storage import Spatial
+
+    a, b, y = (Spatial(n, (1, 4, 6, 6)) for n in "aby")
+    lo, hi = np.arange(-1, 5, dtype=np.int32), np.arange(1, 7, dtype=np.int32)
+    reach = Reach("window", lo, hi, lo, hi)
+    node = Node("conv", "two_inputs", ["a", "b"], ["y"], {})
+    KernelStep(node, [a], [y], [], reach)  # one input: fine
+    with pytest.raises(ValueError, match="one spatial input"):
+        KernelStep(node, [a, b], [y], [], reach)
