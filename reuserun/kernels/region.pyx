@@ -9,7 +9,6 @@ import numpy as np
 from reuserun.kernels.common cimport RR_PAR_ELEMS, RR_SHARES_PER_THREAD, rr_differs, rr_num_threads
 
 cdef extern from "rr_region.h" nogil:
-    void rr_mark_diff(const uint32_t *f, const uint32_t *r, uint8_t *m, long n, int first)
     uint32_t rr_mark_diff_count_nonfinite(const uint32_t *f, const uint32_t *r, uint8_t *m, long n, int first)
     uint32_t rr_count_nonfinite(const uint32_t *f, long n)
     uint32_t rr_count_nonzero(const uint8_t *m, long n)

@@ -386,24 +386,24 @@ static inline __attribute__((always_inline)) void rr_pool_span_kind(
     }
 }
 
+/* rr_pool_span_kind with the pool's kind and, for the common square windows, its size as
+ * constants; returns 0 (nothing done) unless the channels come 8 a vector. */
+static inline int rr_pool_span(const rr_pool_t *q, int p0, int n, uint8_t *mask, float thr) {
+    if (q->C % 8 != 0)
+        return 0;
+    const int k = q->kh == q->kw && (q->kh == 2 || q->kh == 3) ? q->kh : 0;
+#define RR_POOL_SPAN(M) { if (k == 2) rr_pool_span_kind(q, p0, n, mask, thr, M, 2); \
+                          else if (k == 3) rr_pool_span_kind(q, p0, n, mask, thr, M, 3); \
+                          else rr_pool_span_kind(q, p0, n, mask, thr, M, 0); }
+    if (q->is_max) RR_POOL_SPAN(1) else RR_POOL_SPAN(0)
+#undef RR_POOL_SPAN
+    return 1;
+}
+
 /* rr_pixel over the consecutive pixels [p0, p0 + n), stepping along rows. */
 static inline void rr_pixel_span(int kind, const void *params, int p0, int n, uint8_t *mask, float thr) {
     if (kind == RR_K_EW && rr_ew_span((const rr_ew_t *)params, p0, n, mask, thr)) return;
-    if (kind == RR_K_POOL && ((const rr_pool_t *)params)->C % 8 == 0) {
-        const rr_pool_t *q = (const rr_pool_t *)params;
-        /* the common square windows unrolled */
-        const int k = q->kh == q->kw && (q->kh == 2 || q->kh == 3) ? q->kh : 0;
-        if (q->is_max) {
-            if (k == 2) rr_pool_span_kind(q, p0, n, mask, thr, 1, 2);
-            else if (k == 3) rr_pool_span_kind(q, p0, n, mask, thr, 1, 3);
-            else rr_pool_span_kind(q, p0, n, mask, thr, 1, 0);
-        } else {
-            if (k == 2) rr_pool_span_kind(q, p0, n, mask, thr, 0, 2);
-            else if (k == 3) rr_pool_span_kind(q, p0, n, mask, thr, 0, 3);
-            else rr_pool_span_kind(q, p0, n, mask, thr, 0, 0);
-        }
-        return;
-    }
+    if (kind == RR_K_POOL && rr_pool_span((const rr_pool_t *)params, p0, n, mask, thr)) return;
     const int OW = rr_pixel_width(kind, params);
     int oy = p0 / OW, ox = p0 - oy * OW;
     for (int p = p0; p < p0 + n; p++) {

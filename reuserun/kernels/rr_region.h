@@ -7,14 +7,8 @@
 
 #include "rr_simd.h"
 
-/* m[x] (first: =, else |=) whether bits of f[x] and r[x] differ, x < n. */
-static inline void rr_mark_diff(const uint32_t *restrict f, const uint32_t *restrict r,
-                                uint8_t *restrict m, long n, int first) {
-    if (first) for (long x = 0; x < n; x++) m[x] = f[x] != r[x];
-    else for (long x = 0; x < n; x++) m[x] |= f[x] != r[x];
-}
-
-/* rr_mark_diff that also returns how many of f[0..n) are NaN or Inf: one pass over the frame. */
+/* m[x] (first: =, else |=) whether bits of f[x] and r[x] differ, x < n; returns how many of
+ * f[0..n) are NaN or Inf: one pass over the frame for both. */
 static inline uint32_t rr_mark_diff_count_nonfinite(const uint32_t *restrict f, const uint32_t *restrict r,
                                                     uint8_t *restrict m, long n, int first) {
     uint32_t bad = 0;

@@ -60,18 +60,18 @@ def fuse_act_epilogues(graph: ir.Graph) -> None:
     (binary) -> activation, the ResNet pattern, and a classifier's Gemm -> activation."""
     consumers = _consumers(graph)
     drop = set()
-    for conv in graph.nodes:
-        if conv.op not in ("conv", "conv_transpose", "binary", "gemm", "matmul") or "act" in conv.attrs:
+    for node in graph.nodes:
+        if node.op not in ("conv", "conv_transpose", "binary", "gemm", "matmul") or "act" in node.attrs:
             continue
-        act = _single_consumer(graph, conv.outputs[0], consumers)
+        act = _single_consumer(graph, node.outputs[0], consumers)
         if act is None or act.op != "act" or act.attrs["kind"] not in ACT_CODES:
             continue
         slope = act.attrs.get("slope")
-        cout = graph.tensors[conv.outputs[0]].shape[1]
-        if slope is not None and (slope.size not in (1, cout) or conv.op not in ("conv", "conv_transpose")):
+        cout = graph.tensors[node.outputs[0]].shape[1]
+        if slope is not None and (slope.size not in (1, cout) or node.op not in ("conv", "conv_transpose")):
             continue
-        conv.attrs = dict(conv.attrs, act=act.attrs)
-        conv.outputs = list(act.outputs)
+        node.attrs = dict(node.attrs, act=act.attrs)
+        node.outputs = list(act.outputs)
         drop.add(id(act))
     graph.nodes = [n for n in graph.nodes if id(n) not in drop]
 
