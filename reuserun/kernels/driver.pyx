@@ -53,10 +53,10 @@ cdef class FastStep:
         self.npix = <long> self.OH * self.OW
 
     def run(self, float thr, int threads, Journal journal, bands, exposed=None):
-        """Update the outputs; returns the number of output pixels computed, or -1 when every
-        output position must be recomputed exactly (the caller's full path, which then marks
-        `exposed` itself). exposed: per output, boxes to mark changed whatever they hold (shift
-        reuse: values moved in from nowhere), or None."""
+        """Update the outputs; returns the number of output pixels computed (every one, all
+        marked, when an input changed everywhere or the rule reaches the whole output from any
+        change). exposed: per output, boxes to mark changed whatever they hold (shift reuse:
+        values moved in from nowhere), or None."""
         return self.run_c(thr, threads, journal, bands, exposed)
 
     cdef long run_c(self, float thr, int threads, Journal journal, object bands, object exposed) except -2:
@@ -79,7 +79,7 @@ cdef class FastStep:
             return 0
         if n < 0:
             if thr == 0.0:
-                return -1
+                return self._run_whole(threads, journal)
             n = self.npix  # under a threshold the whole output is recomputed but still compared
             box[0], box[1], box[2], box[3] = 0, self.OH, 0, self.OW
         pix = self.full_pix if n == self.npix else self.pix
@@ -95,6 +95,23 @@ cdef class FastStep:
         for o in self.outputs:
             o.set_box(scan_c(o.m, o.W, box[0], box[1], box[2], box[3], tight), tight)
         return n
+
+    cdef long _run_whole(self, int threads, Journal journal) except -2:
+        """Every output position recomputed exactly (an input changed everywhere, or the rule
+        reaches everything from any change): no comparing, every position marked, as the
+        dense run does. Exposed boxes need no marking then."""
+        cdef int box[4]
+        cdef Marks o
+        if journal is not None:
+            for o in self.outputs:
+                journal.save_rows(o.base + o.off, o.ld, o.C, self.full_pix, self.npix)
+        for j in range(len(self.kernels)):
+            (<Kernel> self.kernels[j]).run_c(self.full_pix, self.npix, NULL, -1.0, threads)
+        box[0], box[1], box[2], box[3] = 0, self.OH, 0, self.OW
+        for o in self.outputs:
+            memset(o.m, 1, <size_t> o.H * o.W)
+            o.set_box(<long> o.H * o.W, box)
+        return self.npix
 
     cdef void _mark(self, list exposed, int *box):
         """Mark each output's exposed boxes, then count its marks and bound them: they lie in
@@ -121,9 +138,8 @@ cdef class FastStep:
 
 def run_incremental(list steps, list fast, object policy, int threads, Journal journal):
     """Every step's incremental update in order: a step with a compiled path (fast[i], its
-    FastStep) runs it from here, the others, and a compiled step whose input changed everywhere,
-    their own run(). journal: the steps' undo log for this run, or None. Returns the positions
-    each step computed."""
+    FastStep) runs it from here, the others their own run(). journal: the steps' undo log for
+    this run, or None. Returns the positions each step computed."""
     cdef Py_ssize_t i, n = len(steps)
     cdef long c
     computed = [0] * n
@@ -133,8 +149,7 @@ def run_incremental(list steps, list fast, object policy, int threads, Journal j
         if f is None:
             computed[i] = step.run(False, policy, threads)
             continue
-        c = (<FastStep> f).run_c(step.thr, threads, journal, (), None)
-        computed[i] = c if c >= 0 else step.run(True, policy, threads)
+        computed[i] = (<FastStep> f).run_c(step.thr, threads, journal, (), None)
     return computed
 
 
@@ -147,23 +162,18 @@ def run_shifted(list steps, list fast, list modes, list exposed, list per_output
     positions each step computed."""
     cdef Py_ssize_t i, n = len(steps)
     cdef int m
-    cdef long c
     computed = [0] * n
     for i in range(n):
         mode, bands = modes[i]
         m = mode
         step = steps[i]
-        if m == FULL_:
-            computed[i] = step.run(True, policy, threads)
-            continue
         f = fast[i]
+        if m == FULL_:
+            computed[i] = (<FastStep> f)._run_whole(threads, None) if f is not None else step.run(True, policy, threads)
+            continue
         if f is not None:
             po = per_output[i]
-            c = (<FastStep> f).run_c(step.thr, threads, None, bands if m == BANDS_ else (), po)
-            if c < 0:
-                computed[i] = step.run(True, policy, threads)  # marks every position
-                continue
-            computed[i] = c
+            computed[i] = (<FastStep> f).run_c(step.thr, threads, None, bands if m == BANDS_ else (), po)
             if po is not None:
                 continue
         else:

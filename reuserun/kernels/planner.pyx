@@ -62,7 +62,8 @@ cdef int first_at_least(const int32_t *a, int n, int v) noexcept nogil:
 cdef class PixelPlanner:
     """Plans one step's output pixels at pixel granularity. kind 0: an output position depends on
     the same position of each input; kind 1: on a window of input 0 given by monotone per-axis
-    ranges ylo..yhi, xlo..xhi (inclusive, unclipped)."""
+    ranges ylo..yhi, xlo..xhi (inclusive, unclipped); kind 2: on every position of every input
+    (global pools), so any change reaches the whole output."""
     def __init__(self, int kind, int OH, int OW, reach_mask, pix, tmp=None, ylo=None, yhi=None,
                  xlo=None, xhi=None, int in_h=0, int in_w=0, double dense_above=0.8):
         self.kind, self.OH, self.OW, self.dense_above = kind, OH, OW, dense_above
@@ -110,6 +111,8 @@ cdef class PixelPlanner:
         nb = 0 if bands is None else len(bands)
         if nchanged == 0 and nb == 0:
             return 0
+        if self.kind == 2:
+            return -1
         if self.kind == 0:
             for s in inputs:
                 if s.nchanged:

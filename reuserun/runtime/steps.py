@@ -44,6 +44,8 @@ class KernelStep:
         native = None
         if reach.kind == "same":
             native = planner.PixelPlanner(0, self.OH, self.OW, self.reach_mask, self.pix)
+        elif reach.kind == "all":
+            native = planner.PixelPlanner(2, self.OH, self.OW, self.reach_mask, self.pix)
         elif reach.kind == "window" and all(ax.monotone for ax in reach._axes):
             native = planner.PixelPlanner(1, self.OH, self.OW, self.reach_mask, self.pix, self.tmp,
                                           reach.ylo, reach.yhi, reach.xlo, reach.xhi, inputs[0].H, inputs[0].W)
@@ -67,8 +69,7 @@ class KernelStep:
                 o.mark_all()
             return self.npix
         if self.compiled(policy):
-            n = self.fast.run(self.thr, threads, self.journal, bands, exposed)
-            return self.run(True, policy, threads) if n < 0 else n
+            return self.fast.run(self.thr, threads, self.journal, bands, exposed)
         for o in self.outputs:
             o.clear()
         n, box = self._plan(policy, bands)
