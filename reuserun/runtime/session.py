@@ -306,15 +306,16 @@ class InferenceSession:
             if self._behind:
                 self._catch_up()
             journal = self._journal
+            slow = self._slow_steps()  # the compiled steps get the journal from the driver
             try:
-                for step in self._program:
+                for step in slow:
                     step.journal = journal
                 self._load_variant(frames, diffs, journal)
                 computed = self._propagate(False, journal)
                 outs = [np.array(self._storage[n].logical(), dtype=np.float32, copy=True, order="C")
                         for n in names]
             finally:
-                for step in self._program:
+                for step in slow:
                     step.journal = None
                 journal.restore()
             self._record_stats(computed, diffs, False, time.perf_counter() - t0)
@@ -463,6 +464,7 @@ class InferenceSession:
         self._shift_ok = self._shifter.supported and self._shift_allowed(len(self._diff_masks))
         self._still = [0] * len(steps)
         self._fast = None  # per step, its compiled incremental path under this policy (_propagate)
+        self._slow = None  # the steps without one (_slow_steps)
         self._moved = None  # _validate's scratch: (input, shift) of a frame found to be a shift
         self._heavy_from = None  # changed fraction of the last frame whose change reached HEAVY_MACS
 
@@ -678,6 +680,12 @@ class InferenceSession:
             self._fast = [step.fast if isinstance(step, KernelStep) and step.compiled(self._policy) else None
                           for step in self._program]
         return self._fast
+
+    def _slow_steps(self) -> list:
+        """The steps without a compiled incremental path under this policy."""
+        if self._slow is None:
+            self._slow = [step for step, f in zip(self._program, self._fast_steps()) if f is None]
+        return self._slow
 
     def _propagate_shifted(self, name: str, d, frame) -> list[int]:
         """A frame that is the reference moved by d: move the caches, then compute what the
