@@ -120,3 +120,25 @@ def test_a_window_step_refuses_a_second_spatial_input():
     KernelStep(node, [a], [y], [], reach)  # one input: fine
     with pytest.raises(ValueError, match="one spatial input"):
         KernelStep(node, [a, b], [y], [], reach)
+
+
+@pytest.mark.parametrize("thr", [0.0, 0.25])
+def test_frame_diff_split_between_threads_matches_one_thread(thr):
+    """A frame large enough to be diffed by two threads (in contiguous shares) marks and counts
+    what one thread does, NaN and Inf included."""
+    from reuserun.kernels import region
+    rng = np.random.default_rng(7)
+    C, npix = 3, 740 * 730
+    ref = rng.random((C, npix), dtype=np.float32)
+    frame = ref.copy()
+    hit = rng.choice(npix, 5000, replace=False)
+    frame[rng.integers(0, C, hit.size), hit] += rng.random(hit.size, dtype=np.float32)
+    frame[1, hit[:7]] = np.nan
+    frame[2, hit[7:10]] = np.inf
+    got = []
+    for threads in (1, 2):
+        mask = np.full(npix, 9, np.uint8)
+        got.append((region.diff_frame(frame, ref, thr, mask, threads), mask))
+    (n1, m1), (n2, m2) = got
+    assert n1 == n2 and n1[1] == 10 and n1[0] > 0
+    assert np.array_equal(m1, m2) and set(np.unique(m1)) <= {0, 1}

@@ -6,7 +6,7 @@ from libc.stdint cimport int32_t, uint8_t, uint32_t
 from libc.string cimport memcmp, memcpy, memmove, memset
 import numpy as np
 
-from reuserun.kernels.common cimport RR_PAR_ELEMS, RR_SHARES_PER_THREAD, rr_differs, rr_num_threads
+from reuserun.kernels.common cimport RR_PAR_FRAME_ELEMS, RR_SHARES_PER_THREAD, rr_differs, rr_num_threads
 
 cdef extern from "rr_region.h" nogil:
     uint32_t rr_mark_diff_count_nonfinite(const uint32_t *f, const uint32_t *r, uint8_t *m, long n, int first)
@@ -28,11 +28,12 @@ def diff_frame(const float[:, ::1] frame, const float[:, ::1] ref, float thr, ui
     cdef const uint32_t *fb = <const uint32_t *> &frame[0, 0]
     cdef const uint32_t *rb = <const uint32_t *> &ref[0, 0]
     cdef uint8_t *m = &mask[0]
+    cdef int ns = nt * RR_SHARES_PER_THREAD
     with nogil:
-        if nt > 1 and <long> npix * C > RR_PAR_ELEMS:
-            for b in prange(nblocks, num_threads=nt, schedule="dynamic"):
+        if nt > 1 and <long> npix * C > RR_PAR_FRAME_ELEMS:
+            for b in prange(ns, num_threads=nt, schedule="dynamic"):
                 block_bad = 0
-                changed += _diff_block(fb, rb, m, C, npix, b * 1024, min(b * 1024 + 1024, npix), thr, &block_bad)
+                changed += _diff_block(fb, rb, m, C, npix, <int> (<long> npix * b // ns), <int> (<long> npix * (b + 1) // ns), thr, &block_bad)
                 bad += block_bad
         else:  # no parallel region: entering one costs about a microsecond even alone
             for b in range(nblocks):
@@ -67,7 +68,7 @@ def diff_planes(const float[:, ::1] frame, const float[:, ::1] ref, float thr, u
     cdef int C = frame.shape[0], npix = frame.shape[1], c, p
     cdef int nt = rr_num_threads(threads)
     with nogil:
-        if nt > 1 and <long> npix * C > RR_PAR_ELEMS:
+        if nt > 1 and <long> npix * C > RR_PAR_FRAME_ELEMS:
             for c in prange(C, num_threads=nt, schedule="dynamic"):
                 for p in range(npix):
                     planes[c, p] = rr_differs(frame[c, p], ref[c, p], thr)
@@ -94,7 +95,7 @@ def apply_frame(const float[:, ::1] frame, float[:, ::1] ref, float[:, :, ::1] b
     cdef float *y = &buf[0, 0, 0] + off
     cdef const uint8_t *m = &mask[0]
     with nogil:
-        if nt > 1 and (hi - lo) * C > RR_PAR_ELEMS:
+        if nt > 1 and (hi - lo) * C > RR_PAR_FRAME_ELEMS:
             for b in prange(nblocks, num_threads=nt, schedule="dynamic"):
                 rr_apply_rows(f, r, y, ldb, m, lo + <long> b * 1024, min(lo + <long> b * 1024 + 1024, hi), npix, C, thr)
         else:
@@ -301,7 +302,7 @@ def to_channels_first(const float[:, :, ::1] buf, int off, int C, const uint8_t[
     with nogil:
         if every and C == 1 and ld == 1:  # a one-channel output, unsliced: the same bytes
             memcpy(dst + p_lo, src + p_lo, <size_t> (p_hi - p_lo) * sizeof(float))
-        elif nt > 1 and <long> (p_hi - p_lo) * C > RR_PAR_ELEMS:
+        elif nt > 1 and <long> (p_hi - p_lo) * C > RR_PAR_FRAME_ELEMS:
             for b in prange(nblocks, num_threads=nt, schedule="dynamic"):
                 _to_channels_first(src, dst, m, ld, C, npix, p_lo + b * 64, min(p_lo + b * 64 + 64, p_hi))
         else:
@@ -327,7 +328,7 @@ def to_channels_last(const float[:, :, ::1] frame, float[:, :, ::1] buf, int off
     with nogil:
         if ld == 1:  # one plane into an unsliced buffer: the same bytes
             memcpy(dst, src, <size_t> H * W * sizeof(float))
-        elif nt > 1 and H > 1 and <long> H * W * C > RR_PAR_ELEMS:
+        elif nt > 1 and H > 1 and <long> H * W * C > RR_PAR_FRAME_ELEMS:
             for y in prange(H, num_threads=nt, schedule="dynamic"):
                 _row_to_channels_last(src, dst, C, H, W, ld, y)
         else:
@@ -380,7 +381,7 @@ def move(float[:, :, ::1] buf, int off, int C, int dy, int dx, int threads):
     if y0 >= y1 or x0 >= x1 or (dy == 0 and dx == 0):
         return
     ny, nx = y1 - y0, x1 - x0
-    if dy != 0 and dx != 0 or <long> ny * nx * C < RR_PAR_ELEMS:
+    if dy != 0 and dx != 0 or <long> ny * nx * C < RR_PAR_FRAME_ELEMS:
         nt = 1
     nt = min(nt, nx if dy != 0 else ny)  # threads split columns (vertical) or rows (horizontal)
     cdef int ns = min(nt * RR_SHARES_PER_THREAD, nx)
@@ -422,7 +423,7 @@ def diff_shifted(const float[:, ::1] frame, const float[:, ::1] ref, int H, int 
     cdef const uint32_t *rb = <const uint32_t *> &ref[0, 0]
     cdef uint8_t *m = &mask[0]
     with nogil:
-        if nt == 1 or H == 1 or <long> H * W * C <= RR_PAR_ELEMS:
+        if nt == 1 or H == 1 or <long> H * W * C <= RR_PAR_FRAME_ELEMS:
             for y in range(H):
                 changed += _diff_shifted_row(fb, rb, m, C, H, W, dy, dx, y, &row_bad)
                 bad += row_bad
