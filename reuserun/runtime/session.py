@@ -368,8 +368,7 @@ class InferenceSession:
     def _declared(self, changed) -> dict | None:
         """{input name: (its per-run change mask, box bounding the marks)} from run_variant's
         `changed`."""
-        spatial = {a.name: self._storage[a.name] for a in self._input_args if self._storage[a.name].kind == "spatial"}
-        return variants.declared_masks(spatial, changed, self._diff_masks)
+        return variants.declared_masks(self._spatial_inputs, changed, self._diff_masks)
 
     def _load_variant(self, frames, diffs, journal: Journal) -> None:
         """Write a variant's changed positions into the input caches, journaled; the reference
@@ -454,6 +453,7 @@ class InferenceSession:
         self._variant_vals = {n: np.empty((s.npix, s.C), np.float32) for n, s in storage.items() if n in self._diff_masks}
         self._journal = Journal()  # run_variant's undo log, its scratch kept between variants
         self._declared_rows = {}  # run_variant: declared pixels and their values, checked
+        self._spatial_inputs = {a.name: storage[a.name] for a in self._input_args if storage[a.name].kind == "spatial"}
         self._fresh = True
         self._behind = False  # the last frame went to onnxruntime: the cache holds an older one
         # what every frame's path reads, worked out once: the feed's names, each input's
