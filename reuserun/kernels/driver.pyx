@@ -153,6 +153,17 @@ def run_incremental(list steps, list fast, object policy, int threads, Journal j
     return computed
 
 
+def run_full(list steps, list fast, object policy, int threads):
+    """Every step recomputed whole (a frame that changed everywhere): a compiled step in one
+    native call, the others through their own run()."""
+    cdef Py_ssize_t i, n = len(steps)
+    computed = [0] * n
+    for i in range(n):
+        f = fast[i]
+        computed[i] = (<FastStep> f)._run_whole(threads, None) if f is not None else steps[i].run(True, policy, threads)
+    return computed
+
+
 def run_shifted(list steps, list fast, list modes, list exposed, list per_output, object policy, int threads):
     """The steps of a frame that is the reference moved, as its plan says (runtime/shifter's
     ShiftPlan: modes, exposed, exposed_per_output), once the caches have moved. A step in mode
