@@ -61,8 +61,8 @@ cdef extern from "rr_conv.h" nogil:
                            uint8_t *mask, float thr)
     void rr_dw_pixel(const rr_dw_t *c, int p, uint8_t *mask, float thr)
     void rr_dw_list(const rr_dw_t *c, const int32_t *pix, int n, uint8_t *mask, float thr)
-    void rr_gemm_pixel_cols(const float *x, int C, const float *w, int npad, float *out, int n0, int n1)
-    void rr_gemm_pixel_partial(const float *x, int C, const float *w, int npad, float *out)
+    void rr_gemm_pixel_cols(const float *x, int C, const float *w, int npad, int blocked, float *out, int n0, int n1)
+    void rr_gemm_pixel_partial(const float *x, int C, const float *w, int npad, int blocked, float *out)
     void rr_stack_sum_pixel(const float *partials, size_t stride, int k, int C, const float *bias,
                             int act, float alpha, float beta, float *dst, float thr, int *changed)
     void rr_gemm_pixel_sum(const float *partial, int npix, int npad, const float *bias, float *y)
@@ -412,14 +412,23 @@ cdef class DepthwiseKernel(Kernel):
         return 0
 
 
-def pack_spatial_gemm(w, C, H, W):
-    """Gemm weights (N, C*H*W) over an NCHW-flattened input -> per-pixel slices [p][C][npad]."""
+def pack_spatial_gemm(w, C, H, W, blocked=False):
+    """Gemm weights (N, C*H*W) over an NCHW-flattened input -> per-pixel slices of shape (C, npad).
+    blocked: each slice stored as blocks of 32 output columns, a block's C rows one after
+    another, so the kernel streams each block's weights in order (a 1280-wide classifier's rows
+    lie 5 KB apart in the plain layout, which training updates in place)."""
     w = np.asarray(w, np.float32)
     n = w.shape[0]
     npad = (n + 7) // 8 * 8
-    packed = np.zeros((H * W, C, npad), np.float32)
-    packed[:, :, :n] = w.reshape(n, C, H * W).transpose(2, 1, 0)
-    return packed
+    plain = np.zeros((H * W, C, npad), np.float32)
+    plain[:, :, :n] = w.reshape(n, C, H * W).transpose(2, 1, 0)
+    if not blocked:
+        return plain
+    packed = np.empty((H * W, C * npad), np.float32)
+    for n0 in range(0, npad, 32):
+        wb = min(32, npad - n0)
+        packed[:, C * n0:C * (n0 + wb)] = plain[:, :, n0:n0 + wb].reshape(H * W, C * wb)
+    return packed.reshape(H * W, C, npad)
 
 
 cdef class SpatialGemmKernel:
@@ -433,13 +442,15 @@ cdef class SpatialGemmKernel:
     cdef const float *bias
     cdef float *y
     cdef float[::1] ybuf
-    cdef int act
+    cdef int act, blocked
     cdef float alpha, beta
 
     def __init__(self, x_buf, int x_off, packed, bias, y_flat, partial, int act=0, float alpha=0.0,
-                 float beta=0.0):
+                 float beta=0.0, bint blocked=False):
         """partial: (npix, npad) float32, the kept per-pixel partial sums (the caller owns it, so
-        a session can save and copy it); act: an activation fused into the Gemm (fuse.py)."""
+        a session can save and copy it); act: an activation fused into the Gemm (fuse.py);
+        blocked: packed as pack_spatial_gemm(..., blocked=True) lays it out."""
+        self.blocked = blocked
         self.npix, self.C, self.npad = packed.shape[0], packed.shape[1], packed.shape[2]
         self.N = y_flat.shape[0]
         assert partial.shape == (self.npix, self.npad) and partial.dtype == np.float32
@@ -467,7 +478,7 @@ cdef class SpatialGemmKernel:
                 for i in range(n):
                     p = pix[i]
                     rr_gemm_pixel_partial(self.x + <size_t> p * self.ldx, self.C,
-                                          self.w + <size_t> p * self.C * self.npad, self.npad,
+                                          self.w + <size_t> p * self.C * self.npad, self.npad, self.blocked,
                                           self.partial + <size_t> p * self.npad)
             elif n < 2 * nt:
                 # few pixels (a classifier after a global pool: one): the threads share each
@@ -476,13 +487,13 @@ cdef class SpatialGemmKernel:
                     p = pix[i]
                     for b in prange(ncol, num_threads=nt, schedule="dynamic"):
                         rr_gemm_pixel_cols(self.x + <size_t> p * self.ldx, self.C,
-                                           self.w + <size_t> p * self.C * self.npad, self.npad,
+                                           self.w + <size_t> p * self.C * self.npad, self.npad, self.blocked,
                                            self.partial + <size_t> p * self.npad, b * 32, min(b * 32 + 32, self.npad))
             else:
                 for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=8):
                     p = pix[i]
                     rr_gemm_pixel_partial(self.x + <size_t> p * self.ldx, self.C,
-                                          self.w + <size_t> p * self.C * self.npad, self.npad,
+                                          self.w + <size_t> p * self.C * self.npad, self.npad, self.blocked,
                                           self.partial + <size_t> p * self.npad)
             rr_gemm_pixel_sum(self.partial, self.npix, self.npad, self.bias, &self.ybuf[0])
         if self.act:

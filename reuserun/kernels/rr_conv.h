@@ -786,13 +786,15 @@ static inline void rr_stack_sum_pixel(const float *partials, size_t stride, int 
  * partial[p] = x[p, :] . W[p] (per-pixel weight slices, [C][npad] each), y = bias + sum_p
  * partial[p] in increasing p. A changed pixel costs its own slice; the final sum is cheap. */
 /* Output columns [n0, n1) of one pixel's partial, 32 at a time (n0 a multiple of 32). */
-static inline void rr_gemm_pixel_cols(const float *x, int C, const float *w, int npad, float *out,
+static inline void rr_gemm_pixel_cols(const float *x, int C, const float *w, int npad, int blocked, float *out,
                                       int n0, int n1) {
     for (; n0 < n1; n0 += 32) {
-        const int nb = n1 - n0 < 32 ? (n1 - n0) / 8 : 4;
+        /* n0 is a block's start, n1 a block's end or npad; blocked: w holds blocks of 32 columns
+         * (the last npad - n0 wide), each block's C rows one after another (pack_spatial_gemm) */
+        const int wb = n1 - n0 < 32 ? n1 - n0 : 32, nb = wb / 8, ld = blocked ? wb : npad;
         v8f a0 = vbroadcast(0.0f), a1 = a0, a2 = a0, a3 = a0;
-        const float *wp = w + n0;
-        for (int c = 0; c < C; c++, wp += npad) {
+        const float *wp = blocked ? w + (size_t)C * n0 : w + n0;
+        for (int c = 0; c < C; c++, wp += ld) {
             const v8f xv = vbroadcast(x[c]);
             a0 = vfma(xv, vload(wp), a0);
             if (nb > 1) a1 = vfma(xv, vload(wp + 8), a1);
@@ -806,8 +808,8 @@ static inline void rr_gemm_pixel_cols(const float *x, int C, const float *w, int
     }
 }
 
-static inline void rr_gemm_pixel_partial(const float *x, int C, const float *w, int npad, float *out) {
-    rr_gemm_pixel_cols(x, C, w, npad, out, 0, npad);
+static inline void rr_gemm_pixel_partial(const float *x, int C, const float *w, int npad, int blocked, float *out) {
+    rr_gemm_pixel_cols(x, C, w, npad, blocked, out, 0, npad);
 }
 
 static inline void rr_gemm_pixel_sum(const float *partial, int npix, int npad, const float *bias, float *y) {

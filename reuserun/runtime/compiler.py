@@ -444,13 +444,14 @@ def build_flatten(node, cx: Compiler):
         return fallback(node, cx)
     Wt, bias = ops
     N = Wt.shape[0]
-    packed = cx.packed(gemm, lambda: kconv.pack_spatial_gemm(Wt, x.C, x.H, x.W))
+    packed = cx.packed(gemm, lambda: kconv.pack_spatial_gemm(Wt, x.C, x.H, x.W, blocked=True))
     out = Plain(gemm.outputs[0], cx.shape(gemm.outputs[0]))
     cx.storage[gemm.outputs[0]] = out
     cx.done.add(id(gemm))
     partial = np.zeros(packed.shape[::2], np.float32)
     act, alpha, beta, _ = act_params(gemm.attrs.get("act"))
-    kernel = kconv.SpatialGemmKernel(x.buf, x.off, packed, bias, out.arr.reshape(-1), partial, act, alpha, beta)
+    kernel = kconv.SpatialGemmKernel(x.buf, x.off, packed, bias, out.arr.reshape(-1), partial, act, alpha, beta,
+                                     blocked=True)
     return SpatialGemmStep(gemm, x, out, kernel, x.C * N, partial)
 
 
