@@ -1,12 +1,17 @@
 """reuserun: run ONNX CNNs on streams of similar frames, recomputing only what changed."""
 import os
 
-# Kernel threads sleep between parallel regions instead of spinning. A frame runs many short
-# regions with Python in between; on a machine whose cores are busy with other work, spinning
-# waiters stall every region (measured: 0.03x against 0.4-2x of onnxruntime on this 2-core VM
-# while another process used both cores). Set OMP_WAIT_POLICY before importing reuserun to
-# choose otherwise; libgomp reads it once, when it loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Kernel threads wait for the next parallel region spinning briefly (2000 spins, about 50 us on
+# the 2-core VM), then sleep. A frame runs many short regions with Python in between: waking a
+# sleeping thread for each cost about 40 us a region (MobileNetV3 dense frames 11-14 ms with no
+# spin, 8.2-8.5 ms with this one, onnxruntime 7.8-8.2). Long spins stall every region when other
+# processes keep the cores busy (libgomp's default 300000 made full frames 41x slower than
+# onnxruntime then; with 2000 spins they read 1.9x, with none 1.0-1.2x). Set OMP_WAIT_POLICY or
+# GOMP_SPINCOUNT before importing reuserun to choose otherwise (PASSIVE: never spin); libgomp
+# reads them once, when it loads.
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    os.environ["GOMP_SPINCOUNT"] = "2000"
 
 from reuserun.ir import InputError, ModelError, UnsupportedOpsError  # noqa: E402
 from reuserun.kernels.info import openmp_enabled  # noqa: E402
