@@ -23,6 +23,7 @@ from reuserun.runtime.compiler import Compiler, frame_stack_inputs
 from reuserun.runtime.fuse import fuse
 from reuserun.runtime.shifter import Shifter, ShiftDetector
 from reuserun.runtime.steps import KernelStep
+from reuserun.runtime.storage import aligned_zeros
 
 # spare room behind each cache, as a fraction of it, for sessions that may reuse shifted frames:
 # a shift then slides the caches' origins, and copies them once per SHIFT_SLACK * size / shift
@@ -431,7 +432,7 @@ class InferenceSession:
         self._storage = storage
         # channels-first copies of spatial outputs, each in a buffer with its cache's slack, so
         # a shifted frame slides it as the cache slides (_slide_mirrors)
-        self._mirror_bufs = {n: [np.zeros(storage[n].C * storage[n].npix + storage[n].owner.slack, np.float32), 0]
+        self._mirror_bufs = {n: [aligned_zeros(storage[n].C * storage[n].npix + storage[n].owner.slack), 0]
                              for n in self._graph.outputs if storage[n].kind == "spatial"}
         self._mirrors = {n: (storage[n], buf[:storage[n].C * storage[n].npix].reshape(self._graph.tensors[n].shape))
                          for n, (buf, _) in self._mirror_bufs.items()}
@@ -440,7 +441,7 @@ class InferenceSession:
                             if n in input_shapes and s.kind == "spatial"}
         # the reference frames in their own (C, H*W) layout, so diffing is a contiguous compare;
         # each lies in a buffer with the input cache's slack, so a shift slides it (_slide_input)
-        self._ref_bufs = {n: [np.zeros(storage[n].C * storage[n].npix + storage[n].slack, np.float32), 0]
+        self._ref_bufs = {n: [aligned_zeros(storage[n].C * storage[n].npix + storage[n].slack), 0]
                           for n in self._diff_masks}
         self._ref_frames = {n: buf[:storage[n].C * storage[n].npix].reshape(storage[n].C, -1)
                             for n, (buf, _) in self._ref_bufs.items()}

@@ -15,8 +15,11 @@ from reuserun.plan.rules import spatial_hw
 
 def aligned_zeros(n: int, align: int = 64) -> np.ndarray:
     """n float32 zeros starting on an align-byte boundary: a kernel's 16-channel store is then
-    one cache line, not two, wherever the channel count is a multiple of 16."""
-    raw = np.zeros(n + align // 4, np.float32)
+    one cache line, not two, wherever the channel count is a multiple of 16. The zeros are
+    written here, so every page is mapped before the first frame: a shifted stream slides its
+    caches into their slack, and first touches there cost page faults in its first hops."""
+    raw = np.empty(n + align // 4, np.float32)
+    raw.fill(0.0)
     skip = (-raw.ctypes.data % align) // 4
     return raw[skip:skip + n]
 
