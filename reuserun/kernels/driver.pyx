@@ -153,14 +153,17 @@ def run_incremental(list steps, list fast, object policy, int threads, Journal j
     return computed
 
 
+cdef long _whole(object step, object f, object policy, int threads) except -2:
+    """One step recomputed whole: a compiled step in one native call, the others through run()."""
+    return (<FastStep> f)._run_whole(threads, None) if f is not None else step.run(True, policy, threads)
+
+
 def run_full(list steps, list fast, object policy, int threads):
-    """Every step recomputed whole (a frame that changed everywhere): a compiled step in one
-    native call, the others through their own run()."""
+    """Every step recomputed whole (a frame that changed everywhere)."""
     cdef Py_ssize_t i, n = len(steps)
     computed = [0] * n
     for i in range(n):
-        f = fast[i]
-        computed[i] = (<FastStep> f)._run_whole(threads, None) if f is not None else steps[i].run(True, policy, threads)
+        computed[i] = _whole(steps[i], fast[i], policy, threads)
     return computed
 
 
@@ -180,7 +183,7 @@ def run_shifted(list steps, list fast, list modes, list exposed, list per_output
         step = steps[i]
         f = fast[i]
         if m == FULL_:
-            computed[i] = (<FastStep> f)._run_whole(threads, None) if f is not None else step.run(True, policy, threads)
+            computed[i] = _whole(step, f, policy, threads)
             continue
         if f is not None:
             po = per_output[i]
