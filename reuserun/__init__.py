@@ -6,7 +6,7 @@ import os
 # sleeping thread for each cost about 40 us a region (MobileNetV3 dense frames 11-14 ms with no
 # spin, 8.2-8.5 ms with this one, onnxruntime 7.8-8.2). Long spins stall every region when other
 # processes keep the cores busy (libgomp's default 300000 made full frames 41x slower than
-# onnxruntime then; with 2000 spins they read 1.9x, with none 1.0-1.2x). Set OMP_WAIT_POLICY or
+# onnxruntime then; with 2000 spins they read 1.9x, with none 1.0-1.4x). Set OMP_WAIT_POLICY or
 # GOMP_SPINCOUNT before importing reuserun to choose otherwise (PASSIVE: never spin); libgomp
 # reads them once, when it loads.
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
