@@ -14,6 +14,7 @@ cnp.import_array()
 cdef extern from "rr_conv.h" nogil:
     enum:
         RR_MR
+        RR_MR_NARROW
         RR_NR
     ctypedef struct rr_conv_t:
         const float *x
@@ -297,7 +298,8 @@ cdef class ConvKernel(Kernel):
             self._run_single(pix, n, taps, ntaps, mask, thr, threads)
             return
         cdef bint narrow = self.narrow
-        cdef int ntiles = (n + RR_MR - 1) // RR_MR
+        cdef int mr = RR_MR_NARROW if self.narrow else RR_MR
+        cdef int ntiles = (n + mr - 1) // mr
         cdef int nblk = self.c.groups * self.c.nocb
         cdef int tpi = self.tiles_per_item
         cdef int ngroups = (ntiles + tpi - 1) // tpi

@@ -12,6 +12,7 @@
 #include "rr_simd.h"
 
 #define RR_MR 6
+#define RR_MR_NARROW 7  /* narrow tiles: 7 pixels x 2 partial sums + 2 weight vectors fill the 16 registers */
 #define RR_NR 16
 #define RR_ROWWISE_MAX 512   /* kw * cin bound for the row-wise K loop (stack scratch) */
 
@@ -86,16 +87,16 @@ static inline int rr_conv_rowwise(const rr_conv_t *c) {
 }
 
 /* A tile's output coordinates; rows past m repeat the last pixel (computed, not stored).
- * Returns whether the tile is a run of RR_MR neighbours within one output row. */
+ * Returns whether the tile is a run of MR neighbours within one output row. */
 static inline __attribute__((always_inline)) int rr_tile_coords(
-        const rr_conv_t *c, const int32_t *pix, int m, int *oy, int *ox) {
-    if (m == RR_MR && pix[RR_MR - 1] - pix[0] == RR_MR - 1 && pix[0] % c->OW + RR_MR <= c->OW) {
+        const rr_conv_t *c, const int32_t *pix, int m, int *oy, int *ox, const int MR) {
+    if (m == MR && pix[MR - 1] - pix[0] == MR - 1 && pix[0] % c->OW + MR <= c->OW) {
         /* most tiles of a dense frame: one division */
         const int y = pix[0] / c->OW, x = pix[0] % c->OW;
-        for (int r = 0; r < RR_MR; r++) { oy[r] = y; ox[r] = x + r; }
+        for (int r = 0; r < MR; r++) { oy[r] = y; ox[r] = x + r; }
         return 1;
     }
-    for (int r = 0; r < RR_MR; r++) {
+    for (int r = 0; r < MR; r++) {
         const int p = pix[r < m ? r : m - 1];
         oy[r] = p / c->OW; ox[r] = p % c->OW;
     }
@@ -107,22 +108,22 @@ static inline __attribute__((always_inline)) int rr_tile_coords(
  * left or right edge. run: the tile is a run within one output row (rr_tile_coords says). */
 static inline __attribute__((always_inline)) void rr_rowwise_rows(
         const rr_conv_t *c, const int *oy, const int *ox, int run, int ky, const float **rows,
-        float (*edge)[RR_ROWWISE_MAX]) {
+        float (*edge)[RR_ROWWISE_MAX], const int MR) {
     const int cin = c->cin;
     if (run) {
         /* a run within one row: one image row (or none) for all, whole windows but at the edges */
         const int iy = oy[0] * c->sh - c->pt + ky * c->dh, ix0 = ox[0] * c->sw - c->pl;
         if (iy < 0 || iy >= c->H) {
-            for (int r = 0; r < RR_MR; r++) rows[r] = c->zeros;
+            for (int r = 0; r < MR; r++) rows[r] = c->zeros;
             return;
         }
-        if (ix0 >= 0 && ix0 + (RR_MR - 1) * c->sw + c->kw <= c->W) {
+        if (ix0 >= 0 && ix0 + (MR - 1) * c->sw + c->kw <= c->W) {
             const float *base = c->x + ((size_t)iy * c->W + ix0) * cin;
-            for (int r = 0; r < RR_MR; r++) rows[r] = base + (size_t)r * c->sw * cin;
+            for (int r = 0; r < MR; r++) rows[r] = base + (size_t)r * c->sw * cin;
             return;
         }
     }
-    for (int r = 0; r < RR_MR; r++) {
+    for (int r = 0; r < MR; r++) {
         const int iy = oy[r] * c->sh - c->pt + ky * c->dh, ix0 = ox[r] * c->sw - c->pl;
         if (iy < 0 || iy >= c->H) {
             rows[r] = c->zeros;
@@ -201,14 +202,14 @@ static inline __attribute__((always_inline)) void rr_conv_tile_nb(
         RR_KLOOP(cin)
         goto epilogue;
     }
-    const int run = rr_tile_coords(c, pix, m, oy, ox);
+    const int run = rr_tile_coords(c, pix, m, oy, ox, RR_MR);
     if (rr_conv_rowwise(c)) {
         const int len = c->kw * cin;
         float edge[RR_MR][RR_ROWWISE_MAX];
         const float *wp = wbase;
         for (int ky = 0; ky < c->kh; ky++) {
             const float *rows[RR_MR];
-            rr_rowwise_rows(c, oy, ox, run, ky, rows, edge);
+            rr_rowwise_rows(c, oy, ox, run, ky, rows, edge, RR_MR);
             const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3], *r4 = rows[4], *r5 = rows[5];
             RR_KLOOP(len)
         }
@@ -269,7 +270,7 @@ static inline __attribute__((always_inline)) void rr_narrow_store(
  * depend on the region. */
 static inline void rr_conv_tile_narrow(const rr_conv_t *c, const int32_t *pix, int m,
                                        const int32_t *taps, int ntaps, uint8_t *mask, float thr) {
-    enum { MR = RR_MR };
+    enum { MR = RR_MR_NARROW };
     const int cin = c->cin;
     const float *rows[MR];
     v8f a0[MR], a1[MR];
@@ -293,12 +294,12 @@ static inline void rr_conv_tile_narrow(const rr_conv_t *c, const int32_t *pix, i
         RR_NARROW_K(cin)
     } else {
         int oy[MR], ox[MR];
-        const int run = rr_tile_coords(c, pix, m, oy, ox);
+        const int run = rr_tile_coords(c, pix, m, oy, ox, MR);
         if (rr_conv_rowwise(c)) {
             const int len = c->kw * cin;
             float edge[MR][RR_ROWWISE_MAX];
             for (int ky = 0; ky < c->kh; ky++) {
-                rr_rowwise_rows(c, oy, ox, run, ky, rows, edge);
+                rr_rowwise_rows(c, oy, ox, run, ky, rows, edge, MR);
                 RR_NARROW_K(len)
             }
         } else {
