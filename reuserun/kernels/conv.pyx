@@ -298,7 +298,7 @@ cdef class ConvKernel(Kernel):
             self._run_single(pix, n, taps, ntaps, mask, thr, threads)
             return
         cdef bint narrow = self.narrow
-        cdef int mr = RR_MR_NARROW if self.narrow else RR_MR
+        cdef int mr = RR_MR_NARROW if narrow else RR_MR
         cdef int ntiles = (n + mr - 1) // mr
         cdef int nblk = self.c.groups * self.c.nocb
         cdef int tpi = self.tiles_per_item

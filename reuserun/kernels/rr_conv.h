@@ -264,7 +264,7 @@ static inline __attribute__((always_inline)) void rr_narrow_store(
 }
 
 /* Narrow convs (at most 8 output channels, one group): with one 8-lane block per pixel, a
- * 6-pixel tile has too few independent FMA chains to hide the FMA latency, so each pixel keeps
+ * 7-pixel tile has too few independent FMA chains to hide the FMA latency, so each pixel keeps
  * two partial sums, over the even and the odd steps of each K run, added at the end. The order
  * is fixed per layer (every pixel of a narrow conv goes through here), so results still do not
  * depend on the region. */
