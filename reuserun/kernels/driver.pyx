@@ -153,18 +153,16 @@ def run_incremental(list steps, list fast, object policy, int threads, Journal j
     return computed
 
 
-cdef long _whole(object step, object f, object policy, int threads) except -2:
-    """One step recomputed whole: a compiled step in one native call, the others through run()."""
+cdef long _whole(object step, object policy, int threads) except -2:
+    """One step recomputed whole: a step with a native path (its FastStep, whatever the policy:
+    a whole output needs no planning) in one call, the others through run()."""
+    f = getattr(step, "fast", None)
     return (<FastStep> f)._run_whole(threads, None) if f is not None else step.run(True, policy, threads)
 
 
-def run_full(list steps, list fast, object policy, int threads):
+def run_full(list steps, object policy, int threads):
     """Every step recomputed whole (a frame that changed everywhere)."""
-    cdef Py_ssize_t i, n = len(steps)
-    computed = [0] * n
-    for i in range(n):
-        computed[i] = _whole(steps[i], fast[i], policy, threads)
-    return computed
+    return [_whole(step, policy, threads) for step in steps]
 
 
 def run_shifted(list steps, list fast, list modes, list exposed, list per_output, object policy, int threads):
@@ -183,7 +181,7 @@ def run_shifted(list steps, list fast, list modes, list exposed, list per_output
         step = steps[i]
         f = fast[i]
         if m == FULL_:
-            computed[i] = _whole(step, f, policy, threads)
+            computed[i] = _whole(step, policy, threads)
             continue
         if f is not None:
             po = per_output[i]

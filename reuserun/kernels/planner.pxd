@@ -15,4 +15,5 @@ cdef class PixelPlanner:
     cdef double dense_above
     cdef object keep
     cdef long plan_c(self, list inputs, object bands, int *box) except -2
+    cdef long _finish(self, long count, int y0, int y1, int x0, int x1, int *box) noexcept
 

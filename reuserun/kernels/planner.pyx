@@ -95,7 +95,7 @@ cdef class PixelPlanner:
         cdef int ry0 = 0, ry1 = 0, rx0 = 0, rx1 = 0, has_reach = 0
         cdef int oy, ox, iy, x, e, lo, hi, b0, b1, b2, b3, y, nin = 0
         cdef const uint8_t *row = NULL
-        cdef long count = 0, npix = <long> self.OH * self.OW
+        cdef long count = 0
         cdef const uint8_t *src = NULL
         cdef uint8_t *r = self.reach
         cdef int v
@@ -147,67 +147,73 @@ cdef class PixelPlanner:
                     for x in range(x0, x1):
                         self.pix[count] = y * self.OW + x
                         count += 1
+            return self._finish(count, y0, y1, x0, x1, box)
+        if src_single:
+            r = first.m
         else:
-            if src_single:
-                r = first.m
-            else:
-                for y in range(y0, y1):
-                    memset(r + <size_t> y * self.OW + x0, 0, x1 - x0)
-                if self.kind == 0:
-                    for s in inputs:
-                        if not s.nchanged:
+            for y in range(y0, y1):
+                memset(r + <size_t> y * self.OW + x0, 0, x1 - x0)
+            if self.kind == 0:
+                for s in inputs:
+                    if not s.nchanged:
+                        continue
+                    for y in range(s.b[0], s.b[1]):
+                        rr_or_marks(r + <size_t> y * self.OW + s.b[2], s.m + <size_t> y * self.OW + s.b[2],
+                                s.b[3] - s.b[2])
+            elif has_reach:
+                with nogil:
+                    # rows without a mark: a change box spanning both edges (a shifted frame's
+                    # border and exposed bands) then costs one scan, not a window per row
+                    for iy in range(sy0, sy1):
+                        self.rowocc[iy] = any_mark(src + <size_t> iy * W, sx0, sx1)
+                    for oy in range(ry0, ry1):
+                        lo = max(self.ylo[oy], sy0)
+                        hi = min(self.yhi[oy], sy1 - 1)
+                        memset(r + <size_t> oy * self.OW + rx0, 0, rx1 - rx0)
+                        v = 0
+                        for iy in range(lo, hi + 1):
+                            v += self.rowocc[iy]
+                        if not v:
                             continue
-                        for y in range(s.b[0], s.b[1]):
-                            rr_or_marks(r + <size_t> y * self.OW + s.b[2], s.m + <size_t> y * self.OW + s.b[2],
-                                    s.b[3] - s.b[2])
-                elif has_reach:
-                    with nogil:
-                        # rows without a mark: a change box spanning both edges (a shifted frame's
-                        # border and exposed bands) then costs one scan, not a window per row
-                        for iy in range(sy0, sy1):
-                            self.rowocc[iy] = any_mark(src + <size_t> iy * W, sx0, sx1)
-                        for oy in range(ry0, ry1):
-                            lo = max(self.ylo[oy], sy0)
-                            hi = min(self.yhi[oy], sy1 - 1)
-                            memset(r + <size_t> oy * self.OW + rx0, 0, rx1 - rx0)
-                            v = 0
+                        if v == 1:  # one marked input row in the window: read it in place
                             for iy in range(lo, hi + 1):
-                                v += self.rowocc[iy]
-                            if not v:
-                                continue
-                            if v == 1:  # one marked input row in the window: read it in place
-                                for iy in range(lo, hi + 1):
-                                    if self.rowocc[iy]:
-                                        row = src + <size_t> iy * W
-                            else:
-                                row = self.tmp + <size_t> oy * W
-                                memset(row + sx0, 0, sx1 - sx0)
-                                for iy in range(lo, hi + 1):
-                                    if self.rowocc[iy]:
-                                        rr_or_marks(row + sx0, src + <size_t> iy * W + sx0, sx1 - sx0)
-                            # each run of marked columns reaches one interval of outputs
-                            x = next_mark(row, sx0, sx1)
-                            while x < sx1:
-                                e = run_end(row, x, sx1)
-                                lo = first_at_least(self.xhi, self.OW, x)
-                                hi = first_at_least(self.xlo, self.OW, e)
-                                if lo < hi:
-                                    memset(r + <size_t> oy * self.OW + lo, 1, hi - lo)
-                                x = next_mark(row, e, sx1)
-                for i in range(nb):
-                    b0, b1, b2, b3 = bands[i]
-                    for y in range(b0, b1):
-                        memset(r + <size_t> y * self.OW + b2, 1, b3 - b2)
-            with nogil:
-                for y in range(y0, y1):
-                    row = r + <size_t> y * self.OW
-                    x = next_mark(row, x0, x1)
-                    while x < x1:
-                        e = run_end(row, x, x1)
-                        for x in range(x, e):
-                            self.pix[count] = y * self.OW + x
-                            count += 1
-                        x = next_mark(row, e, x1)
+                                if self.rowocc[iy]:
+                                    row = src + <size_t> iy * W
+                        else:
+                            row = self.tmp + <size_t> oy * W
+                            memset(row + sx0, 0, sx1 - sx0)
+                            for iy in range(lo, hi + 1):
+                                if self.rowocc[iy]:
+                                    rr_or_marks(row + sx0, src + <size_t> iy * W + sx0, sx1 - sx0)
+                        # each run of marked columns reaches one interval of outputs
+                        x = next_mark(row, sx0, sx1)
+                        while x < sx1:
+                            e = run_end(row, x, sx1)
+                            lo = first_at_least(self.xhi, self.OW, x)
+                            hi = first_at_least(self.xlo, self.OW, e)
+                            if lo < hi:
+                                memset(r + <size_t> oy * self.OW + lo, 1, hi - lo)
+                            x = next_mark(row, e, sx1)
+            for i in range(nb):
+                b0, b1, b2, b3 = bands[i]
+                for y in range(b0, b1):
+                    memset(r + <size_t> y * self.OW + b2, 1, b3 - b2)
+        with nogil:
+            for y in range(y0, y1):
+                row = r + <size_t> y * self.OW
+                x = next_mark(row, x0, x1)
+                while x < x1:
+                    e = run_end(row, x, x1)
+                    for x in range(x, e):
+                        self.pix[count] = y * self.OW + x
+                        count += 1
+                    x = next_mark(row, e, x1)
+        return self._finish(count, y0, y1, x0, x1, box)
+
+    cdef long _finish(self, long count, int y0, int y1, int x0, int x1, int *box) noexcept:
+        """plan_c's end: 0 when nothing is listed; every pixel when the list covers most of the
+        output (computing it whole, comparing, is cheaper); the box written to box."""
+        cdef long i, npix = <long> self.OH * self.OW
         if count == 0:
             return 0
         if count > self.dense_above * npix:

@@ -281,8 +281,9 @@ static inline int rr_num_threads(int requested) {
 #define RR_PAR_MACS (1L << 20)
 #define RR_PAR_ELEMS (1L << 17)
 /* Whole-frame passes (diffing a frame against its reference, loading it, moving caches, writing
- * output mirrors) are memory-bound and come at the start or end of a frame, when the other
- * thread has gone to sleep: one thread is as fast below about a million elements. Measured on
+ * output mirrors) are memory-bound. Those before the steps come when the other thread has gone
+ * to sleep since the last frame, and one thread is as fast below about a million elements; the
+ * output mirrors, after the steps, measured no faster on two (320x320x3, threads spinning). On
  * the 2-core VM, still frames of the 320-px models with this bound instead of RR_PAR_ELEMS
  * (alternating in one process): MobileNetV3 228 -> 170 us, YOLO 488 -> 418, U-Net 310 -> 252,
  * ResNet 250 -> 196; full frames unchanged. */

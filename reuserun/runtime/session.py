@@ -672,7 +672,7 @@ class InferenceSession:
     def _propagate(self, full: bool, journal: Journal | None = None) -> list[int]:
         """Run every step; journal: the undo log the steps were given (variants), or None."""
         if full:  # (variants, the only runs with a journal, are never full)
-            return driver.run_full(self._program, self._fast_steps(), self._policy, self.threads)
+            return driver.run_full(self._program, self._policy, self.threads)
         return driver.run_incremental(self._program, self._fast_steps(), self._policy, self.threads, journal)
 
     def _fast_steps(self) -> list:
