@@ -121,6 +121,60 @@ def gather_pixels(const float[:, ::1] frame, const int32_t[::1] pix, long n, flo
     return bad
 
 
+def mark_boxes(uint8_t[::1] mask, int H, int W, boxes):
+    """Mark the boxes (y0, y1, x0, x1) of an H x W mask, everything else zero (a variant's
+    declared edit). Returns the box bounding them, or None when they cover nothing. A box
+    outside the grid raises ValueError before the mask is touched."""
+    cdef int y0, y1, x0, x1, b0 = H, b1 = 0, b2 = W, b3 = 0, y
+    cdef list ints = []
+    if mask.shape[0] != <Py_ssize_t> H * W:
+        raise ValueError("mark_boxes: the mask is not H x W")
+    for b in boxes:
+        y0, y1, x0, x1 = b
+        if not (0 <= y0 <= y1 <= H and 0 <= x0 <= x1 <= W):
+            raise ValueError(f"box {tuple(b)} lies outside the {H}x{W} grid")
+        if y0 < y1 and x0 < x1:
+            ints.append((y0, y1, x0, x1))
+    memset(&mask[0], 0, mask.shape[0])
+    for y0, y1, x0, x1 in ints:
+        for y in range(y0, y1):
+            memset(&mask[y * W + x0], 1, x1 - x0)
+        b0, b1, b2, b3 = min(b0, y0), max(b1, y1), min(b2, x0), max(b3, x1)
+    return (b0, b1, b2, b3) if ints else None
+
+
+def take_marked(const uint8_t[::1] mask, int W, int y0, int y1, int x0, int x1, const float[:, ::1] frame,
+                int32_t[::1] pix, float[:, ::1] vals):
+    """The marked pixels inside the box, in one pass: their flat indices into pix (row by row),
+    their values from the (C, H*W) frame into rows of vals. Returns (count, the box bounding
+    them or None, how many of the values are NaN or Inf)."""
+    cdef int C = frame.shape[0], c, y, x, ty0 = y1, ty1 = -1, tx0 = x1, tx1 = -1
+    cdef long k = 0, bad = 0, p
+    cdef float v
+    if y0 < 0 or y1 * W > mask.shape[0] or x0 < 0 or x1 > W or vals.shape[1] < C or frame.shape[1] != mask.shape[0]:
+        raise ValueError("take_marked: the box, the frame or the values do not fit the mask")
+    if y0 < y1 and (<long> (y1 - y0)) * (x1 - x0) > min(pix.shape[0], vals.shape[0]):
+        raise ValueError("take_marked: the pixel list or the values are too short for the box")
+    with nogil:
+        for y in range(y0, y1):
+            for x in range(x0, x1):
+                p = <long> y * W + x
+                if mask[p]:
+                    pix[k] = p
+                    for c in range(C):
+                        v = frame[c, p]
+                        vals[k, c] = v
+                        bad += not isfinite(v)
+                    k += 1
+                    if y < ty0: ty0 = y
+                    ty1 = y
+                    if x < tx0: tx0 = x
+                    if x > tx1: tx1 = x
+    if k == 0:
+        return 0, None, 0
+    return k, (ty0, ty1 + 1, tx0, tx1 + 1), bad
+
+
 def scatter_pixels(const float[:, ::1] vals, const int32_t[::1] pix, long n, float[:, :, ::1] buf, int off):
     """Pixel pix[i] of the (H, W, Ctot) cache, channels off.., takes row i of vals, for i < n."""
     cdef int C = vals.shape[1], c

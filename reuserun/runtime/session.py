@@ -15,7 +15,7 @@ from reuserun import ir
 from reuserun.frontend import load_model
 from reuserun.frontend.loader import _parse
 from reuserun.ir import InputError
-from reuserun.kernels import driver, marks, planner, region
+from reuserun.kernels import driver, marks, region
 from reuserun.kernels.journal import Journal
 from reuserun.plan.policies import make_policy
 from reuserun.runtime import variants
@@ -514,14 +514,11 @@ class InferenceSession:
             v = np.ascontiguousarray(v)
             if st.kind == "spatial" and not full and declared and name in declared:
                 mask, bound = declared[name]  # written into this input's per-run mask
-                nchanged, box = (planner.scan_box(mask, st.W, *bound) if bound[0] < bound[1] and bound[2] < bound[3]
-                                 else (0, None))
+                # only the declared positions are read: listed, gathered and checked in one pass
+                nchanged, box, bad = (region.take_marked(mask, st.W, *bound, v.reshape(st.C, -1), self._variant_pix[name],
+                                                         self._variant_vals[name]) if bound else (0, None, 0))
                 diffs[name] = (mask, nchanged, None)
-                # only the declared positions are read: check and gather those alone
-                pix = self._variant_pix[name]
-                pix = pix[:region.to_pixels(mask, st.W, *box, pix)] if nchanged else pix[:0]
-                vals = self._variant_vals[name][:len(pix)]
-                bad = region.gather_pixels(v.reshape(st.C, -1), pix, len(pix), vals) > 0
+                pix, vals = self._variant_pix[name][:nchanged], self._variant_vals[name][:nchanged]
                 self._declared_rows[name] = (pix, vals, box)
                 if name in self._plane_masks:
                     self._plane_masks[name][...] = mask

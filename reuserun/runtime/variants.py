@@ -16,7 +16,8 @@ def declared_masks(spatial: dict, changed, scratch: dict) -> dict | None:
     """{input name: ((H*W,) uint8 mask, box holding its marks)} from run_variant's `changed`: a
     mask or a list of boxes (y0, y1, x0, x1) for the one spatial input, or a dict of those by
     input name. Each mask is written into scratch[name] (the session's per-run change mask); the
-    box (the whole grid for a mask) bounds the scans that follow."""
+    box (the whole grid for a mask; None when the boxes cover nothing) bounds the scans that
+    follow."""
     if changed is None:
         return None
     if not isinstance(changed, dict):
@@ -28,22 +29,17 @@ def declared_masks(spatial: dict, changed, scratch: dict) -> dict | None:
         if name not in spatial:
             raise InputError(f"changed names {name!r}, which is not a spatial input ({sorted(spatial)})")
         st = spatial[name]
+        mask = scratch[name]
         if isinstance(spec, np.ndarray) and spec.ndim == 2:
             if spec.shape != (st.H, st.W):
                 raise InputError(f"changed mask for {name!r} must have shape {(st.H, st.W)}, got {spec.shape}")
-            mask = scratch[name]
             np.not_equal(spec, 0, out=mask.reshape(st.H, st.W))
             bound = (0, st.H, 0, st.W)
         else:
-            mask = scratch[name]
-            mask.fill(0)
-            bound = (st.H, 0, st.W, 0)
-            for box in spec:
-                y0, y1, x0, x1 = (int(v) for v in box)
-                if not (0 <= y0 <= y1 <= st.H and 0 <= x0 <= x1 <= st.W):
-                    raise InputError(f"changed box {box} lies outside {name!r}'s {st.H}x{st.W} grid")
-                region.fill(mask, st.W, y0, y1, x0, x1, 1)
-                bound = (min(bound[0], y0), max(bound[1], y1), min(bound[2], x0), max(bound[3], x1))
+            try:
+                bound = region.mark_boxes(mask, st.H, st.W, spec)
+            except (ValueError, TypeError) as e:
+                raise InputError(f"changed boxes for {name!r}: {e}") from None
         out[name] = (mask, bound)
     return out
 
