@@ -221,3 +221,34 @@ def test_occlusion_cli_writes_png_and_npy(tmp_path, capsys):
     assert "16 windows" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="cannot read image"):
         cli.main(["occlusion", "builtin:resnet", str(tmp_path / "missing.png"), "--size", "64"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_journal_restores_every_saved_value_latest_save_first(data):
+    """The undo log behind variants: row saves (strided views included), whole float32 arrays
+    (kept as one row of scratch) and whole arrays of other layouts (kept as copies), in any
+    order and overlapping, each followed by an overwrite; restore() gives back the values as
+    they were before the first save."""
+    from reuserun.kernels.journal import Journal
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    grid = rng.standard_normal((12, 10)).astype(np.float32)  # rows of 10, or of 4 inside a view
+    flat = rng.standard_normal(7).astype(np.float32)
+    other = rng.integers(-9, 9, (3, 5)).astype(np.int64)  # not float32: saved as a copy
+    strided = grid[:, ::2]  # not contiguous: saved as a copy too
+    before = [a.copy() for a in (grid, flat, other)]
+    journal = Journal()
+    for _ in range(data.draw(st.integers(1, 12), label="saves")):
+        kind = data.draw(st.sampled_from(["rows", "rows_view", "flat", "other", "strided"]))
+        if kind.startswith("rows"):
+            view = grid if kind == "rows" else grid[:, 3:7]
+            pix = np.array(sorted(data.draw(st.sets(st.integers(0, 11), min_size=1))), np.int32)
+            journal.rows(view, pix, len(pix))
+            view[pix] = rng.standard_normal((len(pix), view.shape[1]))
+        else:
+            arr = {"flat": flat, "other": other, "strided": strided}[kind]
+            journal.whole(arr)
+            arr[...] = rng.integers(-9, 9, arr.shape)
+    journal.restore()
+    for now, was in zip((grid, flat, other), before):
+        assert now.tobytes() == was.tobytes()

@@ -115,7 +115,9 @@ cdef class ConvKernel(Kernel):
     offsets, so a kernel may read a channel slice and write into a concat's buffer."""
     cdef rr_conv_t c
     cdef object keep
-    cdef int32_t[::1] all_taps
+    cdef object all_taps
+    cdef const int32_t *taps0     # every tap, in order (all_taps' data)
+    cdef int ntaps0
     cdef list phase_taps        # transposed: taps per output phase
     cdef int32_t[::1] sorted_pix
     cdef int32_t[::1] phase_counts  # transposed: counting-sort scratch, (phases + 1) and (phases)
@@ -165,6 +167,7 @@ cdef class ConvKernel(Kernel):
         self.c.zeros = fptr(zeros)
         ntap = kernel[0] * kernel[1]
         self.all_taps = np.arange(ntap, dtype=np.int32)
+        self.taps0, self.ntaps0 = <const int32_t *> cnp.PyArray_DATA(self.all_taps), ntap
         # keep one item's input rows plus its weight block within about 256 KiB of L2
         k = ntap * cin
         self.narrow = groups == 1 and cout <= 8 and not transposed
@@ -227,17 +230,21 @@ cdef class ConvKernel(Kernel):
         self.c.x = <const float *> reloc(self.c.x, moves)
         self.c.y = <float *> reloc(self.c.y, moves)
 
-    cdef int run_c(self, const int32_t *pix, int n, uint8_t *mp, float thr, int threads) except -1:
+    cdef int run_c(self, const int32_t *pix, int n, uint8_t *mp, float thr, int threads) except -1 nogil:
         if n <= 0:
             return 0
         if self.shuffle:
             self._run_shuffle(pix, n, mp, thr, threads)
-            return 0
-        if not self.c.transposed:
-            self._run(pix, n, &self.all_taps[0], self.all_taps.shape[0], mp, thr, threads)
-            return 0
-        # transposed: pixels of one phase share their tap list, so tile them together (a
-        # counting sort on the phase of each output pixel, tabulated at load)
+        elif not self.c.transposed:
+            self._run(pix, n, self.taps0, self.ntaps0, mp, thr, threads)
+        else:
+            with gil:  # the phase tables are Python-held memoryviews
+                self._run_transposed(pix, n, mp, thr, threads)
+        return 0
+
+    cdef int _run_transposed(self, const int32_t *pix, int n, uint8_t *mp, float thr, int threads) except -1:
+        """Pixels of one phase share their tap list, so they are tiled together (a counting sort
+        on the phase of each output pixel, tabulated at load); the kernels run without the GIL."""
         cdef int nph = self.c.sh * self.c.sw, i, ph
         cdef int32_t[::1] counts = self.phase_counts
         cdef int32_t[::1] fill = self.phase_fill
@@ -262,38 +269,34 @@ cdef class ConvKernel(Kernel):
         for ph in range(nph):
             if counts[ph + 1] > counts[ph]:
                 taps = self.phase_taps[ph]
-                if taps.shape[0] == 0:
-                    self._run(&sp[counts[ph]], counts[ph + 1] - counts[ph], NULL, 0, mp, thr, threads)
-                else:
-                    self._run(&sp[counts[ph]], counts[ph + 1] - counts[ph], &taps[0],
+                with nogil:
+                    self._run(&sp[counts[ph]], counts[ph + 1] - counts[ph], &taps[0] if taps.shape[0] else NULL,
                               taps.shape[0], mp, thr, threads)
         return 0
 
-    cdef void _run_shuffle(self, const int32_t *pix, int n, uint8_t *mask, float thr, int threads) noexcept:
+    cdef void _run_shuffle(self, const int32_t *pix, int n, uint8_t *mask, float thr, int threads) noexcept nogil:
         # a few contiguous shares of the list per thread, so runs stay long
         cdef int nt = rr_threads_for(threads, <long> n * self.c.cin * self.c.cout, RR_PAR_MACS), t
         cdef int ns = nt * RR_SHARES_PER_THREAD
-        with nogil:
-            if nt == 1:
-                rr_shuffle_pixels(&self.c, &self.sh, pix, n, mask, thr)
-            else:
-                for t in prange(ns, num_threads=nt, schedule="dynamic"):
-                    rr_shuffle_pixels(&self.c, &self.sh, pix + <long> n * t // ns,
-                                      <int> (<long> n * (t + 1) // ns - <long> n * t // ns), mask, thr)
+        if nt == 1:
+            rr_shuffle_pixels(&self.c, &self.sh, pix, n, mask, thr)
+        else:
+            for t in prange(ns, num_threads=nt, schedule="dynamic"):
+                rr_shuffle_pixels(&self.c, &self.sh, pix + <long> n * t // ns,
+                                  <int> (<long> n * (t + 1) // ns - <long> n * t // ns), mask, thr)
 
     cdef void _run_single(self, const int32_t *pix, int n, const int32_t *taps, int ntaps,
-                          uint8_t *mask, float thr, int threads) noexcept:
+                          uint8_t *mask, float thr, int threads) noexcept nogil:
         cdef int nt = rr_threads_for(threads, <long> n * self.c.cin * max(ntaps, 1) * 8, RR_PAR_MACS), i
         cdef int chunk = 512, nchunks = (n + 511) // 512
-        with nogil:
-            if nt == 1:
-                rr_conv1_pixels(&self.c, pix, n, taps, ntaps, mask, thr)
-            else:
-                for i in prange(nchunks, num_threads=nt, schedule="dynamic"):
-                    rr_conv1_pixels(&self.c, pix + i * chunk, min(chunk, n - i * chunk), taps, ntaps, mask, thr)
+        if nt == 1:
+            rr_conv1_pixels(&self.c, pix, n, taps, ntaps, mask, thr)
+        else:
+            for i in prange(nchunks, num_threads=nt, schedule="dynamic"):
+                rr_conv1_pixels(&self.c, pix + i * chunk, min(chunk, n - i * chunk), taps, ntaps, mask, thr)
 
     cdef void _run(self, const int32_t *pix, int n, const int32_t *taps, int ntaps,
-                   uint8_t *mask, float thr, int threads) noexcept:
+                   uint8_t *mask, float thr, int threads) noexcept nogil:
         if self.single:
             self._run_single(pix, n, taps, ntaps, mask, thr, threads)
             return
@@ -315,15 +318,14 @@ cdef class ConvKernel(Kernel):
             nt = max(1, nitems)
         if <long> n * k * nblk * RR_NR < RR_PAR_MACS:
             nt = 1  # a fork/join costs more than this much work (far more when cores are busy)
-        with nogil:
-            if nt == 1:  # no parallel region: entering one costs about a microsecond even alone
-                for item in range(nitems):
-                    _conv_item(&self.c, item, block_major, narrow, ngroups, nblk, tpi, ntiles, pix, n,
-                               taps, ntaps, mask, thr)
-            else:
-                for item in prange(nitems, num_threads=nt, schedule="guided"):
-                    _conv_item(&self.c, item, block_major, narrow, ngroups, nblk, tpi, ntiles, pix, n,
-                               taps, ntaps, mask, thr)
+        if nt == 1:  # no parallel region: entering one costs about a microsecond even alone
+            for item in range(nitems):
+                _conv_item(&self.c, item, block_major, narrow, ngroups, nblk, tpi, ntiles, pix, n,
+                           taps, ntaps, mask, thr)
+        else:
+            for item in prange(nitems, num_threads=nt, schedule="guided"):
+                _conv_item(&self.c, item, block_major, narrow, ngroups, nblk, tpi, ntiles, pix, n,
+                           taps, ntaps, mask, thr)
 
 
 cdef inline void _conv_item(const rr_conv_t *c, int item, bint block_major, bint narrow, int ngroups,
@@ -393,7 +395,7 @@ cdef class DepthwiseKernel(Kernel):
         self.c.x = <const float *> reloc(self.c.x, moves)
         self.c.y = <float *> reloc(self.c.y, moves)
 
-    cdef int run_c(self, const int32_t *pix, int n, uint8_t *mp, float thr, int threads) except -1:
+    cdef int run_c(self, const int32_t *pix, int n, uint8_t *mp, float thr, int threads) except -1 nogil:
         cdef int nt = rr_num_threads(threads), i
         if n <= 0:
             return 0
@@ -405,12 +407,11 @@ cdef class DepthwiseKernel(Kernel):
         # short enough that every thread gets a few
         cdef int chunk = max(16, min(256, (n + 4 * nt - 1) // (4 * nt)))
         cdef int nchunks = (n + chunk - 1) // chunk
-        with nogil:
-            if nt == 1:
-                rr_dw_list(&self.c, pix, n, mp, thr)
-            else:
-                for i in prange(nchunks, num_threads=nt, schedule="dynamic"):
-                    rr_dw_list(&self.c, pix + i * chunk, min(chunk, n - i * chunk), mp, thr)
+        if nt == 1:
+            rr_dw_list(&self.c, pix, n, mp, thr)
+        else:
+            for i in prange(nchunks, num_threads=nt, schedule="dynamic"):
+                rr_dw_list(&self.c, pix + i * chunk, min(chunk, n - i * chunk), mp, thr)
         return 0
 
 
@@ -531,15 +532,14 @@ cdef class StackSumKernel(Kernel):
     cdef void relocate_c(self, const int64_t[:, ::1] moves) noexcept:
         self.y = <float *> reloc(self.y, moves)
 
-    cdef int run_c(self, const int32_t *pix, int n, uint8_t *mp, float thr, int threads) except -1:
+    cdef int run_c(self, const int32_t *pix, int n, uint8_t *mp, float thr, int threads) except -1 nogil:
         cdef int nt = rr_threads_for(threads, <long> n * self.k * self.C, RR_PAR_ELEMS), i
-        with nogil:
-            if nt == 1:
-                for i in range(n):
-                    _stack_sum(self, pix[i], mp, thr)
-            else:
-                for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=32):
-                    _stack_sum(self, pix[i], mp, thr)
+        if nt == 1:
+            for i in range(n):
+                _stack_sum(self, pix[i], mp, thr)
+        else:
+            for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=32):
+                _stack_sum(self, pix[i], mp, thr)
         return 0
 
 

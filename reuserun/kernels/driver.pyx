@@ -3,10 +3,14 @@
 # outputs' marks. It is runtime/steps.KernelStep's incremental path with the Python calls between
 # those stages taken out: on small changes they cost more than the kernels (several us a step).
 # The step's state stays in the storage objects (runtime/storage.Spatial), whose marks and
-# buffer pointers are C fields (kernels/marks.pyx).
+# buffer pointers are C fields (kernels/marks.pyx), so a run of compiled steps goes without the
+# GIL from its first to its last: other Python threads (run_variants' workers) run meanwhile.
 cimport numpy as cnp
+from cpython.ref cimport PyObject
 from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memset
+import numpy as np
 
 from reuserun.kernels.base cimport Kernel
 from reuserun.kernels.journal cimport Journal
@@ -23,12 +27,26 @@ cdef enum:
     BANDS_ = 2
 NORMAL, FULL, BANDS = 0, FULL_, BANDS_
 
+# run_n's box[0] when it returns: the kernels computed nothing, or every output is recomputed
+# and marked (the caller marks nothing more)
+cdef enum:
+    NONE_COMPUTED = -1
+    MARKED_WHOLE = -2
+
+
+cdef PyObject **_ptrs(object arr):
+    return <PyObject **> cnp.PyArray_DATA(arr)
+
 
 cdef class FastStep:
     cdef PixelPlanner planner
     cdef list inputs, outputs, vectors, kernels
-    cdef int32_t[::1] out_index
-    cdef object pix_arr, full_arr
+    cdef object keep                 # the arrays behind the pointers below
+    cdef PyObject **ins              # inputs, outputs, kernels: borrowed (the lists hold them)
+    cdef PyObject **outs
+    cdef PyObject **kerns
+    cdef int nin, nout, nkern
+    cdef const int32_t *out_index
     cdef int32_t *pix
     cdef int32_t *full_pix
     cdef long npix
@@ -45,8 +63,13 @@ cdef class FastStep:
         for k in self.kernels:
             if not isinstance(k, Kernel):
                 raise TypeError(f"{type(k).__name__} is not a per-pixel kernel")
-        self.out_index = cnp.PyArray_FROMANY([i for _, i in work], cnp.NPY_INT32, 1, 1, cnp.NPY_ARRAY_C_CONTIGUOUS)
-        self.pix_arr, self.full_arr = pix, full_pix
+        refs = [np.array([<Py_ssize_t> <PyObject *> o for o in objs] or [0], np.intp)
+                for objs in (inputs, outputs, self.kernels)]
+        out_index = np.array([i for _, i in work] or [0], np.int32)
+        self.keep = (refs, out_index, pix, full_pix)
+        self.ins, self.outs, self.kerns = _ptrs(refs[0]), _ptrs(refs[1]), _ptrs(refs[2])
+        self.nin, self.nout, self.nkern = len(inputs), len(outputs), len(self.kernels)
+        self.out_index = <const int32_t *> cnp.PyArray_DATA(out_index)
         self.pix = <int32_t *> cnp.PyArray_DATA(pix)
         self.full_pix = <int32_t *> cnp.PyArray_DATA(full_pix)
         self.OH, self.OW = outputs[0].H, outputs[0].W
@@ -59,58 +82,80 @@ cdef class FastStep:
         values moved in from nowhere), or None."""
         return self.run_c(thr, threads, journal, bands, exposed)
 
-    cdef long run_c(self, float thr, int threads, Journal journal, object bands, object exposed) except -2:
-        cdef int box[4]
-        cdef int tight[4]
-        cdef long n
-        cdef int32_t *pix
-        cdef Marks o
-        for o in self.outputs:
-            o.clear_c()
-        n = -1
+    cdef bint whole_c(self) except -1:
+        """Whether a per-channel vector input (a squeeze-excite scale) changed: every output
+        position then changes."""
         for v in self.vectors:
             if v.changed:
-                break
-        else:
-            n = self.planner.plan_c(self.inputs, bands, box)
+                return True
+        return False
+
+    cdef long run_c(self, float thr, int threads, Journal journal, object bands, object exposed) except -2:
+        """run() for compiled callers that hold the GIL: bands and exposed come as Python lists."""
+        cdef int box[4]
+        cdef long n
+        cdef bint whole = self.whole_c()
+        cdef int nb = len(bands) if bands else 0
+        flat = np.array([v for b in bands for v in b], np.int32) if nb else None
+        cdef const int32_t *bp = <const int32_t *> cnp.PyArray_DATA(flat) if nb else NULL
+        with nogil:
+            n = self.run_n(thr, threads, journal, bp, nb, whole, exposed is not None, box)
+        if exposed is not None and box[0] != MARKED_WHOLE:
+            self._mark(exposed, box if box[0] != NONE_COMPUTED else NULL)
+        return n
+
+    cdef long run_n(self, float thr, int threads, Journal journal, const int32_t *bands, int nb, bint whole,
+                    bint exposed, int *box) except -2 nogil:
+        """The update without the GIL. whole: recompute every position (whole_c()); exposed:
+        the caller marks the outputs (_mark with the box computed, written to box, or with
+        NONE_COMPUTED or MARKED_WHOLE in box[0]), else they are rescanned here."""
+        cdef int tight[4]
+        cdef long n = -1
+        cdef int32_t *pix
+        cdef int i
+        for i in range(self.nout):
+            (<Marks> self.outs[i]).clear_c()
+        if not whole:
+            n = self.planner.plan_c(self.ins, self.nin, bands, nb, box)
         if n == 0:
-            if exposed is not None:
-                self._mark(exposed, NULL)
+            box[0] = NONE_COMPUTED
             return 0
         if n < 0:
             if thr == 0.0:
+                box[0] = MARKED_WHOLE
                 return self._run_whole(threads, journal)
             n = self.npix  # under a threshold the whole output is recomputed but still compared
             box[0], box[1], box[2], box[3] = 0, self.OH, 0, self.OW
         pix = self.full_pix if n == self.npix else self.pix
         if journal is not None:
-            for o in self.outputs:
-                journal.save_rows(o.base + o.off, o.ld, o.C, pix, n)
-        for j in range(len(self.kernels)):
-            o = <Marks> self.outputs[self.out_index[j]]
-            (<Kernel> self.kernels[j]).run_c(pix, n, o.m, thr, threads)
-        if exposed is not None:
-            self._mark(exposed, box)
-            return n
-        for o in self.outputs:
-            o.set_box(scan_c(o.m, o.W, box[0], box[1], box[2], box[3], tight), tight)
+            for i in range(self.nout):
+                journal.save_rows((<Marks> self.outs[i]).base + (<Marks> self.outs[i]).off,
+                                  (<Marks> self.outs[i]).ld, (<Marks> self.outs[i]).C, pix, n)
+        for i in range(self.nkern):
+            (<Kernel> self.kerns[i]).run_c(pix, n, (<Marks> self.outs[self.out_index[i]]).m, thr, threads)
+        if not exposed:
+            for i in range(self.nout):
+                (<Marks> self.outs[i]).set_box(
+                    scan_c((<Marks> self.outs[i]).m, (<Marks> self.outs[i]).W, box[0], box[1], box[2], box[3], tight),
+                    tight)
         return n
 
-    cdef long _run_whole(self, int threads, Journal journal) except -2:
+    cdef long _run_whole(self, int threads, Journal journal) except -2 nogil:
         """Every output position recomputed exactly (an input changed everywhere, or the rule
         reaches everything from any change): no comparing, every position marked, as the
         dense run does. Exposed boxes need no marking then."""
         cdef int box[4]
-        cdef Marks o
+        cdef int i
         if journal is not None:
-            for o in self.outputs:
-                journal.save_rows(o.base + o.off, o.ld, o.C, self.full_pix, self.npix)
-        for j in range(len(self.kernels)):
-            (<Kernel> self.kernels[j]).run_c(self.full_pix, self.npix, NULL, -1.0, threads)
+            for i in range(self.nout):
+                journal.save_rows((<Marks> self.outs[i]).base + (<Marks> self.outs[i]).off,
+                                  (<Marks> self.outs[i]).ld, (<Marks> self.outs[i]).C, self.full_pix, self.npix)
+        for i in range(self.nkern):
+            (<Kernel> self.kerns[i]).run_c(self.full_pix, self.npix, NULL, -1.0, threads)
         box[0], box[1], box[2], box[3] = 0, self.OH, 0, self.OW
-        for o in self.outputs:
-            memset(o.m, 1, <size_t> o.H * o.W)
-            o.set_box(<long> o.H * o.W, box)
+        for i in range(self.nout):
+            memset((<Marks> self.outs[i]).m, 1, <size_t> (<Marks> self.outs[i]).H * (<Marks> self.outs[i]).W)
+            (<Marks> self.outs[i]).set_box(<long> (<Marks> self.outs[i]).H * (<Marks> self.outs[i]).W, box)
         return self.npix
 
     cdef void _mark(self, list exposed, int *box):
@@ -138,18 +183,37 @@ cdef class FastStep:
 
 def run_incremental(list steps, list fast, object policy, int threads, Journal journal):
     """Every step's incremental update in order: a step with a compiled path (fast[i], its
-    FastStep) runs it from here, the others their own run(). journal: the steps' undo log for
-    this run, or None. Returns the positions each step computed."""
-    cdef Py_ssize_t i, n = len(steps)
-    cdef long c
+    FastStep) runs it from here, each run of such steps in one section without the GIL; the
+    others run their own run(). journal: the steps' undo log for this run, or None. Returns
+    the positions each step computed."""
+    cdef Py_ssize_t i = 0, j, k, n = len(steps)
+    cdef int box[4]
     computed = [0] * n
-    for i in range(n):
-        f = fast[i]
-        step = steps[i]
-        if f is None:
-            computed[i] = step.run(False, policy, threads)
+    chain = np.empty(max(n, 1), np.intp)
+    thr_arr = np.empty(max(n, 1), np.float32)
+    whole_arr = np.empty(max(n, 1), np.uint8)
+    counts = np.empty(max(n, 1), np.int64)
+    cdef PyObject **f = _ptrs(chain)
+    cdef float *thr = <float *> cnp.PyArray_DATA(thr_arr)
+    cdef uint8_t *whole = <uint8_t *> cnp.PyArray_DATA(whole_arr)
+    cdef int64_t *c = <int64_t *> cnp.PyArray_DATA(counts)
+    while i < n:
+        if fast[i] is None:
+            computed[i] = steps[i].run(False, policy, threads)
+            i += 1
             continue
-        computed[i] = (<FastStep> f).run_c(step.thr, threads, journal, (), None)
+        j = i
+        while j < n and fast[j] is not None:  # a chain's vectors come from steps before it
+            f[j] = <PyObject *> fast[j]
+            thr[j] = steps[j].thr
+            whole[j] = (<FastStep> fast[j]).whole_c()
+            j += 1
+        with nogil:
+            for k in range(i, j):
+                c[k] = (<FastStep> f[k]).run_n(thr[k], threads, journal, NULL, 0, whole[k], False, box)
+        for k in range(i, j):
+            computed[k] = c[k]
+        i = j
     return computed
 
 
@@ -157,7 +221,12 @@ cdef long _whole(object step, object policy, int threads) except -2:
     """One step recomputed whole: a step with a native path (its FastStep, whatever the policy:
     a whole output needs no planning) in one call, the others through run()."""
     f = getattr(step, "fast", None)
-    return (<FastStep> f)._run_whole(threads, None) if f is not None else step.run(True, policy, threads)
+    cdef long n
+    if f is None:
+        return step.run(True, policy, threads)
+    with nogil:
+        n = (<FastStep> f)._run_whole(threads, None)
+    return n
 
 
 def run_full(list steps, object policy, int threads):

@@ -73,16 +73,15 @@ cdef class PixelKernel(Kernel):
     def __cinit__(self, *args, **kwargs):
         self.min_work = RR_PAR_ELEMS
 
-    cdef int run_c(self, const int32_t *pix, int n, uint8_t *mp, float thr, int threads) except -1:
+    cdef int run_c(self, const int32_t *pix, int n, uint8_t *mp, float thr, int threads) except -1 nogil:
         cdef int nt = rr_threads_for(threads, <long> n * self.cost, self.min_work), t
         cdef int ns = nt * RR_SHARES_PER_THREAD
-        with nogil:
-            if nt == 1:  # no parallel region: entering one costs about a microsecond even alone
-                rr_pixel_list(self.kind, self.params, pix, 0, n, mp, thr)
-            else:  # a few contiguous shares of the list per thread, so runs stay long
-                for t in prange(ns, num_threads=nt, schedule="dynamic"):
-                    rr_pixel_list(self.kind, self.params, pix, <int> (<long> n * t // ns),
-                                  <int> (<long> n * (t + 1) // ns), mp, thr)
+        if nt == 1:  # no parallel region: entering one costs about a microsecond even alone
+            rr_pixel_list(self.kind, self.params, pix, 0, n, mp, thr)
+        else:  # a few contiguous shares of the list per thread, so runs stay long
+            for t in prange(ns, num_threads=nt, schedule="dynamic"):
+                rr_pixel_list(self.kind, self.params, pix, <int> (<long> n * t // ns),
+                              <int> (<long> n * (t + 1) // ns), mp, thr)
         return 0
 
 
@@ -233,7 +232,7 @@ cdef class GlobalPoolKernel(Kernel):
         self.x = <const float *> reloc(self.x, moves)
         self.y = <float *> reloc(self.y, moves)
 
-    cdef int run_c(self, const int32_t *pix, int n, uint8_t *mask, float thr, int threads) except -1:
+    cdef int run_c(self, const int32_t *pix, int n, uint8_t *mask, float thr, int threads) except -1 nogil:
         # work items: groups of 128 channels, then of 32, then the 8-channel blocks left over
         cdef int nw = self.C // 128, nq = (self.C - nw * 128) // 32
         cdef int nblk = (self.C - nw * 128 - nq * 32 + 7) // 8, b, changed = 0
@@ -242,13 +241,12 @@ cdef class GlobalPoolKernel(Kernel):
         cdef int nt = rr_threads_for(threads, <long> self.npix * self.C, 8 * RR_PAR_ELEMS)
         if nw + nq + nblk < 2:
             nt = 1
-        with nogil:
-            if nt == 1:
-                for b in range(nw + nq + nblk):
-                    changed += _pool_item(self, b, nw, nq, thr)
-            else:
-                for b in prange(nw + nq + nblk, num_threads=nt, schedule="dynamic"):
-                    changed += _pool_item(self, b, nw, nq, thr)
+        if nt == 1:
+            for b in range(nw + nq + nblk):
+                changed += _pool_item(self, b, nw, nq, thr)
+        else:
+            for b in prange(nw + nq + nblk, num_threads=nt, schedule="dynamic"):
+                changed += _pool_item(self, b, nw, nq, thr)
         if changed and mask != NULL:
             mask[0] = 1
         return 0

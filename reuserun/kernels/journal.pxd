@@ -20,4 +20,4 @@ cdef class Journal:
     cdef int nent, cape
     cdef list objs
     cdef _grow(self, int64_t capv, int64_t capi, int cape)
-    cdef int save_rows(self, float *base, int64_t ld, int ncol, const int32_t *pix, int64_t n) except -1
+    cdef int save_rows(self, float *base, int64_t ld, int ncol, const int32_t *pix, int64_t n) except -1 nogil

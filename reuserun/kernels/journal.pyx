@@ -72,16 +72,17 @@ cdef class Journal:
             raise ValueError("journal rows need a float32 (npix, C) view with contiguous rows")
         self.save_rows(<float *> cnp.PyArray_DATA(arr2d), arr2d.strides[0] // 4, arr2d.shape[1], &pix[0], n)
 
-    cdef int save_rows(self, float *base, int64_t ld, int ncol, const int32_t *pix, int64_t n) except -1:
-        """rows() for compiled callers: row r of the view starts at base + r * ld."""
-        self._grow(self.nvals + n * ncol, self.nidx + n, self.nent + 1)
+    cdef int save_rows(self, float *base, int64_t ld, int ncol, const int32_t *pix, int64_t n) except -1 nogil:
+        """rows() for compiled callers, with or without the GIL (taken only to grow the scratch):
+        row r of the view starts at base + r * ld."""
+        if self.nvals + n * ncol > self.capv or self.nidx + n > self.capi or self.nent + 1 > self.cape:
+            with gil:
+                self._grow(self.nvals + n * ncol, self.nidx + n, self.nent + 1)
         cdef entry_t *e = &self.ent[self.nent]
         e.base, e.ld, e.ncol, e.n = base, ld, ncol, n
         e.ioff, e.voff, e.obj = self.nidx, self.nvals, -1
-        cdef float *v = self.vals + self.nvals
-        with nogil:
-            memcpy(self.idx + self.nidx, pix, n * sizeof(int32_t))
-            _copy_rows(v, base, ld, ncol, pix, n, 1)
+        memcpy(self.idx + self.nidx, pix, n * sizeof(int32_t))
+        _copy_rows(self.vals + self.nvals, base, ld, ncol, pix, n, 1)
         self.nidx += n
         self.nvals += n * ncol
         self.nent += 1
@@ -103,17 +104,22 @@ cdef class Journal:
 
     def restore(self):
         """Put every saved value back, latest first (a later save may hold an earlier write),
-        and empty the log."""
-        cdef int k
+        and empty the log. Rows are copied back without the GIL, each stretch between whole-
+        array saves in one section."""
+        cdef int k = self.nent - 1, j
         cdef entry_t *e
-        for k in range(self.nent - 1, -1, -1):
-            e = &self.ent[k]
-            if e.obj >= 0:
-                arr, old = self.objs[e.obj]
-                arr[...] = old
-                continue
+        while k >= 0:
+            j = k
+            while j >= 0 and self.ent[j].obj < 0:
+                j -= 1
             with nogil:
-                _copy_rows(self.vals + e.voff, e.base, e.ld, e.ncol, self.idx + e.ioff, e.n, 0)
+                for k in range(k, j, -1):
+                    e = &self.ent[k]
+                    _copy_rows(self.vals + e.voff, e.base, e.ld, e.ncol, self.idx + e.ioff, e.n, 0)
+            if j >= 0:
+                arr, old = self.objs[self.ent[j].obj]
+                arr[...] = old
+            k = j - 1
         self.objs.clear()
         self.nent = 0
         self.nvals = self.nidx = 0

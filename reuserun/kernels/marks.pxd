@@ -46,5 +46,5 @@ cdef class Marks:
     cdef public object owner, members, flat, _views
     cdef public long slack, origin
     cdef int _rebase(self, long d, int64_t *moved) except -1
-    cdef void set_box(self, long count, const int *box) noexcept
-    cdef void clear_c(self) noexcept
+    cdef void set_box(self, long count, const int *box) noexcept nogil
+    cdef void clear_c(self) noexcept nogil

@@ -89,7 +89,7 @@ cdef class Marks:
         self.ld = cnp.PyArray_DIM(value, 2)
         self.base = <float *> cnp.PyArray_DATA(value)
 
-    cdef void set_box(self, long count, const int *box) noexcept:
+    cdef void set_box(self, long count, const int *box) noexcept nogil:
         """nchanged = count, and box (when count > 0) as the box holding the marks."""
         self.nchanged = count
         if count:
@@ -97,7 +97,7 @@ cdef class Marks:
         else:
             self.b[0] = self.b[1] = 0
 
-    cdef void clear_c(self) noexcept:
+    cdef void clear_c(self) noexcept nogil:
         cdef int y
         if self.nchanged:
             for y in range(self.b[0], self.b[1]):

@@ -1,3 +1,4 @@
+from cpython.ref cimport PyObject
 from libc.stdint cimport int32_t, uint8_t
 
 
@@ -14,6 +15,6 @@ cdef class PixelPlanner:
     cdef int32_t *pix
     cdef double dense_above
     cdef object keep
-    cdef long plan_c(self, list inputs, object bands, int *box) except -2
-    cdef long _finish(self, long count, int y0, int y1, int x0, int x1, int *box) noexcept
+    cdef long plan_c(self, PyObject **inputs, int nin, const int32_t *bands, int nb, int *box) noexcept nogil
+    cdef long _finish(self, long count, int y0, int y1, int x0, int x1, int *box) noexcept nogil
 

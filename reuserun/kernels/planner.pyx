@@ -3,6 +3,7 @@
 # what reach + copy_box + to_pixels in region.pyx do, holding raw pointers bound once, because
 # on small or sparse frames the per-call cost of those Python-level calls outweighs the work.
 cimport numpy as cnp
+from cpython.ref cimport PyObject
 from libc.stdint cimport int32_t, uint8_t
 from libc.string cimport memset
 import numpy as np
@@ -33,6 +34,13 @@ def fill_box(mask, int W, int y0, int y1, int x0, int x1, int value):
 
 cdef inline bint any_mark(const uint8_t *row, int x0, int x1) noexcept nogil:
     return next_mark(row, x0, x1) < x1
+
+
+cdef inline void _or_box(uint8_t *dst, const uint8_t *src, int W, const int *b) noexcept nogil:
+    """dst |= src inside the box b (y0, y1, x0, x1) of two W-wide masks."""
+    cdef int y
+    for y in range(b[0], b[1]):
+        rr_or_marks(dst + <size_t> y * W + b[2], src + <size_t> y * W + b[2], b[3] - b[2])
 
 
 def scan_box(mask, int W, int y0, int y1, int x0, int x1):
@@ -83,48 +91,57 @@ cdef class PixelPlanner:
         input changed everywhere, npix (with pix = every pixel) when the reach covers most of
         the output (then computing it whole, comparing, is cheaper than listing it)."""
         cdef int box[4]
-        cdef long n = self.plan_c(inputs, bands, box)
+        for t in inputs:
+            if not isinstance(t, Marks):
+                raise TypeError(f"{type(t).__name__} is not a spatial tensor")
+        ins = np.array([<Py_ssize_t> <PyObject *> t for t in inputs] or [0], np.intp)
+        flat = np.array([v for b in bands or () for v in b] or [0], np.int32)
+        cdef long n = self.plan_c(<PyObject **> cnp.PyArray_DATA(ins), len(inputs),
+                                  <const int32_t *> cnp.PyArray_DATA(flat), len(bands or ()), box)
         if n <= 0:
             return n, None
         return n, (box[0], box[1], box[2], box[3])
 
-    cdef long plan_c(self, list inputs, object bands, int *box) except -2:
-        """plan() for compiled callers: the count, and the box written to box when positive."""
+    cdef long plan_c(self, PyObject **inputs, int nin, const int32_t *bands, int nb, int *box) noexcept nogil:
+        """plan() for compiled callers, without the GIL: inputs[:nin] are the input tensors
+        (Marks, borrowed), bands[4 * i:4 * i + 4] the forced boxes; the count, and the box
+        written to box when positive."""
         cdef int y0 = self.OH, y1 = 0, x0 = self.OW, x1 = 0, ny = 0
         cdef int sy0 = 0, sy1 = 0, sx0 = 0, sx1 = 0, W = 0, src_single = 0
         cdef int ry0 = 0, ry1 = 0, rx0 = 0, rx1 = 0, has_reach = 0
-        cdef int oy, ox, iy, x, e, lo, hi, b0, b1, b2, b3, y, nin = 0
+        cdef int oy, ox, iy, x, e, lo, hi, y, i
         cdef const uint8_t *row = NULL
         cdef long count = 0
         cdef const uint8_t *src = NULL
         cdef uint8_t *r = self.reach
         cdef int v
-        cdef Marks s, first = None
+        cdef PyObject *first = NULL
         cdef int nchanged = 0
         cdef bint solid
-        for s in inputs:
-            if s.nchanged:
-                if s.nchanged == <long> s.H * s.W:
+        for i in range(nin):
+            if (<Marks> inputs[i]).nchanged:
+                if (<Marks> inputs[i]).nchanged == <long> (<Marks> inputs[i]).H * (<Marks> inputs[i]).W:
                     return -1
                 nchanged += 1
-                if first is None:
-                    first = s
-        nb = 0 if bands is None else len(bands)
+                if first == NULL:
+                    first = inputs[i]
         if nchanged == 0 and nb == 0:
             return 0
         if self.kind == 2:
             return -1
         if self.kind == 0:
-            for s in inputs:
-                if s.nchanged:
-                    y0, y1, x0, x1 = min(y0, s.b[0]), max(y1, s.b[1]), min(x0, s.b[2]), max(x1, s.b[3])
+            for i in range(nin):
+                if (<Marks> inputs[i]).nchanged:
+                    y0 = min(y0, (<Marks> inputs[i]).b[0])
+                    y1 = max(y1, (<Marks> inputs[i]).b[1])
+                    x0 = min(x0, (<Marks> inputs[i]).b[2])
+                    x1 = max(x1, (<Marks> inputs[i]).b[3])
             src_single = nchanged == 1 and nb == 0
         else:
-            if first is not None:
-                s = first
-                sy0, sy1, sx0, sx1 = s.b[0], s.b[1], s.b[2], s.b[3]
-                W = s.W
-                src = s.m
+            if first != NULL:
+                sy0, sy1, sx0, sx1 = (<Marks> first).b[0], (<Marks> first).b[1], (<Marks> first).b[2], (<Marks> first).b[3]
+                W = (<Marks> first).W
+                src = (<Marks> first).m
                 ry0 = first_at_least(self.yhi, self.OH, sy0)
                 ry1 = first_at_least(self.ylo, self.OH, sy1)  # first with ylo > sy1 - 1
                 rx0 = first_at_least(self.xhi, self.OW, sx0)
@@ -133,84 +150,79 @@ cdef class PixelPlanner:
                 if has_reach:
                     y0, y1, x0, x1 = ry0, ry1, rx0, rx1
         for i in range(nb):
-            b = bands[i]
-            y0, y1, x0, x1 = min(y0, b[0]), max(y1, b[1]), min(x0, b[2]), max(x1, b[3])
+            y0, y1 = min(y0, bands[4 * i]), max(y1, bands[4 * i + 1])
+            x0, x1 = min(x0, bands[4 * i + 2]), max(x1, bands[4 * i + 3])
         if y0 >= y1 or x0 >= x1:
             return 0
         solid = (nb == 0 and nchanged == 1 and (self.kind == 0 or has_reach)
-                 and first.nchanged == <long> (first.b[1] - first.b[0]) * (first.b[3] - first.b[2]))
+                 and (<Marks> first).nchanged == <long> ((<Marks> first).b[1] - (<Marks> first).b[0])
+                 * ((<Marks> first).b[3] - (<Marks> first).b[2]))
         if solid:
             # one change box, every position in it marked: it reaches a whole box, listed
             # without building or scanning a reach mask (occlusion patches, sliding windows)
-            with nogil:
-                for y in range(y0, y1):
-                    for x in range(x0, x1):
-                        self.pix[count] = y * self.OW + x
-                        count += 1
+            for y in range(y0, y1):
+                for x in range(x0, x1):
+                    self.pix[count] = y * self.OW + x
+                    count += 1
             return self._finish(count, y0, y1, x0, x1, box)
         if src_single:
-            r = first.m
+            r = (<Marks> first).m
         else:
             for y in range(y0, y1):
                 memset(r + <size_t> y * self.OW + x0, 0, x1 - x0)
             if self.kind == 0:
-                for s in inputs:
-                    if not s.nchanged:
+                for i in range(nin):
+                    if not (<Marks> inputs[i]).nchanged:
                         continue
-                    for y in range(s.b[0], s.b[1]):
-                        rr_or_marks(r + <size_t> y * self.OW + s.b[2], s.m + <size_t> y * self.OW + s.b[2],
-                                s.b[3] - s.b[2])
+                    _or_box(r, (<Marks> inputs[i]).m, self.OW, (<Marks> inputs[i]).b)
             elif has_reach:
-                with nogil:
-                    # rows without a mark: a change box spanning both edges (a shifted frame's
-                    # border and exposed bands) then costs one scan, not a window per row
-                    for iy in range(sy0, sy1):
-                        self.rowocc[iy] = any_mark(src + <size_t> iy * W, sx0, sx1)
-                    for oy in range(ry0, ry1):
-                        lo = max(self.ylo[oy], sy0)
-                        hi = min(self.yhi[oy], sy1 - 1)
-                        memset(r + <size_t> oy * self.OW + rx0, 0, rx1 - rx0)
-                        v = 0
+                # rows without a mark: a change box spanning both edges (a shifted frame's
+                # border and exposed bands) then costs one scan, not a window per row
+                for iy in range(sy0, sy1):
+                    self.rowocc[iy] = any_mark(src + <size_t> iy * W, sx0, sx1)
+                for oy in range(ry0, ry1):
+                    lo = max(self.ylo[oy], sy0)
+                    hi = min(self.yhi[oy], sy1 - 1)
+                    memset(r + <size_t> oy * self.OW + rx0, 0, rx1 - rx0)
+                    v = 0
+                    for iy in range(lo, hi + 1):
+                        v += self.rowocc[iy]
+                    if not v:
+                        continue
+                    if v == 1:  # one marked input row in the window: read it in place
                         for iy in range(lo, hi + 1):
-                            v += self.rowocc[iy]
-                        if not v:
-                            continue
-                        if v == 1:  # one marked input row in the window: read it in place
-                            for iy in range(lo, hi + 1):
-                                if self.rowocc[iy]:
-                                    row = src + <size_t> iy * W
-                        else:
-                            row = self.tmp + <size_t> oy * W
-                            memset(row + sx0, 0, sx1 - sx0)
-                            for iy in range(lo, hi + 1):
-                                if self.rowocc[iy]:
-                                    rr_or_marks(row + sx0, src + <size_t> iy * W + sx0, sx1 - sx0)
-                        # each run of marked columns reaches one interval of outputs
-                        x = next_mark(row, sx0, sx1)
-                        while x < sx1:
-                            e = run_end(row, x, sx1)
-                            lo = first_at_least(self.xhi, self.OW, x)
-                            hi = first_at_least(self.xlo, self.OW, e)
-                            if lo < hi:
-                                memset(r + <size_t> oy * self.OW + lo, 1, hi - lo)
-                            x = next_mark(row, e, sx1)
+                            if self.rowocc[iy]:
+                                row = src + <size_t> iy * W
+                    else:
+                        row = self.tmp + <size_t> oy * W
+                        memset(row + sx0, 0, sx1 - sx0)
+                        for iy in range(lo, hi + 1):
+                            if self.rowocc[iy]:
+                                rr_or_marks(row + sx0, src + <size_t> iy * W + sx0, sx1 - sx0)
+                    # each run of marked columns reaches one interval of outputs
+                    x = next_mark(row, sx0, sx1)
+                    while x < sx1:
+                        e = run_end(row, x, sx1)
+                        lo = first_at_least(self.xhi, self.OW, x)
+                        hi = first_at_least(self.xlo, self.OW, e)
+                        if lo < hi:
+                            memset(r + <size_t> oy * self.OW + lo, 1, hi - lo)
+                        x = next_mark(row, e, sx1)
             for i in range(nb):
-                b0, b1, b2, b3 = bands[i]
-                for y in range(b0, b1):
-                    memset(r + <size_t> y * self.OW + b2, 1, b3 - b2)
-        with nogil:
-            for y in range(y0, y1):
-                row = r + <size_t> y * self.OW
-                x = next_mark(row, x0, x1)
-                while x < x1:
-                    e = run_end(row, x, x1)
-                    for x in range(x, e):
-                        self.pix[count] = y * self.OW + x
-                        count += 1
-                    x = next_mark(row, e, x1)
+                for y in range(bands[4 * i], bands[4 * i + 1]):
+                    memset(r + <size_t> y * self.OW + bands[4 * i + 2], 1, bands[4 * i + 3] - bands[4 * i + 2])
+        for y in range(y0, y1):
+            row = r + <size_t> y * self.OW
+            x = next_mark(row, x0, x1)
+            while x < x1:
+                e = run_end(row, x, x1)
+                for x in range(x, e):
+                    self.pix[count] = y * self.OW + x
+                    count += 1
+                x = next_mark(row, e, x1)
         return self._finish(count, y0, y1, x0, x1, box)
 
-    cdef long _finish(self, long count, int y0, int y1, int x0, int x1, int *box) noexcept:
+    cdef long _finish(self, long count, int y0, int y1, int x0, int x1, int *box) noexcept nogil:
         """plan_c's end: 0 when nothing is listed; every pixel when the list covers most of the
         output (computing it whole, comparing, is cheaper); the box written to box."""
         cdef long i, npix = <long> self.OH * self.OW
