@@ -155,7 +155,7 @@ def cmd_occlusion(args) -> int:
     sess = reuserun.InferenceSession(proto, threads=args.threads, input_shape=shape)
     try:
         res = occlusion_map(sess, np.ascontiguousarray(x, np.float32), args.patch, args.stride, args.target,
-                            args.baseline, progress=not args.no_progress)
+                            args.baseline, progress=not args.no_progress, workers=args.workers)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -229,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--baseline", type=float, default=0.0, help="value occluded pixels take")
     o.add_argument("--size", type=int, default=224, help="input size for built-in models and dynamic dims")
     o.add_argument("--threads", type=int, default=None)
+    o.add_argument("--workers", type=int, default=None,
+                   help="windows run on this many session forks at once (default: one per thread)")
     o.add_argument("--out", default=None, help="output prefix (default: IMAGE_occlusion)")
     o.add_argument("--no-progress", action="store_true")
     _add_preprocessing(o)

@@ -4,10 +4,14 @@ Each window of the image is replaced by a baseline value and the model run again
 attribution is the mean drop of the target score over the windows that cover it, as Captum
 computes it. Every occluded image is a variant of the one reference, with its edited box
 declared, so a window costs what its change reaches and the reference cache is never disturbed.
+Windows are shared between forks of the session in threads: a variant's compiled steps run
+without the GIL, so the forks' variants overlap.
 """
 from __future__ import annotations
 
 import numpy as np
+
+from reuserun.runtime.variants import on_forks
 
 
 def window_starts(size: int, patch: int, stride: int) -> list[int]:
@@ -22,10 +26,12 @@ def _score(outputs, target: int) -> float:
 
 
 def occlusion_map(sess, image: np.ndarray, patch: int = 16, stride: int = 8, target: int | None = None,
-                  baseline: float = 0.0, progress: bool = False) -> dict:
+                  baseline: float = 0.0, progress: bool = False, workers: int | None = None) -> dict:
     """Sensitivity map of `target` (default: the reference's top class in output 0).
 
-    image: the model input (1, C, H, W). Returns {"heat": (H, W), "target", "base_score",
+    image: the model input (1, C, H, W). workers: windows run on that many forks of the
+    session in parallel threads, each with its share of sess.threads (default: one per
+    thread); 1 runs them all on sess. Returns {"heat": (H, W), "target", "base_score",
     "windows", "mac_fraction"} where mac_fraction is the mean over the windows.
     """
     if stride < 1 or patch < 1:
@@ -39,31 +45,39 @@ def occlusion_map(sess, image: np.ndarray, patch: int = 16, stride: int = 8, tar
     H, W = image.shape[2], image.shape[3]
     boxes = [(y, y + patch, x, x + patch) for y in window_starts(H, patch, stride)
              for x in window_starts(W, patch, stride)]
-    heat = np.zeros((H, W), np.float64)
-    count = np.zeros((H, W), np.int32)
-    variant = image.copy()
     fill = np.float32(baseline)
-    macs = 0.0
+    variants = {}  # per session (each worker's own): the image, a window occluded at a time
+
+    def window(s, i):
+        y0, y1, x0, x1 = boxes[i]
+        v = variants.get(id(s))
+        if v is None:
+            v = variants[id(s)] = image.copy()
+        v[..., y0:y1, x0:x1] = fill
+        try:
+            out = s.run_variant(None, {name: v}, changed=[boxes[i]])
+        finally:
+            v[..., y0:y1, x0:x1] = image[..., y0:y1, x0:x1]
+        return _score(out, target), s._last[0]  # the steps' counts: mac_fraction comes after
+
     bar = None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=len(boxes), unit="window", desc="occlusion")
     try:
-        for y0, y1, x0, x1 in boxes:
-            variant[..., y0:y1, x0:x1] = fill
-            out = sess.run_variant(None, {name: variant}, changed=[(y0, y1, x0, x1)])
-            variant[..., y0:y1, x0:x1] = image[..., y0:y1, x0:x1]
-            heat[y0:y1, x0:x1] += scores[target] - _score(out, target)
-            count[y0:y1, x0:x1] += 1
-            macs += sess.stats["mac_fraction"]
-            if bar is not None:
-                bar.update()
+        results = on_forks(sess, len(boxes), window, sess.threads if workers is None else workers,
+                           (lambda done, n: bar.update()) if bar is not None else None)
     finally:
         if bar is not None:
             bar.close()
+    heat = np.zeros((H, W), np.float64)
+    count = np.zeros((H, W), np.int32)
+    for (y0, y1, x0, x1), (score, _) in zip(boxes, results):
+        heat[y0:y1, x0:x1] += scores[target] - score
+        count[y0:y1, x0:x1] += 1
     heat = np.where(count > 0, heat / np.maximum(count, 1), 0.0).astype(np.float32)
     return {"heat": heat, "target": target, "base_score": float(scores[target]), "windows": len(boxes),
-            "mac_fraction": macs / len(boxes)}
+            "mac_fraction": float(np.mean([sess._mac_fraction(c) for _, c in results]))}
 
 
 def save_overlay(image_hwc: np.ndarray, heat: np.ndarray, path: str, title: str = "") -> None:

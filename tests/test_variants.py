@@ -112,12 +112,16 @@ def test_batches_on_parallel_forks_match_one_by_one(classifier):
         want = dense_outputs(classifier, batch[i:i + 1], name)
         for s, p, w in zip(serial, parallel, want):
             assert s[i:i + 1].tobytes() == w.tobytes() and p[i:i + 1].tobytes() == w.tobytes()
-    # a new reference makes the cached forks stale: they are rebuilt, not reused
+    # a new reference makes the kept forks stale: they take the session's cache again
+    forks = list(sess._forks[1])
     base2 = base + np.float32(0.5)
     sess.run(None, {name: base2})
-    again = sess.run_variants(None, {name: np.concatenate([occluded(base2, boxes[0])])}, workers=2)
-    want = dense_outputs(classifier, occluded(base2, boxes[0]), name)
-    assert again[0].tobytes() == want[0].tobytes()
+    again = sess.run_variants(None, {name: np.concatenate([occluded(base2, b) for b in boxes[:2]])},
+                              changed=[[b] for b in boxes[:2]], workers=2)
+    assert [id(f) for f in sess._forks[1]] == [id(f) for f in forks]
+    for i, b in enumerate(boxes[:2]):
+        want = dense_outputs(classifier, occluded(base2, b), name)
+        assert again[0][i:i + 1].tobytes() == want[0].tobytes()
 
 
 def test_threads_share_one_session(classifier):
@@ -183,12 +187,18 @@ def test_variant_errors_leave_state(classifier):
     assert values(sess) == before
 
 
-def test_occlusion_map_matches_brute_force(classifier):
+@pytest.mark.parametrize("workers", [1, 3])
+def test_occlusion_map_matches_brute_force(classifier, workers):
+    """The map from one session or from forks in parallel threads (each taking a range of the
+    windows): the same bits, and the brute-force map within float tolerance."""
     from reuserun.occlusion import occlusion_map, window_starts
     rng = np.random.default_rng(5)
     x = rng.random((1, 3, 64, 64), dtype=np.float32)
-    sess = reuserun.InferenceSession(classifier)
-    res = occlusion_map(sess, x, patch=16, stride=12, target=3)
+    sess = reuserun.InferenceSession(classifier, threads=1)
+    res = occlusion_map(sess, x, patch=16, stride=12, target=3, workers=workers)
+    alone = occlusion_map(reuserun.InferenceSession(classifier, policy="dense", threads=1), x, patch=16, stride=12,
+                          target=3, workers=1)
+    assert res["heat"].tobytes() == alone["heat"].tobytes()
     name = sess.get_inputs()[0].name
     base = dense_outputs(classifier, x, name)[0].reshape(-1)[3]
     heat, count = np.zeros((64, 64)), np.zeros((64, 64))

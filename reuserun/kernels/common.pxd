@@ -7,7 +7,7 @@ cdef extern from "rr_simd.h" nogil:
     float rr_act(int act, float v, float alpha, float beta, float slope)
     int rr_store_tracked(float *dst, const float *src, int n, float thr)
     int rr_num_threads(int requested)
-    long RR_PAR_MACS, RR_PAR_ELEMS, RR_PAR_FRAME_ELEMS
+    long RR_PAR_MACS, RR_PAR_ELEMS, RR_PAR_FRAME_ELEMS, RR_NOGIL_ELEMS
     int RR_SHARES_PER_THREAD
     int rr_threads_for(int requested, long work, long min_work)
     int rr_differs(float now, float ref, float thr)

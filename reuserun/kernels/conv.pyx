@@ -6,7 +6,7 @@ cimport numpy as cnp
 import numpy as np
 
 from reuserun.kernels.base cimport Kernel
-from reuserun.kernels.common cimport (RR_PAR_ELEMS, RR_PAR_MACS, RR_SHARES_PER_THREAD, fptr, reloc, rr_act,
+from reuserun.kernels.common cimport (RR_NOGIL_ELEMS, RR_PAR_ELEMS, RR_PAR_MACS, RR_SHARES_PER_THREAD, fptr, reloc, rr_act,
                                       rr_num_threads, rr_threads_for)
 
 cnp.import_array()
@@ -474,37 +474,46 @@ cdef class SpatialGemmKernel:
 
     def run(self, const int32_t[::1] pix, int n, int threads):
         """Recompute the partials of pixels pix[:n], then y = bias + sum of all partials."""
-        cdef int nt = rr_threads_for(threads, <long> n * self.C * self.npad, RR_PAR_MACS), i, p, b
-        cdef int ncol = (self.npad + 31) // 32
-        with nogil:
-            if nt == 1:
-                for i in range(n):
-                    p = pix[i]
-                    rr_gemm_pixel_partial(self.x + <size_t> p * self.ldx, self.C,
-                                          self.w + <size_t> p * self.C * self.npad, self.npad, self.blocked,
-                                          self.partial + <size_t> p * self.npad)
-            elif n < 2 * nt:
-                # few pixels (a classifier after a global pool: one): the threads share each
-                # pixel's output columns, so the weights stream through both cores
-                for i in range(n):
-                    p = pix[i]
-                    for b in prange(ncol, num_threads=nt, schedule="dynamic"):
-                        rr_gemm_pixel_cols(self.x + <size_t> p * self.ldx, self.C,
-                                           self.w + <size_t> p * self.C * self.npad, self.npad, self.blocked,
-                                           self.partial + <size_t> p * self.npad, b * 32, min(b * 32 + 32, self.npad))
-            else:
-                for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=8):
-                    p = pix[i]
-                    rr_gemm_pixel_partial(self.x + <size_t> p * self.ldx, self.C,
-                                          self.w + <size_t> p * self.C * self.npad, self.npad, self.blocked,
-                                          self.partial + <size_t> p * self.npad)
-            rr_gemm_pixel_sum(self.partial, self.npix, self.npad, self.bias, &self.ybuf[0])
+        if n > pix.shape[0]:
+            raise ValueError(f"n={n} exceeds the pixel list ({pix.shape[0]})")
+        cdef int nt = rr_threads_for(threads, <long> n * self.C * self.npad, RR_PAR_MACS), i
+        if nt == 1 and <long> (n * self.C + self.npix) * self.npad < RR_NOGIL_ELEMS:
+            self._run(&pix[0] if n else NULL, n, 1)
+        else:
+            with nogil:
+                self._run(&pix[0] if n else NULL, n, nt)
         if self.act:
             for i in range(self.N):
                 self.y[i] = rr_act(self.act, self.ybuf[i], self.alpha, self.beta, 0.0)
         else:
             for i in range(self.N):
                 self.y[i] = self.ybuf[i]
+
+    cdef void _run(self, const int32_t *pix, int n, int nt) noexcept nogil:
+        cdef int i, p, b
+        cdef int ncol = (self.npad + 31) // 32
+        if nt == 1:
+            for i in range(n):
+                p = pix[i]
+                rr_gemm_pixel_partial(self.x + <size_t> p * self.ldx, self.C,
+                                      self.w + <size_t> p * self.C * self.npad, self.npad, self.blocked,
+                                      self.partial + <size_t> p * self.npad)
+        elif n < 2 * nt:
+            # few pixels (a classifier after a global pool: one): the threads share each
+            # pixel's output columns, so the weights stream through both cores
+            for i in range(n):
+                p = pix[i]
+                for b in prange(ncol, num_threads=nt, schedule="dynamic"):
+                    rr_gemm_pixel_cols(self.x + <size_t> p * self.ldx, self.C,
+                                       self.w + <size_t> p * self.C * self.npad, self.npad, self.blocked,
+                                       self.partial + <size_t> p * self.npad, b * 32, min(b * 32 + 32, self.npad))
+        else:
+            for i in prange(n, num_threads=nt, schedule="dynamic", chunksize=8):
+                p = pix[i]
+                rr_gemm_pixel_partial(self.x + <size_t> p * self.ldx, self.C,
+                                      self.w + <size_t> p * self.C * self.npad, self.npad, self.blocked,
+                                      self.partial + <size_t> p * self.npad)
+        rr_gemm_pixel_sum(self.partial, self.npix, self.npad, self.bias, &self.ybuf[0])
 
 
 cdef class StackSumKernel(Kernel):

@@ -155,21 +155,22 @@ def take_marked(const uint8_t[::1] mask, int W, int y0, int y1, int x0, int x1, 
         raise ValueError("take_marked: the box, the frame or the values do not fit the mask")
     if y0 < y1 and (<long> (y1 - y0)) * (x1 - x0) > min(pix.shape[0], vals.shape[0]):
         raise ValueError("take_marked: the pixel list or the values are too short for the box")
-    with nogil:
-        for y in range(y0, y1):
-            for x in range(x0, x1):
-                p = <long> y * W + x
-                if mask[p]:
-                    pix[k] = p
-                    for c in range(C):
-                        v = frame[c, p]
-                        vals[k, c] = v
-                        bad += not isfinite(v)
-                    k += 1
-                    if y < ty0: ty0 = y
-                    ty1 = y
-                    if x < tx0: tx0 = x
-                    if x > tx1: tx1 = x
+    # holding the GIL: a patch's pixels take a microsecond, and a released GIL can go
+    # to another variant worker's Python, which this one would then wait for
+    for y in range(y0, y1):
+        for x in range(x0, x1):
+            p = <long> y * W + x
+            if mask[p]:
+                pix[k] = p
+                for c in range(C):
+                    v = frame[c, p]
+                    vals[k, c] = v
+                    bad += not isfinite(v)
+                k += 1
+                if y < ty0: ty0 = y
+                ty1 = y
+                if x < tx0: tx0 = x
+                if x > tx1: tx1 = x
     if k == 0:
         return 0, None, 0
     return k, (ty0, ty1 + 1, tx0, tx1 + 1), bad
@@ -182,10 +183,11 @@ def scatter_pixels(const float[:, ::1] vals, const int32_t[::1] pix, long n, flo
     cdef float *y = &buf[0, 0, 0] + off
     if n > pix.shape[0] or n > vals.shape[0] or off + C > ld:
         raise ValueError("scatter_pixels: the pixel list or the values are too short")
-    with nogil:
-        for i in range(n):
-            for c in range(C):
-                y[pix[i] * ld + c] = vals[i, c]
+    # holding the GIL: a patch's pixels take a microsecond, and a released GIL can go
+    # to another variant worker's Python, which this one would then wait for
+    for i in range(n):
+        for c in range(C):
+            y[pix[i] * ld + c] = vals[i, c]
 
 # Boxes are (y0, y1, x0, x1), half-open, in the mask's own grid. Every function below touches
 # only its box, so the bookkeeping of a frame costs what its change covers, not the image size.

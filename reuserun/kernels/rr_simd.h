@@ -289,6 +289,11 @@ static inline int rr_num_threads(int requested) {
  * ResNet 250 -> 196; full frames unchanged. */
 #define RR_PAR_FRAME_ELEMS (1L << 20)
 
+/* Below this many elements a small Python-called kernel (a classifier after a global pool)
+ * keeps the GIL: released, it goes to another Python thread waiting for it (run_variants'
+ * workers), and getting it back waits for that thread's Python. */
+#define RR_NOGIL_ELEMS (1L << 14)
+
 static inline int rr_threads_for(int requested, long work, long min_work) {
     return work < min_work ? 1 : rr_num_threads(requested);
 }

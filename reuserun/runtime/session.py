@@ -184,7 +184,7 @@ class InferenceSession:
         self._program = None
         self._stats: dict = {}
         self._lock = threading.RLock()  # one frame or variant at a time per session
-        self._version = 0  # counts accepted frames, so forks know when they are stale
+        self._version = 0  # counts frames that changed the cache, so forks know when they are stale
         self._forks: tuple = (None, [])
         if input_shape is not None:
             if not isinstance(input_shape, dict):
@@ -264,18 +264,20 @@ class InferenceSession:
                 return self._run_delegated(names, frames, diffs, t0)
             full = self._fresh or self._behind or self.policy_name == "dense" or self._all_changed(diffs)
             moved = None if full else self._moved  # (input, shift) when the frame is a shift
-            self._version += 1
             try:
                 if not self._load_inputs(frames, diffs, full):
                     computed = self._still  # every cache is current
-                elif moved:
-                    computed = self._propagate_shifted(*moved, frames[moved[0]])
-                    self._update_mirrors(False)
                 else:
-                    computed = self._propagate(full)
-                    self._update_mirrors(full)
+                    self._version += 1  # forks made for variants are stale from here on
+                    if moved:
+                        computed = self._propagate_shifted(*moved, frames[moved[0]])
+                        self._update_mirrors(False)
+                    else:
+                        computed = self._propagate(full)
+                        self._update_mirrors(full)
             except BaseException:
                 self._fresh = True  # a half-updated cache is never reused
+                self._version += 1
                 raise
             self._fresh = self._behind = False
             outs = [self._output(n) for n in names]
@@ -326,8 +328,9 @@ class InferenceSession:
                      progress=None) -> list[np.ndarray]:
         """run_variant over a batch: every input holds B variants along axis 0, changed is None
         or a list of B declarations. Returns each output with the B results along axis 0.
-        workers > 1 runs the batch on that many forks in parallel threads (the kernels release
-        the GIL); progress(done, total) is called after each variant."""
+        workers > 1 shares the batch between this session and workers - 1 forks of it, in
+        parallel threads (compiled steps run without the GIL), each with its share of the
+        threads; progress(done, total) is called after each variant."""
         return variants.run_batch(self, output_names, input_feed, changed, workers, progress)
 
     def fork(self) -> InferenceSession:
@@ -340,31 +343,42 @@ class InferenceSession:
             if self._program is None:
                 return twin
             twin._compile(self._input_shapes)
-            for name, st in self._storage.items():
-                dst = twin._storage[name]
-                if st.kind == "spatial":
-                    dst.buf[...] = st.buf
-                elif st.kind == "plain":
-                    dst.arr[...] = st.arr
-            for mine, theirs in zip(self._program, twin._program):
-                for attr in ("partial", "partials"):
-                    if hasattr(mine, attr):
-                        getattr(theirs, attr)[...] = getattr(mine, attr)
-            for name, ref in self._ref_frames.items():
-                twin._ref_frames[name][...] = ref
-            for name, (_, mirror) in self._mirrors.items():
-                twin._mirrors[name][1][...] = mirror
-            twin._fresh, twin._behind = self._fresh, self._behind
+            self._copy_state(twin)
             return twin
 
-    def _variant_forks(self, workers: int) -> list:
+    def _copy_state(self, twin: InferenceSession) -> None:
+        """Make a fork's cache this session's (same compiled program): what it runs next is
+        incremental against this session's reference."""
+        for name, st in self._storage.items():
+            dst = twin._storage[name]
+            if st.kind == "spatial":
+                dst.buf[...] = st.buf
+            elif st.kind == "plain":
+                dst.arr[...] = st.arr
+        for mine, theirs in zip(self._program, twin._program):
+            for attr in ("partial", "partials"):
+                if hasattr(mine, attr):
+                    getattr(theirs, attr)[...] = getattr(mine, attr)
+        for name, ref in self._ref_frames.items():
+            twin._ref_frames[name][...] = ref
+        for name, (_, mirror) in self._mirrors.items():
+            twin._mirrors[name][1][...] = mirror
+        twin._fresh, twin._behind = self._fresh, self._behind
+
+    def _variant_forks(self, k: int) -> list:
+        """k forks for parallel variants (variants.on_forks), with one thread share each of
+        k + 1 (this session takes the other): kept between batches, and given this session's
+        cache again (a copy, not a new compile) after a frame changed it."""
         version, forks = self._forks
-        if version != self._version or len(forks) < workers:
-            forks = [self.fork() for _ in range(workers)]
+        with self._lock:
+            if version != self._version:
+                for f in forks:
+                    self._copy_state(f)
+            forks = forks + [self.fork() for _ in range(k - len(forks))]
             for f in forks:
-                f.threads = max(1, self.threads // workers)
+                f.threads = max(1, self.threads // (k + 1))
             self._forks = (self._version, forks)
-        return forks
+        return forks[:k]
 
     def _declared(self, changed) -> dict | None:
         """{input name: (its per-run change mask, box bounding the marks)} from run_variant's
@@ -755,6 +769,11 @@ class InferenceSession:
                    else (getattr(step, "macs", 0) if n else 0)
                    for step, n in zip(self._program, computed))
 
+    def _mac_fraction(self, computed=None) -> float:
+        """stats["mac_fraction"] of the last run (or of a run that computed `computed`, its
+        per-step counts) without building the rest of stats: occlusion maps keep every window's."""
+        return self._macs(self._last[0] if computed is None else computed) / self._dense_macs if self._dense_macs else 1.0
+
     def _build_stats(self) -> dict:
         computed, diffs, full, elapsed, shift, backend = self._last
         changed_fraction = 1.0 if full else self._changed_fraction(diffs)
@@ -762,7 +781,7 @@ class InferenceSession:
         layers = [{"name": step.node.name, "op": step.node.op, "computed": n, "total": step.npix}
                   for step, n in zip(self._program, computed) if hasattr(step, "macs_per_pixel")]
         return {
-            "mac_fraction": macs / self._dense_macs if self._dense_macs else 1.0,
+            "mac_fraction": self._mac_fraction(),
             "macs": macs,
             "dense_macs": self._dense_macs,
             "changed_fraction": changed_fraction,

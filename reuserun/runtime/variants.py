@@ -6,6 +6,8 @@ session itself or on forks in parallel threads.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from reuserun.ir import InputError
@@ -44,9 +46,49 @@ def declared_masks(spatial: dict, changed, scratch: dict) -> dict | None:
     return out
 
 
+def on_forks(sess, n: int, work, workers: int, progress=None) -> list:
+    """work(session, i) for i in range(n), shared out in contiguous ranges (neighbouring
+    variants reach neighbouring caches) between sess itself, in this thread, and workers - 1
+    forks of it, each in its own thread, every one with sess.threads // workers kernel threads:
+    the compiled steps run without the GIL, so the variants overlap. sess is held for the
+    batch. Returns the results in order; progress(done, n) is called after each."""
+    results = [None] * n
+    done = [0]
+    lock = threading.Lock()
+
+    def share(s, lo, hi):
+        for i in range(lo, hi):
+            results[i] = work(s, i)
+            if progress:
+                with lock:
+                    done[0] += 1
+                    progress(done[0], n)
+
+    workers = max(1, min(int(workers), n))
+    if workers == 1:
+        share(sess, 0, n)
+        return results
+    from concurrent.futures import ThreadPoolExecutor
+    with sess._lock:
+        forks = sess._variant_forks(workers - 1)
+        threads = sess.threads
+        sess.threads = max(1, threads // workers)
+        try:
+            with ThreadPoolExecutor(workers - 1) as pool:
+                rest = [pool.submit(share, forks[w - 1], n * w // workers, n * (w + 1) // workers)
+                        for w in range(1, workers)]
+                share(sess, 0, n // workers)
+                for f in rest:
+                    f.result()
+        finally:
+            sess.threads = threads
+    return results
+
+
 def run_batch(sess, output_names, input_feed: dict, changed, workers: int, progress) -> list[np.ndarray]:
     """sess.run_variant over B variants (axis 0 of every input); workers > 1 spreads them over
-    that many forks of sess in threads. Returns each output with the B results along axis 0."""
+    that many forks of sess in threads (on_forks). Returns each output with the B results
+    along axis 0."""
     if not isinstance(input_feed, dict) or not input_feed:
         raise InputError("input_feed must be a dict {input name: batch of variants}")
     sizes = {len(v) for v in input_feed.values()}
@@ -60,24 +102,5 @@ def run_batch(sess, output_names, input_feed: dict, changed, workers: int, progr
         feed = {k: v[i:i + 1] for k, v in input_feed.items()}
         return s.run_variant(output_names, feed, None if changed is None else changed[i])
 
-    results = [None] * B
-    done = 0
-    if workers <= 1:
-        for i in range(B):
-            results[i] = one(sess, i)
-            done += 1
-            if progress:
-                progress(done, B)
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-        forks = sess._variant_forks(workers)
-        with ThreadPoolExecutor(workers) as pool:
-            chunks = [pool.submit(lambda w: [(i, one(forks[w], i)) for i in range(w, B, workers)], w)
-                      for w in range(workers)]
-            for c in chunks:
-                for i, r in c.result():
-                    results[i] = r
-                    done += 1
-                    if progress:
-                        progress(done, B)
+    results = on_forks(sess, B, one, workers, progress)
     return [np.concatenate([r[j] for r in results], axis=0) for j in range(len(results[0]))]
