@@ -74,6 +74,7 @@ def occluded(base, box, value=0.0):
 
 def test_declared_boxes_and_masks(classifier):
     sess, name, base = reference_session(classifier, 0)
+    before = values(sess)
     box = (8, 24, 16, 32)
     v = occluded(base, box)
     want = dense_outputs(classifier, v, name)
@@ -100,6 +101,33 @@ def test_declared_boxes_and_masks(classifier):
     # the input's change mask holds exactly the declared positions (no marks left from earlier runs)
     st = sess._storage[name]
     assert int(np.count_nonzero(st.mask)) == st.nchanged == sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in boxes)
+    assert values(sess) == before
+
+
+def test_spatial_gemm_head_in_variants_and_streams():
+    """Flatten -> Gemm over an 8x8 map, then Relu -> Gemm (the native head step lists the
+    changed pixels' partial sums): variants exact and the cache untouched, then a stream whose
+    frames change the map in places, then not at all."""
+    from onnx_helpers import make_model, node, rand, vi
+    model = make_model(
+        [node("Conv", ["x", "w"], ["c"], strides=[2, 2], pads=[1, 1, 1, 1]), node("Relu", ["c"], ["r"]),
+         node("Flatten", ["r"], ["f"], axis=1), node("Gemm", ["f", "g1"], ["h"], transB=1),
+         node("Relu", ["h"], ["hr"]), node("Gemm", ["hr", "g2"], ["y"], transB=1)],
+        [vi("x", [1, 3, 16, 16])], [vi("y", [1, 3])],
+        [("w", rand(6, 3, 3, 3, seed=1)), ("g1", rand(5, 6 * 8 * 8, seed=2, scale=0.1)), ("g2", rand(3, 5, seed=3))])
+    base = np.random.default_rng(3).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    sess, name = reuserun.InferenceSession(model, threads=1), "x"
+    sess.run(None, {name: base})
+    assert type(sess._program[-2]).__name__ == "SpatialGemmStep" and sess._fast_steps()[-2] is not None
+    before = values(sess)
+    for box in [(0, 3, 0, 3), (5, 12, 9, 16), (0, 16, 0, 16)]:
+        v = occluded(base, box, 2.0)
+        for a, b in zip(sess.run_variant(None, {name: v}, changed=[box]), dense_outputs(model, v, name)):
+            assert a.tobytes() == b.tobytes()
+        assert values(sess) == before
+    for v in [occluded(base, (4, 6, 4, 12), -1.0), occluded(base, (10, 16, 0, 3), 3.0)] * 2:
+        for a, b in zip(sess.run(None, {name: v}), dense_outputs(model, v, name)):
+            assert a.tobytes() == b.tobytes()
 
 
 def test_batches_on_parallel_forks_match_one_by_one(classifier):

@@ -436,17 +436,8 @@ def pack_spatial_gemm(w, C, H, W, blocked=False):
 
 cdef class SpatialGemmKernel:
     """Flatten -> Gemm over a spatial tensor, with per-pixel partial sums kept between frames:
-    a frame recomputes the partials of its changed pixels, then sums all partials in order."""
-    cdef object keep
-    cdef const float *x
-    cdef int C, ldx, npix, npad, N
-    cdef const float *w
-    cdef float *partial
-    cdef const float *bias
-    cdef float *y
-    cdef float[::1] ybuf
-    cdef int act, blocked
-    cdef float alpha, beta
+    a frame recomputes the partials of its changed pixels, then sums all partials in order.
+    (Attributes in conv.pxd: driver.GemmStep runs it without the GIL.)"""
 
     def __init__(self, x_buf, int x_off, packed, bias, y_flat, partial, int act=0, float alpha=0.0,
                  float beta=0.0, bint blocked=False):
@@ -459,8 +450,9 @@ cdef class SpatialGemmKernel:
         assert partial.shape == (self.npix, self.npad) and partial.dtype == np.float32
         bias_p = np.zeros(self.npad, np.float32)
         bias_p[:self.N] = bias
-        self.ybuf = np.zeros(self.npad, np.float32)
-        self.keep = (x_buf, packed, partial, bias_p, y_flat)
+        ybuf = np.zeros(self.npad, np.float32)
+        self.ybuf = fptr(ybuf)
+        self.keep = (x_buf, packed, partial, bias_p, y_flat, ybuf)
         self.x = fptr(x_buf) + x_off
         self.ldx = x_buf.shape[2]
         self.w = fptr(packed)
@@ -476,12 +468,16 @@ cdef class SpatialGemmKernel:
         """Recompute the partials of pixels pix[:n], then y = bias + sum of all partials."""
         if n > pix.shape[0]:
             raise ValueError(f"n={n} exceeds the pixel list ({pix.shape[0]})")
-        cdef int nt = rr_threads_for(threads, <long> n * self.C * self.npad, RR_PAR_MACS), i
-        if nt == 1 and <long> (n * self.C + self.npix) * self.npad < RR_NOGIL_ELEMS:
-            self._run(&pix[0] if n else NULL, n, 1)
+        if <long> (n * self.C + self.npix) * self.npad < RR_NOGIL_ELEMS:
+            self.run_n(&pix[0] if n else NULL, n, threads)
         else:
             with nogil:
-                self._run(&pix[0] if n else NULL, n, nt)
+                self.run_n(&pix[0] if n else NULL, n, threads)
+
+    cdef void run_n(self, const int32_t *pix, int n, int threads) noexcept nogil:
+        """run() for compiled callers."""
+        cdef int i
+        self._partials(pix, n, rr_threads_for(threads, <long> n * self.C * self.npad, RR_PAR_MACS))
         if self.act:
             for i in range(self.N):
                 self.y[i] = rr_act(self.act, self.ybuf[i], self.alpha, self.beta, 0.0)
@@ -489,7 +485,7 @@ cdef class SpatialGemmKernel:
             for i in range(self.N):
                 self.y[i] = self.ybuf[i]
 
-    cdef void _run(self, const int32_t *pix, int n, int nt) noexcept nogil:
+    cdef void _partials(self, const int32_t *pix, int n, int nt) noexcept nogil:
         cdef int i, p, b
         cdef int ncol = (self.npad + 31) // 32
         if nt == 1:
@@ -513,7 +509,7 @@ cdef class SpatialGemmKernel:
                 rr_gemm_pixel_partial(self.x + <size_t> p * self.ldx, self.C,
                                       self.w + <size_t> p * self.C * self.npad, self.npad, self.blocked,
                                       self.partial + <size_t> p * self.npad)
-        rr_gemm_pixel_sum(self.partial, self.npix, self.npad, self.bias, &self.ybuf[0])
+        rr_gemm_pixel_sum(self.partial, self.npix, self.npad, self.bias, self.ybuf)
 
 
 cdef class StackSumKernel(Kernel):

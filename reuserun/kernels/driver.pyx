@@ -13,6 +13,7 @@ from libc.string cimport memset
 import numpy as np
 
 from reuserun.kernels.base cimport Kernel
+from reuserun.kernels.conv cimport SpatialGemmKernel
 from reuserun.kernels.journal cimport Journal
 from reuserun.kernels.marks cimport Marks, scan_c
 from reuserun.kernels.planner cimport PixelPlanner
@@ -38,7 +39,71 @@ cdef PyObject **_ptrs(object arr):
     return <PyObject **> cnp.PyArray_DATA(arr)
 
 
-cdef class FastStep:
+cdef class NativeStep:
+    """A step's compiled incremental update, run without the GIL (run_n) in run_incremental's
+    chains. ends_chain: its output is a plain tensor, whose changed flag Python reads, so a
+    chain stops after it and the flag is set from the count run_n returns."""
+    cdef bint ends_chain
+
+    cdef bint whole_c(self) except -1:
+        return False
+
+    cdef long run_n(self, float thr, int threads, Journal journal, const int32_t *bands, int nb, bint whole,
+                    bint exposed, int *box) except -2 nogil:
+        with gil:
+            raise NotImplementedError(type(self).__name__)
+
+
+cdef class GemmStep(NativeStep):
+    """Flatten -> Gemm over a spatial tensor (runtime/steps.SpatialGemmStep): the partial sums
+    of the input's changed pixels recomputed, then summed; every pixel when it changed
+    everywhere."""
+    cdef Marks x
+    cdef SpatialGemmKernel kernel
+    cdef object keep
+    cdef float *partial
+    cdef float *y
+    cdef int32_t *pix
+    cdef int32_t *full_pix
+    cdef long npix, npad, N
+
+    def __init__(self, Marks x, SpatialGemmKernel kernel, partial, y, pix, full_pix):
+        """partial: the kernel's (npix, npad) partial sums; y: the output's flat float32 array;
+        pix: scratch for the pixel list; full_pix: every pixel in order."""
+        self.x, self.kernel, self.ends_chain = x, kernel, True
+        self.keep = (partial, y, pix, full_pix)
+        self.partial = <float *> cnp.PyArray_DATA(partial)
+        self.y = <float *> cnp.PyArray_DATA(y)
+        self.pix = <int32_t *> cnp.PyArray_DATA(pix)
+        self.full_pix = <int32_t *> cnp.PyArray_DATA(full_pix)
+        self.npix, self.npad, self.N = partial.shape[0], partial.shape[1], y.shape[0]
+
+    cdef long run_n(self, float thr, int threads, Journal journal, const int32_t *bands, int nb, bint whole,
+                    bint exposed, int *box) except -2 nogil:
+        cdef long n = 0
+        cdef int y, xx
+        cdef int32_t *pix = self.full_pix
+        cdef int32_t row0 = 0
+        cdef const int *b = self.x.b
+        if whole or self.x.nchanged == self.npix:
+            n = self.npix
+        elif not self.x.nchanged:
+            return 0
+        else:
+            pix = self.pix
+            for y in range(b[0], b[1]):
+                for xx in range(b[2], b[3]):
+                    if self.x.m[y * self.x.W + xx]:
+                        pix[n] = y * self.x.W + xx
+                        n += 1
+        if journal is not None:
+            journal.save_rows(self.partial, self.npad, self.npad, pix, n)
+            journal.save_rows(self.y, self.N, self.N, &row0, 1)
+        self.kernel.run_n(pix, n, threads)
+        return n
+
+
+cdef class FastStep(NativeStep):
     cdef PixelPlanner planner
     cdef list inputs, outputs, vectors, kernels
     cdef object keep                 # the arrays behind the pointers below
@@ -183,7 +248,7 @@ cdef class FastStep:
 
 def run_incremental(list steps, list fast, object policy, int threads, Journal journal):
     """Every step's incremental update in order: a step with a compiled path (fast[i], its
-    FastStep) runs it from here, each run of such steps in one section without the GIL; the
+    NativeStep) runs it from here, each run of such steps in one section without the GIL; the
     others run their own run(). journal: the steps' undo log for this run, or None. Returns
     the positions each step computed."""
     cdef Py_ssize_t i = 0, j, k, n = len(steps)
@@ -206,13 +271,17 @@ def run_incremental(list steps, list fast, object policy, int threads, Journal j
         while j < n and fast[j] is not None:  # a chain's vectors come from steps before it
             f[j] = <PyObject *> fast[j]
             thr[j] = steps[j].thr
-            whole[j] = (<FastStep> fast[j]).whole_c()
+            whole[j] = (<NativeStep> fast[j]).whole_c()
             j += 1
+            if (<NativeStep> fast[j - 1]).ends_chain:
+                break
         with nogil:
             for k in range(i, j):
-                c[k] = (<FastStep> f[k]).run_n(thr[k], threads, journal, NULL, 0, whole[k], False, box)
+                c[k] = (<NativeStep> f[k]).run_n(thr[k], threads, journal, NULL, 0, whole[k], False, box)
         for k in range(i, j):
             computed[k] = c[k]
+        if (<NativeStep> fast[j - 1]).ends_chain:
+            steps[j - 1].outputs[0].changed = c[j - 1] > 0
         i = j
     return computed
 
@@ -222,7 +291,7 @@ cdef long _whole(object step, object policy, int threads) except -2:
     a whole output needs no planning) in one call, the others through run()."""
     f = getattr(step, "fast", None)
     cdef long n
-    if f is None:
+    if not isinstance(f, FastStep):
         return step.run(True, policy, threads)
     with nogil:
         n = (<FastStep> f)._run_whole(threads, None)
@@ -252,7 +321,7 @@ def run_shifted(list steps, list fast, list modes, list exposed, list per_output
         if m == FULL_:
             computed[i] = _whole(step, policy, threads)
             continue
-        if f is not None:
+        if isinstance(f, FastStep):
             po = per_output[i]
             computed[i] = (<FastStep> f).run_c(step.thr, threads, None, bands if m == BANDS_ else (), po)
             if po is not None:

@@ -22,7 +22,6 @@ from reuserun.runtime import variants
 from reuserun.runtime.compiler import Compiler, frame_stack_inputs
 from reuserun.runtime.fuse import fuse
 from reuserun.runtime.shifter import Shifter, ShiftDetector
-from reuserun.runtime.steps import KernelStep
 from reuserun.runtime.storage import aligned_zeros
 
 # spare room behind each cache, as a fraction of it, for sessions that may reuse shifted frames:
@@ -687,10 +686,10 @@ class InferenceSession:
         return driver.run_incremental(self._program, self._fast_steps(), self._policy, self.threads, journal)
 
     def _fast_steps(self) -> list:
-        """Per step, its compiled incremental path (driver.FastStep) under this policy, or None."""
+        """Per step, its compiled incremental path (a driver.NativeStep) under this policy, or None."""
         if self._fast is None:
-            self._fast = [step.fast if isinstance(step, KernelStep) and step.compiled(self._policy) else None
-                          for step in self._program]
+            self._fast = [step.fast if getattr(step, "fast", None) is not None and step.compiled(self._policy)
+                          else None for step in self._program]
         return self._fast
 
     def _slow_steps(self) -> list:

@@ -325,6 +325,13 @@ class SpatialGemmStep:
         self.npix = inp.npix
         self.full_pix = np.arange(self.npix, dtype=np.int32)
         self.pix = np.empty(self.npix, np.int32)
+        self.fast = driver.GemmStep(inp, kernel, partial, out.arr.reshape(-1), self.pix, self.full_pix)
+        self.thr = 0.0
+
+    def compiled(self, policy) -> bool:
+        """Whether an incremental run is the native one (driver.GemmStep), in run_incremental's
+        chains."""
+        return policy.name == "auto"
 
     def run(self, full: bool, policy, threads: int) -> int:
         x, out = self.inputs[0], self.outputs[0]
