@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reuserun.runtime.variants import on_forks
+from reuserun.runtime.variants import declared_share, on_forks
 
 
 def window_starts(size: int, patch: int, stride: int) -> list[int]:
@@ -45,35 +45,21 @@ def occlusion_map(sess, image: np.ndarray, patch: int = 16, stride: int = 8, tar
     H, W = image.shape[2], image.shape[3]
     boxes = [(y, y + patch, x, x + patch) for y in window_starts(H, patch, stride)
              for x in window_starts(W, patch, stride)]
-    fill = np.float32(baseline)
-    variants = {}  # per session (each worker's own): the image, a window occluded at a time
-
-    def window(s, i):
-        y0, y1, x0, x1 = boxes[i]
-        v = variants.get(id(s))
-        if v is None:
-            v = variants[id(s)] = image.copy()
-        v[..., y0:y1, x0:x1] = fill
-        try:
-            out = s.run_variant(None, {name: v}, changed=[boxes[i]])
-        finally:
-            v[..., y0:y1, x0:x1] = image[..., y0:y1, x0:x1]
-        return _score(out, target), s._last[0]  # the steps' counts: mac_fraction comes after
-
     bar = None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=len(boxes), unit="window", desc="occlusion")
     try:
-        results = on_forks(sess, len(boxes), window, sess.threads if workers is None else workers,
-                           (lambda done, n: bar.update()) if bar is not None else None)
+        results = on_forks(sess, len(boxes), declared_share(None, [[b] for b in boxes], base=image, fill=baseline),
+                           sess.threads if workers is None else workers,
+                           (lambda done, n: bar.update(done - bar.n)) if bar is not None else None)
     finally:
         if bar is not None:
             bar.close()
     heat = np.zeros((H, W), np.float64)
     count = np.zeros((H, W), np.int32)
-    for (y0, y1, x0, x1), (score, _) in zip(boxes, results):
-        heat[y0:y1, x0:x1] += scores[target] - score
+    for (y0, y1, x0, x1), (outs, _) in zip(boxes, results):
+        heat[y0:y1, x0:x1] += scores[target] - _score(outs, target)
         count[y0:y1, x0:x1] += 1
     heat = np.where(count > 0, heat / np.maximum(count, 1), 0.0).astype(np.float32)
     return {"heat": heat, "target": target, "base_score": float(scores[target]), "windows": len(boxes),

@@ -98,6 +98,16 @@ def test_declared_boxes_and_masks(classifier):
     got = sess.run_variant(None, {name: v}, changed=boxes)
     for a, c in zip(got, dense_outputs(classifier, v, name)):
         assert a.tobytes() == c.tobytes()
+    # a batch (the native loop): each variant reads its own boxes alone, though the boxes of
+    # the one before lie inside its bounds and its frame differs from the reference everywhere
+    decl = [[(20, 28, 20, 28)], [(18, 20, 18, 20), (30, 34, 30, 34)], [(0, 64, 0, 2)]]
+    frames = np.concatenate([noisy] * 3)
+    got = sess.run_variants(None, {name: frames}, changed=decl)
+    for i, spec in enumerate(decl):
+        v = base.copy()
+        for y0, y1, x0, x1 in spec:
+            v[..., y0:y1, x0:x1] = noisy[..., y0:y1, x0:x1]
+        assert got[0][i:i + 1].tobytes() == dense_outputs(classifier, v, name)[0].tobytes()
     # the input's change mask holds exactly the declared positions (no marks left from earlier runs)
     st = sess._storage[name]
     assert int(np.count_nonzero(st.mask)) == st.nchanged == sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in boxes)
@@ -212,6 +222,18 @@ def test_variant_errors_leave_state(classifier):
         sess.run_variant(None, {name: base}, changed=np.ones((8, 8), bool))
     with pytest.raises(reuserun.InputError, match="declarations for 1 variants"):
         sess.run_variants(None, {name: base}, changed=[[(0, 1, 0, 1)]] * 3)
+    # a batch of declared variants (the native loop): one bad value and none runs
+    batch = np.concatenate([base, bad, base])
+    with pytest.raises(reuserun.InputError, match="variant 1 holds NaN"):
+        sess.run_variants(None, {name: batch}, changed=[[(0, 4, 0, 4)], [(2, 6, 2, 6)], [(9, 9, 0, 3)]])
+    with pytest.raises(reuserun.InputError, match="outside"):
+        sess.run_variants(None, {name: batch}, changed=[[(0, 4, 0, 4)], [(10, 12, 10, 12)], [(60, 70, 0, 3)]])
+    with pytest.raises(reuserun.InputError, match="shape"):
+        sess.run_variants(None, {name: batch[:, :2]}, changed=[[(0, 4, 0, 4)]] * 3)
+    assert values(sess) == before
+    out = sess.run_variants(None, {name: batch}, changed=[[(0, 4, 0, 4)], [(10, 12, 10, 12)], []])
+    for i in range(3):  # an empty declaration: the reference's outputs
+        assert out[0][i:i + 1].tobytes() == dense_outputs(classifier, base, name)[0].tobytes()
     assert values(sess) == before
 
 

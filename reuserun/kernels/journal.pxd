@@ -21,3 +21,5 @@ cdef class Journal:
     cdef list objs
     cdef _grow(self, int64_t capv, int64_t capi, int cape)
     cdef int save_rows(self, float *base, int64_t ld, int ncol, const int32_t *pix, int64_t n) except -1 nogil
+    cdef void _restore_rows(self, int k, int j) noexcept nogil
+    cdef int restore_rows(self) except -1 nogil

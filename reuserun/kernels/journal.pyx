@@ -107,15 +107,12 @@ cdef class Journal:
         and empty the log. Rows are copied back without the GIL, each stretch between whole-
         array saves in one section."""
         cdef int k = self.nent - 1, j
-        cdef entry_t *e
         while k >= 0:
             j = k
             while j >= 0 and self.ent[j].obj < 0:
                 j -= 1
             with nogil:
-                for k in range(k, j, -1):
-                    e = &self.ent[k]
-                    _copy_rows(self.vals + e.voff, e.base, e.ld, e.ncol, self.idx + e.ioff, e.n, 0)
+                self._restore_rows(k, j)
             if j >= 0:
                 arr, old = self.objs[self.ent[j].obj]
                 arr[...] = old
@@ -123,3 +120,23 @@ cdef class Journal:
         self.objs.clear()
         self.nent = 0
         self.nvals = self.nidx = 0
+
+    cdef void _restore_rows(self, int k, int j) noexcept nogil:
+        """Entries k, k - 1, ..., j + 1 (row saves) put back."""
+        cdef entry_t *e
+        for k in range(k, j, -1):
+            e = &self.ent[k]
+            _copy_rows(self.vals + e.voff, e.base, e.ld, e.ncol, self.idx + e.ioff, e.n, 0)
+
+    cdef int restore_rows(self) except -1 nogil:
+        """restore() for compiled callers, without the GIL: the log must hold row saves only
+        (save_rows'), as the compiled steps make."""
+        cdef int k
+        for k in range(self.nent):
+            if self.ent[k].obj >= 0:
+                with gil:
+                    raise RuntimeError("the journal holds whole-array saves: restore() it")
+        self._restore_rows(self.nent - 1, -1)
+        self.nent = 0
+        self.nvals = self.nidx = 0
+        return 0

@@ -332,6 +332,54 @@ class InferenceSession:
         threads; progress(done, total) is called after each variant."""
         return variants.run_batch(self, output_names, input_feed, changed, workers, progress)
 
+    def _declared_batch(self, names, boxes: list, frames=None, fill: float = 0.0):
+        """Variants whose edits are declared boxes, run in one native loop (driver.run_declared)
+        with no Python between them, or None where this session cannot: every step must have a
+        native path, with no per-channel vector inputs, the model one spatial input (no plane
+        masks) and the outputs plain tensors. boxes: per variant, a list of (y0, y1, x0, x1);
+        frames: (B, C, H, W), the variants (read at their boxes), or None: every declared value
+        is fill. Returns (outputs, each (B, ...); per variant and step, the positions computed)."""
+        if self._program is None or self._fresh:
+            raise InputError("variants compare against a reference: run() the reference frame first")
+        names = self._output_names if names is None else self._check_output_names(names)
+        fast = self._fast_steps()
+        if (len(self._input_specs) != 1 or len(self._spatial_inputs) != 1 or self._plane_masks
+                or any(f is None or getattr(step, "vector_inputs", None) for f, step in zip(fast, self._program))
+                or any(self._storage[n].kind != "plain" or self._storage[n].arr.dtype != np.float32 for n in names)):
+            return None
+        name, x = next(iter(self._spatial_inputs.items()))
+        B = len(boxes)
+        flat, starts = [], [0]
+        for spec in boxes:
+            for box in spec:
+                y0, y1, x0, x1 = (int(v) for v in box)
+                if not (0 <= y0 <= y1 <= x.H and 0 <= x0 <= x1 <= x.W):
+                    raise InputError(f"changed box {tuple(box)} lies outside {name!r}'s {x.H}x{x.W} grid")
+                if y0 < y1 and x0 < x1:
+                    flat.append((y0, y1, x0, x1))
+            starts.append(len(flat))
+        if frames is not None:
+            if not isinstance(frames, np.ndarray) or frames.shape != (B, *self._input_shapes[name][1:]):
+                raise InputError(f"variants of {name!r} must be an array of shape "
+                                 f"{(B, *self._input_shapes[name][1:])}, got {np.shape(frames)}")
+            frames = np.ascontiguousarray(frames, np.float32).reshape(B, x.C, x.npix)
+        outs = [(self._storage[n].arr.reshape(-1), np.empty((B, *self._storage[n].shape[1:]), np.float32))
+                for n in names]
+        counts = np.zeros((B, len(fast)), np.int64)
+        with self._lock:
+            if self._behind:
+                self._catch_up()
+            bad = driver.run_declared(fast, [step.thr for step in self._program], x, self._journal, self.threads,
+                                      np.array(flat or np.zeros((0, 4)), np.int32).reshape(-1, 4),
+                                      np.array(starts, np.int64), frames, float(fill), self._diff_masks[name],
+                                      self._variant_pix[name], [(a, r.reshape(B, -1)) for a, r in outs], counts)
+        if bad >= 0:
+            raise InputError(f"variant {bad} holds NaN or Inf in its declared boxes; no variant was run")
+        if B:  # stats: the last variant's (its marks are still in the scratch mask)
+            marked = int(np.count_nonzero(self._diff_masks[name][:x.npix]))
+            self._record_stats([int(c) for c in counts[-1]], {name: (None, marked, None)}, False, 0.0)
+        return [r for _, r in outs], counts
+
     def fork(self) -> InferenceSession:
         """A session sharing this one's weights, with its own copy of the cache: what it runs
         next is incremental against this session's reference."""

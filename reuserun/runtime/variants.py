@@ -46,49 +46,80 @@ def declared_masks(spatial: dict, changed, scratch: dict) -> dict | None:
     return out
 
 
-def on_forks(sess, n: int, work, workers: int, progress=None) -> list:
-    """work(session, i) for i in range(n), shared out in contiguous ranges (neighbouring
-    variants reach neighbouring caches) between sess itself, in this thread, and workers - 1
-    forks of it, each in its own thread, every one with sess.threads // workers kernel threads:
-    the compiled steps run without the GIL, so the variants overlap. sess is held for the
-    batch. Returns the results in order; progress(done, n) is called after each."""
-    results = [None] * n
+def on_forks(sess, n: int, run_share, workers: int, progress=None) -> list:
+    """run_share(session, lo, hi, tick) -> the results of items lo..hi-1, for range(n) shared
+    out in contiguous ranges (neighbouring variants reach neighbouring caches) between sess
+    itself, in this thread, and workers - 1 forks of it, each in its own thread, every one with
+    sess.threads // workers kernel threads: the compiled steps run without the GIL, so the
+    variants overlap. sess is held for the batch. tick(k) says k more items are done
+    (progress(done, n) is called then). Returns the results in order."""
     done = [0]
     lock = threading.Lock()
 
-    def share(s, lo, hi):
-        for i in range(lo, hi):
-            results[i] = work(s, i)
-            if progress:
-                with lock:
-                    done[0] += 1
-                    progress(done[0], n)
+    def tick(k):
+        if progress:
+            with lock:
+                done[0] += k
+                progress(done[0], n)
 
     workers = max(1, min(int(workers), n))
     if workers == 1:
-        share(sess, 0, n)
-        return results
+        return list(run_share(sess, 0, n, tick))
     from concurrent.futures import ThreadPoolExecutor
+    cut = [n * w // workers for w in range(workers + 1)]
     with sess._lock:
         forks = sess._variant_forks(workers - 1)
         threads = sess.threads
         sess.threads = max(1, threads // workers)
         try:
             with ThreadPoolExecutor(workers - 1) as pool:
-                rest = [pool.submit(share, forks[w - 1], n * w // workers, n * (w + 1) // workers)
-                        for w in range(1, workers)]
-                share(sess, 0, n // workers)
+                rest = [pool.submit(run_share, forks[w - 1], cut[w], cut[w + 1], tick) for w in range(1, workers)]
+                results = list(run_share(sess, 0, cut[1], tick))
                 for f in rest:
-                    f.result()
+                    results += f.result()
         finally:
             sess.threads = threads
     return results
 
 
+def declared_share(names, boxes: list, frames=None, base=None, fill: float = 0.0, chunk: int = 16):
+    """A run_share for on_forks over variants whose edits are declared boxes: boxes[i] is
+    variant i's list of boxes; the variants are frames (B, C, H, W), or, with frames None,
+    base with variant i's boxes set to fill. Chunks of them go through the session's native
+    loop (InferenceSession._declared_batch), else one run_variant each. Each result: (the
+    variant's outputs, batch axis kept; the positions each step computed)."""
+    def run_share(s, lo, hi, tick):
+        out, image = [], None
+        for a in range(lo, hi, chunk):
+            b = min(hi, a + chunk)
+            got = s._declared_batch(names, boxes[a:b], None if frames is None else frames[a:b], fill)
+            if got is not None:
+                arrays, counts = got
+                out += [([r[i:i + 1] for r in arrays], counts[i]) for i in range(b - a)]
+            for i in range(a, b) if got is None else ():
+                if frames is not None:
+                    v = frames[i:i + 1]
+                else:  # this worker's copy of base, the variant's boxes filled, then put back
+                    v = image = base.copy() if image is None else image
+                    for y0, y1, x0, x1 in boxes[i]:
+                        v[..., y0:y1, x0:x1] = fill
+                try:
+                    outs = s.run_variant(names, {s.get_inputs()[0].name: v}, changed=boxes[i])
+                finally:
+                    if frames is None:
+                        for y0, y1, x0, x1 in boxes[i]:
+                            v[..., y0:y1, x0:x1] = base[..., y0:y1, x0:x1]
+                out.append((outs, s._last[0]))
+            tick(b - a)
+        return out
+    return run_share
+
+
 def run_batch(sess, output_names, input_feed: dict, changed, workers: int, progress) -> list[np.ndarray]:
     """sess.run_variant over B variants (axis 0 of every input); workers > 1 spreads them over
-    that many forks of sess in threads (on_forks). Returns each output with the B results
-    along axis 0."""
+    that many forks of sess in threads (on_forks). Variants declared as boxes go through the
+    native loop where the session allows it. Returns each output with the B results along
+    axis 0."""
     if not isinstance(input_feed, dict) or not input_feed:
         raise InputError("input_feed must be a dict {input name: batch of variants}")
     sizes = {len(v) for v in input_feed.values()}
@@ -97,10 +128,21 @@ def run_batch(sess, output_names, input_feed: dict, changed, workers: int, progr
     B = sizes.pop()
     if changed is not None and len(changed) != B:
         raise InputError(f"changed lists {len(changed)} declarations for {B} variants")
+    if (len(input_feed) == 1 and changed is not None and all(isinstance(c, (list, tuple)) for c in changed)
+            and next(iter(input_feed)) in sess._spatial_inputs):
+        frames = next(iter(input_feed.values()))
+        if isinstance(frames, np.ndarray) and frames.dtype == np.float32:
+            results = on_forks(sess, B, declared_share(output_names, [list(c) for c in changed], frames),
+                               workers, progress)
+            return [np.concatenate([r[0][j] for r in results], axis=0) for j in range(len(results[0][0]))]
 
-    def one(s, i):
-        feed = {k: v[i:i + 1] for k, v in input_feed.items()}
-        return s.run_variant(output_names, feed, None if changed is None else changed[i])
+    def run_share(s, lo, hi, tick):
+        out = []
+        for i in range(lo, hi):
+            feed = {k: v[i:i + 1] for k, v in input_feed.items()}
+            out.append(s.run_variant(output_names, feed, None if changed is None else changed[i]))
+            tick(1)
+        return out
 
-    results = on_forks(sess, B, one, workers, progress)
+    results = on_forks(sess, B, run_share, workers, progress)
     return [np.concatenate([r[j] for r in results], axis=0) for j in range(len(results[0]))]
