@@ -50,10 +50,17 @@ def test_random_variants_exact_and_cache_untouched(data):
     before = values(sess)
     for v in variants:
         # each variant is an edit of the base, not of the variant before it
-        out = sess.run_variant(None, {"x": v})
-        for a, b in zip(out, dense_outputs(model, v)):
-            assert a.tobytes() == b.tobytes()
-        assert values(sess) == before
+        diff = (v != base).any(axis=(0, 1))
+        ys, xs = np.nonzero(diff)
+        bbox = [(ys.min(), ys.max() + 1, xs.min(), xs.max() + 1)] if len(ys) else []
+        want = dense_outputs(model, v)
+        # found by diffing; declared as a mask; declared as a box (the native loop where the
+        # model allows it, else the Python path)
+        for changed in (None, diff, bbox):
+            out = sess.run_variant(None, {"x": v}, changed=changed)
+            for a, b in zip(out, want):
+                assert a.tobytes() == b.tobytes()
+            assert values(sess) == before
     # the stream carries on from the reference as if no variant had run
     nxt = variants[-1]
     for a, b in zip(sess.run(None, {"x": nxt}), dense_outputs(model, nxt)):
@@ -108,7 +115,15 @@ def test_declared_boxes_and_masks(classifier):
         for y0, y1, x0, x1 in spec:
             v[..., y0:y1, x0:x1] = noisy[..., y0:y1, x0:x1]
         assert got[0][i:i + 1].tobytes() == dense_outputs(classifier, v, name)[0].tobytes()
-    # the input's change mask holds exactly the declared positions (no marks left from earlier runs)
+    # the same boxes as a mask (run_variant's Python path): the input's change mask then holds
+    # exactly the declared positions (no marks left from earlier runs)
+    v = base.copy()
+    mask = np.zeros((64, 64), bool)
+    for y0, y1, x0, x1 in boxes:
+        v[..., y0:y1, x0:x1] = 0.0
+        mask[y0:y1, x0:x1] = True
+    for a, c in zip(sess.run_variant(None, {name: v}, changed=mask), dense_outputs(classifier, v, name)):
+        assert a.tobytes() == c.tobytes()
     st = sess._storage[name]
     assert int(np.count_nonzero(st.mask)) == st.nchanged == sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in boxes)
     assert values(sess) == before
@@ -212,6 +227,10 @@ def test_variant_errors_leave_state(classifier):
         sess.run_variant(None, {name: bad})
     with pytest.raises(reuserun.InputError, match="NaN"):  # inside the declared box: read, rejected
         sess.run_variant(None, {name: bad}, changed=[(2, 6, 2, 6)])
+    inside = np.zeros((64, 64), bool)
+    inside[3, 2:5] = True
+    with pytest.raises(reuserun.InputError, match="NaN"):  # so too declared as a mask
+        sess.run_variant(None, {name: bad}, changed=inside)
     assert values(sess) == before
     # outside it: never read (the reference's value stands), so the variant is the base's
     out = sess.run_variant(None, {name: bad}, changed=[(10, 12, 10, 12)])

@@ -340,106 +340,134 @@ cdef tuple _union2(tuple a, tuple b):
     return min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3])
 
 
-def run_declared(list fast, list thrs, Marks x, Journal journal, int threads, const int32_t[:, ::1] boxes,
-                 const int64_t[::1] starts, frames, float fill, uint8_t[::1] mask, int32_t[::1] pix,
-                 list outs, int64_t[:, ::1] counts):
-    """Variants of the reference whose edits are declared boxes of the one spatial input x, one
-    after another without the GIL and without Python between them: each marks its boxes,
-    writes its values there (journaled), runs every step (all native: fast[k], at threshold
-    thrs[k]), copies the outputs, and restores the journal, so the cache ends as it began.
+cdef class DeclaredRunner:
+    """Variants of the reference whose edits are declared boxes of its one spatial input x, run
+    one after another without the GIL and without Python between them: each marks its boxes,
+    writes its values there (journaled), runs every step (all native), copies the outputs, and
+    restores the journal, so the cache ends as it began. Bound once to a session's steps,
+    input, journal, scratch and outputs (InferenceSession._declared_batch)."""
+    cdef Marks x
+    cdef Journal journal
+    cdef object keep
+    cdef PyObject **fp
+    cdef const float *thr
+    cdef float **srcp
+    cdef const int64_t *sz
+    cdef uint8_t *m
+    cdef int32_t *pix
+    cdef Py_ssize_t nsteps, nout
+    cdef public long marked  # the last variant's marked positions
 
-    boxes[starts[b]:starts[b + 1]]: variant b's boxes (y0, y1, x0, x1), each non-empty and
-    inside x's grid. frames: (B, C, H*W) float32, the variants (read at their boxes), or None:
-    every declared value is fill. mask, pix: H*W scratch. outs: per output to copy, (its flat
-    float32 array, the (B, size) result). counts[b, k]: the positions step k computed for
-    variant b. Returns -1, or the first variant whose declared values hold NaN or Inf (then
-    nothing was run)."""
-    cdef Py_ssize_t B = starts.shape[0] - 1, nsteps = len(fast), nout = len(outs), b, k, i, j
-    cdef int C = x.C, W = x.W, y, xx, c
-    cdef int bx[4]
-    cdef int box[4]
-    cdef int saved[4]
-    cdef long HW = <long> x.H * x.W, n, saved_n = x.nchanged
-    cdef const float *fr = NULL
-    cdef float *dst
-    cdef uint8_t *m = &mask[0]
-    cdef uint8_t *saved_m = x.m
-    if mask.shape[0] < HW or pix.shape[0] < HW or counts.shape[0] < B or counts.shape[1] < nsteps:
-        raise ValueError("run_declared: scratch or counts too small")
-    if frames is not None:
-        if frames.dtype != np.float32 or not frames.flags.c_contiguous or frames.size != B * C * HW:
-            raise ValueError("run_declared: frames must be a C-contiguous (B, C, H*W) float32 array")
-        fr = <const float *> cnp.PyArray_DATA(frames)
-    for i in range(boxes.shape[0]):
-        if not (0 <= boxes[i, 0] < boxes[i, 1] <= x.H and 0 <= boxes[i, 2] < boxes[i, 3] <= W):
-            raise ValueError(f"run_declared: box {tuple(boxes[i])} is empty or outside the {x.H}x{W} grid")
-    for f in fast:
-        if not isinstance(f, NativeStep):
-            raise TypeError("run_declared: every step must have a native path")
-    refs = np.array([<Py_ssize_t> <PyObject *> f for f in fast] or [0], np.intp)
-    thr_arr = np.array(thrs or [0.0], np.float32)
-    src = np.array([a.ctypes.data for a, _ in outs] or [0], np.intp)
-    res = np.array([r.ctypes.data for _, r in outs] or [0], np.intp)
-    size = np.array([a.size for a, _ in outs] or [0], np.int64)
-    for a, r in outs:
-        if a.dtype != np.float32 or r.dtype != np.float32 or not (a.flags.c_contiguous and r.flags.c_contiguous) \
-                or r.size != B * a.size:
-            raise ValueError("run_declared: outputs and results must be C-contiguous float32, results (B, size)")
-    cdef PyObject **fp = _ptrs(refs)
-    cdef const float *thr = <const float *> cnp.PyArray_DATA(thr_arr)
-    cdef float **srcp = <float **> cnp.PyArray_DATA(src)
-    cdef float **resp = <float **> cnp.PyArray_DATA(res)
-    cdef const int64_t *sz = <const int64_t *> cnp.PyArray_DATA(size)
-    cdef long bad = -1
-    if fr == NULL:
-        bad = -1 if isfinite(fill) or B == 0 else 0
-    else:
-        with nogil:  # the declared values are checked before anything runs
-            for b in range(B):
-                for i in range(starts[b], starts[b + 1]):
-                    for c in range(C):
+    def __init__(self, list fast, list thrs, Marks x, Journal journal, mask, pix, list outputs):
+        """fast: every step's NativeStep, thrs their thresholds; mask, pix: H*W uint8 and int32
+        scratch; outputs: the flat float32 arrays of the outputs to copy."""
+        for f in fast:
+            if not isinstance(f, NativeStep):
+                raise TypeError("DeclaredRunner: every step must have a native path")
+        for a in outputs:
+            if a.dtype != np.float32 or not a.flags.c_contiguous:
+                raise ValueError("DeclaredRunner: outputs must be C-contiguous float32")
+        if mask.dtype != np.uint8 or pix.dtype != np.int32 or mask.size < x.H * x.W or pix.size < x.H * x.W \
+                or not (mask.flags.c_contiguous and pix.flags.c_contiguous):
+            raise ValueError("DeclaredRunner: the scratch must hold H*W uint8 and int32")
+        refs = np.array([<Py_ssize_t> <PyObject *> f for f in fast] or [0], np.intp)
+        thr = np.array(thrs or [0.0], np.float32)
+        src = np.array([a.ctypes.data for a in outputs] or [0], np.intp)
+        size = np.array([a.size for a in outputs] or [0], np.int64)
+        self.keep = (list(fast), refs, thr, src, size, mask, pix, list(outputs))
+        self.x, self.journal = x, journal
+        self.fp = _ptrs(refs)
+        self.thr = <const float *> cnp.PyArray_DATA(thr)
+        self.srcp = <float **> cnp.PyArray_DATA(src)
+        self.sz = <const int64_t *> cnp.PyArray_DATA(size)
+        self.m = <uint8_t *> cnp.PyArray_DATA(mask)
+        self.pix = <int32_t *> cnp.PyArray_DATA(pix)
+        self.nsteps, self.nout = len(fast), len(outputs)
+
+    def run(self, int threads, const int32_t[:, ::1] boxes, const int64_t[::1] starts, frames, float fill,
+            list results, int64_t[:, ::1] counts):
+        """boxes[starts[b]:starts[b + 1]]: variant b's boxes (y0, y1, x0, x1), each non-empty and
+        inside x's grid. frames: (B, C, H*W) float32, the variants (read at their boxes), or
+        None: every declared value is fill. results: per output, its (B, size) float32 array;
+        counts[b, k]: the positions step k computed for variant b. Returns -1, or the first
+        variant whose declared values hold NaN or Inf (then nothing was run)."""
+        cdef Marks x = self.x
+        cdef Py_ssize_t B = starts.shape[0] - 1, b, k, i, j
+        cdef int C = x.C, W = x.W, y, xx, c
+        cdef int bx[4]
+        cdef int box[4]
+        cdef int saved[4]
+        cdef long HW = <long> x.H * x.W, n = 0, saved_n = x.nchanged, bad = -1
+        cdef const float *fr = NULL
+        cdef float *dst
+        cdef uint8_t *m = self.m
+        cdef uint8_t *saved_m = x.m
+        if counts.shape[0] < B or counts.shape[1] < self.nsteps or len(results) != self.nout:
+            raise ValueError("DeclaredRunner.run: counts or results do not fit")
+        res = np.array([r.ctypes.data for r in results] or [0], np.intp)
+        for j in range(self.nout):
+            r = results[j]
+            if r.dtype != np.float32 or not r.flags.c_contiguous or r.size != B * self.sz[j]:
+                raise ValueError("DeclaredRunner.run: each result must be a C-contiguous (B, size) float32 array")
+        cdef float **resp = <float **> cnp.PyArray_DATA(res)
+        if frames is not None:
+            if frames.dtype != np.float32 or not frames.flags.c_contiguous or frames.size != B * C * HW:
+                raise ValueError("DeclaredRunner.run: frames must be a C-contiguous (B, C, H*W) float32 array")
+            fr = <const float *> cnp.PyArray_DATA(frames)
+        for i in range(boxes.shape[0]):
+            if not (0 <= boxes[i, 0] < boxes[i, 1] <= x.H and 0 <= boxes[i, 2] < boxes[i, 3] <= W):
+                raise ValueError(f"DeclaredRunner.run: box {tuple(boxes[i])} is empty or outside the {x.H}x{W} grid")
+        if fr == NULL:
+            bad = -1 if isfinite(fill) or B == 0 else 0
+        else:
+            with nogil:  # the declared values are checked before anything runs
+                for b in range(B):
+                    for i in range(starts[b], starts[b + 1]):
+                        for c in range(C):
+                            for y in range(boxes[i, 0], boxes[i, 1]):
+                                for xx in range(boxes[i, 2], boxes[i, 3]):
+                                    if not isfinite(fr[(b * C + c) * HW + <long> y * W + xx]) and bad < 0:
+                                        bad = b
+        if bad >= 0:
+            return bad
+        saved[0], saved[1], saved[2], saved[3] = x.b[0], x.b[1], x.b[2], x.b[3]
+        memset(m, 0, HW)
+        x.m = m
+        bx[0], bx[1], bx[2], bx[3] = 0, 0, 0, 0
+        try:
+            with nogil:
+                for b in range(B):
+                    for y in range(bx[0], bx[1]):  # the last variant's marks
+                        memset(m + <long> y * W + bx[2], 0, bx[3] - bx[2])
+                    bx[0], bx[1], bx[2], bx[3] = x.H, 0, W, 0
+                    for i in range(starts[b], starts[b + 1]):
                         for y in range(boxes[i, 0], boxes[i, 1]):
-                            for xx in range(boxes[i, 2], boxes[i, 3]):
-                                if not isfinite(fr[(b * C + c) * HW + <long> y * W + xx]) and bad < 0:
-                                    bad = b
-    if bad >= 0:
-        return bad
-    saved[0], saved[1], saved[2], saved[3] = x.b[0], x.b[1], x.b[2], x.b[3]
-    memset(m, 0, HW)
-    x.m = m
-    bx[0], bx[1], bx[2], bx[3] = 0, 0, 0, 0
-    try:
-        with nogil:
-            for b in range(B):
-                for y in range(bx[0], bx[1]):  # the last variant's marks
-                    memset(m + <long> y * W + bx[2], 0, bx[3] - bx[2])
-                bx[0], bx[1], bx[2], bx[3] = x.H, 0, W, 0
-                for i in range(starts[b], starts[b + 1]):
-                    for y in range(boxes[i, 0], boxes[i, 1]):
-                        memset(m + <long> y * W + boxes[i, 2], 1, boxes[i, 3] - boxes[i, 2])
-                    bx[0], bx[1] = min(bx[0], boxes[i, 0]), max(bx[1], boxes[i, 1])
-                    bx[2], bx[3] = min(bx[2], boxes[i, 2]), max(bx[3], boxes[i, 3])
-                n = 0
-                for y in range(bx[0], bx[1]):
-                    for xx in range(bx[2], bx[3]):
-                        if m[<long> y * W + xx]:
-                            pix[n] = y * W + xx
-                            n += 1
-                x.set_box(n, bx)
-                journal.save_rows(x.base + x.off, x.ld, C, &pix[0], n)
-                for i in range(n):
-                    dst = x.base + <long> pix[i] * x.ld + x.off
-                    for c in range(C):
-                        dst[c] = fill if fr == NULL else fr[(b * C + c) * HW + pix[i]]
-                for k in range(nsteps):
-                    counts[b, k] = (<NativeStep> fp[k]).run_n(thr[k], threads, journal, NULL, 0, False, False, box)
-                for j in range(nout):
-                    memcpy(resp[j] + b * sz[j], srcp[j], sz[j] * sizeof(float))
-                journal.restore_rows()
-                if bx[0] >= bx[1]:
-                    bx[0], bx[1], bx[2], bx[3] = 0, 0, 0, 0
-    finally:
-        journal.restore()  # (empty unless a variant stopped half-way)
-        x.m = saved_m
-        x.set_box(saved_n, saved)
-    return -1
+                            memset(m + <long> y * W + boxes[i, 2], 1, boxes[i, 3] - boxes[i, 2])
+                        bx[0], bx[1] = min(bx[0], boxes[i, 0]), max(bx[1], boxes[i, 1])
+                        bx[2], bx[3] = min(bx[2], boxes[i, 2]), max(bx[3], boxes[i, 3])
+                    n = 0
+                    for y in range(bx[0], bx[1]):
+                        for xx in range(bx[2], bx[3]):
+                            if m[<long> y * W + xx]:
+                                self.pix[n] = y * W + xx
+                                n += 1
+                    x.set_box(n, bx)
+                    self.journal.save_rows(x.base + x.off, x.ld, C, self.pix, n)
+                    for i in range(n):
+                        dst = x.base + <long> self.pix[i] * x.ld + x.off
+                        for c in range(C):
+                            dst[c] = fill if fr == NULL else fr[(b * C + c) * HW + self.pix[i]]
+                    for k in range(self.nsteps):
+                        counts[b, k] = (<NativeStep> self.fp[k]).run_n(self.thr[k], threads, self.journal, NULL, 0,
+                                                                       False, False, box)
+                    for j in range(self.nout):
+                        memcpy(resp[j] + b * self.sz[j], self.srcp[j], self.sz[j] * sizeof(float))
+                    self.journal.restore_rows()
+                    if bx[0] >= bx[1]:
+                        bx[0], bx[1], bx[2], bx[3] = 0, 0, 0, 0
+        finally:
+            self.journal.restore()  # (empty unless a variant stopped half-way)
+            x.m = saved_m
+            x.set_box(saved_n, saved)
+        self.marked = n
+        return -1

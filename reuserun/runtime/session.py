@@ -299,6 +299,14 @@ class InferenceSession:
         in parallel, or use run_variants(..., workers=k))."""
         if not isinstance(input_feed, dict):
             raise InputError("input_feed must be a dict {input name: numpy array}")
+        if isinstance(changed, (list, tuple)) and self._program is not None and input_feed.keys() == self._feed_names:
+            # declared boxes of a well-formed frame: the native loop, where the model allows it
+            (name, shape, _), = self._input_specs if len(self._input_specs) == 1 else ((None, None, None),)
+            v = input_feed[name] if name in self._spatial_inputs else None
+            if type(v) is np.ndarray and v.dtype == np.float32 and v.shape == shape and not self._fresh:
+                got = self._declared_batch(output_names, [changed], v)
+                if got is not None:
+                    return got[0]
         with self._lock:
             if self._program is None or self._fresh:
                 raise InputError("run_variant compares against a reference: run() the reference frame first")
@@ -333,7 +341,7 @@ class InferenceSession:
         return variants.run_batch(self, output_names, input_feed, changed, workers, progress)
 
     def _declared_batch(self, names, boxes: list, frames=None, fill: float = 0.0):
-        """Variants whose edits are declared boxes, run in one native loop (driver.run_declared)
+        """Variants whose edits are declared boxes, run in one native loop (driver.DeclaredRunner)
         with no Python between them, or None where this session cannot: every step must have a
         native path, with no per-channel vector inputs, the model one spatial input (no plane
         masks) and the outputs plain tensors. boxes: per variant, a list of (y0, y1, x0, x1);
@@ -342,10 +350,10 @@ class InferenceSession:
         if self._program is None or self._fresh:
             raise InputError("variants compare against a reference: run() the reference frame first")
         names = self._output_names if names is None else self._check_output_names(names)
-        fast = self._fast_steps()
-        if (len(self._input_specs) != 1 or len(self._spatial_inputs) != 1 or self._plane_masks
-                or any(f is None or getattr(step, "vector_inputs", None) for f, step in zip(fast, self._program))
-                or any(self._storage[n].kind != "plain" or self._storage[n].arr.dtype != np.float32 for n in names)):
+        runner = self._runners.get(tuple(names), False)
+        if runner is False:
+            runner = self._runners[tuple(names)] = self._declared_runner(names)
+        if runner is None:
             return None
         name, x = next(iter(self._spatial_inputs.items()))
         B = len(boxes)
@@ -363,22 +371,34 @@ class InferenceSession:
                 raise InputError(f"variants of {name!r} must be an array of shape "
                                  f"{(B, *self._input_shapes[name][1:])}, got {np.shape(frames)}")
             frames = np.ascontiguousarray(frames, np.float32).reshape(B, x.C, x.npix)
-        outs = [(self._storage[n].arr.reshape(-1), np.empty((B, *self._storage[n].shape[1:]), np.float32))
-                for n in names]
-        counts = np.zeros((B, len(fast)), np.int64)
+        results = [np.empty((B, *self._storage[n].shape[1:]), np.float32) for n in names]
+        counts = np.zeros((B, len(self._program)), np.int64)
+        t0 = time.perf_counter()
         with self._lock:
             if self._behind:
                 self._catch_up()
-            bad = driver.run_declared(fast, [step.thr for step in self._program], x, self._journal, self.threads,
-                                      np.array(flat or np.zeros((0, 4)), np.int32).reshape(-1, 4),
-                                      np.array(starts, np.int64), frames, float(fill), self._diff_masks[name],
-                                      self._variant_pix[name], [(a, r.reshape(B, -1)) for a, r in outs], counts)
+            bad = runner.run(self.threads, np.array(flat, np.int32).reshape(-1, 4), np.array(starts, np.int64),
+                             frames, fill, [r.reshape(B, -1) for r in results], counts)
         if bad >= 0:
             raise InputError(f"variant {bad} holds NaN or Inf in its declared boxes; no variant was run")
-        if B:  # stats: the last variant's (its marks are still in the scratch mask)
-            marked = int(np.count_nonzero(self._diff_masks[name][:x.npix]))
-            self._record_stats([int(c) for c in counts[-1]], {name: (None, marked, None)}, False, 0.0)
-        return [r for _, r in outs], counts
+        if B:
+            self._record_stats(counts[-1].tolist(), {name: (None, runner.marked, None)}, False,
+                               (time.perf_counter() - t0) / B)
+        return results, counts
+
+    def _declared_runner(self, names):
+        """The native loop over declared variants for these outputs, or None (_declared_batch)."""
+        fast = self._fast_steps()
+        if (len(self._input_specs) != 1 or len(self._spatial_inputs) != 1 or self._plane_masks
+                or any(f is None or getattr(step, "vector_inputs", None) for f, step in zip(fast, self._program))
+                or any(self._storage[n].kind != "plain" or self._storage[n].arr.dtype != np.float32 for n in names)):
+            return None
+        name, x = next(iter(self._spatial_inputs.items()))
+        # its own mask (the per-run masks swap with the input's); the pixel list is run_variant's,
+        # both used under the session's lock
+        return driver.DeclaredRunner(fast, [step.thr for step in self._program], x, self._journal,
+                                     np.zeros(x.npix, np.uint8), self._variant_pix[name],
+                                     [self._storage[n].arr.reshape(-1) for n in names])
 
     def fork(self) -> InferenceSession:
         """A session sharing this one's weights, with its own copy of the cache: what it runs
@@ -526,6 +546,7 @@ class InferenceSession:
         self._shift_ok = self._shifter.supported and self._shift_allowed(len(self._diff_masks))
         self._still = [0] * len(steps)
         self._fast = None  # per step, its compiled incremental path under this policy (_propagate)
+        self._runners = {}  # output names -> the native loop over declared variants, or None
         self._slow = None  # the steps without one (_slow_steps)
         self._moved = None  # _validate's scratch: (input, shift) of a frame found to be a shift
         self._heavy_from = None  # changed fraction of the last frame whose change reached HEAVY_MACS
