@@ -299,11 +299,13 @@ class InferenceSession:
         in parallel, or use run_variants(..., workers=k))."""
         if not isinstance(input_feed, dict):
             raise InputError("input_feed must be a dict {input name: numpy array}")
-        if isinstance(changed, (list, tuple)) and self._program is not None and input_feed.keys() == self._feed_names:
+        if (isinstance(changed, (list, tuple)) and self._program is not None and len(self._input_specs) == 1
+                and input_feed.keys() == self._feed_names):
             # declared boxes of a well-formed frame: the native loop, where the model allows it
-            (name, shape, _), = self._input_specs if len(self._input_specs) == 1 else ((None, None, None),)
-            v = input_feed[name] if name in self._spatial_inputs else None
-            if type(v) is np.ndarray and v.dtype == np.float32 and v.shape == shape and not self._fresh:
+            name, shape, st = self._input_specs[0]
+            v = input_feed[name]
+            if st.kind == "spatial" and type(v) is np.ndarray and v.dtype == np.float32 and v.shape == shape \
+                    and not self._fresh:
                 got = self._declared_batch(output_names, [changed], v)
                 if got is not None:
                     return got[0]

@@ -96,7 +96,9 @@ def declared_share(names, boxes: list, frames=None, base=None, fill: float = 0.0
             if got is not None:
                 arrays, counts = got
                 out += [([r[i:i + 1] for r in arrays], counts[i]) for i in range(b - a)]
-            for i in range(a, b) if got is None else ():
+                tick(b - a)
+                continue
+            for i in range(a, b):
                 if frames is not None:
                     v = frames[i:i + 1]
                 else:  # this worker's copy of base, the variant's boxes filled, then put back
@@ -129,7 +131,7 @@ def run_batch(sess, output_names, input_feed: dict, changed, workers: int, progr
     if changed is not None and len(changed) != B:
         raise InputError(f"changed lists {len(changed)} declarations for {B} variants")
     if (len(input_feed) == 1 and changed is not None and all(isinstance(c, (list, tuple)) for c in changed)
-            and next(iter(input_feed)) in sess._spatial_inputs):
+            and next(iter(input_feed)) in getattr(sess, "_spatial_inputs", ())):
         frames = next(iter(input_feed.values()))
         if isinstance(frames, np.ndarray) and frames.dtype == np.float32:
             results = on_forks(sess, B, declared_share(output_names, [list(c) for c in changed], frames),
