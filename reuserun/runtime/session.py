@@ -841,8 +841,16 @@ class InferenceSession:
 
     def _mac_fraction(self, computed=None) -> float:
         """stats["mac_fraction"] of the last run (or of a run that computed `computed`, its
-        per-step counts) without building the rest of stats: occlusion maps keep every window's."""
+        per-step counts) without building the rest of stats."""
         return self._macs(self._last[0] if computed is None else computed) / self._dense_macs if self._dense_macs else 1.0
+
+    def _mac_fractions(self, counts: np.ndarray) -> np.ndarray:
+        """_mac_fraction of many runs at once: counts (runs, steps), as _macs counts them."""
+        per_pixel = np.array([getattr(step, "macs_per_pixel", 0) for step in self._program], np.float64)
+        whole = np.array([0 if hasattr(step, "macs_per_pixel") else getattr(step, "macs", 0)
+                          for step in self._program], np.float64)
+        macs = counts @ per_pixel + (counts > 0) @ whole
+        return macs / self._dense_macs if self._dense_macs else np.ones(len(counts))
 
     def _build_stats(self) -> dict:
         computed, diffs, full, elapsed, shift, backend = self._last

@@ -46,73 +46,72 @@ def declared_masks(spatial: dict, changed, scratch: dict) -> dict | None:
     return out
 
 
-def on_forks(sess, n: int, run_share, workers: int, progress=None) -> list:
-    """run_share(session, lo, hi, tick) -> the results of items lo..hi-1, for range(n) shared
-    out in contiguous ranges (neighbouring variants reach neighbouring caches) between sess
-    itself, in this thread, and workers - 1 forks of it, each in its own thread, every one with
-    sess.threads // workers kernel threads: the compiled steps run without the GIL, so the
-    variants overlap. sess is held for the batch. tick(k) says k more items are done
-    (progress(done, n) is called then). Returns the results in order."""
-    done = [0]
+def on_forks(sess, n: int, run_share, workers: int, progress=None, chunk: int = 16) -> list:
+    """run_share(session, lo, hi) -> the results of items lo..hi-1, for range(n) in chunks of
+    consecutive items (neighbouring variants reach neighbouring caches) that sess itself, in
+    this thread, and workers - 1 forks of it, each in its own thread, take in turn as they
+    finish the last (windows of a map cost unequal amounts), every one with sess.threads //
+    workers kernel threads: the compiled steps run without the GIL, so the variants overlap.
+    sess is held for the batch. progress(done, n) is called after each chunk. Returns the
+    results in order."""
+    results = [None] * n
+    state = {"next": 0, "done": 0}
     lock = threading.Lock()
 
-    def tick(k):
-        if progress:
+    def work(s):
+        while True:
             with lock:
-                done[0] += k
-                progress(done[0], n)
+                lo = state["next"]
+                hi = state["next"] = min(n, lo + chunk)
+            if lo >= n:
+                return
+            results[lo:hi] = run_share(s, lo, hi)
+            if progress:
+                with lock:
+                    state["done"] += hi - lo
+                    progress(state["done"], n)
 
-    workers = max(1, min(int(workers), n))
+    workers = max(1, min(int(workers), -(-n // chunk)))
     if workers == 1:
-        return list(run_share(sess, 0, n, tick))
+        work(sess)
+        return results
     from concurrent.futures import ThreadPoolExecutor
-    cut = [n * w // workers for w in range(workers + 1)]
     with sess._lock:
         forks = sess._variant_forks(workers - 1)
         threads = sess.threads
         sess.threads = max(1, threads // workers)
         try:
             with ThreadPoolExecutor(workers - 1) as pool:
-                rest = [pool.submit(run_share, forks[w - 1], cut[w], cut[w + 1], tick) for w in range(1, workers)]
-                results = list(run_share(sess, 0, cut[1], tick))
+                rest = [pool.submit(work, f) for f in forks]
+                work(sess)
                 for f in rest:
-                    results += f.result()
+                    f.result()
         finally:
             sess.threads = threads
     return results
 
 
-def declared_share(names, boxes: list, frames=None, base=None, fill: float = 0.0, chunk: int = 16):
+def declared_share(names, boxes: list, frames=None, base=None, fill: float = 0.0):
     """A run_share for on_forks over variants whose edits are declared boxes: boxes[i] is
     variant i's list of boxes; the variants are frames (B, C, H, W), or, with frames None,
-    base with variant i's boxes set to fill. Chunks of them go through the session's native
-    loop (InferenceSession._declared_batch), else one run_variant each. Each result: (the
+    base with variant i's boxes set to fill. A share goes through the session's native loop
+    (InferenceSession._declared_batch), else one run_variant each. Each result: (the
     variant's outputs, batch axis kept; the positions each step computed)."""
-    def run_share(s, lo, hi, tick):
-        out, image = [], None
-        for a in range(lo, hi, chunk):
-            b = min(hi, a + chunk)
-            got = s._declared_batch(names, boxes[a:b], None if frames is None else frames[a:b], fill)
-            if got is not None:
-                arrays, counts = got
-                out += [([r[i:i + 1] for r in arrays], counts[i]) for i in range(b - a)]
-                tick(b - a)
-                continue
-            for i in range(a, b):
-                if frames is not None:
-                    v = frames[i:i + 1]
-                else:  # this worker's copy of base, the variant's boxes filled, then put back
-                    v = image = base.copy() if image is None else image
-                    for y0, y1, x0, x1 in boxes[i]:
-                        v[..., y0:y1, x0:x1] = fill
-                try:
-                    outs = s.run_variant(names, {s.get_inputs()[0].name: v}, changed=boxes[i])
-                finally:
-                    if frames is None:
-                        for y0, y1, x0, x1 in boxes[i]:
-                            v[..., y0:y1, x0:x1] = base[..., y0:y1, x0:x1]
-                out.append((outs, s._last[0]))
-            tick(b - a)
+    def run_share(s, lo, hi):
+        got = s._declared_batch(names, boxes[lo:hi], None if frames is None else frames[lo:hi], fill)
+        if got is not None:
+            arrays, counts = got
+            return [([r[i:i + 1] for r in arrays], counts[i]) for i in range(hi - lo)]
+        out = []
+        image = base.copy() if frames is None else None  # the variant's boxes filled, then put back
+        for i in range(lo, hi):
+            v = frames[i:i + 1] if frames is not None else image
+            for y0, y1, x0, x1 in boxes[i] if frames is None else ():
+                v[..., y0:y1, x0:x1] = fill
+            outs = s.run_variant(names, {s.get_inputs()[0].name: v}, changed=boxes[i])
+            for y0, y1, x0, x1 in boxes[i] if frames is None else ():
+                v[..., y0:y1, x0:x1] = base[..., y0:y1, x0:x1]
+            out.append((outs, s._last[0]))
         return out
     return run_share
 
@@ -138,13 +137,9 @@ def run_batch(sess, output_names, input_feed: dict, changed, workers: int, progr
                                workers, progress)
             return [np.concatenate([r[0][j] for r in results], axis=0) for j in range(len(results[0][0]))]
 
-    def run_share(s, lo, hi, tick):
-        out = []
-        for i in range(lo, hi):
-            feed = {k: v[i:i + 1] for k, v in input_feed.items()}
-            out.append(s.run_variant(output_names, feed, None if changed is None else changed[i]))
-            tick(1)
-        return out
+    def run_share(s, lo, hi):
+        return [s.run_variant(output_names, {k: v[i:i + 1] for k, v in input_feed.items()},
+                              None if changed is None else changed[i]) for i in range(lo, hi)]
 
     results = on_forks(sess, B, run_share, workers, progress)
     return [np.concatenate([r[j] for r in results], axis=0) for j in range(len(results[0]))]
