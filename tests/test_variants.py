@@ -241,7 +241,7 @@ def test_variant_errors_leave_state(classifier):
         sess.run_variant(None, {name: base}, changed=np.ones((8, 8), bool))
     with pytest.raises(reuserun.InputError, match="declarations for 1 variants"):
         sess.run_variants(None, {name: base}, changed=[[(0, 1, 0, 1)]] * 3)
-    # a batch of declared variants (the native loop): one bad value and none runs
+    # a batch of declared variants (the native loop): one bad value rejects the batch
     batch = np.concatenate([base, bad, base])
     with pytest.raises(reuserun.InputError, match="variant 1 holds NaN"):
         sess.run_variants(None, {name: batch}, changed=[[(0, 4, 0, 4)], [(2, 6, 2, 6)], [(9, 9, 0, 3)]])

@@ -342,13 +342,14 @@ class InferenceSession:
         threads; progress(done, total) is called after each variant."""
         return variants.run_batch(self, output_names, input_feed, changed, workers, progress)
 
-    def _declared_batch(self, names, boxes: list, frames=None, fill: float = 0.0):
+    def _declared_batch(self, names, boxes: list, frames=None, fill: float = 0.0, first: int = 0):
         """Variants whose edits are declared boxes, run in one native loop (driver.DeclaredRunner)
         with no Python between them, or None where this session cannot: every step must have a
         native path, with no per-channel vector inputs, the model one spatial input (no plane
         masks) and the outputs plain tensors. boxes: per variant, a list of (y0, y1, x0, x1);
         frames: (B, C, H, W), the variants (read at their boxes), or None: every declared value
-        is fill. Returns (outputs, each (B, ...); per variant and step, the positions computed)."""
+        is fill; first: the batch's first variant's number in the caller's (for errors).
+        Returns (outputs, each (B, ...); per variant and step, the positions computed)."""
         if self._program is None or self._fresh:
             raise InputError("variants compare against a reference: run() the reference frame first")
         names = self._output_names if names is None else self._check_output_names(names)
@@ -382,7 +383,7 @@ class InferenceSession:
             bad = runner.run(self.threads, np.array(flat, np.int32).reshape(-1, 4), np.array(starts, np.int64),
                              frames, fill, [r.reshape(B, -1) for r in results], counts)
         if bad >= 0:
-            raise InputError(f"variant {bad} holds NaN or Inf in its declared boxes; no variant was run")
+            raise InputError(f"variant {first + bad} holds NaN or Inf in its declared boxes; the batch was rejected")
         if B:
             self._record_stats(counts[-1].tolist(), {name: (None, runner.marked, None)}, False,
                                (time.perf_counter() - t0) / B)
@@ -415,39 +416,41 @@ class InferenceSession:
             self._copy_state(twin)
             return twin
 
-    def _copy_state(self, twin: InferenceSession) -> None:
+    def _copy_state(self, twin: InferenceSession, part: int = 0, parts: int = 1) -> None:
         """Make a fork's cache this session's (same compiled program): what it runs next is
-        incremental against this session's reference."""
-        for name, st in self._storage.items():
-            dst = twin._storage[name]
-            if st.kind == "spatial":
-                dst.buf[...] = st.buf
-            elif st.kind == "plain":
-                dst.arr[...] = st.arr
-        for mine, theirs in zip(self._program, twin._program):
-            for attr in ("partial", "partials"):
-                if hasattr(mine, attr):
-                    getattr(theirs, attr)[...] = getattr(mine, attr)
-        for name, ref in self._ref_frames.items():
-            twin._ref_frames[name][...] = ref
-        for name, (_, mirror) in self._mirrors.items():
-            twin._mirrors[name][1][...] = mirror
-        twin._fresh, twin._behind = self._fresh, self._behind
+        incremental against this session's reference. part of parts: this call copies every
+        parts-th array, largest first, so that many threads can share the copy (numpy copies
+        without the GIL)."""
+        pairs = [(twin._storage[n].buf, st.buf) for n, st in self._storage.items() if st.kind == "spatial"]
+        pairs += [(twin._storage[n].arr, st.arr) for n, st in self._storage.items() if st.kind == "plain"]
+        pairs += [(getattr(theirs, a), getattr(mine, a)) for mine, theirs in zip(self._program, twin._program)
+                  for a in ("partial", "partials") if hasattr(mine, a)]
+        pairs += [(twin._ref_frames[n], ref) for n, ref in self._ref_frames.items()]
+        pairs += [(twin._mirrors[n][1], mirror) for n, (_, mirror) in self._mirrors.items()]
+        pairs.sort(key=lambda p: -p[1].nbytes)
+        for dst, src in pairs[part::parts]:
+            np.copyto(dst, src)
+        if part == 0:
+            twin._fresh, twin._behind = self._fresh, self._behind
 
-    def _variant_forks(self, k: int) -> list:
+    def _variant_forks(self, k: int) -> tuple[list, list]:
         """k forks for parallel variants (variants.on_forks), with one thread share each of
-        k + 1 (this session takes the other): kept between batches, and given this session's
-        cache again (a copy, not a new compile) after a frame changed it."""
+        k + 1 (this session takes the other), kept between batches; and those of them that the
+        caller must give this session's cache again (_copy_state: a copy, not a new compile),
+        because a frame changed it since. Until the caller says it copied them
+        (_forks_current), they count as stale."""
         version, forks = self._forks
         with self._lock:
-            if version != self._version:
-                for f in forks:
-                    self._copy_state(f)
+            stale = list(forks) if version != self._version else []
             forks = forks + [self.fork() for _ in range(k - len(forks))]
             for f in forks:
                 f.threads = max(1, self.threads // (k + 1))
-            self._forks = (self._version, forks)
-        return forks[:k]
+            self._forks = (version if stale else self._version, forks)
+        return forks[:k], [f for f in stale if f in forks[:k]]
+
+    def _forks_current(self) -> None:
+        """The kept forks hold this session's cache again (on_forks copied them)."""
+        self._forks = (self._version, self._forks[1])
 
     def _declared(self, changed) -> dict | None:
         """{input name: (its per-run change mask, box bounding the marks)} from run_variant's

@@ -71,21 +71,37 @@ def on_forks(sess, n: int, run_share, workers: int, progress=None, chunk: int = 
                     state["done"] += hi - lo
                     progress(state["done"], n)
 
+    chunk = max(1, min(chunk, n // (2 * max(1, int(workers)))))  # a small batch still spreads out
     workers = max(1, min(int(workers), -(-n // chunk)))
     if workers == 1:
         work(sess)
         return results
     from concurrent.futures import ThreadPoolExecutor
     with sess._lock:
-        forks = sess._variant_forks(workers - 1)
+        forks, stale = sess._variant_forks(workers - 1)
+        # every thread copies a share of the stale forks' caches, then all start at once
+        ready = threading.Barrier(workers)
+
+        def start(s, part):
+            try:
+                for f in stale:
+                    sess._copy_state(f, part, workers)
+            except BaseException:
+                ready.abort()
+                raise
+            ready.wait()
+            work(s)
+
         threads = sess.threads
         sess.threads = max(1, threads // workers)
         try:
             with ThreadPoolExecutor(workers - 1) as pool:
-                rest = [pool.submit(work, f) for f in forks]
-                work(sess)
+                rest = [pool.submit(start, f, w + 1) for w, f in enumerate(forks)]
+                start(sess, 0)
                 for f in rest:
                     f.result()
+            if stale:
+                sess._forks_current()
         finally:
             sess.threads = threads
     return results
@@ -98,7 +114,7 @@ def declared_share(names, boxes: list, frames=None, base=None, fill: float = 0.0
     (InferenceSession._declared_batch), else one run_variant each. Each result: (the
     variant's outputs, batch axis kept; the positions each step computed)."""
     def run_share(s, lo, hi):
-        got = s._declared_batch(names, boxes[lo:hi], None if frames is None else frames[lo:hi], fill)
+        got = s._declared_batch(names, boxes[lo:hi], None if frames is None else frames[lo:hi], fill, lo)
         if got is not None:
             arrays, counts = got
             return [([r[i:i + 1] for r in arrays], counts[i]) for i in range(hi - lo)]
