@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from reuserun.kernels import region
 from reuserun.runtime.variants import declared_share, on_forks
 
 
@@ -65,14 +66,10 @@ def occlusion_map(sess, image: np.ndarray, patch: int = 16, stride: int = 8, tar
 
 
 def _box_sums(boxes, values, H: int, W: int) -> np.ndarray:
-    """Per pixel, the sum of values[i] over the boxes i covering it: each box adds its value at
-    two corners and takes it off at the other two of a difference grid, which two running sums
-    spread over the box (one pass whatever the overlap, not one slice per window)."""
-    d = np.zeros((H + 1, W + 1), np.float64)
-    b = np.asarray(boxes, np.int64).reshape(-1, 4)
-    for (ys, xs), sign in (((0, 2), 1), ((0, 3), -1), ((1, 2), -1), ((1, 3), 1)):
-        np.add.at(d, (b[:, ys], b[:, xs]), sign * np.asarray(values, np.float64))
-    return d.cumsum(0).cumsum(1)[:H, :W]
+    """Per pixel, the sum of values[i] over the boxes i covering it, added in window order."""
+    out = np.zeros((H, W), np.float64)
+    region.add_boxes(out, np.asarray(boxes, np.int64).reshape(-1, 4), np.ascontiguousarray(values, np.float64))
+    return out
 
 
 def save_overlay(image_hwc: np.ndarray, heat: np.ndarray, path: str, title: str = "") -> None:

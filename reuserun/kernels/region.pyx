@@ -2,7 +2,7 @@
 # planner in reuserun/plan decides what to do with it).
 from cython.parallel cimport prange
 from libc.math cimport isfinite
-from libc.stdint cimport int32_t, uint8_t, uint32_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from libc.string cimport memcmp, memcpy, memmove, memset
 import numpy as np
 
@@ -239,6 +239,22 @@ def scan(const uint8_t[::1] mask, int W, int y0, int y1, int x0, int x1):
     if n == 0:
         return 0, None
     return n, (ty0, ty1 + 1, tx0, tx1 + 1)
+
+
+def add_boxes(double[:, ::1] out, const int64_t[:, ::1] boxes, const double[::1] values):
+    """out[y0:y1, x0:x1] += values[i] for each box i (y0, y1, x0, x1), in order (an occlusion
+    map's sum over the windows covering each pixel)."""
+    cdef Py_ssize_t i, y, x
+    if boxes.shape[0] != values.shape[0] or boxes.shape[1] != 4:
+        raise ValueError("add_boxes: one (y0, y1, x0, x1) box per value")
+    for i in range(boxes.shape[0]):
+        if not (0 <= boxes[i, 0] <= boxes[i, 1] <= out.shape[0] and 0 <= boxes[i, 2] <= boxes[i, 3] <= out.shape[1]):
+            raise ValueError(f"add_boxes: box {tuple(boxes[i])} lies outside the {out.shape[0]}x{out.shape[1]} grid")
+    with nogil:
+        for i in range(boxes.shape[0]):
+            for y in range(boxes[i, 0], boxes[i, 1]):
+                for x in range(boxes[i, 2], boxes[i, 3]):
+                    out[y, x] += values[i]
 
 
 def fill(uint8_t[::1] mask, int W, int y0, int y1, int x0, int x1, int value):
