@@ -143,14 +143,33 @@ def mark_boxes(uint8_t[::1] mask, int H, int W, boxes):
     return (b0, b1, b2, b3) if ints else None
 
 
+cdef inline void _no_box(int *t, int y1, int x1) noexcept nogil:
+    """An empty inclusive box (first row, last row, first column, last column) that _take_in
+    widens, for a scan of rows before y1 and columns before x1."""
+    t[0], t[1], t[2], t[3] = y1, -1, x1, -1
+
+
+cdef inline void _take_in(int *t, int y, int x) noexcept nogil:
+    """Widen the box t to hold (y, x), the scan going row by row."""
+    if y < t[0]:
+        t[0] = y
+    t[1] = y
+    if x < t[2]:
+        t[2] = x
+    if x > t[3]:
+        t[3] = x
+
+
 def take_marked(const uint8_t[::1] mask, int W, int y0, int y1, int x0, int x1, const float[:, ::1] frame,
                 int32_t[::1] pix, float[:, ::1] vals):
     """The marked pixels inside the box, in one pass: their flat indices into pix (row by row),
     their values from the (C, H*W) frame into rows of vals. Returns (count, the box bounding
     them or None, how many of the values are NaN or Inf)."""
-    cdef int C = frame.shape[0], c, y, x, ty0 = y1, ty1 = -1, tx0 = x1, tx1 = -1
+    cdef int C = frame.shape[0], c, y, x
+    cdef int t[4]
     cdef long k = 0, bad = 0, p
     cdef float v
+    _no_box(t, y1, x1)
     if y0 < 0 or y1 * W > mask.shape[0] or x0 < 0 or x1 > W or vals.shape[1] < C or frame.shape[1] != mask.shape[0]:
         raise ValueError("take_marked: the box, the frame or the values do not fit the mask")
     if y0 < y1 and (<long> (y1 - y0)) * (x1 - x0) > min(pix.shape[0], vals.shape[0]):
@@ -167,13 +186,10 @@ def take_marked(const uint8_t[::1] mask, int W, int y0, int y1, int x0, int x1, 
                     vals[k, c] = v
                     bad += not isfinite(v)
                 k += 1
-                if y < ty0: ty0 = y
-                ty1 = y
-                if x < tx0: tx0 = x
-                if x > tx1: tx1 = x
+                _take_in(t, y, x)
     if k == 0:
         return 0, None, 0
-    return k, (ty0, ty1 + 1, tx0, tx1 + 1), bad
+    return k, (t[0], t[1] + 1, t[2], t[3] + 1), bad
 
 
 def scatter_pixels(const float[:, ::1] vals, const int32_t[::1] pix, long n, float[:, :, ::1] buf, int off):
@@ -225,20 +241,19 @@ def reach(const uint8_t[::1] src, int W, int sy0, int sy1, int sx0, int sx1,
 
 def scan(const uint8_t[::1] mask, int W, int y0, int y1, int x0, int x1):
     """(count, tight box or None) of the marked pixels inside the box."""
-    cdef int y, x, ty0 = y1, ty1 = -1, tx0 = x1, tx1 = -1
+    cdef int y, x
+    cdef int t[4]
     cdef long n = 0
+    _no_box(t, y1, x1)
     with nogil:
         for y in range(y0, y1):
             for x in range(x0, x1):
                 if mask[y * W + x]:
                     n += 1
-                    if y < ty0: ty0 = y
-                    ty1 = y
-                    if x < tx0: tx0 = x
-                    if x > tx1: tx1 = x
+                    _take_in(t, y, x)
     if n == 0:
         return 0, None
-    return n, (ty0, ty1 + 1, tx0, tx1 + 1)
+    return n, (t[0], t[1] + 1, t[2], t[3] + 1)
 
 
 def add_boxes(double[:, ::1] out, const int64_t[:, ::1] boxes, const double[::1] values):
