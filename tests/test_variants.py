@@ -257,13 +257,15 @@ def test_variant_errors_leave_state(classifier):
 
 
 @pytest.mark.parametrize("workers", [1, 3])
-def test_occlusion_map_matches_brute_force(classifier, workers):
-    """The map from one session or from forks in parallel threads (each taking a range of the
-    windows): the same bits, and the brute-force map within float tolerance."""
+@pytest.mark.parametrize("policy", ["auto", "tiles"])
+def test_occlusion_map_matches_brute_force(classifier, workers, policy):
+    """The map from one session or from forks in parallel threads (each taking chunks of the
+    windows), in the native loop (auto) or one run_variant a window (tiles): the same bits, and
+    the brute-force map within float tolerance."""
     from reuserun.occlusion import occlusion_map, window_starts
     rng = np.random.default_rng(5)
     x = rng.random((1, 3, 64, 64), dtype=np.float32)
-    sess = reuserun.InferenceSession(classifier, threads=1)
+    sess = reuserun.InferenceSession(classifier, policy=policy, threads=1)
     res = occlusion_map(sess, x, patch=16, stride=12, target=3, workers=workers)
     alone = occlusion_map(reuserun.InferenceSession(classifier, policy="dense", threads=1), x, patch=16, stride=12,
                           target=3, workers=1)

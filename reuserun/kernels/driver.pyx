@@ -117,6 +117,7 @@ cdef class FastStep(NativeStep):
     cdef int32_t *full_pix
     cdef long npix
     cdef int OH, OW
+    cdef object bandbuf              # run_c's bands as C ints (4 a band), grown as needed
 
     def __init__(self, PixelPlanner planner, list inputs, list outputs, list vectors, list work, pix, full_pix):
         """work: [(kernel, output index)] as in KernelStep; pix: the planner's pixel list;
@@ -140,6 +141,7 @@ cdef class FastStep(NativeStep):
         self.full_pix = <int32_t *> cnp.PyArray_DATA(full_pix)
         self.OH, self.OW = outputs[0].H, outputs[0].W
         self.npix = <long> self.OH * self.OW
+        self.bandbuf = np.empty(16, np.int32)
 
     def run(self, float thr, int threads, Journal journal, bands, exposed=None):
         """Update the outputs; returns the number of output pixels computed (every one, all
@@ -161,11 +163,14 @@ cdef class FastStep(NativeStep):
         cdef int box[4]
         cdef long n
         cdef bint whole = self.whole_c()
-        cdef int nb = len(bands) if bands else 0
-        flat = np.array([v for b in bands for v in b], np.int32) if nb else None
-        cdef const int32_t *bp = <const int32_t *> cnp.PyArray_DATA(flat) if nb else NULL
+        cdef int nb = len(bands) if bands else 0, i
+        if 4 * nb > self.bandbuf.shape[0]:
+            self.bandbuf = np.empty(8 * nb, np.int32)
+        cdef int32_t[::1] bp = self.bandbuf
+        for i in range(nb):
+            bp[4 * i], bp[4 * i + 1], bp[4 * i + 2], bp[4 * i + 3] = bands[i]
         with nogil:
-            n = self.run_n(thr, threads, journal, bp, nb, whole, exposed is not None, box)
+            n = self.run_n(thr, threads, journal, &bp[0], nb, whole, exposed is not None, box)
         if exposed is not None and box[0] != MARKED_WHOLE:
             self._mark(exposed, box if box[0] != NONE_COMPUTED else NULL)
         return n
@@ -247,22 +252,36 @@ cdef class FastStep(NativeStep):
                 o.set_box(0, tight)
 
 
+# run_incremental's record of one step: its native step, threshold, whether it recomputes whole,
+# its count
+cdef struct chain_t:
+    PyObject *f
+    float thr
+    bint whole
+    long count
+
+
 def run_incremental(list steps, list fast, object policy, int threads, Journal journal):
     """Every step's incremental update in order: a step with a compiled path (fast[i], its
     NativeStep) runs it from here, each run of such steps in one section without the GIL; the
     others run their own run(). journal: the steps' undo log for this run, or None. Returns
     the positions each step computed."""
+    cdef Py_ssize_t n = len(steps)
+    computed = [0] * n
+    cdef chain_t *ch = <chain_t *> malloc(max(n, 1) * sizeof(chain_t))
+    if ch == NULL:
+        raise MemoryError()
+    try:
+        _run_chains(steps, fast, policy, threads, journal, ch, computed)
+    finally:
+        free(ch)
+    return computed
+
+
+cdef int _run_chains(list steps, list fast, object policy, int threads, Journal journal, chain_t *ch,
+                     list computed) except -1:
     cdef Py_ssize_t i = 0, j, k, n = len(steps)
     cdef int box[4]
-    computed = [0] * n
-    chain = np.empty(max(n, 1), np.intp)
-    thr_arr = np.empty(max(n, 1), np.float32)
-    whole_arr = np.empty(max(n, 1), np.uint8)
-    counts = np.empty(max(n, 1), np.int64)
-    cdef PyObject **f = _ptrs(chain)
-    cdef float *thr = <float *> cnp.PyArray_DATA(thr_arr)
-    cdef uint8_t *whole = <uint8_t *> cnp.PyArray_DATA(whole_arr)
-    cdef int64_t *c = <int64_t *> cnp.PyArray_DATA(counts)
     while i < n:
         if fast[i] is None:
             computed[i] = steps[i].run(False, policy, threads)
@@ -270,21 +289,22 @@ def run_incremental(list steps, list fast, object policy, int threads, Journal j
             continue
         j = i
         while j < n and fast[j] is not None:  # a chain's vectors come from steps before it
-            f[j] = <PyObject *> fast[j]
-            thr[j] = steps[j].thr
-            whole[j] = (<NativeStep> fast[j]).whole_c()
+            ch[j].f = <PyObject *> fast[j]
+            ch[j].thr = steps[j].thr
+            ch[j].whole = (<NativeStep> fast[j]).whole_c()
             j += 1
             if (<NativeStep> fast[j - 1]).ends_chain:
                 break
         with nogil:
             for k in range(i, j):
-                c[k] = (<NativeStep> f[k]).run_n(thr[k], threads, journal, NULL, 0, whole[k], False, box)
+                ch[k].count = (<NativeStep> ch[k].f).run_n(ch[k].thr, threads, journal, NULL, 0, ch[k].whole,
+                                                           False, box)
         for k in range(i, j):
-            computed[k] = c[k]
+            computed[k] = ch[k].count
         if (<NativeStep> fast[j - 1]).ends_chain:
-            steps[j - 1].outputs[0].changed = c[j - 1] > 0
+            steps[j - 1].outputs[0].changed = ch[j - 1].count > 0
         i = j
-    return computed
+    return 0
 
 
 cdef long _whole(object step, object policy, int threads) except -2:

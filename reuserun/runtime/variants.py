@@ -118,16 +118,18 @@ def declared_share(names, boxes: list, frames=None, base=None, fill: float = 0.0
         if got is not None:
             arrays, counts = got
             return [([r[i:i + 1] for r in arrays], counts[i]) for i in range(hi - lo)]
-        out = []
-        image = base.copy() if frames is None else None  # the variant's boxes filled, then put back
+        out, name = [], s.get_inputs()[0].name
+        if frames is not None:
+            for i in range(lo, hi):
+                out.append((s.run_variant(names, {name: frames[i:i + 1]}, changed=boxes[i]), s._last[0]))
+            return out
+        # each variant's boxes filled in one image: a variant reads only the boxes it declares,
+        # so the earlier variants' fills need no putting back
+        image = base.copy()
         for i in range(lo, hi):
-            v = frames[i:i + 1] if frames is not None else image
-            for y0, y1, x0, x1 in boxes[i] if frames is None else ():
-                v[..., y0:y1, x0:x1] = fill
-            outs = s.run_variant(names, {s.get_inputs()[0].name: v}, changed=boxes[i])
-            for y0, y1, x0, x1 in boxes[i] if frames is None else ():
-                v[..., y0:y1, x0:x1] = base[..., y0:y1, x0:x1]
-            out.append((outs, s._last[0]))
+            for y0, y1, x0, x1 in boxes[i]:
+                image[..., y0:y1, x0:x1] = fill
+            out.append((s.run_variant(names, {name: image}, changed=boxes[i]), s._last[0]))
         return out
     return run_share
 
