@@ -842,13 +842,9 @@ class InferenceSession:
                    else (getattr(step, "macs", 0) if n else 0)
                    for step, n in zip(self._program, computed))
 
-    def _mac_fraction(self, computed=None) -> float:
-        """stats["mac_fraction"] of the last run (or of a run that computed `computed`, its
-        per-step counts) without building the rest of stats."""
-        return self._macs(self._last[0] if computed is None else computed) / self._dense_macs if self._dense_macs else 1.0
-
     def _mac_fractions(self, counts: np.ndarray) -> np.ndarray:
-        """_mac_fraction of many runs at once: counts (runs, steps), as _macs counts them."""
+        """stats["mac_fraction"] of many runs at once (an occlusion map's windows): counts
+        (runs, steps), as _macs counts them."""
         per_pixel = np.array([getattr(step, "macs_per_pixel", 0) for step in self._program], np.float64)
         whole = np.array([0 if hasattr(step, "macs_per_pixel") else getattr(step, "macs", 0)
                           for step in self._program], np.float64)
@@ -862,7 +858,7 @@ class InferenceSession:
         layers = [{"name": step.node.name, "op": step.node.op, "computed": n, "total": step.npix}
                   for step, n in zip(self._program, computed) if hasattr(step, "macs_per_pixel")]
         return {
-            "mac_fraction": self._mac_fraction(),
+            "mac_fraction": macs / self._dense_macs if self._dense_macs else 1.0,
             "macs": macs,
             "dense_macs": self._dense_macs,
             "changed_fraction": changed_fraction,
