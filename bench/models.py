@@ -2,8 +2,12 @@
 
 For each model and scenario, onnxruntime and one reuserun session per policy run the same frames
 interleaved frame by frame, with the same thread count; times are medians over frames 1.. (frame
-0 is dense for reuserun). Also measured: 1 vs 2 threads on full frames, and the memory each
-runtime holds (resident-set growth in a fresh process). Writes JSON, a markdown table and a PNG
+0 is dense for reuserun). Each policy runs in its own pass with onnxruntime, so rows of one
+model are measured seconds to minutes apart; to compare the auto policy with the best fixed one
+(the fastest of tiles, rects, rect and dense in those passes), the two also run interleaved frame
+by frame in one pass of their own (each evicts the other's caches alike), and the table gives
+auto's median time over the best fixed policy's. Also measured: 1 vs 2 threads on full frames,
+and the memory each runtime holds (resident-set growth in a fresh process). Writes JSON, a markdown table and a PNG
 of speedup against changed-area fraction with the ideal 1/mac_fraction beside it.
 
     python bench/models.py --size 320 --frames 20
@@ -23,6 +27,7 @@ from reuserun import sources, zoo
 from reuserun.bench import interleaved, ort_session, run_bench
 
 POLICIES = ["auto", "auto+ort", "tiles", "rects", "rect", "dense"]
+FIXED = ["tiles", "rects", "rect", "dense"]  # the policies auto chooses between
 
 
 def memory_probe(model_path: str, size: int, runtime: str) -> int:
@@ -49,6 +54,15 @@ print(rss() - before)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1])
+
+
+def duel(model_proto, frames, policy: str, threads: int) -> float:
+    """auto's median time per frame over `policy`'s, the two sessions interleaved frame by frame
+    in one pass."""
+    import reuserun
+    sess = {p: reuserun.InferenceSession(model_proto, policy=p, threads=threads) for p in ("auto", policy)}
+    times = interleaved(frames, {p: (lambda f, s=s: s.run(None, {"images": f})) for p, s in sess.items()})
+    return float(np.median(times["auto"][1:]) / np.median(times[policy][1:]))
 
 
 def thread_scaling(model_proto, size: int, frames: int = 12) -> dict:
@@ -111,15 +125,21 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     policies = args.policies.split(",")
-    results, extra = [], {}
+    results, extra, duels = [], {}, []
     for model in args.models.split(","):
         proto = zoo.MODELS[model](args.size)
         for scenario in args.scenarios.split(","):
             frames = list(sources.synthetic_stream((1, 3, args.size, args.size), scenario, frames=args.frames))
             res = run_bench(proto, frames, policies, threads=args.threads, model_name=model,
                             source_name=scenario, progress=False)
+            fixed = [r for r in res.results if r.policy in FIXED]
+            best = max(fixed, key=lambda r: r.speedup).policy if fixed and "auto" in policies else None
             for r in res.results:
                 results.append({"model": model, "scenario": scenario, **r.__dict__})
+            if best is not None:
+                duels.append({"model": model, "scenario": scenario, "best_fixed": best,
+                              "auto_time_over_best": duel(proto, frames, best, args.threads)})
+                print(f"{model:<10} {scenario:<8} auto / {best}: {duels[-1]['auto_time_over_best']:.2f}", flush=True)
                 print(f"{model:<10} {scenario:<8} {r.policy:<6} speedup {r.speedup:6.2f}x  "
                       f"mac {r.mac_fraction:.4f} (ideal {r.ideal_speedup:7.1f}x)  "
                       f"changed {r.changed_fraction:.4f}  err {r.max_abs_err:.1e}", flush=True)
@@ -134,10 +154,11 @@ def main(argv=None) -> int:
     meta = {"size": args.size, "frames": args.frames, "threads": args.threads,
             "machine": f"{os.cpu_count()} cores, {os.uname().machine}, {_cpu_name()}"}
     stem = f"models_{args.size}"
-    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results, "extra": extra}, indent=1))
-    (out / f"{stem}.md").write_text(table(results, extra, meta))
+    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results, "extra": extra,
+                                                  "auto_vs_best_fixed": duels}, indent=1))
+    (out / f"{stem}.md").write_text(table(results, extra, meta, duels))
     plot(results, out / f"{stem}.png")
-    print(table(results, extra, meta))
+    print(table(results, extra, meta, duels))
     return 0
 
 
@@ -151,7 +172,7 @@ def _cpu_name() -> str:
     return "unknown CPU"
 
 
-def table(results, extra, meta) -> str:
+def table(results, extra, meta, duels=()) -> str:
     lines = [f"Speedup over onnxruntime (median ms/frame ratio, interleaved, {meta['threads']} threads, "
              f"{meta['size']}x{meta['size']}, {meta['frames']} frames; {meta['machine']}). "
              "In brackets: the ideal 1/mac_fraction.", "",
@@ -172,6 +193,15 @@ def table(results, extra, meta) -> str:
         mem = e.get("memory_bytes", {})
         lines.append(f"| {model} | {e['threads']['reuserun_scaling']:.2f}x | {e['threads']['ort_scaling']:.2f}x | "
                      f"{mem.get('reuserun', 0) / 2**20:.0f} MiB | {mem.get('onnxruntime', 0) / 2**20:.0f} MiB |")
+    if duels:
+        lines += ["", "auto's time over the best fixed policy's, the two interleaved in one pass (below 1: auto is faster):",
+                  "", "| model | " + " | ".join(dict.fromkeys(d["scenario"] for d in duels)) + " |",
+                  "|---|" + "---|" * len(dict.fromkeys(d["scenario"] for d in duels))]
+        keyed = {(d["model"], d["scenario"]): d for d in duels}
+        for model in dict.fromkeys(d["model"] for d in duels):
+            cells = [keyed.get((model, sc)) for sc in dict.fromkeys(d["scenario"] for d in duels)]
+            lines.append(f"| {model} | " + " | ".join(
+                "" if d is None else f"{d['auto_time_over_best']:.2f} ({d['best_fixed']})" for d in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
