@@ -237,6 +237,11 @@ def test_variant_errors_leave_state(classifier):
     assert out[0].tobytes() == dense_outputs(classifier, base, name)[0].tobytes()
     with pytest.raises(reuserun.InputError, match="outside"):
         sess.run_variant(None, {name: base}, changed=[(0, 80, 0, 8)])
+    for malformed in [(0, 4, 0, 4), [(0, 4, 0)], [("a", 4, 0, 4)], [[0, 4, 0, 4, 5]]]:
+        with pytest.raises(reuserun.InputError, match="changed boxes"):
+            sess.run_variant(None, {name: base}, changed=malformed)
+        with pytest.raises(reuserun.InputError, match="changed boxes"):  # the Python path too
+            reuserun.InferenceSession.run_variant(sess, None, {name: base.astype(np.float64)}, changed=malformed)
     with pytest.raises(reuserun.InputError, match="shape"):
         sess.run_variant(None, {name: base}, changed=np.ones((8, 8), bool))
     with pytest.raises(reuserun.InputError, match="declarations for 1 variants"):

@@ -363,7 +363,10 @@ class InferenceSession:
         flat, starts = [], [0]
         for spec in boxes:
             for box in spec:
-                y0, y1, x0, x1 = (int(v) for v in box)
+                try:
+                    y0, y1, x0, x1 = (int(v) for v in box)
+                except (TypeError, ValueError):
+                    raise InputError(f"changed boxes for {name!r} must be (y0, y1, x0, x1) integers, got {box!r}") from None
                 if not (0 <= y0 <= y1 <= x.H and 0 <= x0 <= x1 <= x.W):
                     raise InputError(f"changed box {tuple(box)} lies outside {name!r}'s {x.H}x{x.W} grid")
                 if y0 < y1 and x0 < x1:
