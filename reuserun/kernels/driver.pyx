@@ -16,7 +16,7 @@ import numpy as np
 from reuserun.kernels.base cimport Kernel
 from reuserun.kernels.conv cimport SpatialGemmKernel
 from reuserun.kernels.journal cimport Journal
-from reuserun.kernels.marks cimport Marks, scan_c
+from reuserun.kernels.marks cimport Marks, list_marks, scan_c
 from reuserun.kernels.planner cimport PixelPlanner
 from reuserun.kernels.planner import fill_box
 
@@ -81,22 +81,15 @@ cdef class GemmStep(NativeStep):
 
     cdef long run_n(self, float thr, int threads, Journal journal, const int32_t *bands, int nb, bint whole,
                     bint exposed, int *box) except -2 nogil:
-        cdef long n = 0
-        cdef int y, xx
+        cdef long n = self.npix
         cdef int32_t *pix = self.full_pix
         cdef int32_t row0 = 0
         cdef const int *b = self.x.b
-        if whole or self.x.nchanged == self.npix:
-            n = self.npix
-        elif not self.x.nchanged:
+        if not self.x.nchanged and not whole:
             return 0
-        else:
+        if not whole and self.x.nchanged < self.npix:
             pix = self.pix
-            for y in range(b[0], b[1]):
-                for xx in range(b[2], b[3]):
-                    if self.x.m[y * self.x.W + xx]:
-                        pix[n] = y * self.x.W + xx
-                        n += 1
+            n = list_marks(self.x.m, self.x.W, b[0], b[1], b[2], b[3], pix)
         if journal is not None:
             journal.save_rows(self.partial, self.npad, self.npad, pix, n)
             journal.save_rows(self.y, self.N, self.N, &row0, 1)
@@ -198,10 +191,7 @@ cdef class FastStep(NativeStep):
             n = self.npix  # under a threshold the whole output is recomputed but still compared
             box[0], box[1], box[2], box[3] = 0, self.OH, 0, self.OW
         pix = self.full_pix if n == self.npix else self.pix
-        if journal is not None:
-            for i in range(self.nout):
-                journal.save_rows((<Marks> self.outs[i]).base + (<Marks> self.outs[i]).off,
-                                  (<Marks> self.outs[i]).ld, (<Marks> self.outs[i]).C, pix, n)
+        self._save_outputs(journal, pix, n)
         for i in range(self.nkern):
             (<Kernel> self.kerns[i]).run_c(pix, n, (<Marks> self.outs[self.out_index[i]]).m, thr, threads)
         if not exposed:
@@ -215,19 +205,22 @@ cdef class FastStep(NativeStep):
         """Every output position recomputed exactly (an input changed everywhere, or the rule
         reaches everything from any change): no comparing, every position marked, as the
         dense run does. Exposed boxes need no marking then."""
-        cdef int box[4]
+        cdef int i
+        self._save_outputs(journal, self.full_pix, self.npix)
+        for i in range(self.nkern):
+            (<Kernel> self.kerns[i]).run_c(self.full_pix, self.npix, NULL, -1.0, threads)
+        for i in range(self.nout):
+            (<Marks> self.outs[i]).mark_all_c()
+        return self.npix
+
+    cdef int _save_outputs(self, Journal journal, const int32_t *pix, long n) except -1 nogil:
+        """Journal the outputs' rows pix[:n] before the kernels overwrite them (no journal: none)."""
         cdef int i
         if journal is not None:
             for i in range(self.nout):
                 journal.save_rows((<Marks> self.outs[i]).base + (<Marks> self.outs[i]).off,
-                                  (<Marks> self.outs[i]).ld, (<Marks> self.outs[i]).C, self.full_pix, self.npix)
-        for i in range(self.nkern):
-            (<Kernel> self.kerns[i]).run_c(self.full_pix, self.npix, NULL, -1.0, threads)
-        box[0], box[1], box[2], box[3] = 0, self.OH, 0, self.OW
-        for i in range(self.nout):
-            memset((<Marks> self.outs[i]).m, 1, <size_t> (<Marks> self.outs[i]).H * (<Marks> self.outs[i]).W)
-            (<Marks> self.outs[i]).set_box(<long> (<Marks> self.outs[i]).H * (<Marks> self.outs[i]).W, box)
-        return self.npix
+                                  (<Marks> self.outs[i]).ld, (<Marks> self.outs[i]).C, pix, n)
+        return 0
 
     cdef void _mark(self, list exposed, int *box):
         """Mark each output's exposed boxes, then count its marks and bound them: they lie in
@@ -465,12 +458,7 @@ cdef class DeclaredRunner:
                             memset(m + <long> y * W + boxes[i, 2], 1, boxes[i, 3] - boxes[i, 2])
                         bx[0], bx[1] = min(bx[0], boxes[i, 0]), max(bx[1], boxes[i, 1])
                         bx[2], bx[3] = min(bx[2], boxes[i, 2]), max(bx[3], boxes[i, 3])
-                    n = 0
-                    for y in range(bx[0], bx[1]):
-                        for xx in range(bx[2], bx[3]):
-                            if m[<long> y * W + xx]:
-                                self.pix[n] = y * W + xx
-                                n += 1
+                    n = list_marks(m, W, bx[0], bx[1], bx[2], bx[3], self.pix)
                     x.set_box(n, bx)
                     self.journal.save_rows(x.base + x.off, x.ld, C, self.pix, n)
                     for i in range(n):

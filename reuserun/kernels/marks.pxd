@@ -1,4 +1,4 @@
-from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 
@@ -27,6 +27,24 @@ cdef inline int run_end(const uint8_t *row, int x, int x1) noexcept nogil:
     return x
 
 
+cdef inline long list_marks(const uint8_t *m, int W, int y0, int y1, int x0, int x1, int32_t *pix) noexcept nogil:
+    """The flat indices of the marked pixels inside the box, row by row, into pix (run by run);
+    returns their count."""
+    cdef long n = 0
+    cdef int y, x, e
+    cdef const uint8_t *row
+    for y in range(y0, y1):
+        row = m + <size_t> y * W
+        x = next_mark(row, x0, x1)
+        while x < x1:
+            e = run_end(row, x, x1)
+            for x in range(x, e):
+                pix[n] = y * W + x
+                n += 1
+            x = next_mark(row, e, x1)
+    return n
+
+
 cdef long slide_c(object flat, long before, long slack, long size, long d) except -1
 
 
@@ -48,3 +66,4 @@ cdef class Marks:
     cdef int _rebase(self, long d, int64_t *moved) except -1
     cdef void set_box(self, long count, const int *box) noexcept nogil
     cdef void clear_c(self) noexcept nogil
+    cdef void mark_all_c(self) noexcept nogil

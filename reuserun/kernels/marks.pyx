@@ -110,6 +110,10 @@ cdef class Marks:
         self.clear_c()
 
     def mark_all(self):
+        """Mark every pixel."""
+        self.mark_all_c()
+
+    cdef void mark_all_c(self) noexcept nogil:
         memset(self.m, 1, <size_t> self.H * self.W)
         self.nchanged = <long> self.H * self.W
         self.b[0], self.b[1], self.b[2], self.b[3] = 0, self.H, 0, self.W

@@ -8,7 +8,7 @@ from libc.stdint cimport int32_t, uint8_t
 from libc.string cimport memset
 import numpy as np
 
-from reuserun.kernels.marks cimport Marks, next_mark, rr_or_marks, run_end, scan_c
+from reuserun.kernels.marks cimport Marks, list_marks, next_mark, rr_or_marks, run_end, scan_c
 
 cnp.import_array()
 
@@ -211,16 +211,7 @@ cdef class PixelPlanner:
             for i in range(nb):
                 for y in range(bands[4 * i], bands[4 * i + 1]):
                     memset(r + <size_t> y * self.OW + bands[4 * i + 2], 1, bands[4 * i + 3] - bands[4 * i + 2])
-        for y in range(y0, y1):
-            row = r + <size_t> y * self.OW
-            x = next_mark(row, x0, x1)
-            while x < x1:
-                e = run_end(row, x, x1)
-                for x in range(x, e):
-                    self.pix[count] = y * self.OW + x
-                    count += 1
-                x = next_mark(row, e, x1)
-        return self._finish(count, y0, y1, x0, x1, box)
+        return self._finish(list_marks(r, self.OW, y0, y1, x0, x1, self.pix), y0, y1, x0, x1, box)
 
     cdef long _finish(self, long count, int y0, int y1, int x0, int x1, int *box) noexcept nogil:
         """plan_c's end: 0 when nothing is listed; every pixel when the list covers most of the

@@ -362,15 +362,7 @@ class InferenceSession:
         B = len(boxes)
         flat, starts = [], [0]
         for spec in boxes:
-            for box in spec:
-                try:
-                    y0, y1, x0, x1 = (int(v) for v in box)
-                except (TypeError, ValueError):
-                    raise InputError(f"changed boxes for {name!r} must be (y0, y1, x0, x1) integers, got {box!r}") from None
-                if not (0 <= y0 <= y1 <= x.H and 0 <= x0 <= x1 <= x.W):
-                    raise InputError(f"changed box {tuple(box)} lies outside {name!r}'s {x.H}x{x.W} grid")
-                if y0 < y1 and x0 < x1:
-                    flat.append((y0, y1, x0, x1))
+            flat += variants.box_list(name, spec, x.H, x.W)
             starts.append(len(flat))
         if frames is not None:
             if not isinstance(frames, np.ndarray) or frames.shape != (B, *self._input_shapes[name][1:]):
@@ -555,6 +547,7 @@ class InferenceSession:
         self._still = [0] * len(steps)
         self._fast = None  # per step, its compiled incremental path under this policy (_propagate)
         self._runners = {}  # output names -> the native loop over declared variants, or None
+        self._weights = None  # _mac_weights
         self._slow = None  # the steps without one (_slow_steps)
         self._moved = None  # _validate's scratch: (input, shift) of a frame found to be a shift
         self._heavy_from = None  # changed fraction of the last frame whose change reached HEAVY_MACS
@@ -841,18 +834,25 @@ class InferenceSession:
     def _macs(self, computed) -> int:
         """MACs of a frame that computed computed[i] positions of step i (a step without
         positions counts whole when it ran)."""
-        return sum(step.macs_per_pixel * n if hasattr(step, "macs_per_pixel")
-                   else (getattr(step, "macs", 0) if n else 0)
-                   for step, n in zip(self._program, computed))
+        per_position, whole = self._mac_weights()
+        c = np.asarray(computed, np.int64)
+        return int(c @ per_position + (c > 0) @ whole)
 
     def _mac_fractions(self, counts: np.ndarray) -> np.ndarray:
         """stats["mac_fraction"] of many runs at once (an occlusion map's windows): counts
         (runs, steps), as _macs counts them."""
-        per_pixel = np.array([getattr(step, "macs_per_pixel", 0) for step in self._program], np.float64)
-        whole = np.array([0 if hasattr(step, "macs_per_pixel") else getattr(step, "macs", 0)
-                          for step in self._program], np.float64)
-        macs = counts @ per_pixel + (counts > 0) @ whole
+        per_position, whole = self._mac_weights()
+        macs = counts @ per_position + (counts > 0) @ whole
         return macs / self._dense_macs if self._dense_macs else np.ones(len(counts))
+
+    def _mac_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per step, its MACs per computed position, and the MACs of a step without positions
+        (counted whole when it ran)."""
+        if self._weights is None:
+            self._weights = (np.array([getattr(step, "macs_per_pixel", 0) for step in self._program], np.int64),
+                             np.array([0 if hasattr(step, "macs_per_pixel") else getattr(step, "macs", 0)
+                                       for step in self._program], np.int64))
+        return self._weights
 
     def _build_stats(self) -> dict:
         computed, diffs, full, elapsed, shift, backend = self._last

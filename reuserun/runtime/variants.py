@@ -38,11 +38,24 @@ def declared_masks(spatial: dict, changed, scratch: dict) -> dict | None:
             np.not_equal(spec, 0, out=mask.reshape(st.H, st.W))
             bound = (0, st.H, 0, st.W)
         else:
-            try:
-                bound = region.mark_boxes(mask, st.H, st.W, spec)
-            except (ValueError, TypeError) as e:
-                raise InputError(f"changed boxes for {name!r}: {e}") from None
+            bound = region.mark_boxes(mask, st.H, st.W, box_list(name, spec, st.H, st.W))
         out[name] = (mask, bound)
+    return out
+
+
+def box_list(name: str, spec, H: int, W: int) -> list[tuple[int, int, int, int]]:
+    """The non-empty boxes (y0, y1, x0, x1) of a declaration of input `name`, as ints; an
+    InputError for a box that is not four integers or lies outside the H x W grid."""
+    out = []
+    for box in spec:
+        try:
+            y0, y1, x0, x1 = (int(v) for v in box)
+        except (TypeError, ValueError):
+            raise InputError(f"changed boxes for {name!r}: {box!r} is not (y0, y1, x0, x1) integers") from None
+        if not (0 <= y0 <= y1 <= H and 0 <= x0 <= x1 <= W):
+            raise InputError(f"changed boxes for {name!r}: {tuple(box)} lies outside the {H}x{W} grid")
+        if y0 < y1 and x0 < x1:
+            out.append((y0, y1, x0, x1))
     return out
 
 
