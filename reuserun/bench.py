@@ -46,8 +46,11 @@ class BenchResult:
 
 def interleaved(frames, runners: dict, after_frame=None, progress: bool = False) -> dict:
     """Run every runner (key -> fn(frame) -> outputs) on every frame, in a fresh random order
-    each frame so no runtime always inherits another's cache and threads. Returns the seconds
-    per frame of each runner; after_frame(outputs by key) is called after each frame."""
+    each frame so no runtime always inherits another's cache and threads. An array frame is
+    copied afresh for each runner just before its call, as a decoder or camera would hand it
+    over: shared, whoever ran first would pay its read from memory (on a still frame, most of
+    the time). Returns the seconds per frame of each runner; after_frame(outputs by key) is
+    called after each frame."""
     keys = list(runners)
     times = {k: [] for k in keys}
     rng = np.random.default_rng(0)
@@ -59,8 +62,9 @@ def interleaved(frames, runners: dict, after_frame=None, progress: bool = False)
         outs = {}
         for i in rng.permutation(len(keys)).tolist():
             k = keys[i]
+            arg = f.copy() if isinstance(f, np.ndarray) else f
             t0 = time.perf_counter()
-            outs[k] = runners[k](f)
+            outs[k] = runners[k](arg)
             times[k].append(time.perf_counter() - t0)
         if after_frame is not None:
             after_frame(outs)
