@@ -9,6 +9,7 @@ cdef extern from "rr_simd.h" nogil:
     int rr_num_threads(int requested)
     long RR_PAR_MACS, RR_PAR_ELEMS, RR_PAR_FRAME_ELEMS, RR_NOGIL_ELEMS
     int RR_SHARES_PER_THREAD
+    int RR_WEIGHT_READ_MACS
     int rr_threads_for(int requested, long work, long min_work)
     int rr_differs(float now, float ref, float thr)
 

@@ -280,6 +280,10 @@ static inline int rr_num_threads(int requested) {
  * parallel loop splits only above about 60 us of single-thread work. */
 #define RR_PAR_MACS (1L << 20)
 #define RR_PAR_ELEMS (1L << 17)
+/* A conv over a few pixels mostly reads its weights, from memory: a squeeze-excite block's
+ * 672 -> 168 layer on one pixel took 27 us, as long as 12 MACs a weight. Counted as this many
+ * MACs each, such layers split their output channels between the threads. */
+#define RR_WEIGHT_READ_MACS 8
 /* Whole-frame passes (diffing a frame against its reference, loading it, moving caches, writing
  * output mirrors) are memory-bound. Those before the steps come when the other thread has gone
  * to sleep since the last frame, and one thread is as fast below about a million elements; the
