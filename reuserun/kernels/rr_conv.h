@@ -14,7 +14,7 @@
 #define RR_MR 6
 #define RR_MR_NARROW 7  /* narrow tiles: 7 pixels x 2 partial sums + 2 weight vectors fill the 16 registers */
 #define RR_NR 16
-#define RR_ROWWISE_MAX 512   /* kw * cin bound for the row-wise K loop (stack scratch) */
+#define RR_ROWWISE_MAX 2048  /* kw * cin bound for the row-wise K loop (stack scratch) */
 
 typedef struct {
     const float *x; int H, W, ldx;      /* input view; x already offset to channel 0 */
