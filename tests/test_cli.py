@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from reuserun import cli, zoo
+from reuserun.bench import interleaved
 
 
 def test_bench_builtin_default(tmp_path, capsys):
@@ -59,7 +60,6 @@ def test_bench_1d_model_on_audio_windows(tmp_path, capsys):
 def test_interleaved_hands_each_runner_its_own_copy_of_a_frame():
     # shared, the frame is read from memory by whichever runner goes first: on a still frame
     # that read was most of a runner's time, and the seeded order favoured one runner
-    from reuserun.bench import interleaved
     frames = [np.full((2, 3), i, np.float32) for i in range(5)]
     seen = {"a": [], "b": []}
     interleaved(frames, {k: (lambda f, k=k: seen[k].append(f)) for k in seen})
