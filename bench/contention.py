@@ -17,11 +17,8 @@ import multiprocessing as mp
 import time
 from pathlib import Path
 
-import numpy as np
-
-import reuserun
 from reuserun import sources, zoo
-from reuserun.bench import interleaved, ort_session
+from reuserun.bench import thread_scaling
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -33,17 +30,8 @@ def _spin(stop) -> None:
 
 
 def measure(proto, size: int, frames: int, threads: int) -> dict:
-    stream = list(sources.synthetic_stream((1, 3, size, size), "full", frames=frames))
-    runs = {}
-    for t in sorted({1, threads}):
-        runs[f"reuserun_{t}"] = reuserun.InferenceSession(proto, policy="dense", threads=t)
-        runs[f"ort_{t}"] = ort_session(proto.SerializeToString(), t)
-    times = interleaved(stream, {k: (lambda f, s=s: s.run(None, {"images": f})) for k, s in runs.items()})
-    ms = {k: float(np.median(v[1:])) * 1e3 for k, v in times.items()}
-    return {"ms": ms,
-            "speed_vs_ort": ms[f"ort_{threads}"] / ms[f"reuserun_{threads}"],
-            "reuserun_scaling": ms["reuserun_1"] / ms[f"reuserun_{threads}"],
-            "ort_scaling": ms["ort_1"] / ms[f"ort_{threads}"]}
+    r = thread_scaling(proto, list(sources.synthetic_stream((1, 3, size, size), "full", frames=frames)), threads)
+    return {**r, "speed_vs_ort": r["ms"][f"ort_{threads}"] / r["ms"][f"reuserun_{threads}"]}
 
 
 def main(argv=None) -> int:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from reuserun import sources, zoo
-from reuserun.bench import interleaved, ort_session, run_bench
+from reuserun.bench import interleaved, run_bench, thread_scaling
 
 POLICIES = ["auto", "auto+ort", "tiles", "rects", "rect", "dense"]
 FIXED = ["tiles", "rects", "rect", "dense"]  # the policies auto chooses between
@@ -66,21 +66,6 @@ def duel(model_proto, frames, policy: str, threads: int, at_least: int = 72) -> 
     sess = {p: reuserun.InferenceSession(model_proto, policy=p, threads=threads) for p in ("auto", policy)}
     times = interleaved(frames, {p: (lambda f, s=s: s.run(None, {"images": f})) for p, s in sess.items()})
     return float(np.median(times["auto"][1:]) / np.median(times[policy][1:]))
-
-
-def thread_scaling(model_proto, size: int, frames: int = 12) -> dict:
-    """Dense full-frame time with 1 and 2 threads, for reuserun and onnxruntime, interleaved."""
-    import reuserun
-    stream = list(sources.synthetic_stream((1, 3, size, size), "full", frames=frames))
-    runs = {}
-    for t in (1, 2):
-        runs[f"reuserun_{t}"] = reuserun.InferenceSession(model_proto, policy="dense", threads=t)
-        runs[f"ort_{t}"] = ort_session(model_proto.SerializeToString(), t)
-    times = interleaved(stream, {k: (lambda f, s=s: s.run(None, {"images": f})) for k, s in runs.items()})
-    med = {k: float(np.median(v[1:])) for k, v in times.items()}
-    return {"ms": {k: v * 1e3 for k, v in med.items()},
-            "reuserun_scaling": med["reuserun_1"] / med["reuserun_2"],
-            "ort_scaling": med["ort_1"] / med["ort_2"]}
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -146,7 +131,8 @@ def main(argv=None) -> int:
                 print(f"{model:<10} {scenario:<8} {r.policy:<6} speedup {r.speedup:6.2f}x  "
                       f"mac {r.mac_fraction:.4f} (ideal {r.ideal_speedup:7.1f}x)  "
                       f"changed {r.changed_fraction:.4f}  err {r.max_abs_err:.1e}", flush=True)
-        extra[model] = {"threads": thread_scaling(proto, args.size)}
+        full = list(sources.synthetic_stream((1, 3, args.size, args.size), "full", frames=12))
+        extra[model] = {"threads": thread_scaling(proto, full)}
         if not args.no_memory:
             path = out / f"{model}_{args.size}.onnx"
             path.write_bytes(proto.SerializeToString())

@@ -85,6 +85,23 @@ def paired_passes(frames, baseline, runners: dict, after_frame=None, progress: b
     return result
 
 
+def thread_scaling(model_proto, frames, threads: int = 2) -> dict:
+    """Dense runs on 1 and `threads` threads, reuserun's and onnxruntime's, the four interleaved
+    over the frames (NCHW arrays for the model's one input): median ms per frame of each, and
+    each runtime's 1 -> `threads` speed-up."""
+    from reuserun.runtime.session import InferenceSession
+
+    runs = {}
+    for t in sorted({1, threads}):
+        runs[f"reuserun_{t}"] = InferenceSession(model_proto, policy="dense", threads=t)
+        runs[f"ort_{t}"] = ort_session(model_proto.SerializeToString(), t)
+    name = runs["ort_1"].get_inputs()[0].name
+    times = interleaved(frames, {k: (lambda f, s=s: s.run(None, {name: f})) for k, s in runs.items()})
+    ms = {k: float(np.median(v[1:])) * 1e3 for k, v in times.items()}
+    return {"ms": ms, "reuserun_scaling": ms["reuserun_1"] / ms[f"reuserun_{threads}"],
+            "ort_scaling": ms["ort_1"] / ms[f"ort_{threads}"]}
+
+
 def run_bench(model_proto, frames, policies=("auto",), threads: int = 2, threshold: float = 0.0,
               model_name: str = "model", source_name: str = "synthetic", progress: bool = True,
               tile: int | None = None, layer_thresholds=None) -> BenchResult:

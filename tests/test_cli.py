@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from reuserun import cli, zoo
-from reuserun.bench import interleaved
+from reuserun.bench import interleaved, thread_scaling
 
 
 def test_bench_builtin_default(tmp_path, capsys):
@@ -69,3 +69,12 @@ def test_interleaved_hands_each_runner_its_own_copy_of_a_frame():
     boxes = [(0, 1, 0, 1)]
     interleaved(boxes, {"a": lambda b: seen["a"].append(b)})
     assert seen["a"][-1] is boxes[0]  # only arrays are copied
+
+
+def test_thread_scaling_times_both_runtimes_at_both_counts():
+    from reuserun import sources
+    frames = list(sources.synthetic_stream((1, 3, 64, 64), "full", frames=3))
+    r = thread_scaling(zoo.default_model(64), frames, threads=2)
+    assert set(r["ms"]) == {"reuserun_1", "reuserun_2", "ort_1", "ort_2"} and min(r["ms"].values()) > 0
+    assert r["reuserun_scaling"] == r["ms"]["reuserun_1"] / r["ms"]["reuserun_2"]
+    assert r["ort_scaling"] == r["ms"]["ort_1"] / r["ms"]["ort_2"]
