@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reuserun.kernels import planner
+from reuserun.kernels import planner, region
 from reuserun.kernels.marks import Marks
 from reuserun.plan.geometry import conv_out_len, window_ranges
 
@@ -60,7 +60,7 @@ def test_window_reach_matches_numpy(data):
     ylo, yhi = window_ranges(OH, ky, sy, py, 1)
     xlo, xhi = window_ranges(OW, kx, sx, px, 1)
     m = random_mask(data, H, W)
-    count, box = planner.scan_box(m.reshape(-1), W, 0, H, 0, W)
+    count, box = region.scan(m.reshape(-1), W, 0, H, 0, W)
     assert count == int(m.sum())
     if count:
         ys, xs = np.nonzero(m)
@@ -126,7 +126,6 @@ def test_a_window_step_refuses_a_second_spatial_input():
 def test_frame_diff_split_between_threads_matches_one_thread(thr):
     """A frame large enough to be diffed by two threads (in contiguous shares) marks and counts
     what one thread does, NaN and Inf included."""
-    from reuserun.kernels import region
     rng = np.random.default_rng(7)
     C, npix = 3, 740 * 730
     ref = rng.random((C, npix), dtype=np.float32)

@@ -172,6 +172,8 @@ def test_batches_on_parallel_forks_match_one_by_one(classifier):
     again = sess.run_variants(None, {name: np.concatenate([occluded(base2, b) for b in boxes[:2]])},
                               changed=[[b] for b in boxes[:2]], workers=2)
     assert [id(f) for f in sess._forks[1]] == [id(f) for f in forks]
+    # the session and its fork each ran with half of the threads; the session has them all again
+    assert sess.threads == 2 and [f.threads for f in forks] == [1]
     for i, b in enumerate(boxes[:2]):
         want = dense_outputs(classifier, occluded(base2, b), name)
         assert again[0][i:i + 1].tobytes() == want[0].tobytes()

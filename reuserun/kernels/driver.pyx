@@ -18,7 +18,7 @@ from reuserun.kernels.conv cimport SpatialGemmKernel
 from reuserun.kernels.journal cimport Journal
 from reuserun.kernels.marks cimport Marks, list_marks, scan_c
 from reuserun.kernels.planner cimport PixelPlanner
-from reuserun.kernels.planner import fill_box
+from reuserun.kernels.region import fill
 
 cnp.import_array()
 
@@ -344,7 +344,7 @@ def run_shifted(list steps, list fast, list modes, list exposed, list per_output
             computed[i] = step.run(False, policy, threads, bands) if m == BANDS_ else step.run(False, policy, threads)
         for o, boxes, ubox in exposed[i]:
             for b in boxes:
-                fill_box(o.mask, o.W, *b, 1)
+                fill(o.mask, o.W, *b, 1)
             o.rescan(_union2(ubox, o.box) if o.box else ubox)
     return computed
 

@@ -8,7 +8,7 @@ from libc.stdint cimport int32_t, uint8_t
 from libc.string cimport memset
 import numpy as np
 
-from reuserun.kernels.marks cimport Marks, list_marks, next_mark, rr_or_marks, run_end, scan_c
+from reuserun.kernels.marks cimport Marks, list_marks, next_mark, rr_or_marks, run_end
 
 cnp.import_array()
 
@@ -25,13 +25,6 @@ cdef inline int32_t *i32(object a) except NULL:
     return <int32_t *> cnp.PyArray_DATA(a)
 
 
-def fill_box(mask, int W, int y0, int y1, int x0, int x1, int value):
-    cdef uint8_t *m = u8(mask)
-    cdef int y
-    for y in range(y0, y1):
-        memset(m + <size_t> y * W + x0, value, x1 - x0)
-
-
 cdef inline bint any_mark(const uint8_t *row, int x0, int x1) noexcept nogil:
     return next_mark(row, x0, x1) < x1
 
@@ -41,18 +34,6 @@ cdef inline void _or_box(uint8_t *dst, const uint8_t *src, int W, const int *b) 
     cdef int y
     for y in range(b[0], b[1]):
         rr_or_marks(dst + <size_t> y * W + b[2], src + <size_t> y * W + b[2], b[3] - b[2])
-
-
-def scan_box(mask, int W, int y0, int y1, int x0, int x1):
-    """(count, tight box or None) of the marked pixels inside the box."""
-    cdef const uint8_t *m = u8(mask)
-    cdef int box[4]
-    cdef long n
-    with nogil:
-        n = scan_c(m, W, y0, y1, x0, x1, box)
-    if n == 0:
-        return 0, None
-    return n, (box[0], box[1], box[2], box[3])
 
 
 cdef int first_at_least(const int32_t *a, int n, int v) noexcept nogil:

@@ -429,17 +429,14 @@ class InferenceSession:
             twin._fresh, twin._behind = self._fresh, self._behind
 
     def _variant_forks(self, k: int) -> tuple[list, list]:
-        """k forks for parallel variants (variants.on_forks), with one thread share each of
-        k + 1 (this session takes the other), kept between batches; and those of them that the
-        caller must give this session's cache again (_copy_state: a copy, not a new compile),
-        because a frame changed it since. Until the caller says it copied them
-        (_forks_current), they count as stale."""
-        version, forks = self._forks
+        """k forks for parallel variants (variants.on_forks, which sets their threads), kept
+        between batches; and those of them that the caller must give this session's cache
+        again (_copy_state: a copy, not a new compile), because a frame changed it since. Until
+        the caller says it copied them (_forks_current), they count as stale."""
         with self._lock:
+            version, forks = self._forks
             stale = list(forks) if version != self._version else []
             forks = forks + [self.fork() for _ in range(k - len(forks))]
-            for f in forks:
-                f.threads = max(1, self.threads // (k + 1))
             self._forks = (version if stale else self._version, forks)
         return forks[:k], [f for f in stale if f in forks[:k]]
 
@@ -547,7 +544,7 @@ class InferenceSession:
         self._still = [0] * len(steps)
         self._fast = None  # per step, its compiled incremental path under this policy (_propagate)
         self._runners = {}  # output names -> the native loop over declared variants, or None
-        self._weights = None  # _mac_weights
+        self._weights = None  # _mac_counts
         self._slow = None  # the steps without one (_slow_steps)
         self._moved = None  # _validate's scratch: (input, shift) of a frame found to be a shift
         self._heavy_from = None  # changed fraction of the last frame whose change reached HEAVY_MACS
@@ -834,25 +831,22 @@ class InferenceSession:
     def _macs(self, computed) -> int:
         """MACs of a frame that computed computed[i] positions of step i (a step without
         positions counts whole when it ran)."""
-        per_position, whole = self._mac_weights()
-        c = np.asarray(computed, np.int64)
-        return int(c @ per_position + (c > 0) @ whole)
+        return int(self._mac_counts(np.asarray(computed, np.int64)))
 
     def _mac_fractions(self, counts: np.ndarray) -> np.ndarray:
         """stats["mac_fraction"] of many runs at once (an occlusion map's windows): counts
         (runs, steps), as _macs counts them."""
-        per_position, whole = self._mac_weights()
-        macs = counts @ per_position + (counts > 0) @ whole
-        return macs / self._dense_macs if self._dense_macs else np.ones(len(counts))
+        return self._mac_counts(counts) / self._dense_macs if self._dense_macs else np.ones(len(counts))
 
-    def _mac_weights(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per step, its MACs per computed position, and the MACs of a step without positions
-        (counted whole when it ran)."""
+    def _mac_counts(self, counts: np.ndarray):
+        """MACs of runs that computed counts[..., i] positions of step i: per step, its MACs per
+        computed position, or, for a step without positions, its MACs whole when it ran."""
         if self._weights is None:
             self._weights = (np.array([getattr(step, "macs_per_pixel", 0) for step in self._program], np.int64),
                              np.array([0 if hasattr(step, "macs_per_pixel") else getattr(step, "macs", 0)
                                        for step in self._program], np.int64))
-        return self._weights
+        per_position, whole = self._weights
+        return counts @ per_position + (counts > 0) @ whole
 
     def _build_stats(self) -> dict:
         computed, diffs, full, elapsed, shift, backend = self._last

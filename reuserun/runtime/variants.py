@@ -106,7 +106,9 @@ def on_forks(sess, n: int, run_share, workers: int, progress=None, chunk: int = 
             work(s)
 
         threads = sess.threads
-        sess.threads = max(1, threads // workers)
+        sess.threads = max(1, threads // workers)  # each thread's share, this session's and every fork's
+        for f in forks:
+            f.threads = sess.threads
         try:
             with ThreadPoolExecutor(workers - 1) as pool:
                 rest = [pool.submit(start, f, w + 1) for w, f in enumerate(forks)]
