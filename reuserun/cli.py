@@ -175,7 +175,40 @@ def _graph_inputs(proto):
 
 
 def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",")]
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+    if not all(np.isfinite(values)):
+        raise argparse.ArgumentTypeError(f"expected finite numbers, got {text!r}")
+    return values
+
+
+def _number(kind: str, lo: float, open_low: bool = False, integer: bool = False):
+    """An argparse type: a finite number >= lo (> lo when open_low), an integer when asked."""
+    def parse(text: str):
+        try:
+            v = int(text) if integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        if not np.isfinite(v) or v < lo or (open_low and v == lo):
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}")
+        return v
+    return parse
+
+
+_positive_int = _number("an integer >= 1", 1, integer=True)
+_threads = _number("an integer >= 0 (0: every core)", 0, integer=True)
+_nonnegative = _number("a finite number >= 0", 0.0)
+_budget = _number("a finite number > 0", 0.0, open_low=True)
+
+
+def _writable(path: str) -> str:
+    """Checked before minutes of work are spent, not after."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK) or os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"cannot write {path!r}")
+    return path
 
 
 def _add_preprocessing(p) -> None:
@@ -190,46 +223,46 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("model", nargs="?", help="ONNX file, or builtin:NAME (default: builtin yolo_like)")
     b.add_argument("--source", default=None, help="synthetic[:SCENARIO] | video:PATH | atari:GAME | "
                    "audio:PATH[@HOP] | synthetic-audio[:HOP] (default: synthetic, or synthetic-audio for 1-D models)")
-    b.add_argument("--frames", type=int, default=30)
+    b.add_argument("--frames", type=_positive_int, default=30)
     b.add_argument("--policy", action="append", choices=POLICY_CHOICES,
                    help="policy to run (repeatable; default: auto, auto+ort and dense)")
-    b.add_argument("--threshold", type=float, default=0.0)
+    b.add_argument("--threshold", type=_nonnegative, default=0.0)
     b.add_argument("--thresholds", metavar="JSON", help="per-layer thresholds (the file `reuserun tune` writes)")
-    b.add_argument("--threads", type=int, default=None)
-    b.add_argument("--tile", type=int, default=None)
-    b.add_argument("--size", type=int, default=None,
+    b.add_argument("--threads", type=_threads, default=None)
+    b.add_argument("--tile", type=_positive_int, default=None)
+    b.add_argument("--size", type=_positive_int, default=None,
                    help="input size for built-in models and dynamic dims (default 320 px; 16000 samples for 1-D)")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--json", help="write results as JSON here")
+    b.add_argument("--json", type=_writable, help="write results as JSON here")
     b.add_argument("--no-progress", action="store_true")
     _add_preprocessing(b)
     b.set_defaults(func=cmd_bench)
     t = sub.add_parser("tune", help="calibrate approximate-mode thresholds on a clip")
     t.add_argument("model", nargs="?")
     t.add_argument("--source", default="synthetic")
-    t.add_argument("--frames", type=int, default=20)
-    t.add_argument("--max-error", type=float, default=0.01, help="worst relative L2 allowed per frame")
-    t.add_argument("--out", default="thresholds.json")
-    t.add_argument("--threads", type=int, default=None)
-    t.add_argument("--size", type=int, default=320)
+    t.add_argument("--frames", type=_positive_int, default=20)
+    t.add_argument("--max-error", type=_budget, default=0.01, help="worst relative L2 allowed per frame")
+    t.add_argument("--out", type=_writable, default="thresholds.json")
+    t.add_argument("--threads", type=_threads, default=None)
+    t.add_argument("--size", type=_positive_int, default=320)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--no-progress", action="store_true")
     _add_preprocessing(t)
     t.set_defaults(func=cmd_tune)
     i = sub.add_parser("info", help="ops, shapes, MACs and receptive fields of a model")
     i.add_argument("model", nargs="?")
-    i.add_argument("--size", type=int, default=320)
+    i.add_argument("--size", type=_positive_int, default=320)
     i.set_defaults(func=cmd_info)
     o = sub.add_parser("occlusion", help="occlusion sensitivity map of an image, as PNG and .npy")
     o.add_argument("model", help="ONNX file or builtin:NAME")
     o.add_argument("image", help="image file (PNG, JPEG, ...) or .npy array")
-    o.add_argument("--patch", type=int, default=16)
-    o.add_argument("--stride", type=int, default=8)
+    o.add_argument("--patch", type=_positive_int, default=16)
+    o.add_argument("--stride", type=_positive_int, default=8)
     o.add_argument("--target", type=int, default=None, help="output index to explain (default: the top one)")
-    o.add_argument("--baseline", type=float, default=0.0, help="value occluded pixels take")
-    o.add_argument("--size", type=int, default=224, help="input size for built-in models and dynamic dims")
-    o.add_argument("--threads", type=int, default=None)
-    o.add_argument("--workers", type=int, default=None,
+    o.add_argument("--baseline", type=_number("a finite number", -np.inf, open_low=True), default=0.0, help="value occluded pixels take")
+    o.add_argument("--size", type=_positive_int, default=224, help="input size for built-in models and dynamic dims")
+    o.add_argument("--threads", type=_threads, default=None)
+    o.add_argument("--workers", type=_positive_int, default=None,
                    help="windows run on this many session forks at once (default: one per thread)")
     o.add_argument("--out", default=None, help="output prefix (default: IMAGE_occlusion)")
     o.add_argument("--no-progress", action="store_true")
@@ -240,7 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ir.ModelError, ValueError, OSError, RuntimeError) as e:
+        # what a user can act on, in one line; a bug still shows its traceback
+        print(f"reuserun {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

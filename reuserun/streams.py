@@ -11,6 +11,8 @@ Image sources yield float32 NCHW frames in [0, 1]; audio sources (1, 1, L) windo
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from reuserun import sources
@@ -46,7 +48,13 @@ def video(path: str, shape, count, seed):
     _, c, h, w = shape
     fmt = "gray" if c == 1 else "rgb24"
     out = []
-    with av.open(path) as container:
+    if not os.path.isfile(path):
+        raise ValueError(f"video file not found: {path}")
+    try:
+        container = av.open(path)
+    except av.error.FFmpegError as e:
+        raise ValueError(f"cannot read video {path}: {e}") from e
+    with container:
         for frame in container.decode(video=0):
             img = frame.reformat(width=w, height=h, format=fmt).to_ndarray()
             img = img[None] if c == 1 else img.transpose(2, 0, 1)[:c]
@@ -70,7 +78,10 @@ def make_atari_env(game: str):
     except ImportError as e:
         raise RuntimeError("atari sources need gymnasium and ale-py: pip install 'reuserun[atari]'") from e
     gym.register_envs(ale_py)
-    return gym.make(f"ALE/{game}-v5", **ATARI_ENV)
+    try:
+        return gym.make(f"ALE/{game}-v5", **ATARI_ENV)
+    except gym.error.Error as e:  # an unknown game, a missing ROM
+        raise ValueError(f"cannot make Atari game {game!r}: {e}") from e
 
 
 def atari_preprocess(obs: np.ndarray, c: int, h: int, w: int, mode: str = "red") -> np.ndarray:
@@ -143,7 +154,13 @@ def audio(arg: str, shape, count, seed):
     need = length + int(hop or AUDIO_HOP) * (count - 1)
     resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
     chunks, total = [], 0
-    with av.open(path) as container:
+    if not os.path.isfile(path):
+        raise ValueError(f"video file not found: {path}")
+    try:
+        container = av.open(path)
+    except av.error.FFmpegError as e:
+        raise ValueError(f"cannot read video {path}: {e}") from e
+    with container:
         if not container.streams.audio:
             raise ValueError(f"{path} has no audio stream")
         for frame in container.decode(audio=0):

@@ -144,9 +144,14 @@ def _pads_2d(begins: list, ends: list) -> tuple:
 def _resolve_pads(attrs: dict, in_sp, kernel, strides, dilations) -> tuple[list, list]:
     """Begin/end pads of a conv or pool, auto_pad resolved the way the ONNX spec says."""
     n = len(in_sp)
+    for name, values in (("kernel", kernel), ("strides", strides), ("dilations", dilations)):
+        if len(values) != n or any(v < 1 for v in values):
+            raise ValueError(f"{name} {list(values)} must be {n} values >= 1")
     auto_pad = attrs.get("auto_pad", "NOTSET")
     if auto_pad == "NOTSET":
         pads = _ints(attrs.get("pads", [0] * (2 * n)))
+        if len(pads) != 2 * n or any(p < 0 for p in pads):
+            raise ValueError(f"pads {pads} must be {2 * n} values >= 0")
         return pads[:n], pads[n:]
     if auto_pad == "VALID":
         return [0] * n, [0] * n
@@ -167,6 +172,13 @@ def _check_out(ctx: Ctx, expected: tuple) -> None:
                             f"{tuple(expected)} but shape inference says {ctx.out_shape(0)}")
 
 
+def _check_weight(w: np.ndarray, group: int) -> None:
+    if w.ndim < 3 or w.size == 0:
+        raise ValueError(f"weight of shape {w.shape} holds no kernel")
+    if group < 1 or w.shape[0] % group:
+        raise ValueError(f"group={group} must be >= 1 and divide the weight's {w.shape[0]} filters")
+
+
 def _bias(ctx: Ctx, i: int):
     if not ctx.has(i):
         return None
@@ -183,6 +195,7 @@ def conv(node, ctx: Ctx):
     strides = _ints(ctx.attr("strides", [1] * n))
     dil = _ints(ctx.attr("dilations", [1] * n))
     group = int(ctx.attr("group", 1))
+    _check_weight(w, group)
     if x[1] != w.shape[1] * group:
         raise ir.ModelError(f"node {ctx.name} (Conv): input has {x[1]} channels, weight "
                             f"{w.shape} with group={group} wants {w.shape[1] * group}")
@@ -205,6 +218,7 @@ def conv_transpose(node, ctx: Ctx):
     strides = _ints(ctx.attr("strides", [1] * n))
     dil = _ints(ctx.attr("dilations", [1] * n))
     group = int(ctx.attr("group", 1))
+    _check_weight(w, group)
     out_pad = _ints(ctx.attr("output_padding", [0] * n))
     if x[1] != w.shape[0]:
         raise ir.ModelError(f"node {ctx.name} (ConvTranspose): input has {x[1]} channels, "

@@ -78,10 +78,30 @@ def _parse(model) -> onnx.ModelProto:
         raise TypeError(f"model must be a path, bytes or onnx.ModelProto, "
                         f"not {type(model).__name__}")
     try:
-        onnx.checker.check_model(proto)
+        onnx.checker.check_model(_with_output_shapes(proto))
     except Exception as e:
         raise ir.ModelError(f"invalid ONNX model: {e}") from e
+    newest = onnx.defs.onnx_opset_version()
+    for o in proto.opset_import:
+        if o.domain in _DEFAULT_DOMAINS and o.version > newest:
+            raise ir.ModelError(f"model imports opset {o.version} of the default domain; the newest "
+                                f"this onnx ({onnx.__version__}) knows is {newest}")
     return proto
+
+
+def _with_output_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The checker wants a shape on every graph output; onnxruntime loads outputs declared with
+    a type alone (shape inference gives them one), so check a copy that declares them rank-free."""
+    bare = [o for o in proto.graph.output if o.type.HasField("tensor_type")
+            and not o.type.tensor_type.HasField("shape")]
+    if not bare:
+        return proto
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    for o in copy.graph.output:
+        if o.type.HasField("tensor_type") and not o.type.tensor_type.HasField("shape"):
+            o.type.tensor_type.shape.dim.add().dim_param = "?"
+    return copy
 
 
 def _default_opset(proto: onnx.ModelProto) -> int:
@@ -124,6 +144,16 @@ def _densify(t: onnx.SparseTensorProto) -> np.ndarray:
     return dense.reshape(tuple(t.dims))
 
 
+def declared_dims(tt) -> list | None:
+    """A tensor type's dims as declared: ints, or a name (or "?") for a dynamic one; -1 and 0
+    count as dynamic, as exporters (paddle2onnx) write them and onnxruntime reads them. None:
+    no shape declared."""
+    if not tt.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
+            for d in tt.shape.dim]
+
+
 def _bind_inputs(g: onnx.GraphProto, consts: dict, shapes: dict) -> list[onnx.ValueInfoProto]:
     """Graph inputs (initializers excluded) as ValueInfos with static float32 shapes."""
     real = [i for i in g.input if i.name not in consts]
@@ -140,8 +170,7 @@ def _bind_inputs(g: onnx.GraphProto, consts: dict, shapes: dict) -> list[onnx.Va
             raise ir.ModelError(f"input {vi.name!r} has type "
                                 f"{onnx.TensorProto.DataType.Name(tt.elem_type)}; "
                                 f"reuserun runs float32 inputs only")
-        dims = ([d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-                 for d in tt.shape.dim] if tt.HasField("shape") else None)
+        dims = declared_dims(tt)
         given = shapes.get(vi.name)
         if given is not None:
             given = tuple(int(d) for d in given)
@@ -396,6 +425,10 @@ def _convert(nodes, consts, inputs, outputs, info, infer_err, opset) -> ir.Graph
         except Unsupported as e:
             missing[key].append(f"{node.name} ({e})")
             continue
+        except ir.ModelError:
+            raise
+        except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError) as e:
+            raise ir.ModelError(f"node {node.name} ({node.op_type}): {e}") from e
         new_consts.update(ctx.new_consts)
         new_shapes.update(ctx.new_shapes)
     if missing:
@@ -436,6 +469,23 @@ def _build_graph(ir_nodes, consts, new_shapes, inputs, outputs, info, opset) -> 
             if o not in consts:
                 raise ir.ModelError(f"graph output {o!r} is never produced")
             add_const(o)
+    _check_sizes(tensors)
     graph = ir.Graph(tensors, ir_nodes, [vi.name for vi in inputs], list(outputs), opset)
     graph.validate()
     return graph
+
+
+# the kernels index a tensor's values and positions with 32-bit ints
+MAX_ELEMENTS = 2**31 - 1
+
+
+def _check_sizes(tensors: dict) -> None:
+    """Every computed tensor holds at most MAX_ELEMENTS values."""
+    for t in tensors.values():
+        if t.is_const or t.shape is None:
+            continue
+        n = math.prod(t.shape)
+        if n > MAX_ELEMENTS:
+            raise ir.ModelError(f"tensor {t.name!r} of shape {t.shape} holds {n:,} values "
+                                f"({4 * n / 2**30:.1f} GiB as float32); reuserun takes at most "
+                                f"{MAX_ELEMENTS:,} a tensor")

@@ -49,6 +49,12 @@ cdef class NativeStep:
     cdef bint whole_c(self) except -1:
         return False
 
+    cdef bint plain_vectors_changed_c(self) except -1:
+        return False
+
+    cdef bint spatial_vectors_changed_n(self) noexcept nogil:
+        return False
+
     cdef long run_n(self, float thr, int threads, Journal journal, const int32_t *bands, int nb, bint whole,
                     bint exposed, int *box) except -2 nogil:
         with gil:
@@ -99,12 +105,14 @@ cdef class GemmStep(NativeStep):
 
 cdef class FastStep(NativeStep):
     cdef PixelPlanner planner
-    cdef list inputs, outputs, vectors, kernels
+    cdef list inputs, outputs, kernels
     cdef object keep                 # the arrays behind the pointers below
     cdef PyObject **ins              # inputs, outputs, kernels: borrowed (the lists hold them)
     cdef PyObject **outs
     cdef PyObject **kerns
-    cdef int nin, nout, nkern
+    cdef PyObject **svecs            # the vectors held as 1x1 spatial tensors (borrowed)
+    cdef list plain_vectors          # the others: plain tensors whose flag Python sets
+    cdef int nin, nout, nkern, nsvec
     cdef const int32_t *out_index
     cdef int32_t *pix
     cdef int32_t *full_pix
@@ -118,16 +126,19 @@ cdef class FastStep(NativeStep):
         for t in (*inputs, *outputs):
             if not isinstance(t, Marks):
                 raise TypeError(f"{type(t).__name__} is not a spatial tensor")
-        self.planner, self.inputs, self.outputs, self.vectors = planner, inputs, outputs, vectors
+        self.planner, self.inputs, self.outputs = planner, inputs, outputs
         self.kernels = [k for k, _ in work]
         for k in self.kernels:
             if not isinstance(k, Kernel):
                 raise TypeError(f"{type(k).__name__} is not a per-pixel kernel")
+        spatial_vectors = [v for v in vectors if isinstance(v, Marks)]
+        self.plain_vectors = [v for v in vectors if not isinstance(v, Marks)]
         refs = [np.array([<Py_ssize_t> <PyObject *> o for o in objs] or [0], np.intp)
-                for objs in (inputs, outputs, self.kernels)]
+                for objs in (inputs, outputs, self.kernels, spatial_vectors)]
         out_index = np.array([i for _, i in work] or [0], np.int32)
         self.keep = (refs, out_index, pix, full_pix)
         self.ins, self.outs, self.kerns = _ptrs(refs[0]), _ptrs(refs[1]), _ptrs(refs[2])
+        self.svecs, self.nsvec = _ptrs(refs[3]), len(spatial_vectors)
         self.nin, self.nout, self.nkern = len(inputs), len(outputs), len(self.kernels)
         self.out_index = <const int32_t *> cnp.PyArray_DATA(out_index)
         self.pix = <int32_t *> cnp.PyArray_DATA(pix)
@@ -146,8 +157,20 @@ cdef class FastStep(NativeStep):
     cdef bint whole_c(self) except -1:
         """Whether a per-channel vector input (a squeeze-excite scale) changed: every output
         position then changes."""
-        for v in self.vectors:
+        return self.plain_vectors_changed_c() or self.spatial_vectors_changed_n()
+
+    cdef bint plain_vectors_changed_c(self) except -1:
+        for v in self.plain_vectors:
             if v.changed:
+                return True
+        return False
+
+    cdef bint spatial_vectors_changed_n(self) noexcept nogil:
+        """A spatial vector may come from an earlier step of the same chain: read its marks
+        only once that step has run."""
+        cdef int i
+        for i in range(self.nsvec):
+            if (<Marks> self.svecs[i]).nchanged:
                 return True
         return False
 
@@ -281,17 +304,18 @@ cdef int _run_chains(list steps, list fast, object policy, int threads, Journal 
             i += 1
             continue
         j = i
-        while j < n and fast[j] is not None:  # a chain's vectors come from steps before it
+        while j < n and fast[j] is not None:  # a chain's plain vectors come from steps before it
             ch[j].f = <PyObject *> fast[j]
             ch[j].thr = steps[j].thr
-            ch[j].whole = (<NativeStep> fast[j]).whole_c()
+            ch[j].whole = (<NativeStep> fast[j]).plain_vectors_changed_c()
             j += 1
             if (<NativeStep> fast[j - 1]).ends_chain:
                 break
         with nogil:
             for k in range(i, j):
-                ch[k].count = (<NativeStep> ch[k].f).run_n(ch[k].thr, threads, journal, NULL, 0, ch[k].whole,
-                                                           False, box)
+                ch[k].count = (<NativeStep> ch[k].f).run_n(
+                    ch[k].thr, threads, journal, NULL, 0,
+                    ch[k].whole or (<NativeStep> ch[k].f).spatial_vectors_changed_n(), False, box)
         for k in range(i, j):
             computed[k] = ch[k].count
         if (<NativeStep> fast[j - 1]).ends_chain:

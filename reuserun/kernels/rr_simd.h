@@ -265,8 +265,10 @@ static inline int rr_store8_tracked(float *dst, v8f v, float thr) {
     return rr_store8_lanes(dst, v, thr) != 0;
 }
 
+#define RR_MAX_THREADS 1024
 static inline int rr_num_threads(int requested) {
 #ifdef _OPENMP
+    if (requested > RR_MAX_THREADS) return RR_MAX_THREADS;  /* as options.MAX_THREADS */
     return requested > 0 ? requested : omp_get_max_threads();
 #else
     (void)requested;

@@ -13,12 +13,12 @@ import numpy as np
 
 from reuserun import ir
 from reuserun.frontend import load_model
-from reuserun.frontend.loader import _parse
-from reuserun.ir import InputError
+from reuserun.frontend.loader import _parse, declared_dims
+from reuserun.ir import InputError, ModelError
 from reuserun.kernels import driver, marks, region
 from reuserun.kernels.journal import Journal
 from reuserun.plan.policies import make_policy
-from reuserun.runtime import variants
+from reuserun.runtime import options, variants
 from reuserun.runtime.compiler import Compiler, frame_stack_inputs
 from reuserun.runtime.fuse import fuse
 from reuserun.runtime.shifter import Shifter, ShiftDetector
@@ -105,23 +105,40 @@ def _read_thresholds(spec) -> tuple[dict, float | None]:
     if isinstance(spec, (str, os.PathLike)):
         with open(spec) as f:
             spec = json.load(f)
-    spec = dict(spec)
+    if not isinstance(spec, dict):
+        raise ValueError(f"layer_thresholds must be a dict or a JSON file holding an object, "
+                         f"got {type(spec).__name__}")
     input_thr = None
     if "layer_thresholds" in spec:
-        input_thr = float(spec.get("threshold", 0.0))
-        spec = dict(spec["layer_thresholds"])
-    table = {str(k): float(v) for k, v in spec.items()}
-    bad = {k: v for k, v in table.items() if not (np.isfinite(v) and v >= 0)}
-    if bad:
-        raise ValueError(f"layer thresholds must be finite numbers >= 0: {bad}")
+        input_thr = options.threshold("the thresholds file's threshold", spec.get("threshold", 0.0))
+        spec = spec["layer_thresholds"]
+        if not isinstance(spec, dict):
+            raise ValueError("layer_thresholds: its 'layer_thresholds' entry must be an object {layer: T}")
+    table = {str(k): options.threshold(f"layer threshold {k!r}", v) for k, v in spec.items()}
     return table, input_thr
 
 
-def _dims(value_info) -> list:
-    dims = []
-    for d in value_info.type.tensor_type.shape.dim:
-        dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or None))
-    return dims
+def _dims(value_info) -> list | None:
+    """onnxruntime's NodeArg.shape: ints, names of dynamic dims (None when unnamed); None for
+    a tensor declared without a shape."""
+    dims = declared_dims(value_info.type.tensor_type)
+    return None if dims is None else [None if d == "?" else d for d in dims]
+
+
+def _check_memory(graph: ir.Graph) -> None:
+    """Refuse a model whose caches alone exceed the machine's memory: allocating them would
+    end in the kernel's out-of-memory killer rather than in an error."""
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    sizes = {n: 4 * int(np.prod(t.shape)) for n, t in graph.tensors.items()
+             if not t.is_const and t.shape is not None}
+    if sizes and sum(sizes.values()) > physical:
+        big = max(sizes, key=sizes.get)
+        raise ModelError(f"this model's activations take {sum(sizes.values()) / 2**30:.1f} GiB at this input "
+                         f"size, more than this machine's {physical / 2**30:.1f} GiB (the largest, "
+                         f"{big!r} of shape {graph.tensors[big].shape}, {sizes[big] / 2**30:.1f} GiB)")
 
 
 class InferenceSession:
@@ -169,17 +186,16 @@ class InferenceSession:
         init = {i.name for i in self._proto.graph.initializer}
         self._input_args = [NodeArg(i.name, _dims(i)) for i in self._proto.graph.input if i.name not in init]
         self._output_args = [NodeArg(o.name, _dims(o)) for o in self._proto.graph.output]
-        if not threshold >= 0 or not np.isfinite(threshold):
-            raise ValueError(f"threshold must be a finite number >= 0, got {threshold}")
-        self.frame_stack = frame_stack
-        self.shift = bool(shift)
+        threshold = options.threshold("threshold", threshold)
+        self.frame_stack = options.optional_flag("frame_stack", frame_stack)
+        self.shift = options.flag("shift", shift)
         self.layer_thresholds, file_threshold = _read_thresholds(layer_thresholds)
         if file_threshold is not None and threshold == 0.0:
             threshold = file_threshold  # a tuned file carries its input threshold too
         self.policy_name = policy
-        self._policy = make_policy(policy, tile)
-        self.threshold = float(threshold)
-        self.threads = int(threads) if threads else (os.cpu_count() or 1)
+        self._policy = make_policy(policy, options.tile(tile))
+        self.threshold = threshold
+        self.threads = options.threads(threads)
         self._program = None
         self._stats: dict = {}
         self._lock = threading.RLock()  # one frame or variant at a time per session
@@ -189,9 +205,10 @@ class InferenceSession:
             if not isinstance(input_shape, dict):
                 if len(self._input_args) != 1:
                     raise ValueError("input_shape must be a dict {name: shape} for a model with several inputs")
-                input_shape = {self._input_args[0].name: tuple(input_shape)}
-            self._compile({k: tuple(int(d) for d in v) for k, v in input_shape.items()})
-        elif all(all(isinstance(d, int) and d > 0 for d in a.shape) for a in self._input_args):
+                input_shape = {self._input_args[0].name: input_shape}
+            self._compile({k: options.shape(f"input_shape[{k!r}]", v) for k, v in input_shape.items()})
+        elif all(a.shape is not None and all(isinstance(d, int) and d > 0 for d in a.shape)
+                 for a in self._input_args):
             self._compile({a.name: tuple(a.shape) for a in self._input_args})
 
     # --- onnxruntime surface ------------------------------------------------------------------
@@ -254,11 +271,17 @@ class InferenceSession:
         if not isinstance(input_feed, dict):
             raise InputError("input_feed must be a dict {input name: numpy array}")
         with self._lock:
-            if self._program is None:
+            binds = self._program is None
+            if binds:
                 self._compile(self._shapes_from_feed(input_feed))
-            names = self._output_names if output_names is None else self._check_output_names(output_names)
-            t0 = time.perf_counter()
-            frames, diffs = self._validate(input_feed)
+            try:
+                names = self._output_names if output_names is None else self._check_output_names(output_names)
+                t0 = time.perf_counter()
+                frames, diffs = self._validate(input_feed)
+            except BaseException:
+                if binds:  # a rejected first frame binds no dims
+                    self._program = None
+                raise
             if self.dense_backend == "onnxruntime" and self._delegates(diffs):
                 return self._run_delegated(names, frames, diffs, t0)
             full = self._fresh or self._behind or self.policy_name == "dense" or self._all_changed(diffs)
@@ -481,16 +504,29 @@ class InferenceSession:
 
     # --- compile ------------------------------------------------------------------------------
     def _shapes_from_feed(self, feed) -> dict:
+        """The first frame's shapes, once its names, types and dtypes are checked."""
+        _check_feed_names(feed, {a.name for a in self._input_args})
         shapes = {}
         for a in self._input_args:
-            v = feed.get(a.name)
-            if v is None:
-                raise InputError(f"missing input {a.name!r}; the model's inputs are "
-                                 f"{[x.name for x in self._input_args]}")
-            shapes[a.name] = tuple(np.shape(v))
+            v = feed[a.name]
+            _check_array(a.name, v, getattr(v, "shape", None))
+            shapes[a.name] = tuple(v.shape)
         return shapes
 
     def _compile(self, input_shapes: dict) -> None:
+        """Bind the input shapes: load, plan and allocate every cache. A failure leaves the
+        session unbound."""
+        try:
+            self._bind(input_shapes)
+        except MemoryError as e:
+            self._program = None
+            sizes = ", ".join(f"{k} {tuple(v)}" for k, v in input_shapes.items())
+            raise ModelError(f"not enough memory for this model's caches at input shape(s) {sizes}") from e
+        except BaseException:
+            self._program = None
+            raise
+
+    def _bind(self, input_shapes: dict) -> None:
         for a in self._input_args:
             if a.name not in input_shapes:
                 raise ValueError(f"no shape given for input {a.name!r}")
@@ -500,6 +536,7 @@ class InferenceSession:
                                  f"got shape {shape}")
         self._model = _compiled(self._proto, self._digest, input_shapes)
         self._graph = self._model.graph
+        _check_memory(self._graph)
         self._input_shapes = dict(input_shapes)
         meta = {p.key: p.value for p in self._proto.metadata_props}
         self._stacks = frame_stack_inputs(self._graph, self.frame_stack, meta)
@@ -571,6 +608,8 @@ class InferenceSession:
 
     # --- per frame ----------------------------------------------------------------------------
     def _check_output_names(self, output_names) -> list[str]:
+        if isinstance(output_names, (str, bytes)) or not isinstance(output_names, (list, tuple)):
+            raise InputError(f"output_names must be None or a list of output names, got {output_names!r}")
         unknown = [n for n in output_names if n not in self._graph.outputs]
         if unknown:
             raise InputError(f"unknown output name(s) {unknown}; the model's outputs are {self._graph.outputs}")

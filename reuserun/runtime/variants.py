@@ -12,6 +12,7 @@ import numpy as np
 
 from reuserun.ir import InputError
 from reuserun.kernels import region
+from reuserun.runtime import options
 
 
 def declared_masks(spatial: dict, changed, scratch: dict) -> dict | None:
@@ -156,10 +157,16 @@ def run_batch(sess, output_names, input_feed: dict, changed, workers: int, progr
     axis 0."""
     if not isinstance(input_feed, dict) or not input_feed:
         raise InputError("input_feed must be a dict {input name: batch of variants}")
+    for name, v in input_feed.items():
+        if not isinstance(v, np.ndarray) or v.ndim == 0:
+            raise InputError(f"input {name!r} must be a numpy array holding the variants along axis 0")
+    workers = options.workers(workers)
     sizes = {len(v) for v in input_feed.values()}
     if len(sizes) != 1:
         raise InputError(f"every input needs the same number of variants, got {sorted(sizes)}")
     B = sizes.pop()
+    if B == 0:
+        raise InputError("run_variants needs at least one variant (axis 0 of the inputs is empty)")
     if changed is not None and len(changed) != B:
         raise InputError(f"changed lists {len(changed)} declarations for {B} variants")
     if (len(input_feed) == 1 and changed is not None and all(isinstance(c, (list, tuple)) for c in changed)

@@ -1,0 +1,79 @@
+"""Checks of the session's arguments: each returns the value to use or raises a one-line
+ValueError naming the argument, so no value reaches the kernels that they cannot take."""
+from __future__ import annotations
+
+import numbers
+import os
+
+import numpy as np
+
+# beyond this the OpenMP runtime cannot start the team on common machines (each thread takes a
+# stack); no machine reuserun targets has more cores
+MAX_THREADS = 1024
+# a tile's side in positions; the planners keep tile counts in C ints
+MAX_TILE = 1 << 15
+
+
+def _integer(name: str, value) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
+def threads(value) -> int:
+    """None or 0: every core, as onnxruntime's intra_op_num_threads=0."""
+    if value is None:
+        return min(os.cpu_count() or 1, MAX_THREADS)
+    n = _integer("threads", value)
+    if n == 0:
+        return min(os.cpu_count() or 1, MAX_THREADS)
+    if not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"threads must be from 1 to {MAX_THREADS} (or None / 0 for every core), got {n}")
+    return n
+
+
+def tile(value) -> int | None:
+    if value is None:
+        return None
+    n = _integer("tile", value)
+    if not 1 <= n <= MAX_TILE:
+        raise ValueError(f"tile must be from 1 to {MAX_TILE}, got {n}")
+    return n
+
+
+def threshold(name: str, value) -> float:
+    """A finite number >= 0 (a string or a bool is refused, as in a JSON file written by hand)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    v = float(value)
+    if not (np.isfinite(v) and v >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return v
+
+
+def flag(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def optional_flag(name: str, value) -> bool | None:
+    return None if value is None else flag(name, value)
+
+
+def workers(value) -> int:
+    n = _integer("workers", value)
+    if not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"workers must be from 1 to {MAX_THREADS}, got {n}")
+    return n
+
+
+def shape(name: str, value) -> tuple[int, ...]:
+    """A tuple of positive ints (the tensors' sizes are checked when the model is compiled)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ValueError(f"{name} must be a tuple of positive integers, got {value!r}")
+    dims = tuple(value)
+    for d in dims:
+        if isinstance(d, (bool, np.bool_)) or not isinstance(d, numbers.Integral) or d < 1:
+            raise ValueError(f"{name} must be a tuple of positive integers, got {value!r}")
+    return tuple(int(d) for d in dims)

@@ -1,0 +1,192 @@
+"""Defects a careful tester found: each test failed before its fix. Exactness of a squeeze-excite
+vector that changes after a still one, arguments at their edges, a rejected first frame,
+exporters' dynamic dims and shapeless outputs, thresholds files, and the CLI's errors."""
+import json
+
+import numpy as np
+import pytest
+
+import reuserun
+from onnx_helpers import make_model, node, rand, vi
+from reuserun import cli
+
+
+def _se_model(seed):
+    """Conv -> global average pool -> sigmoid -> Mul(conv, sigmoid): a squeeze-excite scale."""
+    return make_model([node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+                       node("GlobalAveragePool", ["c"], ["g"]),
+                       node("Sigmoid", ["g"], ["s"]),
+                       node("Mul", ["c", "s"], ["y"])],
+                      [("x", [1, 3, 8, 8])], [("y", [1, 4, 8, 8])],
+                      [("w", rand(4, 3, 3, 3, seed=seed)), ("b", rand(4, seed=seed + 100))])
+
+
+@pytest.mark.parametrize("policy", ["auto", "tiles", "rects", "rect"])
+def test_squeeze_excite_vector_changing_after_a_still_one(policy):
+    """Frame b moves one value by one ulp (the vector stays), c changes the vector: the Mul must
+    read the vector's change made earlier in the same native chain, not its last frame's flag."""
+    for seed in range(20):
+        m = _se_model(seed)
+        a = rand(1, 3, 8, 8, seed=seed + 7)
+        b = a.copy()
+        b[0, 0, 3, 3] = np.nextafter(b[0, 0, 3, 3], np.float32(np.inf))
+        c = b.copy()
+        c[0, 1, 5, 5] += 0.1
+        sess = reuserun.InferenceSession(m, policy=policy)
+        dense = reuserun.InferenceSession(m, policy="dense")
+        for f in (a, b, c, c, a):
+            got = sess.run(None, {"x": f})[0]
+            np.testing.assert_array_equal(got, dense.run(None, {"x": f})[0], err_msg=f"seed {seed}")
+
+
+def _conv_model(h="H", w="W"):
+    return make_model([node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+                      [("x", [1, 3, h, w])], [("y", [1, 8, h, w])], [("w", rand(8, 3, 3, 3))])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(policy="tiles", tile=0), "tile must be"),
+    (dict(policy="tiles", tile=-1), "tile must be"),
+    (dict(policy="rects", tile=1.5), "tile must be an integer"),
+    (dict(threads=-1), "threads must be"),
+    (dict(threads=100000), "threads must be"),
+    (dict(threads="2"), "threads must be an integer"),
+    (dict(threshold=float("nan")), "threshold must be"),
+    (dict(threshold=-1e-9), "threshold must be"),
+    (dict(threshold="0.1"), "threshold must be"),
+    (dict(shift="yes"), "shift must be"),
+    (dict(frame_stack=1), "frame_stack must be"),
+    (dict(input_shape=(1, 3, 0, 8)), "positive integers"),
+    (dict(input_shape=(1, 3, 8.5, 8)), "positive integers"),
+    (dict(input_shape="1,3,8,8"), "positive integers"),
+    (dict(policy=7), "unknown policy"),
+])
+def test_arguments_at_their_edges_raise_one_clear_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        reuserun.InferenceSession(_conv_model(), **kwargs)
+
+
+def test_threads_zero_means_every_core_as_in_onnxruntime():
+    sess = reuserun.InferenceSession(_conv_model(), threads=0)
+    assert sess.threads >= 1
+
+
+@pytest.mark.parametrize("first", [
+    np.full((1, 3, 8, 8), np.nan, np.float32),
+    np.zeros((1, 3, 8, 8), np.float64),
+    np.zeros((1, 3, 8, 8), np.int8),
+    [[0.0]],
+])
+def test_rejected_first_frame_binds_no_dims(first):
+    sess = reuserun.InferenceSession(_conv_model())
+    with pytest.raises(reuserun.InputError):
+        sess.run(None, {"x": first})
+    sess.reset()
+    x = rand(1, 3, 32, 32)
+    assert sess.run(None, {"x": x})[0].shape == (1, 8, 32, 32)
+    assert sess.get_inputs()[0].shape == [1, 3, 32, 32]
+
+
+def test_dims_declared_minus_one_or_zero_are_dynamic():
+    m = make_model([node("Relu", ["x"], ["y"])], [("x", [1, 3, 8, 8])], [("y", [1, 3, 8, 8])])
+    for d in m.graph.input[0].type.tensor_type.shape.dim[2:]:
+        d.dim_value = -1
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 0
+    for d in m.graph.output[0].type.tensor_type.shape.dim:
+        d.dim_value = -1
+    sess = reuserun.InferenceSession(m)
+    x = rand(1, 3, 48, 192)
+    np.testing.assert_array_equal(sess.run(None, {"x": x})[0], np.maximum(x, 0))
+    assert sess.get_inputs()[0].shape == [1, 3, 48, 192]
+
+
+def test_output_declared_without_a_shape_loads():
+    m = make_model([node("Relu", ["x"], ["y"])], [("x", [1, 3, 8, 8])], [vi("y", None)])
+    sess = reuserun.InferenceSession(m)
+    assert sess.get_outputs()[0].shape == [1, 3, 8, 8]  # bound by shape inference
+    x = rand(1, 3, 8, 8)
+    np.testing.assert_array_equal(sess.run(None, {"x": x})[0], np.maximum(x, 0))
+
+
+@pytest.mark.parametrize("value", ["inf", -5, "nan", "0.1", True, None])
+def test_thresholds_file_input_threshold_is_checked(tmp_path, value):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"threshold": value, "layer_thresholds": {}}))
+    with pytest.raises(ValueError, match="threshold"):
+        reuserun.InferenceSession(_conv_model(), layer_thresholds=str(path))
+
+
+@pytest.mark.parametrize("table, match", [
+    ({"Conv_0": -1}, "layer threshold"),
+    ({"Conv_0": "1"}, "layer threshold"),
+    ([1, 2], "must be a dict"),
+    ({"threshold": 0.1, "layer_thresholds": [1]}, "must be an object"),
+])
+def test_layer_thresholds_malformed(table, match):
+    with pytest.raises(ValueError, match=match):
+        reuserun.InferenceSession(_conv_model(), layer_thresholds=table)
+
+
+def test_opset_newer_than_onnx_knows_is_refused():
+    m = make_model([node("Relu", ["x"], ["y"])], [("x", [1, 3, 8, 8])], [("y", [1, 3, 8, 8])])
+    m.opset_import[0].version = 99
+    with pytest.raises(reuserun.ModelError, match="opset 99"):
+        reuserun.InferenceSession(m)
+
+
+@pytest.mark.parametrize("weight, attrs, match", [
+    (np.zeros((0, 3, 1, 1), np.float32), {}, "holds no kernel"),
+    (rand(4, 3, 3, 3), dict(strides=[0, 1]), "strides"),
+    (rand(4, 3, 3, 3), dict(dilations=[1, -1]), "dilations"),
+    (rand(4, 3, 3, 3), dict(pads=[-1, 0, 0, 0]), "pads"),
+])
+def test_conv_with_impossible_geometry_is_a_model_error(weight, attrs, match):
+    m = make_model([node("Conv", ["x", "w"], ["y"], **attrs)], [("x", [1, 3, 8, 8])], [vi("y", None)],
+                   [("w", weight)])
+    with pytest.raises(reuserun.ModelError, match=match):
+        reuserun.InferenceSession(m).run(None, {"x": rand(1, 3, 8, 8)})
+
+
+def test_huge_declared_shape_is_a_model_error_naming_the_tensor():
+    with pytest.raises(reuserun.ModelError, match="tensor 'x' of shape"):
+        reuserun.InferenceSession(_conv_model(), input_shape=(1, 3, 100000, 100000))
+    with pytest.raises(reuserun.ModelError, match="GiB"):
+        reuserun.InferenceSession(_conv_model(30000, 30000))
+
+
+def test_variants_and_output_names_at_their_edges():
+    sess = reuserun.InferenceSession(_conv_model())
+    x = rand(1, 3, 8, 8)
+    sess.run(None, {"x": x})
+    with pytest.raises(reuserun.InputError, match="at least one variant"):
+        sess.run_variants(None, {"x": np.zeros((0, 3, 8, 8), np.float32)})
+    with pytest.raises(ValueError, match="workers"):
+        sess.run_variants(None, {"x": np.repeat(x, 2, axis=0)}, workers=0)
+    with pytest.raises(reuserun.InputError, match="list of output names"):
+        sess.run("y", {"x": x})
+    assert sess.run(["y"], {"x": x})[0].shape == (1, 8, 8, 8)
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["bench", "--source", "video:/no/such.mp4"], "video file not found"),
+    (["bench", "--source", "synthetic:bogus"], "unknown scenario"),
+    (["bench", "--source", "atari:NoSuchGame"], "NoSuchGame"),
+    (["bench", "--source", "bogus"], "unknown source"),
+])
+def test_cli_errors_are_one_line(argv, match, capsys):
+    assert cli.main(argv + ["--frames", "2", "--size", "32", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert match in err and "\n" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["bench", "--tile", "0"], ["bench", "--frames", "-1"], ["bench", "--size", "0"],
+    ["bench", "--threads", "-2"], ["bench", "--threshold", "nan"], ["bench", "--json", "/proc/no/such/r.json"],
+    ["tune", "--max-error", "-1"], ["tune", "--max-error", "nan"], ["tune", "--max-error", "0"],
+    ["occlusion", "builtin:mobilenet", "x.png", "--patch", "0"], ["bench", "--mean", "1,nan"],
+])
+def test_cli_arguments_at_their_edges(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
