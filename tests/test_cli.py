@@ -40,9 +40,9 @@ def test_bad_model_path():
         cli.main(["bench", "/no/such/model.onnx", "--frames", "2", "--no-progress"])
 
 
-def test_unknown_source():
-    with pytest.raises(ValueError, match="unknown source"):
-        cli.main(["bench", "--source", "webcam", "--frames", "2", "--size", "64", "--no-progress"])
+def test_unknown_source(capsys):
+    assert cli.main(["bench", "--source", "webcam", "--frames", "2", "--size", "64", "--no-progress"]) == 2
+    assert "unknown source" in capsys.readouterr().err
 
 
 def test_bench_1d_model_on_audio_windows(tmp_path, capsys):
@@ -53,8 +53,8 @@ def test_bench_1d_model_on_audio_windows(tmp_path, capsys):
     assert res["source"].startswith("synthetic-audio")
     auto = next(r for r in res["results"] if r["policy"] == "auto")
     assert auto["max_abs_err"] < 1e-4 and auto["mac_fraction"] < 0.5
-    with pytest.raises(ValueError, match="audio source needs a path"):
-        cli.main(["bench", "builtin:kws", "--size", "4000", "--frames", "2", "--source", "audio:"])
+    assert cli.main(["bench", "builtin:kws", "--size", "4000", "--frames", "2", "--source", "audio:"]) == 2
+    assert "audio source needs a path" in capsys.readouterr().err
 
 
 def test_interleaved_hands_each_runner_its_own_copy_of_a_frame():
