@@ -200,6 +200,26 @@ class GraphGen:
         self.inits.append(const(scales, np.array([1, 1, sy, sx], np.float32)))
         self.add("Resize", [x, "", scales], (c, oh, ow), **attrs)
 
+    def squeeze_excite(self):
+        """A global pool, 1x1 convs on the pooled vector and a gate, multiplied back into the
+        map (MobileNetV3, EfficientNet); or a pooled vector added to the map: a change anywhere
+        reaches every position through the vector."""
+        x, (c, h, w) = self.pick(lambda s: s[1] * s[2] > 1)
+        d = self.draw
+        pool = d.choice(["GlobalAveragePool", "GlobalAveragePool", "GlobalMaxPool"])
+        v = self.add(pool, [x], (c, 1, 1))
+        if d.bool():
+            r = d.choice([1, 2, 4])
+            v = self.add("Conv", [v, self.weight((r, c, 1, 1)), self.weight((r,), 0.1)], (r, 1, 1),
+                         kernel_shape=[1, 1])
+            v = self.add("Relu", [v], (r, 1, 1))
+            v = self.add("Conv", [v, self.weight((c, r, 1, 1)), self.weight((c,), 0.1)], (c, 1, 1),
+                         kernel_shape=[1, 1])
+        gate = d.choice(["Sigmoid", "HardSigmoid", "none"])
+        if gate != "none":
+            v = self.add(gate, [v], (c, 1, 1))
+        self.add(d.choice(["Mul", "Mul", "Add"]), [x, v], (c, h, w))
+
     def head(self):
         """Flatten -> Gemm (a classifier or policy head), an output of its own."""
         x, (c, h, w) = self.pick()
@@ -213,7 +233,7 @@ class GraphGen:
         self.heads.append((out, (1, n)))
 
     OPS = ["conv", "conv", "conv", "depthwise", "depthwise", "act", "act", "pool", "binary", "concat", "split", "slice",
-           "pad", "resize", "conv_transpose", "head"]
+           "pad", "resize", "conv_transpose", "head", "squeeze_excite", "squeeze_excite"]
 
     def build(self, n_ops: int):
         for _ in range(n_ops):
