@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import reuserun
-from onnx_helpers import make_model, node, rand, vi
+from onnx_helpers import make_model, node, rand, run_ort, vi
 from reuserun import cli
 
 
@@ -190,3 +190,31 @@ def test_cli_arguments_at_their_edges(argv, capsys):
         cli.main(argv)
     assert e.value.code == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("op, attrs", [
+    ("Relu", {}), ("Sigmoid", {}), ("Tanh", {}), ("LeakyRelu", {"alpha": 0.1}), ("HardSigmoid", {}),
+    ("HardSwish", {}), ("Elu", {}), ("Softplus", {}), ("Clip", {}), ("MaxPool", {"kernel_shape": [2, 2]}),
+    ("AveragePool", {"kernel_shape": [2, 2]}), ("GlobalMaxPool", {}), ("GlobalAveragePool", {}),
+])
+def test_nan_made_inside_the_network_is_kept(op, attrs):
+    """inf - inf makes a NaN at one pixel; every op after it passes the NaN on (onnxruntime's
+    activations and MaxPool do; its GlobalMaxPool drops it, reuserun keeps it), and the dense
+    and incremental runs agree bit for bit."""
+    ins, inits = ["n"], [("wp", np.full((8, 3, 1, 1), 1e38, np.float32)), ("wn", np.full((8, 3, 1, 1), -1e38, np.float32))]
+    if op == "Clip":
+        ins += ["lo", "hi"]
+        inits += [("lo", np.array(-0.5, np.float32)), ("hi", np.array(0.5, np.float32))]
+    m = make_model([node("Conv", ["x", "wp"], ["a"]), node("Conv", ["x", "wn"], ["b"]), node("Add", ["a", "b"], ["n"]),
+                    node(op, ins, ["y"], **attrs)], [("x", [1, 3, 8, 16])], [vi("y", None)], inits)
+    x = np.zeros((1, 3, 8, 16), np.float32)
+    x[0, :, 2, 3] = 10.0
+    want = run_ort(m, {"x": x})["y"]
+    dense, auto = reuserun.InferenceSession(m, policy="dense"), reuserun.InferenceSession(m)
+    for f in (np.zeros_like(x), x, x):
+        got, ref = auto.run(None, {"x": f})[0], dense.run(None, {"x": f})[0]
+        assert got.tobytes() == ref.tobytes()
+    assert np.isnan(got).any()
+    if op != "GlobalMaxPool":
+        assert np.isnan(got)[np.isnan(want)].all()
+    np.testing.assert_allclose(got[~np.isnan(got)], want[~np.isnan(got)], rtol=1e-5, atol=1e-6)

@@ -212,8 +212,8 @@ typedef struct {
 } rr_pool_t;
 
 /* A pixel whose window lies inside the input, 8 channels a vector (C a multiple of 8): the same
- * taps in the same order as the general path below, so the same bits (vmax(v, acc) is its
- * "v > acc ? v : acc"), and every tap counts for the average. */
+ * taps in the same order as the general path below, so the same bits (vmax_nan(acc, v) is its
+ * "v is NaN or v > acc ? v : acc"), and every tap counts for the average. */
 static inline __attribute__((always_inline)) void rr_pool_inside(
         const rr_pool_t *q, int p, int iy0, int ix0, uint8_t *mask, float thr, const int is_max,
         const int KH, const int KW) {
@@ -230,7 +230,7 @@ static inline __attribute__((always_inline)) void rr_pool_inside(
             const float *row = base + ky * ystep + c0;
             for (int kx = 0; kx < kw; kx++) {
                 const v8f v = vload(row + kx * xstep);
-                acc = is_max ? vmax(v, acc) : acc + v;
+                acc = is_max ? vmax_nan(acc, v) : acc + v;
             }
         }
         if (!is_max) acc = acc / inv;
@@ -268,7 +268,7 @@ static inline void rr_pool_pixel(const rr_pool_t *q, int p, int oy, int ox, uint
                 if (iy < 0 || iy >= q->H || ix < 0 || ix >= q->W) continue;
                 if (!q->count_include_pad) count++;
                 const float *src = q->x + ((size_t)iy * q->W + ix) * q->ldx + c0;
-                if (q->is_max) { for (int j = 0; j < nc; j++) tmp[j] = src[j] > tmp[j] ? src[j] : tmp[j]; }
+                if (q->is_max) { for (int j = 0; j < nc; j++) tmp[j] = src[j] != src[j] || src[j] > tmp[j] ? src[j] : tmp[j]; }
                 else { for (int j = 0; j < nc; j++) tmp[j] += src[j]; }
             }
         }
@@ -294,7 +294,7 @@ static inline int rr_global_pool_block(const float *x, int npix, int ldx, int c0
         if (!is_max) acc = vbroadcast(0.0f);
         for (int p = 0; p < npix; p++) {
             v8f v = vload(x + (size_t)p * ldx + c0);
-            acc = is_max ? vmax(acc, v) : acc + v;
+            acc = is_max ? vmax_nan(acc, v) : acc + v;
         }
     } else {
         float part[8] = {0};
@@ -302,7 +302,7 @@ static inline int rr_global_pool_block(const float *x, int npix, int ldx, int c0
         acc = is_max ? vload(part) : vbroadcast(0.0f);
         for (int p = 0; p < npix; p++) {
             memcpy(part, x + (size_t)p * ldx + c0, (size_t)nc * sizeof(float));
-            acc = is_max ? vmax(acc, vload(part)) : acc + vload(part);
+            acc = is_max ? vmax_nan(acc, vload(part)) : acc + vload(part);
         }
     }
     if (!is_max) acc = acc / vbroadcast((float)npix);
@@ -323,7 +323,7 @@ static inline __attribute__((always_inline)) int rr_global_pool_blocks(
     if (is_max) {
         for (int p = 0; p < npix; p++) {
             const float *q = p0 + (size_t)p * ldx;
-            for (int j = 0; j < nb; j++) a[j] = vmax(a[j], vload(q + 8 * j));
+            for (int j = 0; j < nb; j++) a[j] = vmax_nan(a[j], vload(q + 8 * j));
         }
     } else {
         for (int p = 0; p < npix; p++) {

@@ -94,8 +94,9 @@ static inline int vlanes(v8i m) { int bits = 0; for (int i = 0; i < 8; i++) bits
 /* Lane-wise select: m lanes are all ones (true) or zeros, as vector comparisons give. */
 static inline v8f vsel(v8i m, v8f a, v8f b) { return (v8f)(((v8i)a & m) | ((v8i)b & ~m)); }
 #if defined(__AVX__)
-/* one instruction each; vmax and vmin give the generic forms' bits (a NaN operand yields b), and
- * vfloor does within the int32 range, all vexp asks of it */
+/* one instruction each; vmax and vmin give the generic forms' bits (a NaN operand yields b, so
+ * the clamps below take the data as b: a NaN passes through, as in onnxruntime), and vfloor does
+ * within the int32 range, all vexp asks of it */
 static inline v8f vmax(v8f a, v8f b) { return (v8f)_mm256_max_ps((__m256)a, (__m256)b); }
 static inline v8f vmin(v8f a, v8f b) { return (v8f)_mm256_min_ps((__m256)a, (__m256)b); }
 static inline v8f vfloor(v8f x) { return (v8f)_mm256_floor_ps((__m256)x); }
@@ -108,12 +109,16 @@ static inline v8f vfloor(v8f x) {
 }
 #endif
 
+/* The larger of acc and v, and NaN when either is NaN (a max pool keeps a NaN as onnxruntime's
+ * MaxPool does): "v > acc ? v : acc" otherwise, the generic forms' bits. */
+static inline v8f vmax_nan(v8f acc, v8f v) { return vsel(v != v, v, vmax(v, acc)); }
+
 /* exp on 8 lanes (Cephes' single-precision scheme, ~1 ulp), its range reduction and polynomial
  * as fused multiply-adds: about half the instructions of separate products and sums, which
  * matters in SiLU and sigmoid epilogues that take one exp per output element. Deterministic: one
  * instruction sequence for every element, which is all exactness needs. */
 static inline v8f vexp(v8f x) {
-    x = vmin(vmax(x, vbroadcast(-87.3f)), vbroadcast(88.3f));
+    x = vmin(vbroadcast(88.3f), vmax(vbroadcast(-87.3f), x));
     const v8f fx = vfloor(vfma(x, vbroadcast(1.44269504088896341f), vbroadcast(0.5f)));
     x = vfma(fx, vbroadcast(-0.693359375f), x);
     x = vfma(fx, vbroadcast(2.12194440e-4f), x);
@@ -158,7 +163,7 @@ static inline v8f vlog(v8f x) {
 static inline v8f vsoftplus(v8f x) {
     const v8f zero = vbroadcast(0.0f), one = vbroadcast(1.0f);
     const v8f t = vexp(zero - vmax(x, zero - x)), u = one + t, d = u - one;
-    return vmax(x, zero) + vsel(d == zero, t, vlog(u) * (t / vsel(d == zero, one, d)));
+    return vmax(zero, x) + vsel(d == zero, t, vlog(u) * (t / vsel(d == zero, one, d)));
 }
 
 /* Activation codes; the order matches ACT_CODES in reuserun/runtime/fuse.py. */
@@ -171,19 +176,19 @@ enum {
 static inline __attribute__((always_inline)) v8f vact(int act, v8f v, float alpha, float beta, v8f slope) {
     const v8f zero = vbroadcast(0.0f), one = vbroadcast(1.0f);
     switch (act) {
-    case ACT_RELU: return vmax(v, zero);
+    case ACT_RELU: return vmax(zero, v);
     case ACT_LEAKY_RELU: return vsel(v >= zero, v, v * vbroadcast(alpha));
     case ACT_PRELU: return vsel(v >= zero, v, v * slope);
-    case ACT_CLIP: return vmin(vmax(v, vbroadcast(alpha)), vbroadcast(beta));
+    case ACT_CLIP: return vmin(vbroadcast(beta), vmax(vbroadcast(alpha), v));
     case ACT_SIGMOID: return vrecip(one + vexp(zero - v));
-    case ACT_HARD_SIGMOID: return vmin(vmax(v * vbroadcast(alpha) + vbroadcast(beta), zero), one);
-    case ACT_HARD_SWISH: return v * vmin(vmax(v * vbroadcast(1.0f / 6.0f) + vbroadcast(0.5f), zero), one);
+    case ACT_HARD_SIGMOID: return vmin(one, vmax(zero, v * vbroadcast(alpha) + vbroadcast(beta)));
+    case ACT_HARD_SWISH: return v * vmin(one, vmax(zero, v * vbroadcast(1.0f / 6.0f) + vbroadcast(0.5f)));
     case ACT_TANH: return vbroadcast(2.0f) / (one + vexp(v * vbroadcast(-2.0f))) - one;
     case ACT_ELU: return vsel(v >= zero, v, vbroadcast(alpha) * (vexp(v) - one));
     case ACT_SILU: return v * vrecip(one + vexp(zero - v));
     case ACT_SOFTPLUS: return vsoftplus(v);
     case ACT_MISH: {  /* x tanh(softplus(x)) = x n (n + 2) / (n (n + 2) + 2), n = exp(x) */
-        const v8f n = vexp(vmin(v, vbroadcast(20.0f))), q = n * (n + vbroadcast(2.0f));
+        const v8f n = vexp(vmin(vbroadcast(20.0f), v)), q = n * (n + vbroadcast(2.0f));
         return v * q / (q + vbroadcast(2.0f));
     }
     default: return v;
