@@ -103,8 +103,11 @@ def _read_thresholds(spec) -> tuple[dict, float | None]:
     if spec is None:
         return {}, None
     if isinstance(spec, (str, os.PathLike)):
-        with open(spec) as f:
-            spec = json.load(f)
+        try:
+            with open(spec) as f:
+                spec = json.load(f)
+        except (OSError, ValueError) as e:  # missing, unreadable, not JSON
+            raise ValueError(f"layer_thresholds: cannot read {os.fspath(spec)!r}: {e}") from e
     if not isinstance(spec, dict):
         raise ValueError(f"layer_thresholds must be a dict or a JSON file holding an object, "
                          f"got {type(spec).__name__}")
