@@ -1,13 +1,16 @@
-"""Graph rewrites before compiling: activations folded into the op that feeds them.
+"""The graph optimizer between the front-end and the compiler: an explicit table of rewrites
+(REWRITES), run in order, each until it finds nothing more. The first undo what exporters
+decompose (runtime/rewrites.py); the last fold activations into the op that feeds them.
 
-Fusing changes no arithmetic: the kernel applies the same activation to the same value, so
-dense and incremental runs stay bit-identical (and the activation's output is what gets
-compared for truncation)."""
+Fusing an activation changes no arithmetic: the kernel applies the same activation to the same
+value, so dense and incremental runs stay bit-identical (and the activation's output is what
+gets compared for truncation)."""
 from __future__ import annotations
 
 import copy
 
 from reuserun import ir
+from reuserun.runtime import rewrites
 
 ACT_CODES = {"relu": 1, "leaky_relu": 2, "clip": 3, "sigmoid": 4, "hard_sigmoid": 5,
              "hard_swish": 6, "tanh": 7, "elu": 8, "silu": 9, "prelu": 10, "softplus": 11, "mish": 12}
@@ -31,7 +34,7 @@ GATED = ((("sigmoid",), "silu"),            # SiLU as YOLOv5-style exports write
          (("softplus", "tanh"), "mish"))    # YOLOv4's Mish before opset 18
 
 
-def fuse_gated(graph: ir.Graph) -> None:
+def fuse_gated(graph: ir.Graph) -> bool:
     """Each GATED pattern (its chain's intermediate values used nowhere else) becomes one
     activation node in place of the Mul."""
     consumers = _consumers(graph)
@@ -53,9 +56,10 @@ def fuse_gated(graph: ir.Graph) -> None:
                     mul.op, mul.inputs, mul.attrs = "act", [x], {"kind": kind, "alpha": 0.0, "beta": 0.0}
                     drop.update(id(n) for n in links)
     graph.nodes = [n for n in graph.nodes if id(n) not in drop]
+    return bool(drop)
 
 
-def fuse_act_epilogues(graph: ir.Graph) -> None:
+def fuse_act_epilogues(graph: ir.Graph) -> bool:
     """conv -> activation becomes a conv with an activation epilogue; so do a residual add
     (binary) -> activation, the ResNet pattern, and a classifier's Gemm -> activation."""
     consumers = _consumers(graph)
@@ -74,13 +78,27 @@ def fuse_act_epilogues(graph: ir.Graph) -> None:
         node.outputs = list(act.outputs)
         drop.add(id(act))
     graph.nodes = [n for n in graph.nodes if id(n) not in drop]
+    return bool(drop)
 
 
-def fuse(graph: ir.Graph) -> ir.Graph:
+# in order: each rule's pattern is what the rules before it leave
+REWRITES = (
+    ("fold_conv_affine", rewrites.fold_conv_affine),
+    ("hard_swish", rewrites.hard_swish),
+    ("gated_activations", fuse_gated),
+    ("activation_epilogues", fuse_act_epilogues),
+)
+
+
+def fuse(graph: ir.Graph, skip: tuple = ()) -> ir.Graph:
+    """The optimized copy of graph (the loader's graph is shared and stays as it is). skip:
+    names of rules not to run (tests compare a rule's graph with the graph without it)."""
     graph = copy.copy(graph)
     graph.nodes = [copy.copy(n) for n in graph.nodes]
-    fuse_gated(graph)
-    fuse_act_epilogues(graph)
+    for name, rule in REWRITES:
+        if name not in skip:
+            while rule(graph):
+                pass
     return graph
 
 

@@ -1,0 +1,136 @@
+"""The graph optimizer's rules (runtime/fuse.REWRITES): each fires on the patterns exporters write,
+leaves alone what it may not touch, and the rewritten graph matches onnxruntime on the original
+model, with the incremental run bit-identical to the dense one."""
+import numpy as np
+import pytest
+
+import reuserun
+from onnx_helpers import make_model, node, rand, run_ort
+from reuserun.frontend import load_model
+from reuserun.runtime.fuse import REWRITES, fuse
+
+
+def _ops(graph):
+    return [(n.op, n.attrs.get("kind") or (n.attrs.get("act") or {}).get("kind")) for n in graph.nodes]
+
+
+def _check(model, shape=(1, 3, 12, 12), rtol=1e-4, atol=1e-5):
+    """reuserun against onnxruntime on the original model; auto bit-identical to dense over a
+    small stream."""
+    x = rand(*shape, seed=1)
+    want = run_ort(model, {"x": x})
+    dense, auto = reuserun.InferenceSession(model, policy="dense"), reuserun.InferenceSession(model)
+    for k, (name, got) in enumerate(zip(want, dense.run(None, {"x": x}))):
+        np.testing.assert_allclose(got, want[name], rtol=rtol, atol=atol)
+    auto.run(None, {"x": x})
+    for i in range(3):
+        x = x.copy()
+        x[0, :, 2 + i, 3:5] += 0.5
+        for a, b in zip(auto.run(None, {"x": x}), dense.run(None, {"x": x})):
+            assert a.tobytes() == b.tobytes()
+
+
+def _graph(model, shape=(1, 3, 12, 12), skip=()):
+    return fuse(load_model(model, {"x": shape}), skip=skip)
+
+
+def test_rules_are_listed_once_in_order():
+    names = [n for n, _ in REWRITES]
+    assert len(names) == len(set(names)) and names[0] == "fold_conv_affine"
+
+
+AFFINES = [
+    ("Mul", (1,), "w"), ("Mul", (4, 1, 1), "w"), ("Mul", (1, 4, 1, 1), "w"), ("Add", (4, 1, 1), "b"),
+    ("Sub", (1,), "b"), ("Div", (4, 1, 1), "w"), ("Sub_reversed", (4, 1, 1), "w"), ("Add", (), "b"),
+]
+
+
+@pytest.mark.parametrize("op, cshape, _", AFFINES)
+def test_conv_affine_folds_into_weights(op, cshape, _):
+    c = (np.random.default_rng(3).uniform(0.5, 1.5, cshape)).astype(np.float32)
+    ins = ["c", "y0"] if op == "Sub_reversed" else ["y0", "c"]
+    m = make_model([node("Conv", ["x", "w", "bias"], ["y0"], pads=[1, 1, 1, 1]),
+                    node(op.split("_")[0], ins, ["y1"]), node("Relu", ["y1"], ["y"])],
+                   [("x", [1, 3, 12, 12])], [("y", [1, 4, 12, 12])],
+                   [("w", rand(4, 3, 3, 3)), ("bias", rand(4, seed=2)), ("c", c)])
+    assert _ops(_graph(m)) == [("conv", "relu")]
+    _check(m)
+
+
+def test_conv_affine_chain_and_conv_transpose():
+    m = make_model([node("ConvTranspose", ["x", "w"], ["t"], strides=[2, 2]),
+                    node("Mul", ["t", "s"], ["u"]), node("Add", ["u", "b"], ["y"])],
+                   [("x", [1, 3, 12, 12])], [("y", [1, 4, 24, 24])],
+                   [("w", rand(3, 4, 2, 2)), ("s", np.float32([0.5, 2, 3, 4]).reshape(4, 1, 1)),
+                    ("b", np.float32([1, 2, 3, 4]).reshape(1, 4, 1, 1))])
+    assert _ops(_graph(m)) == [("conv_transpose", None)]
+    _check(m)
+
+
+@pytest.mark.parametrize("case", ["two_readers", "spatial_constant", "divide_by_zero", "graph_output"])
+def test_conv_affine_left_alone(case):
+    c = np.float32([1, 2, 0, 4]).reshape(4, 1, 1) if case == "divide_by_zero" else np.float32(2)
+    if case == "spatial_constant":
+        c = rand(1, 12, 12, seed=5)
+    op = "Div" if case == "divide_by_zero" else "Mul"
+    nodes = [node("Conv", ["x", "w"], ["y0"], pads=[1, 1, 1, 1]), node(op, ["y0", "c"], ["y"])]
+    outs = [("y", [1, 4, 12, 12])]
+    if case == "two_readers":
+        nodes.append(node("Relu", ["y0"], ["r"]))
+        outs.append(("r", [1, 4, 12, 12]))
+    if case == "graph_output":
+        outs.append(("y0", [1, 4, 12, 12]))
+    m = make_model(nodes, [("x", [1, 3, 12, 12])], outs, [("w", rand(4, 3, 3, 3)), ("c", c)])
+    assert ("binary", op.lower()) in _ops(_graph(m))
+    if case != "divide_by_zero":
+        _check(m)
+
+
+def _hswish_nodes(style):
+    """x * clip(x + 3, 0, 6) / 6 as exporters write it, on the conv output c."""
+    if style == "div_last":      # paddle2onnx
+        return [node("Add", ["c", "three"], ["a"]), node("Clip", ["a", "zero", "six"], ["k"]),
+                node("Mul", ["c", "k"], ["m"]), node("Div", ["m", "six"], ["y"])]
+    if style == "mul_sixth":
+        return [node("Add", ["c", "three"], ["a"]), node("Clip", ["a", "zero", "six"], ["k"]),
+                node("Mul", ["k", "c"], ["m"]), node("Mul", ["m", "sixth"], ["y"])]
+    if style == "div_gate":     # x * (relu6(x + 3) / 6)
+        return [node("Add", ["c", "three"], ["a"]), node("Clip", ["a", "zero", "six"], ["k"]),
+                node("Div", ["k", "six"], ["g"]), node("Mul", ["c", "g"], ["y"])]
+    return [node("HardSigmoid", ["c"], ["g"], alpha=1 / 6, beta=0.5), node("Mul", ["c", "g"], ["y"])]
+
+
+@pytest.mark.parametrize("style", ["div_last", "mul_sixth", "div_gate", "hard_sigmoid"])
+def test_decomposed_hard_swish_becomes_one_activation(style):
+    m = make_model([node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1])] + _hswish_nodes(style),
+                   [("x", [1, 3, 12, 12])], [("y", [1, 4, 12, 12])],
+                   [("w", rand(4, 3, 3, 3, scale=3.0)), ("three", np.float32(3)), ("zero", np.float32(0)),
+                    ("six", np.float32(6)), ("sixth", np.float32(1 / 6))])
+    assert _ops(_graph(m)) == [("conv", "hard_swish")]
+    assert ("conv", "hard_swish") not in _ops(_graph(m, skip=("hard_swish",)))
+    _check(m)
+
+
+def test_hard_swish_left_alone_when_the_gate_is_read_elsewhere():
+    m = make_model([node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1])] + _hswish_nodes("div_last"),
+                   [("x", [1, 3, 12, 12])], [("y", [1, 4, 12, 12]), ("k", [1, 4, 12, 12])],
+                   [("w", rand(4, 3, 3, 3, scale=3.0)), ("three", np.float32(3)), ("zero", np.float32(0)),
+                    ("six", np.float32(6))])
+    assert ("act", "hard_swish") not in _ops(_graph(m)) and ("conv", "hard_swish") not in _ops(_graph(m))
+    _check(m)
+
+
+def test_paddle_learnable_affine_block():
+    """conv -> Mul(s) -> Add(b) -> hardswish decomposed -> Mul(s2) -> Add(b2) -> conv, as in
+    PP-LCNetV3: the first affine and the hardswish end in the conv."""
+    m = make_model([node("Conv", ["x", "w"], ["c0"], pads=[1, 1, 1, 1]), node("Mul", ["c0", "s"], ["c1"]),
+                    node("Add", ["c1", "b"], ["c"])] + _hswish_nodes("div_last")
+                   + [node("Mul", ["y", "s2"], ["y1"]), node("Add", ["y1", "b2"], ["y2"]),
+                      node("Conv", ["y2", "w2"], ["out"])],
+                   [("x", [1, 3, 12, 12])], [("out", [1, 2, 12, 12])],
+                   [("w", rand(4, 3, 3, 3, scale=3.0)), ("s", np.float32([1.2])), ("b", np.float32([0.1])),
+                    ("three", np.float32(3)), ("zero", np.float32(0)), ("six", np.float32(6)),
+                    ("s2", np.float32([0.9])), ("b2", np.float32([-0.2])), ("w2", rand(2, 4, 1, 1))])
+    ops = _ops(_graph(m))
+    assert ops[0] == ("conv", "hard_swish") and ("binary", "div") not in ops
+    _check(m)
