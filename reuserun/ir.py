@@ -6,7 +6,9 @@ the runtime decides storage layout. Every constant is a numpy array in `Tensor.v
 Node ops and their attrs (all attrs already resolved to plain Python / numpy values):
 
   conv            x -> y. weight (O, I/g, kh, kw) float32, bias (O,) or None, strides (sh, sw),
-                  pads (top, left, bottom, right), dilations (dh, dw), group.
+                  pads (top, left, bottom, right), dilations (dh, dw), group. After the graph
+                  optimizer: act (a fused activation) and post, a per-channel (scale, shift)
+                  applied after it.
                   1-D convs are given as 2-D with kh == 1 (strides/pads/dilations padded with 1/0).
   conv_transpose  x -> y. weight (I, O/g, kh, kw), bias or None, strides, pads (t, l, b, r),
                   dilations, group. Output shape in the output tensor (output_padding resolved).

@@ -131,6 +131,29 @@ def test_paddle_learnable_affine_block():
                    [("w", rand(4, 3, 3, 3, scale=3.0)), ("s", np.float32([1.2])), ("b", np.float32([0.1])),
                     ("three", np.float32(3)), ("zero", np.float32(0)), ("six", np.float32(6)),
                     ("s2", np.float32([0.9])), ("b2", np.float32([-0.2])), ("w2", rand(2, 4, 1, 1))])
-    ops = _ops(_graph(m))
-    assert ops[0] == ("conv", "hard_swish") and ("binary", "div") not in ops
+    graph = _graph(m)
+    assert _ops(graph) == [("conv", "hard_swish"), ("conv", None)]
+    assert "post" in graph.nodes[0].attrs
+    _check(m)
+
+
+@pytest.mark.parametrize("cout, group, op, cshape", [
+    (1, 1, "Mul", (1,)), (4, 1, "Add", (4, 1, 1)), (16, 1, "Mul", (16, 1, 1)), (20, 1, "Sub", (1, 20, 1, 1)),
+    (12, 12, "Div", (12, 1, 1)), (8, 8, "Sub_reversed", (1,)), (24, 2, "Mul", (24, 1, 1)),
+])
+def test_affine_after_activation_runs_in_the_conv_epilogue(cout, group, op, cshape):
+    """Every conv kernel path (one output channel, narrow, 16-wide tiles with a tail, depthwise
+    with a channel tail, grouped) applies the affine after its activation."""
+    cin = group if group > 1 else 3
+    c = np.random.default_rng(4).uniform(0.5, 1.5, cshape).astype(np.float32)
+    ins = ["c", "r"] if op == "Sub_reversed" else ["r", "c"]
+    m = make_model([node("Conv", ["x0", "w0"], ["x1"], pads=[0, 0, 0, 0]) if group > 1 else node("Identity", ["x0"], ["x1"]),
+                    node("Conv", ["x1", "w", "bias"], ["y0"], pads=[1, 1, 1, 1], group=group),
+                    node("Relu", ["y0"], ["r"]), node(op.split("_")[0], ins, ["y"])],
+                   [("x", [1, 3, 12, 12])], [("y", [1, cout, 12, 12])],
+                   [("w0", rand(cin, 3, 1, 1)), ("w", rand(cout, cin // group, 3, 3)), ("bias", rand(cout, seed=2)),
+                    ("c", c)])
+    m.graph.node[0].input[0] = "x"
+    graph = _graph(m)
+    assert [o for o, _ in _ops(graph)][-1] == "conv" and "post" in graph.nodes[-1].attrs
     _check(m)

@@ -35,6 +35,8 @@ cdef extern from "rr_conv.h" nogil:
         const float *slope
         int act
         float alpha, beta
+        const float *post_scale
+        const float *post_shift
         const float *zeros
     void rr_conv_tile(const rr_conv_t *c, const int32_t *pix, int m, int gb,
                       const int32_t *taps, int ntaps, uint8_t *mask, float thr)
@@ -50,6 +52,8 @@ cdef extern from "rr_conv.h" nogil:
         const float *slope
         int act
         float alpha, beta
+        const float *post_scale
+        const float *post_shift
     void rr_conv_tile_narrow(const rr_conv_t *c, const int32_t *pix, int m, const int32_t *taps, int ntaps,
                              uint8_t *mask, float thr)
     void rr_conv1_pixels(const rr_conv_t *c, const int32_t *pix, int n, const int32_t *taps, int ntaps,
@@ -135,7 +139,8 @@ cdef class ConvKernel(Kernel):
 
     def __init__(self, x_buf, int x_off, y_buf, int y_off, packed, int nocb, bias, slope,
                  kernel, strides, pads, dilations, int groups, int cin, int cout,
-                 int act, float alpha, float beta, bint transposed=False):
+                 int act, float alpha, float beta, bint transposed=False, post=None):
+        """post: (scale, shift), an affine after the activation laid out like bias, or None."""
         for name, a in (("x", x_buf), ("y", y_buf), ("w", packed), ("bias", bias)):
             if a.dtype != np.float32 or not a.flags.c_contiguous:
                 raise ValueError(f"{name} must be a C-contiguous float32 array")
@@ -165,6 +170,13 @@ cdef class ConvKernel(Kernel):
         self.c.bias = fptr(bias)
         self.c.slope = fptr(slope) if slope is not None else NULL
         self.c.act, self.c.alpha, self.c.beta = act, alpha, beta
+        self.c.post_scale = self.c.post_shift = NULL
+        if post is not None:
+            post = tuple(np.ascontiguousarray(v, np.float32) for v in post)
+            if transposed or any(v.shape != bias.shape for v in post):
+                raise ValueError("post: a (scale, shift) pair laid out like bias, for a conv")
+            self.keep = self.keep + post
+            self.c.post_scale, self.c.post_shift = fptr(post[0]), fptr(post[1])
         self.c.zeros = fptr(zeros)
         ntap = kernel[0] * kernel[1]
         self.all_taps = np.arange(ntap, dtype=np.int32)
@@ -374,7 +386,8 @@ cdef class DepthwiseKernel(Kernel):
     cdef int cpad
 
     def __init__(self, x_buf, int x_off, y_buf, int y_off, packed, bias, slope, int C,
-                 kernel, strides, pads, dilations, int act, float alpha, float beta):
+                 kernel, strides, pads, dilations, int act, float alpha, float beta, post=None):
+        """post: (scale, shift) per channel, an affine after the activation, or None."""
         if kernel[0] * kernel[1] > 64:
             raise ValueError("depthwise kernel has more than 64 taps")
         self.cpad = (C + 7) // 8 * 8
@@ -398,6 +411,13 @@ cdef class DepthwiseKernel(Kernel):
         self.c.bias = fptr(bias_p)
         self.c.slope = fptr(slope_p) if slope_p is not None else NULL
         self.c.act, self.c.alpha, self.c.beta = act, alpha, beta
+        self.c.post_scale = self.c.post_shift = NULL
+        if post is not None:
+            padded = tuple(np.zeros(self.cpad, np.float32) for _ in post)
+            for dst, v in zip(padded, post):
+                dst[:C] = v
+            self.keep = self.keep + padded
+            self.c.post_scale, self.c.post_shift = fptr(padded[0]), fptr(padded[1])
 
     cdef void relocate_c(self, const int64_t[:, ::1] moves) noexcept:
         self.c.x = <const float *> reloc(self.c.x, moves)

@@ -31,6 +31,7 @@ typedef struct {
     const float *bias;                  /* [groups*nocb*16], zero padded */
     const float *slope;                 /* PRelu slope, like bias, or NULL */
     int act; float alpha, beta;
+    const float *post_scale, *post_shift;  /* affine after the activation, like bias, or NULL */
     const float *zeros;                 /* >= cin zeros, stands in for padding */
 } rr_conv_t;
 
@@ -156,6 +157,10 @@ static inline __attribute__((always_inline)) void rr_tile_store(
     const float *slope = c->slope ? c->slope + (size_t)gb * RR_NR : NULL;
     const v8f s0 = slope ? vload(slope) : vbroadcast(0.0f), s1 = slope ? vload(slope + 8) : s0;
     const v8f b0 = vload(bias), b1 = vload(bias + 8);
+    const float *ps = c->post_scale ? c->post_scale + (size_t)gb * RR_NR : NULL;
+    const v8f ps0 = ps ? vload(ps) : b0, ps1 = ps ? vload(ps + 8) : b0;
+    const v8f pb0 = ps ? vload(c->post_shift + (size_t)gb * RR_NR) : b0;
+    const v8f pb1 = ps ? vload(c->post_shift + (size_t)gb * RR_NR + 8) : b0;
     /* read once: a vector store may alias c, so the loop would read them again per pixel */
     float *const y = c->y + oc0;
     const size_t ldy = c->ldy;
@@ -165,6 +170,10 @@ static inline __attribute__((always_inline)) void rr_tile_store(
         if (act != ACT_NONE) {
             v0 = vact(act, v0, alpha, beta, s0);
             v1 = vact(act, v1, alpha, beta, s1);
+        }
+        if (ps) {
+            v0 = v0 * ps0 + pb0;
+            v1 = v1 * ps1 + pb1;
         }
         const int p = pix[r];
         float *dst = y + (size_t)p * ldy;
@@ -243,12 +252,15 @@ static inline __attribute__((always_inline)) void rr_narrow_store(
         float thr, const int act) {
     const int nc = c->cout;
     const v8f bias = vload(c->bias), slope = c->slope ? vload(c->slope) : vbroadcast(0.0f);
+    const int post = c->post_scale != NULL;
+    const v8f ps = post ? vload(c->post_scale) : bias, pb = post ? vload(c->post_shift) : bias;
     float *const y = c->y;
     const size_t ldy = c->ldy;
     const float alpha = c->alpha, beta = c->beta;
     for (int r = 0; r < m; r++) {
         v8f v = (a0[r] + a1[r]) + bias;
         if (act != ACT_NONE) v = vact(act, v, alpha, beta, slope);
+        if (post) v = v * ps + pb;
         const int p = pix[r];
         float *dst = y + (size_t)p * ldy;
         int changed;
@@ -386,6 +398,7 @@ static inline void rr_conv1_pixels(const rr_conv_t *c, const int32_t *pix, int n
         }
         v8f v = vhsum8(acc) + bias;
         if (c->act != ACT_NONE) v = vact(c->act, v, c->alpha, c->beta, slope);
+        if (c->post_scale) v = v * vbroadcast(c->post_scale[0]) + vbroadcast(c->post_shift[0]);
         float out[8];
         vstore(out, v);
         for (int r = 0; r < m; r++)
@@ -505,6 +518,7 @@ typedef struct {
     const float *bias;                  /* [Cpad] */
     const float *slope;                 /* [Cpad] or NULL */
     int act; float alpha, beta;
+    const float *post_scale, *post_shift;  /* [Cpad]: affine after the activation, or NULL */
 } rr_dw_t;
 
 /* One output pixel, all channels. Out-of-image taps are skipped; that depends only on the
@@ -513,9 +527,10 @@ typedef struct {
  * in hot loops pass c's fields read once: after a store through a vector pointer (which may
  * alias anything) the compiler would read them again for every pixel. */
 static inline __attribute__((always_inline)) void rr_dw_store(
-        float *dst, v8f v, v8f slope, float alpha, float beta, int p, uint8_t *mask, float thr,
-        const int act) {
+        float *dst, v8f v, v8f slope, float alpha, float beta, const float *ps, const float *pb, int p,
+        uint8_t *mask, float thr, const int act) {
     if (act != ACT_NONE) v = vact(act, v, alpha, beta, slope);
+    if (ps) v = v * vload(ps) + vload(pb);
     if (rr_store8_tracked(dst, v, thr) && mask) mask[p] = 1;
 }
 
@@ -533,7 +548,9 @@ static inline __attribute__((always_inline)) void rr_dw_blocks(
     for (int b = 0; b < nb; b++) {
         const int cb = c0 + 8 * b;
         rr_dw_store(c->y + (size_t)p * c->ldy + cb, a[b] + vload(c->bias + cb),
-                    c->slope ? vload(c->slope + cb) : zero, c->alpha, c->beta, p, mask, thr, c->act);
+                    c->slope ? vload(c->slope + cb) : zero, c->alpha, c->beta,
+                    c->post_scale ? c->post_scale + cb : NULL, c->post_shift ? c->post_shift + cb : NULL, p,
+                    mask, thr, c->act);
     }
 }
 
@@ -582,6 +599,7 @@ static inline void rr_dw_pixel(const rr_dw_t *c, int p, uint8_t *mask, float thr
     v8f v = acc + vload(c->bias + cfull);
     if (c->act != ACT_NONE)
         v = vact(c->act, v, c->alpha, c->beta, c->slope ? vload(c->slope + cfull) : vbroadcast(0.0f));
+    if (c->post_scale) v = v * vload(c->post_scale + cfull) + vload(c->post_shift + cfull);
     float out[8];
     vstore(out, v);
     if (rr_store_tracked(c->y + (size_t)p * c->ldy + cfull, out, C - cfull, thr) && mask) mask[p] = 1;
@@ -609,11 +627,13 @@ static inline __attribute__((always_inline)) void rr_dw_group(
     const long ldy = c->ldy;
     float *const y0 = c->y + p0 * ldy + cb;
     const float alpha = c->alpha, beta = c->beta;
+    const float *ps = c->post_scale, *pb = c->post_shift;
     for (int j = 0; j < nb; j++) {
         const int cj = cb + 8 * j;
         const v8f bias = vload(c->bias + cj), slope = c->slope ? vload(c->slope + cj) : vbroadcast(0.0f);
         for (int q = 0; q < np; q++)
-            rr_dw_store(y0 + q * ldy + 8 * j, acc[q][j] + bias, slope, alpha, beta, p0 + q, mask, thr, act);
+            rr_dw_store(y0 + q * ldy + 8 * j, acc[q][j] + bias, slope, alpha, beta, ps ? ps + cj : NULL,
+                        ps ? pb + cj : NULL, p0 + q, mask, thr, act);
     }
 }
 
@@ -670,9 +690,10 @@ static inline __attribute__((always_inline)) void rr_dw_slide(
     float *const y0 = c->y + p0 * ldy + cb;
     const v8f bias = vload(c->bias + cb), slope = c->slope ? vload(c->slope + cb) : vbroadcast(0.0f);
     const float alpha = c->alpha, beta = c->beta;
+    const float *ps = c->post_scale ? c->post_scale + cb : NULL, *pb = c->post_shift ? c->post_shift + cb : NULL;
     _Pragma("GCC unroll 8")
     for (int q = 0; q < NP; q++)
-        rr_dw_store(y0 + q * ldy, acc[q] + bias, slope, alpha, beta, p0 + q, mask, thr, act);
+        rr_dw_store(y0 + q * ldy, acc[q] + bias, slope, alpha, beta, ps, pb, p0 + q, mask, thr, act);
 }
 
 /* Interior pixels [a, b) of row oy through rr_dw_slide, NP at a time (the last group overlaps

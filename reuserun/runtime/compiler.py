@@ -191,7 +191,8 @@ def build_conv(node, cx: Compiler):
     if not cx.can_be_spatial(node.inputs[0]):
         return fallback(node, cx)
     act = node.attrs.get("act") or {}
-    if node.inputs[0] in cx.stacks and node.attrs["group"] == 1 and act.get("slope") is None:
+    post = node.attrs.get("post")
+    if node.inputs[0] in cx.stacks and node.attrs["group"] == 1 and act.get("slope") is None and post is None:
         return build_stack_conv(node, cx)
     a = node.attrs
     x, y = cx.spatial(node.inputs[0]), cx.new_spatial(node.outputs[0])
@@ -204,13 +205,14 @@ def build_conv(node, cx: Compiler):
     if g > 1 and Ig == 1 and O == g and kh * kw <= 64:
         packed = cx.packed(node, lambda: kconv.pack_dw_weights(w))
         kernel = kconv.DepthwiseKernel(x.buf, x.off, y.buf, y.off, packed, bias, slope, O, *geom,
-                                       code, alpha, beta)
+                                       code, alpha, beta, post=post)
     else:
         packed, nocb = cx.packed(node, lambda: kconv.pack_conv_weights(w, False, g))
         kernel = kconv.ConvKernel(
             x.buf, x.off, y.buf, y.off, packed, nocb, kconv.pad_channels(bias, g, O // g, nocb),
             None if slope is None else kconv.pad_channels(slope, g, O // g, nocb), *geom,
-            g, Ig, O // g, code, alpha, beta)
+            g, Ig, O // g, code, alpha, beta,
+            post=None if post is None else tuple(kconv.pad_channels(v, g, O // g, nocb) for v in post))
     return KernelStep(node, [x], [y], [(kernel, 0)], rule_for(node, cx.graph), Ig * kh * kw * O)
 
 

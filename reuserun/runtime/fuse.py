@@ -87,6 +87,7 @@ REWRITES = (
     ("hard_swish", rewrites.hard_swish),
     ("gated_activations", fuse_gated),
     ("activation_epilogues", fuse_act_epilogues),
+    ("fold_post_affine", rewrites.fold_post_affine),
 )
 
 

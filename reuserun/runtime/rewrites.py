@@ -169,3 +169,50 @@ def hard_swish(graph: ir.Graph) -> bool:
             changed = True
     graph.nodes = [n for n in graph.nodes if id(n) not in drop]
     return changed
+
+
+# ---- activation -> constant affine -----------------------------------------------------------
+
+def fold_post_affine(graph: ir.Graph) -> bool:
+    """conv with a fused activation -> Mul / Div / Add / Sub by a per-channel or scalar constant
+    becomes the conv with a per-channel affine after its activation (attrs["post"] = (scale,
+    shift)), computed in the kernel's epilogue: the affine that Paddle's PP-LCNet writes after
+    each HardSwish, a BatchNormalization after a ReLU."""
+    users = consumers(graph)
+    changed, drop = False, set()
+    for conv in graph.nodes:
+        if conv.op != "conv" or "act" not in conv.attrs or id(conv) in drop:
+            continue
+        op = single_consumer(graph, conv.outputs[0], users)
+        if op is None or op.op != "binary" or len(op.inputs) != 2 or "act" in op.attrs:
+            continue
+        y = conv.outputs[0]
+        out_shape = graph.tensors[y].shape
+        if graph.tensors[op.outputs[0]].shape != out_shape:
+            continue
+        first = op.inputs[0] == y
+        value = const_value(graph, op.inputs[1] if first else op.inputs[0])
+        v = None if value is None else per_channel(value, out_shape)
+        if v is None or not np.all(np.isfinite(v)):
+            continue
+        kind = op.attrs["kind"]
+        if kind == "div" and (not first or np.any(v == 0)):
+            continue
+        O = out_shape[1]
+        scale, shift = conv.attrs.get("post") or (np.ones(O, np.float32), np.zeros(O, np.float32))
+        if kind == "mul":
+            scale, shift = scale * v, shift * v
+        elif kind == "div":
+            scale, shift = scale / v, shift / v
+        elif kind == "add":
+            shift = shift + v
+        elif first:
+            shift = shift - v
+        else:
+            scale, shift = -scale, v - shift
+        conv.attrs = dict(conv.attrs, post=(scale.astype(np.float32), shift.astype(np.float32)))
+        conv.outputs = list(op.outputs)
+        drop.add(id(op))
+        changed = True
+    graph.nodes = [n for n in graph.nodes if id(n) not in drop]
+    return changed

@@ -21,6 +21,7 @@ from reuserun.plan.policies import make_policy
 from reuserun.runtime import options, variants
 from reuserun.runtime.compiler import Compiler, frame_stack_inputs
 from reuserun.runtime.fuse import fuse
+from reuserun.runtime.profiler import StepProfiler
 from reuserun.runtime.shifter import Shifter, ShiftDetector
 from reuserun.runtime.storage import aligned_zeros
 
@@ -174,12 +175,13 @@ class InferenceSession:
                frames' outputs are onnxruntime's (within float tolerance of reuserun's dense
                run, not bit-identical to it); every other frame is unchanged.
                stats["backend"] says which one ran the last frame.
+    profile:   keep a per-step profile of the frames reuserun computes (profile() reads it).
     """
 
     def __init__(self, model, policy: str = "auto", threshold: float = 0.0, threads: int | None = None,
                  tile: int | None = None, input_shape=None, frame_stack: bool | None = None,
                  layer_thresholds=None, sess_options=None, providers=None, shift: bool = True,
-                 dense_backend: str = "reuserun"):
+                 dense_backend: str = "reuserun", profile: bool = False):
         if dense_backend not in DENSE_BACKENDS:
             raise ValueError(f"dense_backend must be one of {DENSE_BACKENDS}, got {dense_backend!r}")
         self.dense_backend = dense_backend
@@ -192,6 +194,8 @@ class InferenceSession:
         threshold = options.threshold("threshold", threshold)
         self.frame_stack = options.optional_flag("frame_stack", frame_stack)
         self.shift = options.flag("shift", shift)
+        self._profiling = options.flag("profile", profile)
+        self._profiler = None
         self.layer_thresholds, file_threshold = _read_thresholds(layer_thresholds)
         if file_threshold is not None and threshold == 0.0:
             threshold = file_threshold  # a tuned file carries its input threshold too
@@ -307,6 +311,8 @@ class InferenceSession:
             self._fresh = self._behind = False
             outs = [self._output(n) for n in names]
             self._record_stats(computed, diffs, full, time.perf_counter() - t0, moved[1] if moved else None)
+            if self._profiler is not None:
+                self._profiler.frame(time.perf_counter() - t0)
             if self.dense_backend == "onnxruntime":
                 self._note_weight(computed, full)
             return outs
@@ -548,6 +554,7 @@ class InferenceSession:
                                   slack=SHIFT_SLACK if may_shift else 0.0).build()
         self._program = steps
         self._storage = storage
+        self._profiler = StepProfiler(steps) if self._profiling else None
         # channels-first copies of spatial outputs, each in a buffer with its cache's slack, so
         # a shifted frame slides it as the cache slides (_slide_mirrors)
         self._mirror_bufs = {n: [aligned_zeros(storage[n].C * storage[n].npix + storage[n].owner.slack), 0]
@@ -790,6 +797,10 @@ class InferenceSession:
 
     def _propagate(self, full: bool, journal: Journal | None = None) -> list[int]:
         """Run every step; journal: the undo log the steps were given (variants), or None."""
+        if self._profiler is not None and journal is None:
+            if full:
+                return self._profiler.run_full(self._policy, self.threads)
+            return self._profiler.run_incremental(self._fast_steps(), self._policy, self.threads, None)
         if full:  # (variants, the only runs with a journal, are never full)
             return driver.run_full(self._program, self._policy, self.threads)
         return driver.run_incremental(self._program, self._fast_steps(), self._policy, self.threads, journal)
@@ -869,6 +880,17 @@ class InferenceSession:
         """Keep what the stats need; the dict is built only when someone reads it."""
         self._last = (computed, diffs, full, elapsed, shift, backend)
         self._stats = None
+
+    def profile(self) -> dict:
+        """With profile=True: per step, its time, MACs, GMAC/s, positions and share of the frame,
+        averaged over the frames reuserun computed so far (frames handed to onnxruntime are not
+        counted), and the frame's time outside the steps (overhead_ms)."""
+        if not self._profiling:
+            raise ValueError("profile() needs InferenceSession(..., profile=True)")
+        if self._profiler is None:
+            return {"frames": 0, "frame_ms": 0.0, "steps_ms": 0.0, "overhead_ms": 0.0, "steps": []}
+        self._mac_counts(np.zeros(len(self._program), np.int64))  # fills self._weights
+        return self._profiler.table(*self._weights)
 
     def _macs(self, computed) -> int:
         """MACs of a frame that computed computed[i] positions of step i (a step without
