@@ -38,7 +38,8 @@ def _input_shape(proto, size: int | None) -> tuple:
     inputs = [i for i in proto.graph.input if i.name not in init]
     if len(inputs) != 1:
         raise SystemExit("bench needs a model with exactly one input")
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
+    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+            for d in inputs[0].type.tensor_type.shape.dim]
     size = size or (320 if len(dims) == 4 else 16000)
     defaults = [1, 3, size, size] if len(dims) == 4 else [1, 1, size]
     return tuple(d if d else defaults[i] for i, d in enumerate(dims))
@@ -84,6 +85,35 @@ def cmd_info(args) -> int:
         return 2
     print(f"{name}: supported")
     print(describe(graph))
+    return 0
+
+
+def cmd_profile(args) -> int:
+    import reuserun
+    from reuserun import profile
+    from reuserun.streams import frames_from_spec
+
+    proto, name = _load_proto(args.model, args.size)
+    shape = _input_shape(proto, args.size)
+    frames = frames_from_spec(args.source or ("synthetic" if len(shape) == 4 else "synthetic-audio"), shape,
+                              args.frames, seed=args.seed, mean=args.mean, std=args.std)
+    threads = args.threads or os.cpu_count() or 1
+    sess = reuserun.InferenceSession(proto, policy=args.policy, threads=threads, input_shape=shape, profile=True)
+    input_name = sess.get_inputs()[0].name
+    for f in frames:
+        sess.run(None, {input_name: f})
+    report = profile.compare(sess.profile(), profile.ort_node_times(proto.SerializeToString(), input_name,
+                                                                     frames, threads),
+                             profile.ort_names(proto))
+    print(f"{name}, policy {args.policy}, {threads} threads")
+    print(profile.format_table(report, args.top))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+        print(f"wrote {args.json}")
+    if args.png:
+        profile.plot(report, args.png, args.top)
+        print(f"wrote {args.png}")
     return 0
 
 
@@ -249,6 +279,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true")
     _add_preprocessing(t)
     t.set_defaults(func=cmd_tune)
+    pr = sub.add_parser("profile", help="per-step time, MACs and GMAC/s beside onnxruntime's per-node profile")
+    pr.add_argument("model", nargs="?", help="ONNX file, or builtin:NAME (default: builtin yolo_like)")
+    pr.add_argument("--source", default=None, help="as for bench (default: synthetic)")
+    pr.add_argument("--frames", type=_positive_int, default=10)
+    pr.add_argument("--policy", choices=[p for p in POLICY_CHOICES if p != "auto+ort"], default="auto")
+    pr.add_argument("--threads", type=_threads, default=None)
+    pr.add_argument("--size", type=_positive_int, default=None)
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--top", type=_positive_int, default=25, help="steps to list (by time)")
+    pr.add_argument("--json", type=_writable, help="write every step's row as JSON here")
+    pr.add_argument("--png", type=_writable, help="plot the top steps against onnxruntime's here")
+    _add_preprocessing(pr)
+    pr.set_defaults(func=cmd_profile)
+
     i = sub.add_parser("info", help="ops, shapes, MACs and receptive fields of a model")
     i.add_argument("model", nargs="?")
     i.add_argument("--size", type=_positive_int, default=320)

@@ -78,3 +78,17 @@ def test_thread_scaling_times_both_runtimes_at_both_counts():
     assert set(r["ms"]) == {"reuserun_1", "reuserun_2", "ort_1", "ort_2"} and min(r["ms"].values()) > 0
     assert r["reuserun_scaling"] == r["ms"]["reuserun_1"] / r["ms"]["reuserun_2"]
     assert r["ort_scaling"] == r["ms"]["ort_1"] / r["ms"]["ort_2"]
+
+
+def test_profile_lists_steps_beside_onnxruntime(tmp_path, capsys):
+    out, png = tmp_path / "p.json", tmp_path / "p.png"
+    assert cli.main(["profile", "builtin:mobilenet", "--size", "64", "--frames", "3", "--threads", "1",
+                     "--json", str(out), "--png", str(png)]) == 0
+    text = capsys.readouterr().out
+    assert "GMAC/s" in text and "onnxruntime" in text
+    rep = json.loads(out.read_text())
+    assert rep["frames"] == 3 and rep["steps"] and png.stat().st_size > 0
+    assert rep["matched"] > 0  # onnxruntime's per-node times found for some steps
+    assert abs(sum(r["ms"] for r in rep["steps"]) - rep["steps_ms"]) < 1e-6
+    conv = [r for r in rep["steps"] if r["op"] == "conv"]
+    assert conv and all(r["macs"] > 0 and r["gmac_s"] > 0 for r in conv)

@@ -357,3 +357,20 @@ def test_import_sets_a_short_spin_unless_the_user_chose_a_wait_policy(preset, wa
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
                          check=True)
     assert out.stdout.split() == [str(w) for w in want]
+
+
+def test_profiled_session_gives_the_same_bits_and_a_row_per_step():
+    from reuserun import sources, zoo
+    m = zoo.mobilenet_v3_like(64)
+    frames = list(sources.synthetic_stream((1, 3, 64, 64), "objects", frames=4))
+    plain = reuserun.InferenceSession(m)
+    prof = reuserun.InferenceSession(m, profile=True)
+    name = plain.get_inputs()[0].name
+    for f in frames:
+        for a, b in zip(plain.run(None, {name: f}), prof.run(None, {name: f})):
+            assert a.tobytes() == b.tobytes()
+    table = prof.profile()
+    assert table["frames"] == 4 and len(table["steps"]) >= len(prof.stats["layers"]) > 0
+    assert table["frame_ms"] >= table["steps_ms"] > 0
+    with pytest.raises(ValueError, match="profile=True"):
+        plain.profile()
