@@ -74,3 +74,33 @@ def test_thread_count_does_not_change_bits():
     for a, b in zip(*outs):
         for x, y in zip(a, b):
             assert x.tobytes() == y.tobytes()
+
+
+_HASH_OUTPUTS = """
+import hashlib, numpy as np, reuserun
+from reuserun import zoo
+h = hashlib.sha1()
+for name in ("resnet", "yolo", "mobilenet"):
+    s = reuserun.InferenceSession(zoo.MODELS[name](64), threads=2)
+    n = s.get_inputs()[0].name
+    x = np.random.default_rng(0).random(tuple(s.get_inputs()[0].shape), dtype=np.float32)
+    for i in range(3):
+        x[..., 4 * i:4 * i + 9, 7:20] += 0.3
+        for o in s.run(None, {n: x}):
+            h.update(o.tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_sixteen_lane_tiles_give_the_same_bits_as_eight_lane_ones():
+    """With AVX-512 a 16-channel block takes one 16-lane register (REUSERUN_NO_AVX512=1 turns it
+    off): every lane's FMAs come in the same order, so outputs must not change."""
+    import subprocess
+    import sys
+    env = dict(os.environ)
+    runs = []
+    for flag in ("0", "1"):
+        env["REUSERUN_NO_AVX512"] = flag
+        runs.append(subprocess.run([sys.executable, "-c", _HASH_OUTPUTS], env=env, capture_output=True,
+                                   text=True, check=True).stdout.strip())
+    assert runs[0] == runs[1] and len(runs[0]) == 40

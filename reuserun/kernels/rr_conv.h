@@ -50,13 +50,36 @@ static inline const float *rr_conv_row(const rr_conv_t *c, int oy, int ox, int k
     return c->x + ((size_t)iy * c->W + ix) * c->ldx;
 }
 
-#define RR_ROW_FMA(i) { v8f a = vbroadcast(r##i[j]); acc##i##0 = vfma(a, b0, acc##i##0); \
-                       if (nb == 2) acc##i##1 = vfma(a, b1, acc##i##1); }
+/* nb (a constant after inlining): 1 or 2 8-lane halves of a 16-channel block, or RR_NB_WIDE,
+ * the whole block in one 16-lane register (AVX-512: the same FMA per lane in the same order, so
+ * the same bits, at twice the lanes per instruction) */
+#define RR_NB_WIDE 3
+#if defined(__AVX512F__)
+#define RR_WIDE_FMA(i) { z##i = _mm512_fmadd_ps(_mm512_set1_ps(r##i[j]), bz, z##i); }
+#define RR_WIDE_LOAD __m512 bz = _mm512_loadu_ps(wp);
+#else
+#define RR_WIDE_FMA(i) {}
+#define RR_WIDE_LOAD
+#endif
+
+/* Whether 16-channel blocks take the 16-lane tiles: on with AVX-512 unless REUSERUN_NO_AVX512=1
+ * (to compare the two, which give the same bits). */
+static inline int rr_wide_tiles(void) {
+    static int wide = -1;
+    if (wide < 0) {
+        const char *e = getenv("REUSERUN_NO_AVX512");
+        wide = !(e && e[0] == '1');
+    }
+    return wide;
+}
+#define RR_ROW_FMA(i) if (nb == RR_NB_WIDE) RR_WIDE_FMA(i) else { v8f a = vbroadcast(r##i[j]); \
+                       acc##i##0 = vfma(a, b0, acc##i##0); if (nb == 2) acc##i##1 = vfma(a, b1, acc##i##1); }
 
 /* acc += rows[r][0..len) x wp[0..len)[16] for the first R rows (R a constant, 1 to 6). */
 #define RR_KLOOP_R(len, R) \
     for (int j = 0; j < (len); j++) { \
-        v8f b0 = vload(wp), b1 = nb == 2 ? vload(wp + 8) : b0; \
+        v8f b0 = nb == RR_NB_WIDE ? vbroadcast(0.0f) : vload(wp), b1 = nb == 2 ? vload(wp + 8) : b0; \
+        RR_WIDE_LOAD \
         wp += RR_NR; \
         RR_ROW_FMA(0) \
         if ((R) > 1) { RR_ROW_FMA(1) } \
@@ -200,6 +223,9 @@ static inline __attribute__((always_inline)) void rr_conv_tile_nb(
     const int g = gb / c->nocb, cin = c->cin;
     v8f acc00 = {0}, acc01 = {0}, acc10 = {0}, acc11 = {0}, acc20 = {0}, acc21 = {0};
     v8f acc30 = {0}, acc31 = {0}, acc40 = {0}, acc41 = {0}, acc50 = {0}, acc51 = {0};
+#if defined(__AVX512F__)
+    __m512 z0 = _mm512_setzero_ps(), z1 = z0, z2 = z0, z3 = z0, z4 = z0, z5 = z0;
+#endif
     const float *wbase = c->w + (size_t)gb * c->kh * c->kw * cin * RR_NR;
     if (c->pointwise) {
         /* no coordinates, no bounds: a plain GEMM row per pixel (same K order as the tap loop) */
@@ -236,6 +262,14 @@ static inline __attribute__((always_inline)) void rr_conv_tile_nb(
         }
     }
 epilogue:;
+#if defined(__AVX512F__)
+    if (nb == RR_NB_WIDE) {
+#define RR_HALVES(i) acc##i##0 = (v8f)_mm512_castps512_ps256(z##i); \
+                     acc##i##1 = (v8f)_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(z##i), 1));
+        RR_HALVES(0) RR_HALVES(1) RR_HALVES(2) RR_HALVES(3) RR_HALVES(4) RR_HALVES(5)
+#undef RR_HALVES
+    }
+#endif
     const v8f accs[RR_MR][2] = {{acc00, acc01}, {acc10, acc11}, {acc20, acc21},
                                 {acc30, acc31}, {acc40, acc41}, {acc50, acc51}};
     /* untracked stores (dense runs) get their own copy, free of the per-store checks */
@@ -505,6 +539,11 @@ static inline void rr_conv_tile(const rr_conv_t *c, const int32_t *pix, int m, i
     if (c->cout - (gb % c->nocb) * RR_NR <= 8)
         rr_conv_tile_nb(c, pix, m, gb, taps, ntaps, mask, thr, 1);
     else
+#if defined(__AVX512F__)
+    if (rr_wide_tiles())  /* nb a constant in each call: the K loop keeps no branch */
+        rr_conv_tile_nb(c, pix, m, gb, taps, ntaps, mask, thr, RR_NB_WIDE);
+    else
+#endif
         rr_conv_tile_nb(c, pix, m, gb, taps, ntaps, mask, thr, 2);
 }
 
