@@ -398,10 +398,20 @@ def to_channels_first(const float[:, :, ::1] buf, int off, int C, const uint8_t[
 
 cdef inline void _to_channels_first(const float *src, float *dst, const uint8_t *m, int ld, int C, int npix,
                                     int p0, int p1) noexcept nogil:
-    """to_channels_first for pixels p0..p1 (every one when m is NULL)."""
-    cdef int p, c
+    """to_channels_first for pixels p0..p1 (every one when m is NULL). Every pixel: in blocks of
+    64 pixels, channel by channel, so each store runs along one plane while the block's input
+    stays in L1 (pixel by pixel, each store went to another plane: 10.6 ms for a 21-channel
+    512x512 output, 2.6-2.9 ms this way)."""
+    cdef int p, c, b0, b1
+    if m == NULL:
+        for b0 in range(p0, p1, 64):
+            b1 = min(b0 + 64, p1)
+            for c in range(C):
+                for p in range(b0, b1):
+                    dst[<Py_ssize_t> c * npix + p] = src[<Py_ssize_t> p * ld + c]
+        return
     for p in range(p0, p1):
-        if m == NULL or m[p]:
+        if m[p]:
             for c in range(C):
                 dst[<Py_ssize_t> c * npix + p] = src[<Py_ssize_t> p * ld + c]
 
