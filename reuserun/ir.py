@@ -80,6 +80,9 @@ class Graph:
     inputs: list[str]
     outputs: list[str]
     opset: int = 0
+    # inputs the model takes channels-last (N, H, W, C) through a leading Transpose to (N, C, H,
+    # W): in the graph they are the transposed tensor, (N, C, H, W), under the input's name
+    channels_last_inputs: frozenset = frozenset()
 
     def consumers(self, name: str) -> list[Node]:
         return [n for n in self.nodes if name in n.inputs]

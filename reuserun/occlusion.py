@@ -30,7 +30,7 @@ def occlusion_map(sess, image: np.ndarray, patch: int = 16, stride: int = 8, tar
                   baseline: float = 0.0, progress: bool = False, workers: int | None = None) -> dict:
     """Sensitivity map of `target` (default: the reference's top class in output 0).
 
-    image: the model input (1, C, H, W). workers: windows run on that many forks of the
+    image: the model input (1, C, H, W), or (1, H, W, C) for a channels-last input. workers: windows run on that many forks of the
     session in parallel threads, each with its share of sess.threads (default: one per
     thread); 1 runs them all on sess. Returns {"heat": (H, W), "target", "base_score",
     "windows", "mac_fraction"} where mac_fraction is the mean over the windows.
@@ -43,7 +43,7 @@ def occlusion_map(sess, image: np.ndarray, patch: int = 16, stride: int = 8, tar
     target = int(np.argmax(scores)) if target is None else int(target)
     if not 0 <= target < scores.size:
         raise ValueError(f"target {target} is not an index of the model's first output ({scores.size} values)")
-    H, W = image.shape[2], image.shape[3]
+    H, W = image.shape[1:3] if name in sess.channels_last_inputs else image.shape[2:4]
     boxes = [(y, y + patch, x, x + patch) for y in window_starts(H, patch, stride)
              for x in window_starts(W, patch, stride)]
     bar = None

@@ -218,3 +218,51 @@ def test_nan_made_inside_the_network_is_kept(op, attrs):
     if op != "GlobalMaxPool":
         assert np.isnan(got)[np.isnan(want)].all()
     np.testing.assert_allclose(got[~np.isnan(got)], want[~np.isnan(got)], rtol=1e-5, atol=1e-6)
+
+
+def _nhwc_model():
+    """What keras2onnx and tf2onnx write: an NHWC input, a Transpose to NCHW, then the net."""
+    return make_model([node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
+                       node("Conv", ["t", "w"], ["c"], pads=[1, 1, 1, 1]), node("Relu", ["c"], ["y"])],
+                      [("x", [1, 16, 20, 3])], [("y", [1, 4, 16, 20])], [("w", rand(4, 3, 3, 3))])
+
+
+def test_channels_last_input_stays_incremental():
+    m = _nhwc_model()
+    sess, dense = reuserun.InferenceSession(m), reuserun.InferenceSession(m, policy="dense")
+    ort_sess = reuserun.InferenceSession(m, dense_backend="onnxruntime")
+    x = rand(1, 16, 20, 3)
+    for i in range(4):
+        x = x.copy()
+        x[0, 3 + i, 5:7, :] += 0.5
+        if i == 3:
+            x = x + np.float32(0.01)  # everywhere: onnxruntime takes it, fed the frame as given
+        got, ref = sess.run(None, {"x": x})[0], dense.run(None, {"x": x})[0]
+        assert got.tobytes() == ref.tobytes()
+        np.testing.assert_allclose(got, run_ort(m, {"x": x})["y"], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(ort_sess.run(None, {"x": x})[0], ref, rtol=1e-5, atol=1e-5)
+        if i == 1:
+            assert sess.stats["mac_fraction"] < 0.5
+    assert sess.channels_last_inputs == {"x"} and sess.get_inputs()[0].shape == [1, 16, 20, 3]
+    edited = x.copy()
+    edited[0, 2:5, 3:9, :] = 0.0
+    want = reuserun.InferenceSession(m, policy="dense").run(None, {"x": edited})[0]
+    for changed in (None, [(2, 5, 3, 9)]):
+        assert sess.run_variant(None, {"x": edited}, changed=changed)[0].tobytes() == want.tobytes()
+    batch = sess.run_variants(None, {"x": np.stack([edited[0], x[0]])}, changed=[[(2, 5, 3, 9)], [(0, 1, 0, 1)]])
+    assert batch[0][0].tobytes() == want[0].tobytes()
+    assert sess.run(None, {"x": x})[0].tobytes() == dense.run(None, {"x": x})[0].tobytes()
+    with pytest.raises(reuserun.InputError, match="expected shape"):
+        sess.run(None, {"x": np.zeros((1, 3, 16, 20), np.float32)})
+
+
+def test_occlusion_map_of_a_channels_last_model_matches_its_channels_first_twin():
+    from reuserun.occlusion import occlusion_map
+    nhwc = _nhwc_model()
+    nchw = make_model([node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), node("Relu", ["c"], ["y"])],
+                      [("x", [1, 3, 16, 20])], [("y", [1, 4, 16, 20])], [("w", rand(4, 3, 3, 3))])
+    x = rand(1, 16, 20, 3, seed=3)
+    a = occlusion_map(reuserun.InferenceSession(nhwc), x, patch=4, stride=4, target=5, workers=1)
+    b = occlusion_map(reuserun.InferenceSession(nchw), np.ascontiguousarray(x.transpose(0, 3, 1, 2)),
+                      patch=4, stride=4, target=5, workers=1)
+    np.testing.assert_array_equal(a["heat"], b["heat"])

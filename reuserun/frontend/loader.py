@@ -49,7 +49,31 @@ def load_model(model, input_shapes: dict | None = None) -> ir.Graph:
     nodes, info, infer_err = _fold(proto, list(g.node), consts, inputs, outputs, opset)
     nodes = _prune(nodes, outputs)
     nodes = _fold_batchnorm(nodes, consts, outputs)
-    return _convert(nodes, consts, inputs, outputs, info, infer_err, opset)
+    return _absorb_input_transposes(_convert(nodes, consts, inputs, outputs, info, infer_err, opset))
+
+
+def _absorb_input_transposes(graph: ir.Graph) -> ir.Graph:
+    """A 4-D input read only by a Transpose to channels-first (keras2onnx and tf2onnx write one
+    after every NHWC input) becomes that transposed tensor under the input's name: the session
+    transposes each frame as it arrives, and the graph starts spatial, so a small change stays
+    small instead of passing through a whole-tensor Transpose."""
+    absorbed = set()
+    for name in graph.inputs:
+        users = graph.consumers(name)
+        if len(users) != 1 or name in graph.outputs or len(graph.tensors[name].shape) != 4:
+            continue
+        t = users[0]
+        if t.op != "transpose" or tuple(t.attrs["perm"]) != (0, 3, 1, 2) or t.outputs[0] in graph.outputs:
+            continue
+        out = t.outputs[0]
+        for n in graph.nodes:
+            n.inputs = [name if i == out else i for i in n.inputs]
+        graph.nodes.remove(t)
+        graph.tensors[name] = ir.Tensor(name, graph.tensors[out].shape)
+        del graph.tensors[out]
+        absorbed.add(name)
+    graph.channels_last_inputs = frozenset(absorbed)
+    return graph
 
 
 # ---- parsing and inputs ---------------------------------------------------------------------

@@ -257,6 +257,12 @@ class InferenceSession:
                 "mirrors": sum(buf.nbytes for buf, _ in self._mirror_bufs.values()),
                 "activations": activations, "weights": weights}
 
+    @property
+    def channels_last_inputs(self) -> frozenset:
+        """Inputs the model takes as (N, H, W, C) through a leading Transpose, which reuserun
+        applies to each frame as it arrives (empty until the shapes are bound)."""
+        return frozenset() if self._program is None else self._channels_last
+
     def get_providers(self) -> list[str]:
         return ["ReuserunCPU"]
 
@@ -419,7 +425,7 @@ class InferenceSession:
     def _declared_runner(self, names):
         """The native loop over declared variants for these outputs, or None (_declared_batch)."""
         fast = self._fast_steps()
-        if (len(self._input_specs) != 1 or len(self._spatial_inputs) != 1 or self._plane_masks
+        if (len(self._input_specs) != 1 or len(self._spatial_inputs) != 1 or self._plane_masks or self._channels_last
                 or any(f is None or getattr(step, "vector_inputs", None) for f, step in zip(fast, self._program))
                 or any(self._storage[n].kind != "plain" or self._storage[n].arr.dtype != np.float32 for n in names)):
             return None
@@ -437,6 +443,7 @@ class InferenceSession:
             twin = InferenceSession.__new__(InferenceSession)
             twin.__dict__.update(self.__dict__)
             twin._lock, twin._forks = threading.RLock(), (None, [])
+            twin._as_given = {}
             if self._program is None:
                 return twin
             twin._compile(self._input_shapes)
@@ -547,6 +554,8 @@ class InferenceSession:
         self._graph = self._model.graph
         _check_memory(self._graph)
         self._input_shapes = dict(input_shapes)
+        self._channels_last = self._graph.channels_last_inputs
+        self._as_given = {}  # channels-last inputs: the frame as given, for onnxruntime
         meta = {p.key: p.value for p in self._proto.metadata_props}
         self._stacks = frame_stack_inputs(self._graph, self.frame_stack, meta)
         may_shift = self._shift_allowed(sum(len(s) in (3, 4) for s in input_shapes.values()))
@@ -640,6 +649,9 @@ class InferenceSession:
             v = feed[name]
             if type(v) is not np.ndarray or v.dtype != np.float32 or v.shape != shape:
                 _check_array(name, v, shape)  # an ndarray subclass passes; anything else raises
+            if name in self._channels_last:  # the model's own leading Transpose, done here
+                self._as_given[name] = v
+                v = np.ascontiguousarray(v.transpose(0, 3, 1, 2))
             v = np.ascontiguousarray(v)
             if st.kind == "spatial" and not full and declared and name in declared:
                 mask, bound = declared[name]  # written into this input's per-run mask
@@ -767,7 +779,7 @@ class InferenceSession:
         if self._ort is None:
             from reuserun.runtime.ort_backend import ort_session
             self._ort = ort_session(self._proto.SerializeToString(), self.threads)
-        outs = self._ort.run(names, frames)
+        outs = self._ort.run(names, {n: self._as_given.get(n, v) for n, v in frames.items()})
         for name, v in frames.items():
             st = self._storage[name]
             if st.kind == "spatial":
@@ -786,7 +798,7 @@ class InferenceSession:
         try:
             for name, ref in self._ref_frames.items():
                 st = self._storage[name]
-                st.load(ref.reshape(self._input_shapes[name]), self.threads)
+                st.load(ref.reshape(self._graph.tensors[name].shape), self.threads)
                 st.mark_all()
             self._propagate(True)
             self._update_mirrors(True)

@@ -142,9 +142,13 @@ def declared_share(names, boxes: list, frames=None, base=None, fill: float = 0.0
         # each variant's boxes filled in one image: a variant reads only the boxes it declares,
         # so the earlier variants' fills need no putting back
         image = base.copy()
+        channels_last = name in s.channels_last_inputs
         for i in range(lo, hi):
             for y0, y1, x0, x1 in boxes[i]:
-                image[..., y0:y1, x0:x1] = fill
+                if channels_last:
+                    image[:, y0:y1, x0:x1, :] = fill
+                else:
+                    image[..., y0:y1, x0:x1] = fill
             out.append((s.run_variant(names, {name: image}, changed=boxes[i]), s._last[0]))
         return out
     return run_share
