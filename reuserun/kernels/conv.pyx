@@ -38,8 +38,9 @@ cdef extern from "rr_conv.h" nogil:
         const float *post_scale
         const float *post_shift
         const float *zeros
-    void rr_conv_tile(const rr_conv_t *c, const int32_t *pix, int m, int gb,
+    void rr_conv_tile(const rr_conv_t *c, const int32_t *pix, int m, int gb, int count,
                       const int32_t *taps, int ntaps, uint8_t *mask, float thr)
+    int rr_conv_blocks_per_item()
     ctypedef struct rr_dw_t:
         const float *x
         int H, W, ldx
@@ -317,6 +318,11 @@ cdef class ConvKernel(Kernel):
         cdef int mr = RR_MR_NARROW if narrow else RR_MR
         cdef int ntiles = (n + mr - 1) // mr
         cdef int nblk = self.c.groups * self.c.nocb
+        # a work item's channels: up to bpi consecutive blocks of one group (several blocks
+        # share each input broadcast in the 16-lane tiles)
+        cdef int bpi = 1 if narrow else min(rr_conv_blocks_per_item(), self.c.nocb)
+        cdef int nsuper = (self.c.nocb + bpi - 1) // bpi
+        cdef int nunits = self.c.groups * nsuper
         cdef long k = self.c.kh * self.c.kw * self.c.cin
         cdef int nt = rr_num_threads(threads)
         cdef int item
@@ -325,13 +331,13 @@ cdef class ConvKernel(Kernel):
         cdef int tpi = self.tiles_per_item
         cdef int ngroups = (ntiles + tpi - 1) // tpi
         if nt > 1:  # enough items for every thread to take several
-            ngroups = min(ntiles, max(ngroups, (RR_SHARES_PER_THREAD * nt + nblk - 1) // nblk))
+            ngroups = min(ntiles, max(ngroups, (RR_SHARES_PER_THREAD * nt + nunits - 1) // nunits))
         # groups of equal size (67 tiles as 23, 23, 21, not 32, 32, 3): the guided schedule
         # hands the first thread half of the items at once, and with unequal groups that was
         # most of the work (a 1x1 conv at 20x20 ran 1.1x faster on two threads, now 1.9x)
         tpi = (ntiles + ngroups - 1) // ngroups
         ngroups = (ntiles + tpi - 1) // tpi
-        cdef int nitems = ngroups * nblk
+        cdef int nitems = ngroups * nunits
         if nitems < nt:
             nt = max(1, nitems)
         # Visit order: when the weights outweigh the input rows of the pixels to compute (deep
@@ -340,34 +346,37 @@ cdef class ConvKernel(Kernel):
         cdef bint block_major = nblk * k * RR_NR > <long> n * k * self.c.groups
         if nt == 1:  # no parallel region: entering one costs about a microsecond even alone
             for item in range(nitems):
-                _conv_item(&self.c, item, block_major, narrow, ngroups, nblk, tpi, ntiles, pix, n,
-                           taps, ntaps, mask, thr)
+                _conv_item(&self.c, item, block_major, narrow, ngroups, nunits, nsuper, bpi, tpi, ntiles,
+                           pix, n, taps, ntaps, mask, thr)
         else:
             for item in prange(nitems, num_threads=nt, schedule="guided"):
-                _conv_item(&self.c, item, block_major, narrow, ngroups, nblk, tpi, ntiles, pix, n,
-                           taps, ntaps, mask, thr)
+                _conv_item(&self.c, item, block_major, narrow, ngroups, nunits, nsuper, bpi, tpi, ntiles,
+                           pix, n, taps, ntaps, mask, thr)
 
 
 cdef inline void _conv_item(const rr_conv_t *c, int item, bint block_major, bint narrow, int ngroups,
-                            int nblk, int tpi, int ntiles, const int32_t *pix, int n,
+                            int nunits, int nsuper, int bpi, int tpi, int ntiles, const int32_t *pix, int n,
                             const int32_t *taps, int ntaps, uint8_t *mask, float thr) noexcept nogil:
-    """One work item: a group of pixel tiles times one output-channel block. The n pixels are
-    shared evenly between the tiles (13 as 5, 4, 4, not 6, 6, 1): a one-pixel tile has too few
-    FMA chains to hide their latency and costs nearly what a full one does."""
-    cdef int grp, gb, t, p0, p1
+    """One work item: a group of pixel tiles times one unit of output channels (up to bpi
+    consecutive blocks of one group). The n pixels are shared evenly between the tiles (13 as
+    5, 4, 4, not 6, 6, 1): a one-pixel tile has too few FMA chains to hide their latency and
+    costs nearly what a full one does."""
+    cdef int grp, unit, gb, count, t, p0, p1
     if block_major:
-        gb = item // ngroups
+        unit = item // ngroups
         grp = item % ngroups
     else:
-        grp = item // nblk
-        gb = item % nblk
+        grp = item // nunits
+        unit = item % nunits
+    gb = (unit // nsuper) * c.nocb + (unit % nsuper) * bpi
+    count = min(bpi, c.nocb - (unit % nsuper) * bpi)
     for t in range(grp * tpi, min(grp * tpi + tpi, ntiles)):
         p0 = <int> (<long> t * n // ntiles)
         p1 = <int> (<long> (t + 1) * n // ntiles)
         if narrow:
             rr_conv_tile_narrow(c, pix + p0, p1 - p0, taps, ntaps, mask, thr)
         else:
-            rr_conv_tile(c, pix + p0, p1 - p0, gb, taps, ntaps, mask, thr)
+            rr_conv_tile(c, pix + p0, p1 - p0, gb, count, taps, ntaps, mask, thr)
 
 
 def pack_dw_weights(w):

@@ -50,13 +50,18 @@ static inline const float *rr_conv_row(const rr_conv_t *c, int oy, int ox, int k
     return c->x + ((size_t)iy * c->W + ix) * c->ldx;
 }
 
-/* nb (a constant after inlining): 1 or 2 8-lane halves of a 16-channel block, or RR_NB_WIDE,
- * the whole block in one 16-lane register (AVX-512: the same FMA per lane in the same order, so
- * the same bits, at twice the lanes per instruction) */
+/* nb (a constant after inlining): 1 or 2 8-lane halves of a 16-channel block, or RR_NB_WIDE:
+ * nbw (1 to RR_MAX_WIDE) consecutive 16-channel blocks, each in one 16-lane register (AVX-512:
+ * the same FMA per lane in the same order, so the same bits). Several blocks share each
+ * broadcast of an input value: with one, the broadcasts and the weight load outnumber the FMAs
+ * and the loads, not the FMAs, set the pace. */
 #define RR_NB_WIDE 3
+#define RR_MAX_WIDE 4
 #if defined(__AVX512F__)
-#define RR_WIDE_FMA(i) { z##i = _mm512_fmadd_ps(_mm512_set1_ps(r##i[j]), bz, z##i); }
-#define RR_WIDE_LOAD __m512 bz = _mm512_loadu_ps(wp);
+#define RR_WIDE_FMA(i) { const __m512 a = _mm512_set1_ps(r##i[j]); \
+    _Pragma("GCC unroll 4") for (int b = 0; b < nbw; b++) z[i][b] = _mm512_fmadd_ps(a, bz[b], z[i][b]); }
+#define RR_WIDE_LOAD __m512 bz[RR_MAX_WIDE]; \
+    _Pragma("GCC unroll 4") for (int b = 0; b < nbw; b++) bz[b] = _mm512_loadu_ps(wp + b * bstride);
 #else
 #define RR_WIDE_FMA(i) {}
 #define RR_WIDE_LOAD
@@ -218,15 +223,20 @@ static inline __attribute__((always_inline)) void rr_tile_store(
  * taps[0..ntaps) lists the kernel taps (ky * kw + kx) to visit, in increasing order. */
 static inline __attribute__((always_inline)) void rr_conv_tile_nb(
         const rr_conv_t *c, const int32_t *pix, int m, int gb, const int32_t *taps, int ntaps,
-        uint8_t *mask, float thr, const int nb) {
+        uint8_t *mask, float thr, const int nb, const int nbw) {
     int oy[RR_MR], ox[RR_MR];
     const int g = gb / c->nocb, cin = c->cin;
     v8f acc00 = {0}, acc01 = {0}, acc10 = {0}, acc11 = {0}, acc20 = {0}, acc21 = {0};
     v8f acc30 = {0}, acc31 = {0}, acc40 = {0}, acc41 = {0}, acc50 = {0}, acc51 = {0};
+    const size_t bstride = (size_t)c->kh * c->kw * cin * RR_NR;  /* from one block's weights to the next */
 #if defined(__AVX512F__)
-    __m512 z0 = _mm512_setzero_ps(), z1 = z0, z2 = z0, z3 = z0, z4 = z0, z5 = z0;
+    __m512 z[RR_MR][RR_MAX_WIDE];
+    if (nb == RR_NB_WIDE)
+        for (int r = 0; r < RR_MR; r++)
+            for (int b = 0; b < nbw; b++) z[r][b] = _mm512_setzero_ps();
 #endif
-    const float *wbase = c->w + (size_t)gb * c->kh * c->kw * cin * RR_NR;
+    (void)bstride;
+    const float *wbase = c->w + (size_t)gb * bstride;
     if (c->pointwise) {
         /* no coordinates, no bounds: a plain GEMM row per pixel (same K order as the tap loop) */
         const float *rows[RR_MR];
@@ -262,19 +272,26 @@ static inline __attribute__((always_inline)) void rr_conv_tile_nb(
         }
     }
 epilogue:;
+    /* untracked stores (dense runs) get their own copy, free of the per-store checks */
+#define RR_TILE_STORE(A) { if (thr < 0.0f && !mask && m == RR_MR) rr_tile_store(c, accs, pix, RR_MR, gbx, NULL, -1.0f, A); \
+                           else rr_tile_store(c, accs, pix, m, gbx, mask, thr, A); }
 #if defined(__AVX512F__)
     if (nb == RR_NB_WIDE) {
-#define RR_HALVES(i) acc##i##0 = (v8f)_mm512_castps512_ps256(z##i); \
-                     acc##i##1 = (v8f)_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(z##i), 1));
-        RR_HALVES(0) RR_HALVES(1) RR_HALVES(2) RR_HALVES(3) RR_HALVES(4) RR_HALVES(5)
-#undef RR_HALVES
+        for (int b = 0; b < nbw; b++) {
+            v8f accs[RR_MR][2];
+            for (int r = 0; r < RR_MR; r++) {
+                accs[r][0] = (v8f)_mm512_castps512_ps256(z[r][b]);
+                accs[r][1] = (v8f)_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(z[r][b]), 1));
+            }
+            const int gbx = gb + b;
+            switch (c->act) { RR_ACT_CASES(RR_TILE_STORE) default: RR_TILE_STORE(c->act); }
+        }
+        return;
     }
 #endif
     const v8f accs[RR_MR][2] = {{acc00, acc01}, {acc10, acc11}, {acc20, acc21},
                                 {acc30, acc31}, {acc40, acc41}, {acc50, acc51}};
-    /* untracked stores (dense runs) get their own copy, free of the per-store checks */
-#define RR_TILE_STORE(A) { if (thr < 0.0f && !mask && m == RR_MR) rr_tile_store(c, accs, pix, RR_MR, gb, NULL, -1.0f, A); \
-                           else rr_tile_store(c, accs, pix, m, gb, mask, thr, A); }
+    const int gbx = gb;
     switch (c->act) { RR_ACT_CASES(RR_TILE_STORE) default: RR_TILE_STORE(c->act); }
 #undef RR_TILE_STORE
 }
@@ -534,17 +551,47 @@ static inline void rr_shuffle_pixels(const rr_conv_t *c, const rr_shuffle_t *t, 
     }
 }
 
-static inline void rr_conv_tile(const rr_conv_t *c, const int32_t *pix, int m, int gb,
-                                const int32_t *taps, int ntaps, uint8_t *mask, float thr) {
-    if (c->cout - (gb % c->nocb) * RR_NR <= 8)
-        rr_conv_tile_nb(c, pix, m, gb, taps, ntaps, mask, thr, 1);
-    else
+/* Blocks per work item: RR_MAX_WIDE with AVX-512 (unless turned off), else 1. */
+static inline int rr_conv_blocks_per_item(void) {
 #if defined(__AVX512F__)
-    if (rr_wide_tiles())  /* nb a constant in each call: the K loop keeps no branch */
-        rr_conv_tile_nb(c, pix, m, gb, taps, ntaps, mask, thr, RR_NB_WIDE);
+    return rr_wide_tiles() ? RR_MAX_WIDE : 1;
+#else
+    return 1;
+#endif
+}
+
+#if defined(__AVX512F__)
+/* nbw (1 to RR_MAX_WIDE) 16-channel blocks from gb in 16-lane registers. Kept out of line, apart
+ * from the 8-lane tiles: inlined together they made GCC allocate the 8-lane loop's registers
+ * worse (ResNet-like convs fell from 140-170 to 45 GMAC/s on that path). */
+static __attribute__((noinline)) void rr_conv_tile_wide(
+        const rr_conv_t *c, const int32_t *pix, int m, int gb, int nbw, const int32_t *taps, int ntaps,
+        uint8_t *mask, float thr) {
+    switch (nbw) {
+    case 1: rr_conv_tile_nb(c, pix, m, gb, taps, ntaps, mask, thr, RR_NB_WIDE, 1); break;
+    case 2: rr_conv_tile_nb(c, pix, m, gb, taps, ntaps, mask, thr, RR_NB_WIDE, 2); break;
+    case 3: rr_conv_tile_nb(c, pix, m, gb, taps, ntaps, mask, thr, RR_NB_WIDE, 3); break;
+    default: rr_conv_tile_nb(c, pix, m, gb, taps, ntaps, mask, thr, RR_NB_WIDE, 4); break;
+    }
+}
+#endif
+
+/* One tile of pixels times blocks gb .. gb + count - 1 of one group (count up to
+ * rr_conv_blocks_per_item()). nb and nbw are constants in each call: the K loop keeps no branch. */
+static inline void rr_conv_tile(const rr_conv_t *c, const int32_t *pix, int m, int gb, int count,
+                                const int32_t *taps, int ntaps, uint8_t *mask, float thr) {
+    /* a group's last block may hold 8 channels or fewer: its own 8-lane call */
+    const int last_narrow = c->cout - ((gb + count - 1) % c->nocb) * RR_NR <= 8;
+    const int wide = count - last_narrow;
+#if defined(__AVX512F__)
+    if (wide > 0 && rr_wide_tiles())
+        rr_conv_tile_wide(c, pix, m, gb, wide, taps, ntaps, mask, thr);
     else
 #endif
-        rr_conv_tile_nb(c, pix, m, gb, taps, ntaps, mask, thr, 2);
+    for (int b = 0; b < wide; b++)
+        rr_conv_tile_nb(c, pix, m, gb + b, taps, ntaps, mask, thr, 2, 0);
+    if (last_narrow)
+        rr_conv_tile_nb(c, pix, m, gb + count - 1, taps, ntaps, mask, thr, 1, 0);
 }
 
 /* Depthwise (one input channel per group, one output per group). */
