@@ -46,7 +46,7 @@ def receptive_fields(graph: ir.Graph) -> dict[str, tuple]:
             elif node.op == "resize":
                 s = a["scales"][-1]
                 out = (size + jump, max(1, int(round(jump / s))))
-            elif node.op in ("act", "binary", "identity", "concat", "split", "slice", "pad"):
+            elif node.op in ("act", "binary", "identity", "concat", "split", "slice", "pad", "channel_shuffle"):
                 out = (size, jump)
             else:
                 out = None

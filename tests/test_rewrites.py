@@ -157,3 +157,22 @@ def test_affine_after_activation_runs_in_the_conv_epilogue(cout, group, op, csha
     graph = _graph(m)
     assert [o for o, _ in _ops(graph)][-1] == "conv" and "post" in graph.nodes[-1].attrs
     _check(m)
+
+
+@pytest.mark.parametrize("groups", [2, 3, 4])
+def test_channel_shuffle_becomes_one_incremental_permutation(groups):
+    C = 12
+    m = make_model([node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                    node("Reshape", ["c", "s5"], ["r"]), node("Transpose", ["r"], ["t"], perm=[0, 2, 1, 3, 4]),
+                    node("Reshape", ["t", "s4"], ["u"]), node("Relu", ["u"], ["y"])],
+                   [("x", [1, 3, 12, 12])], [("y", [1, C, 12, 12])],
+                   [("w", rand(C, 3, 3, 3)), ("s5", np.array([1, groups, C // groups, 12, 12], np.int64)),
+                    ("s4", np.array([1, C, 12, 12], np.int64))])
+    assert [o for o, _ in _ops(_graph(m))] == ["conv", "channel_shuffle", "act"]
+    _check(m)
+    sess = reuserun.InferenceSession(m)
+    x = rand(1, 3, 12, 12)
+    sess.run(None, {"x": x})
+    x[0, :, 5, 5] += 1.0
+    sess.run(None, {"x": x})
+    assert sess.stats["mac_fraction"] < 0.2

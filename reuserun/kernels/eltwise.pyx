@@ -31,6 +31,7 @@ cdef extern from "rr_eltwise.h" nogil:
         const int32_t *ymap
         const int32_t *xmap
         float value
+        const int32_t *cmap
     ctypedef struct rr_linear_t:
         const float *x
         int W, ldx
@@ -139,13 +140,20 @@ cdef class ElementwiseKernel(PixelKernel):
 cdef class GatherKernel(PixelKernel):
     cdef rr_gather_t g
 
-    def __init__(self, x_buf, int x_off, y_buf, int y_off, int C, ymap, xmap, float value=0.0):
+    def __init__(self, x_buf, int x_off, y_buf, int y_off, int C, ymap, xmap, float value=0.0, cmap=None):
+        """cmap: output channel c reads input channel cmap[c] (a channel shuffle), or None."""
         self.kind = RR_K_GATHER
         self.cost = 2 * C
         self.params = &self.g
         ymap = np.ascontiguousarray(ymap, np.int32)
         xmap = np.ascontiguousarray(xmap, np.int32)
-        self.keep = (x_buf, y_buf, ymap, xmap)
+        self.g.cmap = NULL
+        if cmap is not None:
+            cmap = np.ascontiguousarray(cmap, np.int32)
+            if cmap.shape != (C,) or cmap.min() < 0 or cmap.max() >= x_buf.shape[2] - x_off:
+                raise ValueError("cmap must hold C channel indices of the input")
+            self.g.cmap = iptr(cmap)
+        self.keep = (x_buf, y_buf, ymap, xmap, cmap)
         self.g.x = fptr(x_buf) + x_off
         self.g.W, self.g.ldx = x_buf.shape[1], x_buf.shape[2]
         self.g.y = fptr(y_buf) + y_off

@@ -136,12 +136,14 @@ static inline int rr_ew_span(const rr_ew_t *e, int p0, int n, uint8_t *mask, flo
     return 1;
 }
 
-/* y[oy, ox, c] = x[ymap[oy], xmap[ox], c] or `value` where a map is < 0. */
+/* y[oy, ox, c] = x[ymap[oy], xmap[ox], cmap[c]] (c itself without cmap) or `value` where a map
+ * is < 0. */
 typedef struct {
     const float *x; int W, ldx;
     float *y; int OW, ldy; int C;
     const int32_t *ymap, *xmap;
     float value;
+    const int32_t *cmap;                /* a channel permutation (channel shuffle), or NULL */
 } rr_gather_t;
 
 /* Output pixel p at (oy, ox) (so is every per-pixel kernel below: a run of pixels steps along
@@ -150,7 +152,14 @@ static inline void rr_gather_pixel(const rr_gather_t *g, int p, int oy, int ox, 
     float tmp[RR_CHUNK];
     int iy = g->ymap[oy], ix = g->xmap[ox], changed = 0;
     float *dst = g->y + (size_t)p * g->ldy;
-    if (iy >= 0 && ix >= 0) {  /* a copy: straight from the source row */
+    if (iy >= 0 && ix >= 0 && g->cmap) {
+        const float *src = g->x + ((size_t)iy * g->W + ix) * g->ldx;
+        for (int c0 = 0; c0 < g->C; c0 += RR_CHUNK) {
+            const int nc = g->C - c0 < RR_CHUNK ? g->C - c0 : RR_CHUNK;
+            for (int j = 0; j < nc; j++) tmp[j] = src[g->cmap[c0 + j]];
+            changed |= rr_store_tracked(dst + c0, tmp, nc, thr);
+        }
+    } else if (iy >= 0 && ix >= 0) {  /* a copy: straight from the source row */
         changed = rr_store_tracked(dst, g->x + ((size_t)iy * g->W + ix) * g->ldx, g->C, thr);
     } else {
         for (int j = 0; j < RR_CHUNK && j < g->C; j++) tmp[j] = g->value;

@@ -173,6 +173,7 @@ RULES = {
     "act": same,
     "binary": same,
     "identity": same,
+    "channel_shuffle": same,
     "concat": along_channels,
     "split": along_channels,
     "global_avgpool": everything,

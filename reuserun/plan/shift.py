@@ -222,6 +222,7 @@ SHIFT_RULES = {
     "act": _pointwise,
     "binary": _pointwise,
     "identity": _pointwise,
+    "channel_shuffle": _pointwise,
     "concat": _channels,
     "split": _channels,
     "global_avgpool": _fixed,

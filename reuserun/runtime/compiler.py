@@ -457,6 +457,15 @@ def build_flatten(node, cx: Compiler):
     return SpatialGemmStep(gemm, x, out, kernel, x.C * N, partial)
 
 
+def build_channel_shuffle(node, cx: Compiler):
+    if not cx.can_be_spatial(node.inputs[0]):
+        return fallback(node, cx)
+    x, y = cx.spatial(node.inputs[0]), cx.new_spatial(node.outputs[0])
+    kernel = kel.GatherKernel(x.buf, x.off, y.buf, y.off, y.C, _identity_map(y.H), _identity_map(y.W),
+                              cmap=node.attrs["index"])
+    return KernelStep(node, [x], [y], [(kernel, 0)], SAME)
+
+
 def build_identity(node, cx: Compiler):
     cx.storage[node.outputs[0]] = cx.storage[node.inputs[0]]
     return None
@@ -475,6 +484,7 @@ BUILDERS = {
     "slice": build_slice,
     "pad": build_pad,
     "identity": build_identity,
+    "channel_shuffle": build_channel_shuffle,
     # these mix every position (a plain tensor): numpy over the whole tensor when an input changed
     "global_avgpool": build_global_pool,
     "global_maxpool": build_global_pool,

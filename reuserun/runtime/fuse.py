@@ -85,6 +85,7 @@ def fuse_act_epilogues(graph: ir.Graph) -> bool:
 REWRITES = (
     ("fold_conv_affine", rewrites.fold_conv_affine),
     ("hard_swish", rewrites.hard_swish),
+    ("channel_shuffle", rewrites.channel_shuffle),
     ("gated_activations", fuse_gated),
     ("activation_epilogues", fuse_act_epilogues),
     ("fold_post_affine", rewrites.fold_post_affine),

@@ -312,7 +312,12 @@ def identity(node, inputs):
     return [_out(inputs[0])]
 
 
+def channel_shuffle(node, inputs):
+    return [_out(inputs[0][:, node.attrs["index"]])]
+
+
 NUMPY_OPS = {
+    "channel_shuffle": channel_shuffle,
     "conv": conv,
     "conv_transpose": conv_transpose,
     "maxpool": maxpool,

@@ -216,3 +216,35 @@ def fold_post_affine(graph: ir.Graph) -> bool:
         changed = True
     graph.nodes = [n for n in graph.nodes if id(n) not in drop]
     return changed
+
+
+# ---- channel shuffle -------------------------------------------------------------------------
+
+def channel_shuffle(graph: ir.Graph) -> bool:
+    """Reshape (1, C, H, W) -> (1, g, C / g, H, W), Transpose (0, 2, 1, 3, 4), Reshape back to
+    (1, C, H, W) (ShuffleNet's channel shuffle; the intermediates read by nothing else) becomes
+    one channel permutation, a per-pixel copy that stays incremental, where the three ran in
+    numpy over the whole tensor."""
+    users = consumers(graph)
+    drop, changed = set(), False
+    for first in graph.nodes:
+        if first.op != "reshape" or id(first) in drop:
+            continue
+        x_shape = graph.tensors[first.inputs[0]].shape
+        mid = tuple(first.attrs["shape"])
+        if len(x_shape) != 4 or len(mid) != 5 or mid[0] != 1 or mid[3:] != x_shape[2:] \
+                or mid[1] * mid[2] != x_shape[1]:
+            continue
+        t = single_consumer(graph, first.outputs[0], users)
+        if t is None or t.op != "transpose" or tuple(t.attrs["perm"]) != (0, 2, 1, 3, 4):
+            continue
+        last = single_consumer(graph, t.outputs[0], users)
+        if last is None or last.op != "reshape" or tuple(last.attrs["shape"]) != tuple(x_shape):
+            continue
+        g, n = mid[1], mid[2]
+        index = np.arange(x_shape[1]).reshape(g, n).T.reshape(-1).astype(np.int32)
+        last.op, last.inputs, last.attrs = "channel_shuffle", [first.inputs[0]], {"index": index}
+        drop.update((id(first), id(t)))
+        changed = True
+    graph.nodes = [n for n in graph.nodes if id(n) not in drop]
+    return changed
