@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from reuserun import sources, zoo
-from reuserun.bench import interleaved, run_bench, thread_scaling
+from reuserun.bench import cpu_name, interleaved, run_bench, thread_scaling
 
 POLICIES = ["auto", "auto+ort", "tiles", "rects", "rect", "dense"]
 FIXED = ["tiles", "rects", "rect", "dense"]  # the policies auto chooses between
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
             path.unlink()
         print(model, json.dumps(extra[model]), flush=True)
     meta = {"size": args.size, "frames": args.frames, "threads": args.threads,
-            "machine": f"{os.cpu_count()} cores, {os.uname().machine}, {_cpu_name()}"}
+            "machine": f"{os.cpu_count()} cores, {os.uname().machine}, {cpu_name()}"}
     stem = f"models_{args.size}"
     (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results, "extra": extra,
                                                   "auto_vs_best_fixed": duels}, indent=1))
@@ -149,16 +149,6 @@ def main(argv=None) -> int:
     plot(results, out / f"{stem}.png")
     print(table(results, extra, meta, duels))
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def table(results, extra, meta, duels=()) -> str:

@@ -37,7 +37,7 @@ import numpy as np
 
 import reuserun
 from reuserun import sources
-from reuserun.bench import interleaved, markdown_table, ort_session
+from reuserun.bench import cpu_name, interleaved, markdown_table, ort_session
 
 DEFAULT_MANIFEST = Path("~/.cache/reuserun/real/manifest.json").expanduser()
 SCENARIOS = ("full", "still", "object", "objects")
@@ -208,16 +208,6 @@ def table(rows: list[dict], failures: dict, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--manifest", default=str(DEFAULT_MANIFEST), help="default %(default)s")
@@ -250,7 +240,7 @@ def main(argv=None) -> int:
     import onnxruntime
     meta = {"manifest": str(manifest_path), "frames": args.frames, "threads": args.threads,
             "scenarios": scenarios, "policies": policies, "onnxruntime": onnxruntime.__version__,
-            "machine": f"{os.cpu_count()} cores, {platform.machine()}, {_cpu_name()}",
+            "machine": f"{os.cpu_count()} cores, {platform.machine()}, {cpu_name()}",
             "omp": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")},
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     rows, failures = [], {}

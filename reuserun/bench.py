@@ -162,6 +162,18 @@ def format_table(res: BenchResult) -> str:
     return "\n".join(lines)
 
 
+def cpu_name() -> str:
+    """The CPU's model name, for the machine line of a report."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
 def markdown_table(columns, rows) -> str:
     """A markdown table: columns is [(title, row -> cell text)]."""
     lines = ["| " + " | ".join(t for t, _ in columns) + " |", "|" + "---|" * len(columns)]

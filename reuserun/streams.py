@@ -38,6 +38,16 @@ def synthetic(arg: str, shape, count, seed):
     return list(sources.synthetic_stream(shape, arg or "default", frames=count, seed=seed))
 
 
+def _open_media(av, path: str, kind: str):
+    """The container at path, or a one-line ValueError (missing, or not media PyAV reads)."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{kind} file not found: {path}")
+    try:
+        return av.open(path)
+    except av.error.FFmpegError as e:
+        raise ValueError(f"cannot read {kind} {path}: {e}") from e
+
+
 def video(path: str, shape, count, seed):
     try:
         import av
@@ -48,13 +58,7 @@ def video(path: str, shape, count, seed):
     _, c, h, w = shape
     fmt = "gray" if c == 1 else "rgb24"
     out = []
-    if not os.path.isfile(path):
-        raise ValueError(f"video file not found: {path}")
-    try:
-        container = av.open(path)
-    except av.error.FFmpegError as e:
-        raise ValueError(f"cannot read video {path}: {e}") from e
-    with container:
+    with _open_media(av, path, "video") as container:
         for frame in container.decode(video=0):
             img = frame.reformat(width=w, height=h, format=fmt).to_ndarray()
             img = img[None] if c == 1 else img.transpose(2, 0, 1)[:c]
@@ -154,13 +158,7 @@ def audio(arg: str, shape, count, seed):
     need = length + int(hop or AUDIO_HOP) * (count - 1)
     resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
     chunks, total = [], 0
-    if not os.path.isfile(path):
-        raise ValueError(f"video file not found: {path}")
-    try:
-        container = av.open(path)
-    except av.error.FFmpegError as e:
-        raise ValueError(f"cannot read video {path}: {e}") from e
-    with container:
+    with _open_media(av, path, "audio") as container:
         if not container.streams.audio:
             raise ValueError(f"{path} has no audio stream")
         for frame in container.decode(audio=0):

@@ -52,6 +52,28 @@ def _scalar(graph: ir.Graph, name: str) -> float | None:
 
 # ---- conv -> constant affine ------------------------------------------------------------------
 
+def _constant_affine_after(graph: ir.Graph, conv: ir.Node, users: dict):
+    """(the binary node, whether the conv's output is its first operand, the constant per
+    channel) when the conv's output is read only by a Mul / Div / Add / Sub with a finite
+    constant that varies along channels at most (a Div only by nonzero values, conv / c), and
+    the result keeps the conv's shape; else None."""
+    op = single_consumer(graph, conv.outputs[0], users)
+    if op is None or op.op != "binary" or len(op.inputs) != 2:
+        return None
+    y = conv.outputs[0]
+    out_shape = graph.tensors[y].shape
+    if graph.tensors[op.outputs[0]].shape != out_shape:
+        return None
+    first = op.inputs[0] == y
+    value = const_value(graph, op.inputs[1] if first else op.inputs[0])
+    v = None if value is None else per_channel(value, out_shape)
+    if v is None or not np.all(np.isfinite(v)):
+        return None
+    if op.attrs["kind"] == "div" and (not first or np.any(v == 0)):
+        return None
+    return op, first, v
+
+
 def fold_conv_affine(graph: ir.Graph) -> bool:
     """conv -> Mul / Div / Add / Sub by a per-channel or scalar constant (the conv's output read
     by nothing else) becomes the conv with that affine in its weights and bias: Paddle's
@@ -63,24 +85,13 @@ def fold_conv_affine(graph: ir.Graph) -> bool:
             continue
         if conv.op == "conv_transpose" and conv.attrs["group"] != 1:
             continue
-        op = single_consumer(graph, conv.outputs[0], users)
-        if op is None or op.op != "binary" or len(op.inputs) != 2:
+        found = _constant_affine_after(graph, conv, users)
+        if found is None:
             continue
-        y = conv.outputs[0]
-        out_shape = graph.tensors[y].shape
-        if graph.tensors[op.outputs[0]].shape != out_shape:
-            continue
-        first = op.inputs[0] == y
-        other = op.inputs[1] if first else op.inputs[0]
-        value = const_value(graph, other)
-        v = None if value is None else per_channel(value, out_shape)
-        if v is None or not np.all(np.isfinite(v)):
-            continue
+        op, first, v = found
         kind = op.attrs["kind"]
-        if kind == "div" and (not first or np.any(v == 0)):
-            continue
         w = conv.attrs["weight"]
-        O = out_shape[1]
+        O = v.size
         bias = conv.attrs.get("bias")
         b = np.zeros(O, np.float32) if bias is None else np.asarray(bias, np.float32).copy()
         axis = (slice(None), None, None, None) if conv.op == "conv" else (None, slice(None), None, None)
@@ -183,22 +194,12 @@ def fold_post_affine(graph: ir.Graph) -> bool:
     for conv in graph.nodes:
         if conv.op != "conv" or "act" not in conv.attrs or id(conv) in drop:
             continue
-        op = single_consumer(graph, conv.outputs[0], users)
-        if op is None or op.op != "binary" or len(op.inputs) != 2 or "act" in op.attrs:
+        found = _constant_affine_after(graph, conv, users)
+        if found is None or "act" in found[0].attrs:
             continue
-        y = conv.outputs[0]
-        out_shape = graph.tensors[y].shape
-        if graph.tensors[op.outputs[0]].shape != out_shape:
-            continue
-        first = op.inputs[0] == y
-        value = const_value(graph, op.inputs[1] if first else op.inputs[0])
-        v = None if value is None else per_channel(value, out_shape)
-        if v is None or not np.all(np.isfinite(v)):
-            continue
+        op, first, v = found
         kind = op.attrs["kind"]
-        if kind == "div" and (not first or np.any(v == 0)):
-            continue
-        O = out_shape[1]
+        O = v.size
         scale, shift = conv.attrs.get("post") or (np.ones(O, np.float32), np.zeros(O, np.float32))
         if kind == "mul":
             scale, shift = scale * v, shift * v
