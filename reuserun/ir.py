@@ -36,6 +36,9 @@ Node ops and their attrs (all attrs already resolved to plain Python / numpy val
   matmul          a, b -> y.
   softmax         x -> y. axis (non-negative; opset < 13 semantics already normalized).
   identity        x -> y.
+  onnx_op         xs -> ys. An ONNX op without a converter (Sqrt, Pow, Erf, LayerNormalization...):
+                  attrs run (values -> values, onnx's reference evaluator, from the front-end) and
+                  op_type. Run in numpy over the whole tensor; all float32, static shapes.
   channel_shuffle x -> y. index (C,) int32: y[:, c] = x[:, index[c]] (ShuffleNet's Reshape,
                   Transpose, Reshape, recognised by the graph optimizer).
 """
@@ -50,7 +53,7 @@ ACT_KINDS = ("relu", "leaky_relu", "prelu", "clip", "sigmoid", "hard_sigmoid", "
 BINARY_KINDS = ("add", "sub", "mul", "div")
 OPS = ("conv", "conv_transpose", "maxpool", "avgpool", "global_avgpool", "global_maxpool", "act",
        "binary", "resize", "concat", "slice", "split", "pad", "flatten", "reshape", "transpose",
-       "gemm", "matmul", "softmax", "identity", "channel_shuffle")
+       "gemm", "matmul", "softmax", "identity", "channel_shuffle", "onnx_op")
 
 
 @dataclass

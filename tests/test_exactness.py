@@ -92,15 +92,20 @@ print(h.hexdigest())
 """
 
 
-def test_sixteen_lane_tiles_give_the_same_bits_as_eight_lane_ones():
+def test_sixteen_lane_tiles_give_the_same_bits_as_eight_lane_ones(tmp_path):
     """With AVX-512 a 16-channel block takes one 16-lane register (REUSERUN_NO_AVX512=1 turns it
     off): every lane's FMAs come in the same order, so outputs must not change."""
     import subprocess
     import sys
     env = dict(os.environ)
+    if env.get("PYTHONPATH"):  # the same package from another folder
+        env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in env["PYTHONPATH"].split(os.pathsep) if p)
     runs = []
     for flag in ("0", "1"):
         env["REUSERUN_NO_AVX512"] = flag
-        runs.append(subprocess.run([sys.executable, "-c", _HASH_OUTPUTS], env=env, capture_output=True,
-                                   text=True, check=True).stdout.strip())
+        # run outside the source tree, so the installed package is imported (as pytest does)
+        done = subprocess.run([sys.executable, "-c", _HASH_OUTPUTS], env=env, capture_output=True, text=True,
+                              cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        runs.append(done.stdout.strip())
     assert runs[0] == runs[1] and len(runs[0]) == 40

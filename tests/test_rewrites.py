@@ -176,3 +176,17 @@ def test_channel_shuffle_becomes_one_incremental_permutation(groups):
     x[0, :, 5, 5] += 1.0
     sess.run(None, {"x": x})
     assert sess.stats["mac_fraction"] < 0.2
+
+
+def test_ops_without_a_converter_run_through_the_reference_evaluator():
+    """Sqrt, Erf and LayerNormalization (ConvNeXt, SVTR heads) have no converter: they run
+    through onnx's reference evaluator over the whole tensor, dense and incremental alike."""
+    m = make_model([node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), node("Abs", ["c"], ["a"]),
+                    node("Sqrt", ["a"], ["s"]), node("Erf", ["s"], ["e"]),
+                    node("LayerNormalization", ["e", "g", "b"], ["y"], axis=-1)],
+                   [("x", [1, 3, 12, 12])], [("y", [1, 4, 12, 12])],
+                   [("w", rand(4, 3, 3, 3)), ("g", rand(12, seed=5)), ("b", rand(12, seed=6))])
+    ops = [o for o, _ in _ops(_graph(m))]
+    assert ops.count("onnx_op") == 4 and [n.onnx_op for n in _graph(m).nodes if n.op == "onnx_op"] == \
+        ["Abs", "Sqrt", "Erf", "LayerNormalization"]
+    _check(m)

@@ -233,6 +233,7 @@ SHIFT_RULES = {
     "gemm": _fixed,
     "matmul": _fixed,
     "softmax": _fixed,
+    "onnx_op": _fixed,
 }
 
 

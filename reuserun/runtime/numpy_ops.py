@@ -312,12 +312,17 @@ def identity(node, inputs):
     return [_out(inputs[0])]
 
 
+def onnx_op(node, inputs):
+    return node.attrs["run"](inputs)
+
+
 def channel_shuffle(node, inputs):
     return [_out(inputs[0][:, node.attrs["index"]])]
 
 
 NUMPY_OPS = {
     "channel_shuffle": channel_shuffle,
+    "onnx_op": onnx_op,
     "conv": conv,
     "conv_transpose": conv_transpose,
     "maxpool": maxpool,
