@@ -190,3 +190,13 @@ def test_ops_without_a_converter_run_through_the_reference_evaluator():
     assert ops.count("onnx_op") == 4 and [n.onnx_op for n in _graph(m).nodes if n.op == "onnx_op"] == \
         ["Abs", "Sqrt", "Erf", "LayerNormalization"]
     _check(m)
+
+
+@pytest.mark.parametrize("axis, shape", [(3, (1, 40, 60, 2)), (1, (1, 16, 32, 40)), (1, (1, 64, 9, 9))])
+def test_softmax_over_a_short_axis_matches_onnxruntime(axis, shape):
+    """Softmax over a few classes per position (a detector's scores) folds the classes slice by
+    slice; over many, numpy reduces along the axis; both within float tolerance of onnxruntime."""
+    m = make_model([node("Softmax", ["x"], ["y"], axis=axis)], [("x", list(shape))], [("y", list(shape))])
+    x = rand(*shape, scale=3.0)
+    np.testing.assert_allclose(reuserun.InferenceSession(m).run(None, {"x": x})[0], run_ort(m, {"x": x})["y"],
+                               rtol=1e-5, atol=1e-7)

@@ -303,9 +303,24 @@ def matmul(node, inputs):
 
 def softmax(node, inputs):
     x, axis = inputs[0].astype(F32, copy=False), node.attrs["axis"]
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    e /= e.sum(axis=axis, keepdims=True)  # in place: e is a fresh float32 array
+    if x.shape[axis] <= 16 and x.size > 4096:
+        # a few classes per position (a detector's per-pixel scores): numpy reduces along a short
+        # strided axis slowly (1.15 ms for 139x187x2), slice by slice it is 0.15 ms
+        e = np.exp(x - np.expand_dims(_fold_slices(np.maximum, x, axis), axis))
+        e /= np.expand_dims(_fold_slices(np.add, e, axis), axis)
+    else:
+        e = np.exp(x - x.max(axis=axis, keepdims=True))
+        e /= e.sum(axis=axis, keepdims=True)  # in place: e is a fresh float32 array
     return [_out(e)]
+
+
+def _fold_slices(ufunc, x, axis):
+    """ufunc over the slices of x along axis, in order (max or sum over a short axis)."""
+    slices = np.moveaxis(x, axis, 0)
+    out = slices[0].copy()
+    for s in slices[1:]:
+        ufunc(out, s, out=out)
+    return out
 
 
 def identity(node, inputs):
