@@ -266,3 +266,15 @@ def test_occlusion_map_of_a_channels_last_model_matches_its_channels_first_twin(
     b = occlusion_map(reuserun.InferenceSession(nchw), np.ascontiguousarray(x.transpose(0, 3, 1, 2)),
                       patch=4, stride=4, target=5, workers=1)
     np.testing.assert_array_equal(a["heat"], b["heat"])
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 1, 1), (1, 3, 2, 2), (1, 3, 1, 100)])
+def test_input_smaller_than_the_kernel_is_a_model_error(shape):
+    m = make_model([node("Conv", ["x", "w"], ["y"], strides=[2, 2])], [("x", [1, 3, "H", "W"])],
+                   [vi("y", None)], [("w", rand(8, 3, 3, 3))])
+    with pytest.raises(reuserun.ModelError, match="smaller than the kernel"):
+        reuserun.InferenceSession(m, input_shape=shape)
+    pool = make_model([node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3])], [("x", [1, 3, "H", "W"])],
+                      [vi("y", None)])
+    with pytest.raises(reuserun.ModelError, match="smaller than the kernel"):
+        reuserun.InferenceSession(pool).run(None, {"x": rand(*shape)})

@@ -166,6 +166,12 @@ def _resolve_pads(attrs: dict, in_sp, kernel, strides, dilations) -> tuple[list,
     return begins, ends
 
 
+def _check_positive(out_sp, in_sp) -> None:
+    if any(o < 1 for o in out_sp):
+        raise ValueError(f"input of spatial size {tuple(in_sp)} is smaller than the kernel's window: "
+                         f"the output would be {tuple(out_sp)}")
+
+
 def _check_out(ctx: Ctx, expected: tuple) -> None:
     if tuple(expected) != tuple(ctx.out_shape(0)):
         raise ir.ModelError(f"node {ctx.name} ({ctx.node.op_type}): computed output shape "
@@ -202,6 +208,7 @@ def conv(node, ctx: Ctx):
     begins, ends = _resolve_pads(ctx.attrs, x[2:], kernel, strides, dil)
     out_sp = [(i + b + e - (k - 1) * d - 1) // s + 1
               for i, b, e, k, d, s in zip(x[2:], begins, ends, kernel, dil, strides)]
+    _check_positive(out_sp, x[2:])
     _check_out(ctx, (x[0], w.shape[0], *out_sp))
     if n == 1:
         w = w[:, :, None, :]
@@ -270,6 +277,7 @@ def pool_geometry(attrs: dict, in_sp) -> tuple:
             out.append(o - 1 if (o - 1) * s >= i + b else o)
         else:
             out.append(span // s + 1)
+    _check_positive(out, in_sp)
     return kernel, strides, dil, begins, ends, out
 
 
