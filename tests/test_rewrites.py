@@ -200,3 +200,13 @@ def test_softmax_over_a_short_axis_matches_onnxruntime(axis, shape):
     x = rand(*shape, scale=3.0)
     np.testing.assert_allclose(reuserun.InferenceSession(m).run(None, {"x": x})[0], run_ort(m, {"x": x})["y"],
                                rtol=1e-5, atol=1e-7)
+
+
+def test_erf_runs_in_numpy_within_float_tolerance():
+    import math
+    from reuserun.frontend.reference import NUMPY_EQUIVALENTS
+    x = np.concatenate([np.linspace(-6, 6, 20001), np.logspace(-8, 0.5, 200), -np.logspace(-8, 0.5, 200),
+                        [0.0, -0.0]]).astype(np.float32)
+    want = np.array([math.erf(float(v)) for v in x])
+    got = NUMPY_EQUIVALENTS["Erf"](x).astype(np.float64)
+    assert np.all(np.abs(got - want) <= 4e-7 * np.abs(want) + 1e-30)

@@ -19,11 +19,9 @@ from onnx.reference import ReferenceEvaluator
 from .. import ir
 from .converters import (CONVERTERS, Ctx, Unsupported, attr_dict, bn_scale_shift,
                          pool_geometry)
+from .reference import NONDETERMINISTIC, reference_node
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
-# Folding these would freeze one random draw into the model.
-_NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
-                     "Multinomial", "Bernoulli"}
 # Float constants up to this size go to shape inference by value (Resize scales and the like);
 # larger ones (weights) only by type and shape, to keep inference cheap.
 _INFER_VALUE_LIMIT = 4096
@@ -317,7 +315,7 @@ def _fix_ceil_pools(nodes, info, shape_fixes) -> bool:
 
 def _try_fold(node: onnx.NodeProto, consts: dict, info: dict, opset: int):
     """Output values if the node folds to constants, else None."""
-    if node.domain not in _DEFAULT_DOMAINS or node.op_type in _NONDETERMINISTIC:
+    if node.domain not in _DEFAULT_DOMAINS or node.op_type in NONDETERMINISTIC:
         return None
     if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
            for a in node.attribute):
@@ -348,38 +346,6 @@ def _try_fold(node: onnx.NodeProto, consts: dict, info: dict, opset: int):
         return None  # left in the graph: converted, or reported as unsupported
     it = iter(values)
     return [next(it) if o else None for o in node.output]
-
-
-# ops run through onnx's reference evaluator never: they draw random numbers or hold subgraphs
-# whose shapes the IR cannot fix
-_NO_REFERENCE = _NONDETERMINISTIC | {"If", "Loop", "Scan", "SequenceMap"}
-
-
-def _reference_node(node: onnx.NodeProto, consts: dict, info: dict, tensors: list, opset: int):
-    """An op reuserun has no converter for, run by onnx's reference evaluator (numpy) over the
-    whole tensor when an input changed, as an "onnx_op" IR node; None when that cannot be done
-    exactly here: a random or control-flow op, or a tensor that is not float32 or has no static
-    shape."""
-    if node.op_type in _NO_REFERENCE or any(
-            a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
-        return None
-    for t in tensors:
-        elem, shape = info.get(t, (None, None))
-        if elem != onnx.TensorProto.FLOAT or shape is None:
-            return None
-    inputs = [i for i in node.input if i]
-    graph = helper.make_graph([node], node.name, [onnx.ValueInfoProto(name=i) for i in dict.fromkeys(inputs)],
-                              [onnx.ValueInfoProto(name=o) for o in node.output if o])
-    evaluator = ReferenceEvaluator(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]))
-    names = list(dict.fromkeys(inputs))
-    shapes = [info[o][1] for o in node.output if o]
-
-    def run(values):
-        outs = evaluator.run(None, dict(zip(names, values)))
-        return [np.asarray(v, np.float32).reshape(s) for v, s in zip(outs, shapes)]
-
-    return ir.Node("onnx_op", node.name, names, [o for o in node.output if o],
-                   {"run": run, "op_type": node.op_type}, onnx_op=node.op_type)
 
 
 def _prune(nodes: list, outputs: list) -> list:
@@ -460,7 +426,7 @@ def _convert(nodes, consts, inputs, outputs, info, infer_err, opset) -> ir.Graph
         fn = CONVERTERS.get(node.op_type) if default else None
         tensors = [t for t in (*node.input, *node.output) if t and t not in consts]
         if fn is None:
-            generic = _reference_node(node, consts, info, tensors, opset) if default else None
+            generic = reference_node(node, consts, info, tensors, opset) if default else None
             if generic is None:
                 missing[key].append(node.name)
             else:
@@ -483,7 +449,7 @@ def _convert(nodes, consts, inputs, outputs, info, infer_err, opset) -> ir.Graph
         try:
             ir_nodes.extend(fn(node, ctx))
         except Unsupported as e:  # an attribute the kernels lack: the reference evaluator, if it can
-            generic = _reference_node(node, consts, info, tensors, opset)
+            generic = reference_node(node, consts, info, tensors, opset)
             if generic is None:
                 missing[key].append(f"{node.name} ({e})")
             else:
