@@ -41,18 +41,38 @@ def _input_shape(proto, size: int | None) -> tuple:
     dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
             for d in inputs[0].type.tensor_type.shape.dim]
     size = size or (320 if len(dims) == 4 else 16000)
-    defaults = [1, 3, size, size] if len(dims) == 4 else [1, 1, size]
+    defaults = ([1, size, size, 3] if _channels_last(proto) else [1, 3, size, size]) if len(dims) == 4 \
+        else [1, 1, size]
     return tuple(d if d else defaults[i] for i, d in enumerate(dims))
+
+
+def _channels_last(proto) -> bool:
+    """Whether the model's one input is (N, H, W, C), read only through a Transpose to NCHW (as
+    keras2onnx and tf2onnx write it; the session takes such frames as they are)."""
+    name = _graph_inputs(proto)[0].name
+    users = [n for n in proto.graph.node if name in n.input]
+    perm = [list(a.ints) for a in users[0].attribute if a.name == "perm"] if len(users) == 1 else []
+    return len(users) == 1 and users[0].op_type == "Transpose" and perm == [[0, 3, 1, 2]]
+
+
+def _frames(args, proto, shape) -> list:
+    """The source's frames at the model's input shape: made channels-first, then transposed for
+    a channels-last input."""
+    from reuserun.streams import frames_from_spec
+
+    nhwc = len(shape) == 4 and _channels_last(proto)
+    nchw = (shape[0], shape[3], shape[1], shape[2]) if nhwc else shape
+    frames = frames_from_spec(args.source, nchw, args.frames, seed=args.seed, mean=args.mean, std=args.std)
+    return [np.ascontiguousarray(f.transpose(0, 2, 3, 1)) for f in frames] if nhwc else frames
 
 
 def cmd_bench(args) -> int:
     from reuserun.bench import format_table, run_bench
-    from reuserun.streams import frames_from_spec
 
     proto, name = _load_proto(args.model, args.size)
     shape = _input_shape(proto, args.size)
     args.source = args.source or ("synthetic" if len(shape) == 4 else "synthetic-audio")
-    frames = frames_from_spec(args.source, shape, args.frames, seed=args.seed, mean=args.mean, std=args.std)
+    frames = _frames(args, proto, shape)
     threads = args.threads or os.cpu_count() or 1
     try:
         res = run_bench(proto, frames, policies=args.policy or ["auto", "auto+ort", "dense"], threads=threads,
@@ -91,12 +111,11 @@ def cmd_info(args) -> int:
 def cmd_profile(args) -> int:
     import reuserun
     from reuserun import profile
-    from reuserun.streams import frames_from_spec
 
     proto, name = _load_proto(args.model, args.size)
     shape = _input_shape(proto, args.size)
-    frames = frames_from_spec(args.source or ("synthetic" if len(shape) == 4 else "synthetic-audio"), shape,
-                              args.frames, seed=args.seed, mean=args.mean, std=args.std)
+    args.source = args.source or ("synthetic" if len(shape) == 4 else "synthetic-audio")
+    frames = _frames(args, proto, shape)
     threads = args.threads or os.cpu_count() or 1
     sess = reuserun.InferenceSession(proto, policy=args.policy, threads=threads, input_shape=shape, profile=True)
     input_name = sess.get_inputs()[0].name
@@ -118,12 +137,10 @@ def cmd_profile(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from reuserun.streams import frames_from_spec
     from reuserun.tune import tune
 
     proto, name = _load_proto(args.model, args.size)
-    frames = frames_from_spec(args.source, _input_shape(proto, args.size), args.frames, seed=args.seed,
-                              mean=args.mean, std=args.std)
+    frames = _frames(args, proto, _input_shape(proto, args.size))
     from tqdm import tqdm
     bar = tqdm(desc="tune", unit="layer", leave=False, disable=args.no_progress)
 
@@ -176,12 +193,16 @@ def cmd_occlusion(args) -> int:
     shape = _input_shape(proto, args.size)
     if len(shape) != 4:
         raise SystemExit("occlusion needs an image model with a (1, C, H, W) input")
-    hwc = _read_image(args.image, shape[1], shape[2], shape[3])
+    nhwc = _channels_last(proto)
+    c, h, w = (shape[3], shape[1], shape[2]) if nhwc else shape[1:]
+    hwc = _read_image(args.image, c, h, w)
     x = hwc.transpose(2, 0, 1)[None].copy()
     if args.mean is not None:
         x -= np.asarray(args.mean, np.float32).reshape(1, -1, 1, 1)
     if args.std is not None:
         x /= np.asarray(args.std, np.float32).reshape(1, -1, 1, 1)
+    if nhwc:
+        x = x.transpose(0, 2, 3, 1)
     sess = reuserun.InferenceSession(proto, threads=args.threads, input_shape=shape)
     try:
         res = occlusion_map(sess, np.ascontiguousarray(x, np.float32), args.patch, args.stride, args.target,

@@ -92,3 +92,16 @@ def test_profile_lists_steps_beside_onnxruntime(tmp_path, capsys):
     assert abs(sum(r["ms"] for r in rep["steps"]) - rep["steps_ms"]) < 1e-6
     conv = [r for r in rep["steps"] if r["op"] == "conv"]
     assert conv and all(r["macs"] > 0 and r["gmac_s"] > 0 for r in conv)
+
+
+def test_bench_feeds_a_channels_last_model_as_it_declares(tmp_path, capsys):
+    from onnx_helpers import make_model, node, rand
+    m = make_model([node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
+                    node("Conv", ["t", "w"], ["y"], pads=[1, 1, 1, 1])],
+                   [("x", [1, "H", "W", 3])], [("y", [1, 4, "H", "W"])], [("w", rand(4, 3, 3, 3))])
+    path, out = tmp_path / "nhwc.onnx", tmp_path / "r.json"
+    path.write_bytes(m.SerializeToString())
+    assert cli.main(["bench", str(path), "--size", "64", "--frames", "4", "--policy", "auto", "--no-progress",
+                     "--source", "synthetic:object", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())["results"][0]
+    assert res["max_abs_err"] < 1e-4 and res["mac_fraction"] < 0.5

@@ -136,7 +136,7 @@ cdef class FastStep(NativeStep):
         refs = [np.array([<Py_ssize_t> <PyObject *> o for o in objs] or [0], np.intp)
                 for objs in (inputs, outputs, self.kernels, spatial_vectors)]
         out_index = np.array([i for _, i in work] or [0], np.int32)
-        self.keep = (refs, out_index, pix, full_pix)
+        self.keep = (refs, out_index, pix, full_pix, spatial_vectors)  # svecs borrows from the list
         self.ins, self.outs, self.kerns = _ptrs(refs[0]), _ptrs(refs[1]), _ptrs(refs[2])
         self.svecs, self.nsvec = _ptrs(refs[3]), len(spatial_vectors)
         self.nin, self.nout, self.nkern = len(inputs), len(outputs), len(self.kernels)

@@ -150,8 +150,8 @@ cdef class GatherKernel(PixelKernel):
         self.g.cmap = NULL
         if cmap is not None:
             cmap = np.ascontiguousarray(cmap, np.int32)
-            if cmap.shape != (C,) or cmap.min() < 0 or cmap.max() >= x_buf.shape[2] - x_off:
-                raise ValueError("cmap must hold C channel indices of the input")
+            if cmap.shape != (C,) or cmap.min() < 0 or cmap.max() >= C:
+                raise ValueError("cmap must be a permutation of the C channels")
             self.g.cmap = iptr(cmap)
         self.keep = (x_buf, y_buf, ymap, xmap, cmap)
         self.g.x = fptr(x_buf) + x_off

@@ -1,5 +1,6 @@
 """Per-step profile of a session's frames: time, MACs, GMAC/s and positions computed per step,
-with the rest of a frame's time (validation, change detection, outputs) as its overhead.
+with the rest of a frame's time (validation, change detection, outputs) as its overhead. A
+shifted frame's steps run in one native call and count as its overhead.
 
 A profiled frame runs its steps one call each (the session's own propagation batches chains of
 compiled steps into one call without the GIL); the steps and their arithmetic are the same, so

@@ -69,8 +69,10 @@ def _constant_affine_after(graph: ir.Graph, conv: ir.Node, users: dict):
     v = None if value is None else per_channel(value, out_shape)
     if v is None or not np.all(np.isfinite(v)):
         return None
-    if op.attrs["kind"] == "div" and (not first or np.any(v == 0)):
-        return None
+    if op.attrs["kind"] == "div":
+        with np.errstate(divide="ignore", over="ignore"):
+            if not first or not np.all(np.isfinite(np.float32(1) / v)):
+                return None  # a zero or subnormal divisor would fold to inf
     return op, first, v
 
 
@@ -154,8 +156,8 @@ def _gate(graph, x, users):
 
 
 def hard_swish(graph: ir.Graph) -> bool:
-    """x * clip(x + 3, 0, 6) / 6 however the exporter orders it (the Div last, or on the gate;
-    Mul by 1/6 for the Div), and x * HardSigmoid(x, 1/6, 1/2), become one HardSwish."""
+    """x * clip(x + 3, 0, 6) / 6 (the last step a Div by 6 or a Mul by 1/6), x * (clip(x + 3, 0,
+    6) / 6), and x * HardSigmoid(x, 1/6, 1/2) become one HardSwish."""
     users = consumers(graph)
     drop, changed = set(), False
     for x in list(graph.tensors):

@@ -642,6 +642,7 @@ class InferenceSession:
             _check_feed_names(feed, self._feed_names)
         frames, diffs = {}, {}
         self._declared_rows.clear()
+        self._as_given.clear()  # no frame of an earlier call is kept alive
         self._moved = None
         full = not incremental and (self._fresh or self.policy_name == "dense")
         shift = not incremental and self._shift_ok
@@ -780,6 +781,7 @@ class InferenceSession:
             from reuserun.runtime.ort_backend import ort_session
             self._ort = ort_session(self._proto.SerializeToString(), self.threads)
         outs = self._ort.run(names, {n: self._as_given.get(n, v) for n, v in frames.items()})
+        self._as_given.clear()
         for name, v in frames.items():
             st = self._storage[name]
             if st.kind == "spatial":
