@@ -1,10 +1,11 @@
 /* Convolution micro-kernels over arbitrary output-pixel lists (NHWC).
  *
  * A tile is up to MR output pixels (any positions: they are gathered through per-tap row
- * pointers, XNNPACK-style) times 16 output channels. Each output element accumulates
- * taps x input channels in an order fixed per layer, starting from 0 (narrow layers keep two
- * partial sums, see rr_conv_tile_narrow), then adds the bias and applies the activation, so its
- * value never depends on which other pixels share its tile or which pixels a frame computes.
+ * pointers, XNNPACK-style) times 16 output channels (with AVX-512, up to four such blocks at
+ * once). Each output element accumulates taps x input channels in an order fixed per layer,
+ * starting from 0 (narrow layers keep two partial sums, see rr_conv_tile_narrow), then adds the
+ * bias, applies the activation and any affine after it, so its value never depends on which
+ * other pixels share its tile, which pixels a frame computes, or the vector width.
  */
 #ifndef RR_CONV_H
 #define RR_CONV_H
@@ -218,8 +219,9 @@ static inline __attribute__((always_inline)) void rr_tile_store(
     }
 }
 
-/* One tile: pixels pix[0..m), global channel block gb (= group * nocb + block), nb 8-lane
- * halves of the block (1 when at most 8 output channels remain).
+/* One tile: pixels pix[0..m), global channel block gb (= group * nocb + block); nb 8-lane
+ * halves of the block (1 when at most 8 output channels remain), or RR_NB_WIDE: blocks gb to
+ * gb + nbw - 1 in 16-lane registers.
  * taps[0..ntaps) lists the kernel taps (ky * kw + kx) to visit, in increasing order. */
 static inline __attribute__((always_inline)) void rr_conv_tile_nb(
         const rr_conv_t *c, const int32_t *pix, int m, int gb, const int32_t *taps, int ntaps,
@@ -235,7 +237,7 @@ static inline __attribute__((always_inline)) void rr_conv_tile_nb(
         for (int r = 0; r < RR_MR; r++)
             for (int b = 0; b < nbw; b++) z[r][b] = _mm512_setzero_ps();
 #endif
-    (void)bstride;
+    (void)bstride;  /* read by the 16-lane loads only */
     const float *wbase = c->w + (size_t)gb * bstride;
     if (c->pointwise) {
         /* no coordinates, no bounds: a plain GEMM row per pixel (same K order as the tap loop) */
