@@ -16,19 +16,6 @@ ACT_CODES = {"relu": 1, "leaky_relu": 2, "clip": 3, "sigmoid": 4, "hard_sigmoid"
              "hard_swish": 6, "tanh": 7, "elu": 8, "silu": 9, "prelu": 10, "softplus": 11, "mish": 12}
 
 
-def _single_consumer(graph, name, consumers):
-    users = consumers.get(name, [])
-    return users[0] if len(users) == 1 and name not in graph.outputs else None
-
-
-def _consumers(graph):
-    out: dict[str, list[ir.Node]] = {}
-    for n in graph.nodes:
-        for i in n.inputs:
-            out.setdefault(i, []).append(n)
-    return out
-
-
 # y = x * f(x), f a chain of activations on x, as one activation: (the chain's kinds, the fused kind)
 GATED = ((("sigmoid",), "silu"),            # SiLU as YOLOv5-style exports write it
          (("softplus", "tanh"), "mish"))    # YOLOv4's Mish before opset 18
@@ -37,7 +24,7 @@ GATED = ((("sigmoid",), "silu"),            # SiLU as YOLOv5-style exports write
 def fuse_gated(graph: ir.Graph) -> bool:
     """Each GATED pattern (its chain's intermediate values used nowhere else) becomes one
     activation node in place of the Mul."""
-    consumers = _consumers(graph)
+    consumers = rewrites.consumers(graph)
     drop = set()
     for first in graph.nodes:
         for chain, kind in GATED:
@@ -45,12 +32,12 @@ def fuse_gated(graph: ir.Graph) -> bool:
                 continue
             x, links = first.inputs[0], [first]
             for k in chain[1:]:
-                nxt = _single_consumer(graph, links[-1].outputs[0], consumers)
+                nxt = rewrites.single_consumer(graph, links[-1].outputs[0], consumers)
                 if nxt is None or nxt.op != "act" or nxt.attrs.get("kind") != k:
                     break
                 links.append(nxt)
             else:
-                mul = _single_consumer(graph, links[-1].outputs[0], consumers)
+                mul = rewrites.single_consumer(graph, links[-1].outputs[0], consumers)
                 if (mul is not None and mul.op == "binary" and mul.attrs.get("kind") == "mul"
                         and sorted(mul.inputs) == sorted([x, links[-1].outputs[0]])):
                     mul.op, mul.inputs, mul.attrs = "act", [x], {"kind": kind, "alpha": 0.0, "beta": 0.0}
@@ -62,12 +49,12 @@ def fuse_gated(graph: ir.Graph) -> bool:
 def fuse_act_epilogues(graph: ir.Graph) -> bool:
     """conv -> activation becomes a conv with an activation epilogue; so do a residual add
     (binary) -> activation, the ResNet pattern, and a classifier's Gemm -> activation."""
-    consumers = _consumers(graph)
+    consumers = rewrites.consumers(graph)
     drop = set()
     for node in graph.nodes:
         if node.op not in ("conv", "conv_transpose", "binary", "gemm", "matmul") or "act" in node.attrs:
             continue
-        act = _single_consumer(graph, node.outputs[0], consumers)
+        act = rewrites.single_consumer(graph, node.outputs[0], consumers)
         if act is None or act.op != "act" or act.attrs["kind"] not in ACT_CODES:
             continue
         slope = act.attrs.get("slope")
