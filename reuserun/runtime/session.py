@@ -185,7 +185,7 @@ class InferenceSession:
         if dense_backend not in DENSE_BACKENDS:
             raise ValueError(f"dense_backend must be one of {DENSE_BACKENDS}, got {dense_backend!r}")
         self.dense_backend = dense_backend
-        self._ort = None  # the embedded onnxruntime session, made on the first delegated frame
+        self._ort = None  # the embedded onnxruntime session, made when the shapes are bound
         self._proto = _parse(model)
         self._digest = hashlib.sha1(self._proto.SerializeToString()).hexdigest()
         init = {i.name for i in self._proto.graph.initializer}
@@ -604,6 +604,10 @@ class InferenceSession:
         self._slow = None  # the steps without one (_slow_steps)
         self._moved = None  # _validate's scratch: (input, shift) of a frame found to be a shift
         self._heavy_from = None  # changed fraction of the last frame whose change reached HEAVY_MACS
+        if self.dense_backend == "onnxruntime" and self._ort is None:
+            # made now, so the first frame handed to it does not also pay for loading the model
+            from reuserun.runtime.ort_backend import ort_session
+            self._ort = ort_session(self._proto.SerializeToString(), self.threads)
 
     def _apply_thresholds(self) -> None:
         table = dict(self.layer_thresholds)
@@ -777,9 +781,6 @@ class InferenceSession:
     def _run_delegated(self, names, frames, diffs, t0) -> list[np.ndarray]:
         """onnxruntime's outputs for the frame, which becomes the reference the next frame is
         diffed against; the cache stays as it was, behind it."""
-        if self._ort is None:
-            from reuserun.runtime.ort_backend import ort_session
-            self._ort = ort_session(self._proto.SerializeToString(), self.threads)
         outs = self._ort.run(names, {n: self._as_given.get(n, v) for n, v in frames.items()})
         self._as_given.clear()
         for name, v in frames.items():
