@@ -220,6 +220,16 @@ class GraphGen:
             v = self.add(gate, [v], (c, 1, 1))
         self.add(d.choice(["Mul", "Mul", "Add"]), [x, v], (c, h, w))
 
+    def shuffle(self):
+        """ShuffleNet's channel shuffle: Reshape to (1, g, C / g, H, W), Transpose, Reshape back."""
+        x, (c, h, w) = self.pick(lambda s: s[0] % 2 == 0 and s[0] >= 4)
+        g = self.draw.choice([g for g in (2, 3, 4) if c % g == 0])
+        r = self.add("Reshape", [x, self._int64([1, g, c // g, h, w])], (g, c // g, h, w))
+        t = self.add("Transpose", [r], (c // g, g, h, w), perm=[0, 2, 1, 3, 4])
+        self.add("Reshape", [t, self._int64([1, c, h, w])], (c, h, w))
+        # the 5-D intermediates are no spatial tensors for other ops to pick
+        self.tensors = [t_ for t_ in self.tensors if t_[0] not in (r, t)]
+
     def head(self):
         """Flatten -> Gemm (a classifier or policy head), an output of its own."""
         x, (c, h, w) = self.pick()
@@ -233,7 +243,7 @@ class GraphGen:
         self.heads.append((out, (1, n)))
 
     OPS = ["conv", "conv", "conv", "depthwise", "depthwise", "act", "act", "pool", "binary", "concat", "split", "slice",
-           "pad", "resize", "conv_transpose", "head", "squeeze_excite", "squeeze_excite"]
+           "pad", "resize", "conv_transpose", "head", "squeeze_excite", "squeeze_excite", "shuffle"]
 
     def build(self, n_ops: int):
         for _ in range(n_ops):
