@@ -556,6 +556,9 @@ class InferenceSession:
         self._input_shapes = dict(input_shapes)
         self._channels_last = self._graph.channels_last_inputs
         self._as_given = {}  # channels-last inputs: the frame as given, for onnxruntime
+        # ... and transposed into a buffer of its own, reused frame after frame (a frame is
+        # copied into the caches before the call returns)
+        self._channels_first = {n: np.empty(self._graph.tensors[n].shape, np.float32) for n in self._channels_last}
         meta = {p.key: p.value for p in self._proto.metadata_props}
         self._stacks = frame_stack_inputs(self._graph, self.frame_stack, meta)
         may_shift = self._shift_allowed(sum(len(s) in (3, 4) for s in input_shapes.values()))
@@ -656,7 +659,8 @@ class InferenceSession:
                 _check_array(name, v, shape)  # an ndarray subclass passes; anything else raises
             if name in self._channels_last:  # the model's own leading Transpose, done here
                 self._as_given[name] = v
-                v = np.ascontiguousarray(v.transpose(0, 3, 1, 2))
+                v = self._channels_first[name]
+                np.copyto(v, self._as_given[name].transpose(0, 3, 1, 2))
             v = np.ascontiguousarray(v)
             if st.kind == "spatial" and not full and declared and name in declared:
                 mask, bound = declared[name]  # written into this input's per-run mask
@@ -904,8 +908,7 @@ class InferenceSession:
             raise ValueError("profile() needs InferenceSession(..., profile=True)")
         if self._profiler is None:
             return {"frames": 0, "frame_ms": 0.0, "steps_ms": 0.0, "overhead_ms": 0.0, "steps": []}
-        self._mac_counts(np.zeros(len(self._program), np.int64))  # fills self._weights
-        return self._profiler.table(*self._weights)
+        return self._profiler.table(*self._step_weights())
 
     def _macs(self, computed) -> int:
         """MACs of a frame that computed computed[i] positions of step i (a step without
@@ -920,12 +923,17 @@ class InferenceSession:
     def _mac_counts(self, counts: np.ndarray):
         """MACs of runs that computed counts[..., i] positions of step i: per step, its MACs per
         computed position, or, for a step without positions, its MACs whole when it ran."""
+        per_position, whole = self._step_weights()
+        return counts @ per_position + (counts > 0) @ whole
+
+    def _step_weights(self) -> tuple:
+        """Per step: its MACs per computed position, and, for a step without positions, its MACs
+        whole (kept: the program does not change)."""
         if self._weights is None:
             self._weights = (np.array([getattr(step, "macs_per_pixel", 0) for step in self._program], np.int64),
                              np.array([0 if hasattr(step, "macs_per_pixel") else getattr(step, "macs", 0)
                                        for step in self._program], np.int64))
-        per_position, whole = self._weights
-        return counts @ per_position + (counts > 0) @ whole
+        return self._weights
 
     def _build_stats(self) -> dict:
         computed, diffs, full, elapsed, shift, backend = self._last

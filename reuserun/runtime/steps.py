@@ -272,7 +272,10 @@ class FallbackStep:
         # an activation fused into this node (conv or add -> act) still has to be applied
         fused = node.attrs.get("act")
         self.post = None if not fused else Node("act", node.name + "/act", [], [], dict(fused))
-        self.affine = node.attrs.get("post")  # a conv's per-channel (scale, shift) after its activation
+        post = node.attrs.get("post")  # a conv's per-channel (scale, shift) after its activation
+        rank = len(outputs[0].shape) if outputs else 4
+        self.affine = None if post is None else tuple(
+            np.asarray(a, np.float32).reshape((1, -1) + (1,) * (rank - 2)) for a in post)
         self.journal = None
 
     def run(self, full: bool, policy, threads: int) -> int:
@@ -287,8 +290,7 @@ class FallbackStep:
         if self.post is not None:
             values = [NUMPY_OPS["act"](self.post, [v])[0] for v in values]
         if self.affine is not None:
-            scale, shift = (np.asarray(a, np.float32).reshape((1, -1) + (1,) * (values[0].ndim - 2))
-                            for a in self.affine)
+            scale, shift = self.affine
             values = [v * scale + shift for v in values]
         for o, v in zip(self.outputs, values):
             o.store(v, track=not full, thr=self.thr)
