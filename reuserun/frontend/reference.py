@@ -41,7 +41,8 @@ def _erf(x: np.ndarray) -> np.ndarray:
 NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                      "Multinomial", "Bernoulli"}
 
-# op type -> a numpy function of the node's inputs, where the reference evaluator is slow
+# op type -> a numpy function of the node's inputs giving its one output, where the reference
+# evaluator is slow
 NUMPY_EQUIVALENTS = {"Erf": _erf}
 
 # ops run through onnx's reference evaluator never: they draw random numbers or hold subgraphs
@@ -61,19 +62,25 @@ def reference_node(node: onnx.NodeProto, consts: dict, info: dict, tensors: list
         elem, shape = info.get(t, (None, None))
         if elem != onnx.TensorProto.FLOAT or shape is None:
             return None
-    inputs = [i for i in node.input if i]
-    graph = helper.make_graph([node], node.name, [onnx.ValueInfoProto(name=i) for i in dict.fromkeys(inputs)],
-                              [onnx.ValueInfoProto(name=o) for o in node.output if o])
-    evaluator = ReferenceEvaluator(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]))
-    names = list(dict.fromkeys(inputs))
-    shapes = [info[o][1] for o in node.output if o]
+    names = list(dict.fromkeys(i for i in node.input if i))
+    outputs = [o for o in node.output if o]
+    shapes = [info[o][1] for o in outputs]
     numpy_fn = NUMPY_EQUIVALENTS.get(node.op_type)
+    if numpy_fn is not None:
+        def compute(values):
+            return [numpy_fn(*values)]
+    else:
+        graph = helper.make_graph([node], node.name, [onnx.ValueInfoProto(name=i) for i in names],
+                                  [onnx.ValueInfoProto(name=o) for o in outputs])
+        evaluator = ReferenceEvaluator(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]))
+
+        def compute(values):
+            return evaluator.run(None, dict(zip(names, values)))
 
     def run(values):
-        outs = [numpy_fn(*values)] if numpy_fn is not None else evaluator.run(None, dict(zip(names, values)))
-        return [np.asarray(v, np.float32).reshape(s) for v, s in zip(outs, shapes)]
+        return [np.asarray(v, np.float32).reshape(s) for v, s in zip(compute(values), shapes)]
 
-    return ir.Node("onnx_op", node.name, names, [o for o in node.output if o],
+    return ir.Node("onnx_op", node.name, names, outputs,
                    {"run": run, "op_type": node.op_type}, onnx_op=node.op_type)
 
 

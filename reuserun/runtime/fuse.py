@@ -88,6 +88,10 @@ def fuse(graph: ir.Graph, skip: tuple = ()) -> ir.Graph:
         if name not in skip:
             while rule(graph):
                 pass
+    # the tensors the rewrites folded away (a conv's output before its affine, a decomposed
+    # HardSwish's parts) are no tensors of the optimized graph: nothing allocates or counts them
+    used = set(graph.inputs) | set(graph.outputs) | {t for n in graph.nodes for t in (*n.inputs, *n.outputs)}
+    graph.tensors = {k: t for k, t in graph.tensors.items() if k in used}
     return graph
 
 
