@@ -66,14 +66,19 @@ def _frames(args, proto, shape) -> list:
     return [np.ascontiguousarray(f.transpose(0, 2, 3, 1)) for f in frames] if nhwc else frames
 
 
-def cmd_bench(args) -> int:
-    from reuserun.bench import format_table, run_bench
-
+def _workload(args):
+    """(model, its name, input shape, frames, threads) for bench and profile: the source
+    defaults to synthetic frames, or synthetic audio for a 1-D model."""
     proto, name = _load_proto(args.model, args.size)
     shape = _input_shape(proto, args.size)
     args.source = args.source or ("synthetic" if len(shape) == 4 else "synthetic-audio")
-    frames = _frames(args, proto, shape)
-    threads = args.threads or os.cpu_count() or 1
+    return proto, name, shape, _frames(args, proto, shape), args.threads or os.cpu_count() or 1
+
+
+def cmd_bench(args) -> int:
+    from reuserun.bench import format_table, run_bench
+
+    proto, name, _, frames, threads = _workload(args)
     try:
         res = run_bench(proto, frames, policies=args.policy or ["auto", "auto+ort", "dense"], threads=threads,
                         threshold=args.threshold, model_name=name, source_name=args.source,
@@ -112,11 +117,7 @@ def cmd_profile(args) -> int:
     import reuserun
     from reuserun import profile
 
-    proto, name = _load_proto(args.model, args.size)
-    shape = _input_shape(proto, args.size)
-    args.source = args.source or ("synthetic" if len(shape) == 4 else "synthetic-audio")
-    frames = _frames(args, proto, shape)
-    threads = args.threads or os.cpu_count() or 1
+    proto, name, shape, frames, threads = _workload(args)
     sess = reuserun.InferenceSession(proto, policy=args.policy, threads=threads, input_shape=shape, profile=True)
     input_name = sess.get_inputs()[0].name
     for f in frames:
