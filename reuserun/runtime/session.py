@@ -443,7 +443,6 @@ class InferenceSession:
             twin = InferenceSession.__new__(InferenceSession)
             twin.__dict__.update(self.__dict__)
             twin._lock, twin._forks = threading.RLock(), (None, [])
-            twin._as_given = {}
             if self._program is None:
                 return twin
             twin._compile(self._input_shapes)
