@@ -46,7 +46,8 @@ def receptive_fields(graph: ir.Graph) -> dict[str, tuple]:
             elif node.op == "resize":
                 s = a["scales"][-1]
                 out = (size + jump, max(1, int(round(jump / s))))
-            elif node.op in ("act", "binary", "identity", "concat", "split", "slice", "pad", "channel_shuffle"):
+            elif node.op in ("act", "binary", "identity", "concat", "split", "slice", "pad", "channel_shuffle",
+                             "channel_norm"):
                 out = (size, jump)
             else:
                 out = None

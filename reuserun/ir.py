@@ -39,6 +39,9 @@ Node ops and their attrs (all attrs already resolved to plain Python / numpy val
   onnx_op         xs -> ys. An ONNX op without a converter (Sqrt, Pow, Erf, LayerNormalization...):
                   attrs run (values -> values, onnx's reference evaluator, from the front-end) and
                   op_type. Run in numpy over the whole tensor; all float32, static shapes.
+  channel_norm    x -> y. scale (C,), bias (C,), epsilon: each pixel's channels normalized to mean 0
+                  and variance 1, then scaled and shifted per channel (a LayerNormalization over
+                  a channels-last tensor's last axis, moved to the channels-first layout).
   channel_shuffle x -> y. index (C,) int32: y[:, c] = x[:, index[c]] (ShuffleNet's Reshape,
                   Transpose, Reshape, recognised by the graph optimizer).
 """
@@ -49,11 +52,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 ACT_KINDS = ("relu", "leaky_relu", "prelu", "clip", "sigmoid", "hard_sigmoid", "hard_swish",
-             "tanh", "elu", "silu")
+             "tanh", "elu", "silu", "gelu")
 BINARY_KINDS = ("add", "sub", "mul", "div")
 OPS = ("conv", "conv_transpose", "maxpool", "avgpool", "global_avgpool", "global_maxpool", "act",
        "binary", "resize", "concat", "slice", "split", "pad", "flatten", "reshape", "transpose",
-       "gemm", "matmul", "softmax", "identity", "channel_shuffle", "onnx_op")
+       "gemm", "matmul", "softmax", "identity", "channel_shuffle", "channel_norm",
+       "onnx_op")
 
 
 @dataclass

@@ -36,7 +36,9 @@ def _graph(model, shape=(1, 3, 12, 12), skip=()):
 
 def test_rules_are_listed_once_in_order():
     names = [n for n, _ in REWRITES]
-    assert len(names) == len(set(names)) and names[0] == "fold_conv_affine"
+    assert len(names) == len(set(names))
+    # the layout and activation canonicalisations first: the folds after them see their results
+    assert names[:3] == ["channels_last_chains", "gelu", "fold_conv_affine"]
 
 
 AFFINES = [
@@ -210,3 +212,98 @@ def test_erf_runs_in_numpy_within_float_tolerance():
     want = np.array([math.erf(float(v)) for v in x])
     got = NUMPY_EQUIVALENTS["Erf"](x).astype(np.float64)
     assert np.all(np.abs(got - want) <= 4e-7 * np.abs(want) + 1e-30)
+
+
+def _gelu_nodes(x, y, style):
+    """GELU as torch.onnx writes it before opset 20, and as the Gelu op."""
+    if style == "op":
+        return [node("Gelu", [x], [y])]
+    first = node("Div", [x, "sqrt2"], [f"{y}_s"]) if style != "mul" else node("Mul", [x, "isqrt2"], [f"{y}_s"])
+    nodes = [first, node("Erf", [f"{y}_s"], [f"{y}_e"]), node("Add", [f"{y}_e", "one"], [f"{y}_a"])]
+    if style == "half_first":
+        return nodes + [node("Mul", [x, "half"], [f"{y}_h"]), node("Mul", [f"{y}_h", f"{y}_a"], [y])]
+    return nodes + [node("Mul", [x, f"{y}_a"], [f"{y}_m"]), node("Mul", [f"{y}_m", "half"], [y])]
+
+
+GELU_CONSTS = [("sqrt2", np.float32(np.sqrt(2))), ("isqrt2", np.float32(1 / np.sqrt(2))), ("one", np.float32(1)),
+               ("half", np.float32(0.5))]
+
+
+@pytest.mark.parametrize("style", ["div", "mul", "half_first", "op"])
+def test_gelu_becomes_one_activation(style):
+    m = make_model([node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1])] + _gelu_nodes("c", "y", style),
+                   [("x", [1, 3, 12, 12])], [("y", [1, 16, 12, 12])],
+                   [("w", rand(16, 3, 3, 3, scale=2.0))] + GELU_CONSTS, opset=20)
+    assert _ops(_graph(m)) == [("conv", "gelu")]
+    _check(m)
+
+
+def test_gelu_kernel_matches_onnxruntime_over_the_whole_range():
+    x = np.concatenate([np.linspace(-12, 12, 4000), np.logspace(-8, 1, 500), -np.logspace(-8, 1, 500),
+                        [0.0, -0.0, 0.49999, 0.5, 0.50001]]).astype(np.float32)
+    shape = (1, 8, 1, x.size // 8)
+    x = x[:np.prod(shape)].reshape(shape)
+    m = make_model([node("Gelu", ["x"], ["y"])], [("x", list(shape))], [("y", list(shape))], opset=20)
+    np.testing.assert_allclose(reuserun.InferenceSession(m).run(None, {"x": x})[0], run_ort(m, {"x": x})["y"],
+                               rtol=2e-6, atol=2e-7)
+
+
+def _convnext_block(C=16, H=10, W=12, gelu="div", second_norm_reader=False):
+    """ConvNeXt's block as torch.onnx writes it: depthwise conv, Transpose to channels-last,
+    LayerNormalization, MatMul + Add, GELU, MatMul + Add, Transpose back, layer scale, residual."""
+    nodes = [node("Conv", ["x", "dw"], ["d"], pads=[3, 3, 3, 3], group=C),
+             node("Transpose", ["d"], ["t"], perm=[0, 2, 3, 1]),
+             node("LayerNormalization", ["t", "g", "b"], ["n"], axis=-1, epsilon=1e-6),
+             node("MatMul", ["n", "w1"], ["m1"]), node("Add", ["b1", "m1"], ["a1"])]
+    nodes += _gelu_nodes("a1", "h", gelu)
+    nodes += [node("MatMul", ["h", "w2"], ["m2"]), node("Add", ["m2", "b2"], ["a2"]),
+              node("Transpose", ["a2"], ["back"], perm=[0, 3, 1, 2]),
+              node("Mul", ["back", "gamma"], ["s"]), node("Add", ["s", "x"], ["y"])]
+    outs = [("y", [1, C, H, W])] + ([("n", [1, H, W, C])] if second_norm_reader else [])
+    inits = [("dw", rand(C, 1, 7, 7, seed=2)), ("g", rand(C, seed=3) + 1), ("b", rand(C, seed=4)),
+             ("w1", rand(C, 4 * C, seed=5)), ("b1", rand(4 * C, seed=6)), ("w2", rand(4 * C, C, seed=7)),
+             ("b2", rand(C, seed=8)), ("gamma", rand(C, 1, 1, seed=9))] + GELU_CONSTS
+    return make_model(nodes, [("x", [1, C, H, W])], outs, inits)
+
+
+@pytest.mark.parametrize("gelu", ["div", "half_first"])
+def test_channels_last_block_runs_as_per_pixel_kernels(gelu):
+    m = _convnext_block(gelu=gelu)
+    g = _graph(m, shape=(1, 16, 10, 12))
+    assert _ops(g) == [("conv", None), ("channel_norm", None), ("conv", "gelu"), ("conv", None), ("binary", "add")]
+    assert "transpose" in [op for op, _ in _ops(_graph(m, shape=(1, 16, 10, 12), skip=("channels_last_chains",)))]
+    _check(m, shape=(1, 16, 10, 12), rtol=1e-4, atol=2e-5)
+
+
+def test_channels_last_chain_keeps_a_tensor_read_in_that_layout():
+    """The normalized channels-last tensor is also a graph output: the Transpose stays in front of
+    its reader and the outputs keep their layouts."""
+    m = _convnext_block(second_norm_reader=True)
+    g = _graph(m, shape=(1, 16, 10, 12))
+    assert ("channel_norm", None) in _ops(g) and ("transpose", None) in _ops(g)
+    _check(m, shape=(1, 16, 10, 12), rtol=1e-4, atol=2e-5)
+
+
+def test_channels_last_chain_to_a_graph_output():
+    """A channels-last tail that never turns back (a TF export's head): the ops move before the
+    Transpose, which then gives the output its declared layout."""
+    nodes = [node("Conv", ["x", "w"], ["c"]), node("Transpose", ["c"], ["t"], perm=[0, 2, 3, 1]),
+             node("Mul", ["t", "s"], ["u"]), node("Sigmoid", ["u"], ["y"])]
+    m = make_model(nodes, [("x", [1, 3, 12, 12])], [("y", [1, 12, 12, 4])],
+                   [("w", rand(4, 3, 1, 1)), ("s", rand(4, seed=3))])
+    assert _ops(_graph(m))[-1] == ("transpose", None)
+    _check(m)
+
+
+def test_channel_norm_matches_onnxruntime_for_channel_counts_off_the_vector_width():
+    for C in (3, 8, 13, 300):
+        nodes = [node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]),
+                 node("LayerNormalization", ["t", "g", "b"], ["n"], axis=-1),
+                 node("Transpose", ["n"], ["y"], perm=[0, 3, 1, 2])]
+        m = make_model(nodes, [("x", [1, C, 5, 7])], [("y", [1, C, 5, 7])],
+                       [("g", rand(C, seed=1) + 1), ("b", rand(C, seed=2))])
+        g = _graph(m, shape=(1, C, 5, 7))
+        assert _ops(g) == [("channel_norm", None)]
+        x = rand(1, C, 5, 7, scale=4.0) + 10.0  # a mean far from 0 against the spread
+        np.testing.assert_allclose(reuserun.InferenceSession(m).run(None, {"x": x})[0], run_ort(m, {"x": x})["y"],
+                                   rtol=1e-4, atol=1e-4)

@@ -408,6 +408,14 @@ def mish(node, ctx):
     return _act(ctx, "mish")
 
 
+def gelu(node, ctx):
+    approximate = ctx.attr("approximate", "none")
+    approximate = approximate.decode() if isinstance(approximate, bytes) else approximate
+    if approximate != "none":
+        raise Unsupported(f"approximate={approximate!r}")
+    return _act(ctx, "gelu")
+
+
 def _binary(kind: str):
     def convert(node, ctx: Ctx):
         if "axis" in ctx.attrs:  # opset < 7 broadcast with an explicit axis
@@ -719,6 +727,7 @@ CONVERTERS = {
     "Elu": elu,
     "Softplus": softplus,
     "Mish": mish,
+    "Gelu": gelu,
     "Add": _binary("add"),
     "Sub": _binary("sub"),
     "Mul": _binary("mul"),

@@ -11,7 +11,7 @@ from onnx.reference import ReferenceEvaluator
 from .. import ir
 
 
-def _erf(x: np.ndarray) -> np.ndarray:
+def erf(x: np.ndarray) -> np.ndarray:
     """erf within 4e-7 relative: Numerical Recipes' erfc (fractional error below 1.2e-7) in
     float32, in place, and a Taylor series in float64 below 0.5, where 1 - erfc would lose the
     small values' digits."""
@@ -43,7 +43,7 @@ NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "Random
 
 # op type -> a numpy function of the node's inputs giving its one output, where the reference
 # evaluator is slow
-NUMPY_EQUIVALENTS = {"Erf": _erf}
+NUMPY_EQUIVALENTS = {"Erf": erf}
 
 # ops run through onnx's reference evaluator never: they draw random numbers or hold subgraphs
 # whose shapes the IR cannot fix
@@ -80,7 +80,8 @@ def reference_node(node: onnx.NodeProto, consts: dict, info: dict, tensors: list
     def run(values):
         return [np.asarray(v, np.float32).reshape(s) for v, s in zip(compute(values), shapes)]
 
+    onnx_attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     return ir.Node("onnx_op", node.name, names, outputs,
-                   {"run": run, "op_type": node.op_type}, onnx_op=node.op_type)
+                   {"run": run, "op_type": node.op_type, "onnx_attrs": onnx_attrs}, onnx_op=node.op_type)
 
 

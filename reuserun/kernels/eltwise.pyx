@@ -13,6 +13,7 @@ cdef extern from "rr_eltwise.h" nogil:
         RR_K_GATHER
         RR_K_LINEAR
         RR_K_POOL
+        RR_K_NORM
     ctypedef struct rr_operand_t:
         const float *base
         long ps
@@ -53,6 +54,14 @@ cdef extern from "rr_eltwise.h" nogil:
         int kh, kw, sh, sw, pt, pl, dh, dw
         int is_max, count_include_pad
         int ph_end, pw_end
+    ctypedef struct rr_norm_t:
+        const float *x
+        int ldx
+        float *y
+        int ldy, C
+        const float *scale
+        const float *bias
+        float eps
     void rr_pixel_list(int kind, const void *params, const int32_t *pix, int i0, int i1, uint8_t *mask,
                        float thr)
     int rr_global_pool_block(const float *x, int npix, int ldx, int c0, int nc, int is_max,
@@ -270,3 +279,26 @@ cdef inline int _pool_item(GlobalPoolKernel k, int b, int nw, int nq, float thr)
         return rr_global_pool_4(k.x, k.npix, k.ldx, nw * 128 + (b - nw) * 32, k.is_max, k.y, thr)
     c0 = nw * 128 + nq * 32 + (b - nw - nq) * 8
     return rr_global_pool_block(k.x, k.npix, k.ldx, c0, min(8, k.C - c0), k.is_max, k.y, thr)
+
+
+cdef class ChannelNormKernel(PixelKernel):
+    cdef rr_norm_t q
+
+    def __init__(self, x_buf, int x_off, y_buf, int y_off, int C, scale, bias, float epsilon):
+        """Each pixel's C channels normalized over themselves, then scale and bias (C,) each."""
+        self.kind = RR_K_NORM
+        self.cost = 4 * C
+        self.params = &self.q
+        scale = np.ascontiguousarray(scale, np.float32).reshape(C)
+        bias = np.ascontiguousarray(bias, np.float32).reshape(C)
+        self.keep = (x_buf, y_buf, scale, bias)
+        self.q.x = fptr(x_buf) + x_off
+        self.q.ldx = x_buf.shape[2]
+        self.q.y = fptr(y_buf) + y_off
+        self.q.ldy = y_buf.shape[2]
+        self.q.C = C
+        self.q.scale, self.q.bias, self.q.eps = fptr(scale), fptr(bias), epsilon
+
+    cdef void relocate_c(self, const int64_t[:, ::1] moves) noexcept:
+        self.q.x = <const float *> reloc(self.q.x, moves)
+        self.q.y = <float *> reloc(self.q.y, moves)

@@ -355,14 +355,67 @@ static inline int rr_global_pool_4(const float *x, int npix, int ldx, int c0, in
     return rr_global_pool_blocks(x, npix, ldx, c0, 4, is_max, out, thr);
 }
 
+/* Each pixel's channels normalized: (x - mean) / sqrt(var + eps) * scale + bias, the mean and
+ * variance over the pixel's C channels (a LayerNormalization over channels). */
+typedef struct {
+    const float *x; int ldx;
+    float *y; int ldy; int C;
+    const float *scale, *bias; float eps;
+} rr_norm_t;
+
+/* The sum of x[0, n): eight running lanes, then the lanes and the tail in a fixed order, the
+ * same for every pixel. */
+static inline float rr_channel_sum(const float *x, int n) {
+    v8f acc = vbroadcast(0.0f);
+    int j = 0;
+    for (; j + 8 <= n; j += 8) acc = acc + vload(x + j);
+    float total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; j < n; j++) total += x[j];
+    return total;
+}
+
+static inline void rr_norm_pixel(const rr_norm_t *q, int p, uint8_t *mask, float thr) {
+    float tmp[RR_CHUNK];
+    const float *px = q->x + (size_t)p * q->ldx;
+    const int C = q->C;
+    const float mean = rr_channel_sum(px, C) / (float)C;
+    /* the squares summed around the mean, a second pass: it keeps the variance's digits where
+     * the mean is large against the spread */
+    float var;
+    {
+        v8f acc = vbroadcast(0.0f);
+        const v8f m = vbroadcast(mean);
+        int j = 0;
+        for (; j + 8 <= C; j += 8) { const v8f d = vload(px + j) - m; acc = vfma(d, d, acc); }
+        var = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+        for (; j < C; j++) { const float d = px[j] - mean; var += d * d; }
+    }
+    const float inv = 1.0f / sqrtf(var / (float)C + q->eps);
+    const v8f vm = vbroadcast(mean), vi = vbroadcast(inv);
+    int changed = 0;
+    for (int c0 = 0; c0 < C; c0 += RR_CHUNK) {
+        const int nc = C - c0 < RR_CHUNK ? C - c0 : RR_CHUNK;
+        int j = 0;
+        for (; j + 8 <= nc; j += 8)
+            vstore(tmp + j, vfma((vload(px + c0 + j) - vm) * vi, vload(q->scale + c0 + j), vload(q->bias + c0 + j)));
+        for (; j < nc; j++) {
+            v8f r = vfma((vbroadcast(px[c0 + j]) - vm) * vi, vbroadcast(q->scale[c0 + j]), vbroadcast(q->bias[c0 + j]));
+            tmp[j] = r[0];
+        }
+        changed |= rr_store_tracked(q->y + (size_t)p * q->ldy + c0, tmp, nc, thr);
+    }
+    if (changed && mask) mask[p] = 1;
+}
+
 /* One entry point so a single parallel loop serves every per-pixel kernel. */
-enum { RR_K_EW = 0, RR_K_GATHER, RR_K_LINEAR, RR_K_POOL };
+enum { RR_K_EW = 0, RR_K_GATHER, RR_K_LINEAR, RR_K_POOL, RR_K_NORM };
 
 static inline void rr_pixel(int kind, const void *params, int p, int oy, int ox, uint8_t *mask, float thr) {
     switch (kind) {
     case RR_K_EW: rr_ew_pixel((const rr_ew_t *)params, p, mask, thr); break;
     case RR_K_GATHER: rr_gather_pixel((const rr_gather_t *)params, p, oy, ox, mask, thr); break;
     case RR_K_LINEAR: rr_linear_pixel((const rr_linear_t *)params, p, oy, ox, mask, thr); break;
+    case RR_K_NORM: rr_norm_pixel((const rr_norm_t *)params, p, mask, thr); break;
     default: rr_pool_pixel((const rr_pool_t *)params, p, oy, ox, mask, thr); break;
     }
 }

@@ -174,6 +174,7 @@ RULES = {
     "binary": same,
     "identity": same,
     "channel_shuffle": same,
+    "channel_norm": same,
     "concat": along_channels,
     "split": along_channels,
     "global_avgpool": everything,

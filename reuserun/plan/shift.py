@@ -223,6 +223,7 @@ SHIFT_RULES = {
     "binary": _pointwise,
     "identity": _pointwise,
     "channel_shuffle": _pointwise,
+    "channel_norm": _pointwise,
     "concat": _channels,
     "split": _channels,
     "global_avgpool": _fixed,

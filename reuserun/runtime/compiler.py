@@ -466,6 +466,15 @@ def build_channel_shuffle(node, cx: Compiler):
     return KernelStep(node, [x], [y], [(kernel, 0)], SAME)
 
 
+def build_channel_norm(node, cx: Compiler):
+    if not cx.can_be_spatial(node.inputs[0]):
+        return fallback(node, cx)
+    a = node.attrs
+    x, y = cx.spatial(node.inputs[0]), cx.new_spatial(node.outputs[0])
+    kernel = kel.ChannelNormKernel(x.buf, x.off, y.buf, y.off, y.C, a["scale"], a["bias"], a["epsilon"])
+    return KernelStep(node, [x], [y], [(kernel, 0)], SAME)
+
+
 def build_identity(node, cx: Compiler):
     cx.storage[node.outputs[0]] = cx.storage[node.inputs[0]]
     return None
@@ -485,6 +494,7 @@ BUILDERS = {
     "pad": build_pad,
     "identity": build_identity,
     "channel_shuffle": build_channel_shuffle,
+    "channel_norm": build_channel_norm,
     # these mix every position (a plain tensor): numpy over the whole tensor when an input changed
     "global_avgpool": build_global_pool,
     "global_maxpool": build_global_pool,

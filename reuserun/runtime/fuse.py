@@ -1,5 +1,6 @@
 """The graph optimizer between the front-end and the compiler: an explicit table of rewrites
-(REWRITES), run in order, each until it finds nothing more. The first undo what exporters
+(REWRITES), run in order, each until it finds nothing more, and the table again until no rule
+finds anything (GELU's parts read the channels-last tensor that the layout rule then moves). The first undo what exporters
 decompose (runtime/rewrites.py); the last fold activations into the op that feeds them.
 
 Fusing an activation changes no arithmetic: the kernel applies the same activation to the same
@@ -13,7 +14,8 @@ from reuserun import ir
 from reuserun.runtime import rewrites
 
 ACT_CODES = {"relu": 1, "leaky_relu": 2, "clip": 3, "sigmoid": 4, "hard_sigmoid": 5,
-             "hard_swish": 6, "tanh": 7, "elu": 8, "silu": 9, "prelu": 10, "softplus": 11, "mish": 12}
+             "hard_swish": 6, "tanh": 7, "elu": 8, "silu": 9, "prelu": 10, "softplus": 11, "mish": 12,
+             "gelu": 13}
 
 
 # y = x * f(x), f a chain of activations on x, as one activation: (the chain's kinds, the fused kind)
@@ -70,6 +72,8 @@ def fuse_act_epilogues(graph: ir.Graph) -> bool:
 
 # in order: each rule's pattern is what the rules before it leave
 REWRITES = (
+    ("channels_last_chains", rewrites.sink_channels_last),
+    ("gelu", rewrites.gelu),
     ("fold_conv_affine", rewrites.fold_conv_affine),
     ("hard_swish", rewrites.hard_swish),
     ("channel_shuffle", rewrites.channel_shuffle),
@@ -83,11 +87,15 @@ def fuse(graph: ir.Graph, skip: tuple = ()) -> ir.Graph:
     """The optimized copy of graph (the loader's graph is shared and stays as it is). skip:
     names of rules not to run (tests compare a rule's graph with the graph without it)."""
     graph = copy.copy(graph)
+    graph.tensors = dict(graph.tensors)  # rewrites add tensors; the loader's graph keeps its own
     graph.nodes = [copy.copy(n) for n in graph.nodes]
-    for name, rule in REWRITES:
-        if name not in skip:
-            while rule(graph):
-                pass
+    changed = True
+    while changed:  # until no rule finds anything: a later rule's result may be an earlier one's pattern
+        changed = False
+        for name, rule in REWRITES:
+            if name not in skip:
+                while rule(graph):
+                    changed = True
     # the tensors the rewrites folded away (a conv's output before its affine, a decomposed
     # HardSwish's parts) are no tensors of the optimized graph: nothing allocates or counts them
     used = set(graph.inputs) | set(graph.outputs) | {t for n in graph.nodes for t in (*n.inputs, *n.outputs)}

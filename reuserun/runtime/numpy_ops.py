@@ -16,6 +16,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .. import ir
+from ..frontend.reference import erf
 
 F32 = np.float32
 
@@ -181,6 +182,8 @@ def act(node: ir.Node, inputs):
         y = _softplus(x)
     elif kind == "mish":
         y = x * np.tanh(_softplus(x))
+    elif kind == "gelu":
+        y = F32(0.5) * x * (F32(1) + erf(x * F32(0.70710678118654752)))
     else:
         raise ValueError(f"node {node.name}: unknown act kind {kind!r}")
     return [_out(y)]
@@ -331,12 +334,24 @@ def onnx_op(node, inputs):
     return node.attrs["run"](inputs)
 
 
+def channel_norm(node, inputs):
+    x = inputs[0].astype(F32, copy=False)
+    a = node.attrs
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    mean = x.mean(axis=1, keepdims=True, dtype=F32)
+    d = x - mean
+    var = (d * d).mean(axis=1, keepdims=True, dtype=F32)
+    y = d / np.sqrt(var + F32(a["epsilon"])) * a["scale"].reshape(shape) + a["bias"].reshape(shape)
+    return [_out(y)]
+
+
 def channel_shuffle(node, inputs):
     return [_out(inputs[0][:, node.attrs["index"]])]
 
 
 NUMPY_OPS = {
     "channel_shuffle": channel_shuffle,
+    "channel_norm": channel_norm,
     "onnx_op": onnx_op,
     "conv": conv,
     "conv_transpose": conv_transpose,

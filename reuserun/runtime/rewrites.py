@@ -251,3 +251,191 @@ def channel_shuffle(graph: ir.Graph) -> bool:
         changed = True
     graph.nodes = [n for n in graph.nodes if id(n) not in drop]
     return changed
+
+
+# ---- channels-last chains --------------------------------------------------------------------
+
+TO_CHANNELS_LAST = (0, 2, 3, 1)
+TO_CHANNELS_FIRST = (0, 3, 1, 2)
+
+# one-input ops that act on each element alone: a layout change commutes with them
+ELEMENTWISE_ONNX = {"Erf", "Sqrt", "Exp", "Log", "Abs", "Neg", "Reciprocal", "Floor", "Ceil", "Round",
+                    "Sign", "Sin", "Cos", "Softsign", "Selu", "Celu", "ThresholdedRelu"}
+
+
+def _is_channels_last(node: ir.Node | None) -> bool:
+    return node is not None and node.op == "transpose" and tuple(node.attrs["perm"]) == TO_CHANNELS_LAST
+
+
+def _channels_first_const(graph: ir.Graph, value: np.ndarray, hint: str) -> str | None:
+    """A constant broadcast against an (N, H, W, C) tensor, as the constant that broadcasts the
+    same way against (N, C, H, W); its name (a new tensor), or None above rank 4."""
+    if value.ndim > 4:
+        return None
+    v = value.reshape((1,) * (4 - value.ndim) + value.shape).transpose(TO_CHANNELS_FIRST)
+    name = _fresh(graph, hint + "/nchw")
+    graph.tensors[name] = ir.Tensor(name, v.shape, v.dtype, np.ascontiguousarray(v))
+    return name
+
+
+def _fresh(graph: ir.Graph, base: str) -> str:
+    name, k = base, 1
+    while name in graph.tensors:
+        name, k = f"{base}{k}", k + 1
+    return name
+
+
+def _rename_input(graph: ir.Graph, old: str, new: str) -> None:
+    for n in graph.nodes:
+        if old in n.inputs:
+            n.inputs = [new if i == old else i for i in n.inputs]
+
+
+def _channels_first_form(graph: ir.Graph, t: ir.Node, u: ir.Node, users: dict):
+    """(op, inputs, attrs) of u computed on t's channels-first input, where u reads t's
+    channels-last output; None when u does not commute with the layout change."""
+    x, y = t.inputs[0], t.outputs[0]
+    C = graph.tensors[x].shape[1]
+    if u.op == "act" and np.asarray(u.attrs.get("slope", 0.0)).size == 1:
+        return "act", [x], u.attrs
+    if u.op == "onnx_op" and u.attrs["op_type"] in ELEMENTWISE_ONNX and u.inputs == [y]:
+        shape = graph.tensors[x].shape
+        run = u.attrs["run"]  # gives the channels-last shape: the same values in the same order
+        return "onnx_op", [x], dict(u.attrs, run=lambda values: [v.reshape(shape) for v in run(values)])
+    if u.op == "binary":
+        inputs = []
+        for name in u.inputs:
+            if name == y:
+                inputs.append(x)
+                continue
+            value = const_value(graph, name)
+            other = graph.producer(name)
+            if value is not None:
+                name = _channels_first_const(graph, value, name)
+                if name is None:
+                    return None
+                inputs.append(name)
+            elif _is_channels_last(other) and single_consumer(graph, name, users) is u:
+                inputs.append(other.inputs[0])
+            else:
+                return None
+        return "binary", inputs, u.attrs
+    if u.op == "matmul" and u.inputs[0] == y and "act" not in u.attrs:
+        w = const_value(graph, u.inputs[1])
+        if w is None or w.ndim != 2 or w.shape[0] != C:
+            return None
+        weight = np.ascontiguousarray(w.T.reshape(w.shape[1], C, 1, 1), np.float32)
+        return "conv", [x], {"weight": weight, "bias": None, "strides": (1, 1), "pads": (0, 0, 0, 0),
+                             "dilations": (1, 1), "group": 1}
+    if u.op == "onnx_op" and u.attrs["op_type"] == "LayerNormalization" and len(u.outputs) == 1 \
+            and u.inputs[0] == y:
+        onnx_attrs = u.attrs.get("onnx_attrs", {})
+        scale = const_value(graph, u.inputs[1]) if len(u.inputs) > 1 else None
+        bias = const_value(graph, u.inputs[2]) if len(u.inputs) > 2 else np.zeros(C, np.float32)
+        if onnx_attrs.get("axis", -1) not in (-1, 3) or scale is None or bias is None \
+                or scale.size != C or bias.size != C:
+            return None
+        return "channel_norm", [x], {"scale": np.asarray(scale, np.float32).reshape(C),
+                                     "bias": np.asarray(bias, np.float32).reshape(C),
+                                     "epsilon": float(onnx_attrs.get("epsilon", 1e-5))}
+    return None
+
+
+def sink_channels_last(graph: ir.Graph) -> bool:
+    """Moves a Transpose to channels-last (N, H, W, C) past the per-pixel ops that read it, until
+    it meets the Transpose back and both vanish: a MatMul by constant weights over the channels
+    becomes a 1x1 conv, a LayerNormalization over them a per-pixel channel norm, elementwise ops
+    take their constants transposed. So ConvNeXt's blocks and TF-style channels-last tails run as
+    per-pixel kernels on the runtime's own layout, where they ran in numpy on whole tensors."""
+    users = consumers(graph)
+    for t in graph.nodes:
+        if not _is_channels_last(t) or len(graph.tensors[t.inputs[0]].shape) != 4:
+            continue
+        u = single_consumer(graph, t.outputs[0], users)
+        if u is None or len(u.outputs) != 1:
+            continue
+        x, out = t.inputs[0], u.outputs[0]
+        if u.op == "transpose" and tuple(u.attrs["perm"]) == TO_CHANNELS_FIRST:
+            graph.nodes = [n for n in graph.nodes if n is not t and n is not u]
+            if out not in graph.outputs:
+                _rename_input(graph, out, x)
+            elif x in graph.inputs or x in graph.outputs:
+                graph.nodes.append(ir.Node("identity", u.name, [x], [out]))
+            else:  # the output's name goes to the tensor it equals
+                for n in graph.nodes:
+                    n.outputs = [out if o == x else o for o in n.outputs]
+                _rename_input(graph, x, out)
+            return True
+        form = _channels_first_form(graph, t, u, users)
+        if form is None:
+            continue
+        op, inputs, attrs = form
+        out_shape = graph.tensors[out].shape
+        if len(out_shape) != 4:
+            continue
+        moved = _fresh(graph, out + "/nchw")
+        graph.tensors[moved] = ir.Tensor(moved, tuple(out_shape[i] for i in TO_CHANNELS_FIRST))
+        dropped = {id(t)} | {id(graph.producer(i)) for i in u.inputs if i != t.outputs[0]
+                             and _is_channels_last(graph.producer(i))}
+        u.op, u.inputs, u.attrs, u.outputs = op, inputs, attrs, [moved]
+        after = ir.Node("transpose", t.name, [moved], [out], {"perm": TO_CHANNELS_LAST}, onnx_op="Transpose")
+        nodes = []
+        for n in graph.nodes:
+            if id(n) not in dropped:
+                nodes.append(n)
+            if n is u:
+                nodes.append(after)
+        graph.nodes = nodes
+        return True
+    return False
+
+
+# ---- GELU -------------------------------------------------------------------------------------
+
+def _scaled_by(graph: ir.Graph, node: ir.Node | None, value: float):
+    """x when node computes x * value (or x / (1 / value)) with a scalar constant, else None."""
+    if _is_binary(node, "mul"):
+        for a, b in (node.inputs, node.inputs[::-1]):
+            s = _scalar(graph, b)
+            if s is not None and np.isclose(s, value, rtol=1e-6) and const_value(graph, a) is None:
+                return a
+    if _is_binary(node, "div"):
+        s = _scalar(graph, node.inputs[1])
+        if s is not None and s != 0 and np.isclose(1 / s, value, rtol=1e-6):
+            return node.inputs[0]
+    return None
+
+
+def gelu(graph: ir.Graph) -> bool:
+    """x * 0.5 * (1 + erf(x / sqrt(2))), in the orders torch.onnx writes it (the 0.5 applied to x
+    first or to the product last), becomes one GELU activation."""
+    users = consumers(graph)
+    for erf in graph.nodes:
+        if erf.op != "onnx_op" or erf.attrs["op_type"] != "Erf":
+            continue
+        scale = graph.producer(erf.inputs[0])
+        x = _scaled_by(graph, scale, 1 / np.sqrt(2))
+        add = single_consumer(graph, erf.outputs[0], users)
+        if x is None or single_consumer(graph, scale.outputs[0], users) is not erf \
+                or not _is_binary(add, "add") or _scalar(graph, _other(add, erf.outputs[0]) or "") != 1.0:
+            continue
+        mul = single_consumer(graph, add.outputs[0], users)
+        if not _is_binary(mul, "mul"):
+            continue
+        other = _other(mul, add.outputs[0])
+        half = graph.producer(other) if other is not None else None
+        if other == x:  # (x * (1 + erf)) * 0.5
+            last = single_consumer(graph, mul.outputs[0], users)
+            if _scaled_by(graph, last, 0.5) != mul.outputs[0]:
+                continue
+            nodes = [scale, erf, add, mul]
+        elif half is not None and _scaled_by(graph, half, 0.5) == x \
+                and single_consumer(graph, other, users) is mul:  # (x * 0.5) * (1 + erf)
+            last, nodes = mul, [scale, erf, add, half]
+        else:
+            continue
+        last.op, last.inputs, last.attrs = "act", [x], {"kind": "gelu", "alpha": 0.0, "beta": 0.0}
+        drop = {id(n) for n in nodes if n is not last}
+        graph.nodes = [n for n in graph.nodes if id(n) not in drop]
+        return True
+    return False
