@@ -739,31 +739,36 @@ static inline __attribute__((always_inline)) void rr_dw_pixels(
  * inputs and the weights stay in L1). A run's last four overlap the group before them rather
  * than going one by one: a pixel computed twice gets the same bits, and storing them again
  * changes nothing. Each element adds its taps in the same order, from zero, as rr_dw_pixel. */
-#define RR_DW_MAXTAPS 25
+#define RR_DW_MAXTAPS 49
 
-/* NP interior pixels from ox of row oy, 8 channels from cb, for an undilated kernel KW wide at
- * column stride SW (constants after inlining). Each input vector of a kernel row is loaded once
- * and feeds every pixel whose window covers it, with that row's KW weights in registers: about
- * a third of the loads of rr_dw_group. Pixel q meets its taps in the same order (rows, then
- * columns left to right), so every element adds the same terms in the same order. */
+/* NP pixels from ox of row oy, 8 channels from cb, for an undilated kernel KW wide at column
+ * stride SW (constants after inlining). Each input vector of a kernel row is loaded once and
+ * feeds every pixel whose window covers it, with that row's KW weights in registers: about a
+ * third of the loads of rr_dw_group. Taps outside the image are skipped (whole kernel rows, and
+ * input columns before 0 or from W on), so pixel q meets its taps in the order rr_dw_pixel gives
+ * them (rows, then columns left to right, the outside ones left out): every element adds the
+ * same terms in the same order, wherever it lies. */
 static inline __attribute__((always_inline)) void rr_dw_slide(
         const rr_dw_t *c, int oy, int ox, int cb, int cpad, uint8_t *mask, float thr, const int act,
         const int NP, const int KW, const int SW) {
-    const long ldx = c->ldx, rowstep = (long)c->dh * c->W * ldx;
-    const float *row = c->x + ((long)(oy * c->sh - c->pt) * c->W + (long)(ox * SW - c->pl)) * ldx + cb;
-    const float *wt = c->w + cb;
+    const long ldx = c->ldx, W = c->W;
+    const int NU = (NP - 1) * SW + KW, ix0 = ox * SW - c->pl, iy0 = oy * c->sh - c->pt;
+    const int ulo = ix0 < 0 ? -ix0 : 0, uhi = W - ix0 < NU ? W - ix0 : NU;
     v8f acc[8];
     _Pragma("GCC unroll 8")
     for (int q = 0; q < NP; q++) acc[q] = vbroadcast(0.0f);
-    for (int ky = 0; ky < c->kh; ky++, row += rowstep, wt += (size_t)KW * cpad) {
-        v8f w[5];
+    for (int ky = 0; ky < c->kh; ky++) {
+        const int iy = iy0 + ky * c->dh;
+        if (iy < 0 || iy >= c->H) continue;
+        const float *wt = c->w + (size_t)ky * KW * cpad + cb;
+        v8f w[7];
         _Pragma("GCC unroll 8")
         for (int kx = 0; kx < KW; kx++) w[kx] = vload(wt + (size_t)kx * cpad);
-        const float *rp = row;
+        const float *row = c->x + ((long)iy * W + ix0) * ldx + cb;
         _Pragma("GCC unroll 32")
-        for (int u = 0; u < (NP - 1) * SW + KW; u++) {
-            v8f v = vload(rp);
-            rp += ldx;
+        for (int u = 0; u < NU; u++) {
+            if (u < ulo || u >= uhi) continue;
+            v8f v = vload(row + u * ldx);
             __asm__("" : "+x"(v));  /* one load feeding several FMAs, not one folded into each */
             /* pixels q with u - q * SW in [0, KW), in increasing tap order per pixel */
             _Pragma("GCC unroll 8")
@@ -801,6 +806,8 @@ static inline __attribute__((always_inline)) void rr_dw_slide_run(
     }
 }
 
+/* Pixels [a, b) of row oy: interior ones (every tap inside the image) unless rr_dw_slide takes
+ * the kernel, which checks the bounds itself. */
 static inline __attribute__((always_inline)) void rr_dw_interior_act(
         const rr_dw_t *c, int oy, int a, int b, uint8_t *mask, float thr, const int act) {
     const int cpad = (c->C + 7) & ~7, kh = c->kh, kw = c->kw, nt = kh * kw;
@@ -812,11 +819,13 @@ static inline __attribute__((always_inline)) void rr_dw_interior_act(
         for (int ox = a; ox < b; ox++) rr_dw_pixels(c, oy, ox, toff, nt, cpad, mask, thr, act, 1);
         return;
     }
-    if (c->dw == 1 && (kw == 3 || kw == 5) && (c->sw == 1 || c->sw == 2)) {
+    if (c->dw == 1 && (kw == 3 || kw == 5 || kw == 7) && (c->sw == 1 || c->sw == 2)) {
         if (kw == 3 && c->sw == 1) rr_dw_slide_run(c, oy, a, b, mask, thr, act, 3, 1);
         else if (kw == 3) rr_dw_slide_run(c, oy, a, b, mask, thr, act, 3, 2);
-        else if (c->sw == 1) rr_dw_slide_run(c, oy, a, b, mask, thr, act, 5, 1);
-        else rr_dw_slide_run(c, oy, a, b, mask, thr, act, 5, 2);
+        else if (kw == 5 && c->sw == 1) rr_dw_slide_run(c, oy, a, b, mask, thr, act, 5, 1);
+        else if (kw == 5) rr_dw_slide_run(c, oy, a, b, mask, thr, act, 5, 2);
+        else if (c->sw == 1) rr_dw_slide_run(c, oy, a, b, mask, thr, act, 7, 1);
+        else rr_dw_slide_run(c, oy, a, b, mask, thr, act, 7, 2);
         return;
     }
     for (int ox = a; ox < b; ox += 4)
@@ -834,6 +843,8 @@ static inline void rr_dw_interior(const rr_dw_t *c, int oy, int a, int b, uint8_
  * every tap is in the image, the rest rr_dw_pixel. */
 static inline void rr_dw_list(const rr_dw_t *c, const int32_t *pix, int n, uint8_t *mask, float thr) {
     const int fast = c->C % 8 == 0 && c->kh * c->kw <= RR_DW_MAXTAPS;
+    /* kernels rr_dw_slide takes whole rows of, borders included */
+    const int slide = fast && c->dw == 1 && (c->kw == 3 || c->kw == 5 || c->kw == 7) && (c->sw == 1 || c->sw == 2);
     /* interior columns: ox*sw - pl >= 0 and ox*sw - pl + (kw-1)*dw <= W-1 */
     const int xlo = (c->pl + c->sw - 1) / c->sw;
     const int xhi_num = c->W - 1 - (c->kw - 1) * c->dw + c->pl;
@@ -847,6 +858,11 @@ static inline void rr_dw_list(const rr_dw_t *c, const int32_t *pix, int n, uint8
         if (pix[i + len - 1] != p0 + len - 1) {
             len = 1;
             while (i + len < n && pix[i + len] == p0 + len && ox0 + len < c->OW) len++;
+        }
+        if (slide && len >= 4) {
+            rr_dw_interior(c, oy, ox0, ox0 + len, mask, thr);
+            i += len;
+            continue;
         }
         const int iy0 = oy * c->sh - c->pt, iy1 = iy0 + (c->kh - 1) * c->dh;
         int a = ox0, b = ox0;

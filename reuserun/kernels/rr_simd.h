@@ -168,12 +168,12 @@ static inline v8f vsoftplus(v8f x) {
 }
 
 /* erf on 8 lanes within about 3e-7 absolute: Numerical Recipes' erfc (fractional error below
- * 1.2e-7) as 1 - erfc, and an odd Taylor polynomial below 0.5, where 1 - erfc would lose the
+ * 1.2e-7; its 1 / (1 + |x| / 2) by vrecip) as 1 - erfc, and an odd Taylor polynomial below 0.5, where 1 - erfc would lose the
  * small values' digits. The same formula as reuserun/frontend/reference.py's numpy erf. */
 static inline v8f verf(v8f x) {
     const v8f one = vbroadcast(1.0f);
     const v8f a = vmax(x, vbroadcast(0.0f) - x);
-    const v8f t = one / vfma(vbroadcast(0.5f), a, one);
+    const v8f t = vrecip(vfma(vbroadcast(0.5f), a, one));
     v8f p = vbroadcast(0.17087277f);
     p = vfma(p, t, vbroadcast(-0.82215223f));
     p = vfma(p, t, vbroadcast(1.48851587f));
@@ -234,7 +234,8 @@ static inline __attribute__((always_inline)) v8f vact(int act, v8f v, float alph
     case ACT_CLIP: F(ACT_CLIP); break; \
     case ACT_LEAKY_RELU: F(ACT_LEAKY_RELU); break; \
     case ACT_HARD_SWISH: F(ACT_HARD_SWISH); break; \
-    case ACT_SILU: F(ACT_SILU); break;
+    case ACT_SILU: F(ACT_SILU); break; \
+    case ACT_GELU: F(ACT_GELU); break;
 
 /* One element through an activation: lane 0 of vact, so scalar and vector paths agree. */
 static inline float rr_act(int act, float v, float alpha, float beta, float slope) {
