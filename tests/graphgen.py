@@ -81,7 +81,7 @@ class GraphGen:
         wide = d.choice([8, 16, 24, 40])
         y = self.add("Conv", [x, self.weight((wide, c, 1, 1)), self.weight((wide,), 0.1)], (wide, h, w),
                      kernel_shape=[1, 1])
-        k, s, dil = d.choice([3, 3, 5]), d.choice([1, 2]), d.choice([1, 1, 2])
+        k, s, dil = d.choice([3, 3, 5, 7]), d.choice([1, 2]), d.choice([1, 1, 2])
         pads = [d.int(0, k // 2) for _ in range(4)]
         eff = (k - 1) * dil + 1
         oh = (h + pads[0] + pads[2] - eff) // s + 1
