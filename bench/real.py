@@ -2,7 +2,10 @@
 
 Reads the manifest that tools/real_models.py writes (paddle2onnx, keras2onnx, torch.onnx
 TorchScript and dynamo, ultralytics exports) and runs each model at its native shape (batch 1) on
-synthetic streams from reuserun.sources at that shape (NHWC models get the NCHW frames transposed).
+synthetic streams from reuserun.sources at that shape (NHWC models get the NCHW frames transposed),
+and, as the scenario `footage` (not run by default), on real fixed-camera footage: the first
+frames of OpenCV's vtest.avi (tools/footage.py fetches it from Debian's opencv-doc), scaled to
+the model's input by PyAV.
 For each scenario and policy, one onnxruntime session and one reuserun session with the same
 thread count run the same frames interleaved frame by frame (reuserun.bench.interleaved, a fresh
 random order each frame), each policy in its own pass with onnxruntime as in reuserun.bench.run_bench;
@@ -21,6 +24,7 @@ session's first run; from a dozen frames on the median passes over it.
     python tools/real_models.py --torch-python /tmp/rr/xenv/bin/python     # makes the models
     PYTHONPATH=. python bench/real.py                                        # all of them
     PYTHONPATH=. python bench/real.py --models ppocr_cls,mtcnn_rnet --frames 3 --out /tmp/real
+    python tools/footage.py && PYTHONPATH=. python bench/real.py --scenarios footage --policies auto
 """
 from __future__ import annotations
 
@@ -36,11 +40,14 @@ from pathlib import Path
 import numpy as np
 
 import reuserun
-from reuserun import sources
+from reuserun import sources, streams
 from reuserun.bench import cpu_name, interleaved, markdown_table, ort_session
 
 DEFAULT_MANIFEST = Path("~/.cache/reuserun/real/manifest.json").expanduser()
 SCENARIOS = ("full", "still", "object", "objects")
+# real fixed-camera footage (tools/footage.py): OpenCV's vtest.avi from Debian's opencv-doc
+FOOTAGE = "footage"
+DEFAULT_FOOTAGE = Path("~/.cache/reuserun/footage/vtest.avi").expanduser()
 POLICIES = {"auto": {}, "auto+ort": {"dense_backend": "onnxruntime"}}
 
 
@@ -55,13 +62,17 @@ def one_line(e: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def make_frames(shape, layout: str, scenario: str, n: int) -> list[np.ndarray]:
-    """n synthetic frames of the model's native shape; NHWC ones are made NCHW and transposed."""
+def make_frames(shape, layout: str, scenario: str, n: int, footage: Path = DEFAULT_FOOTAGE) -> list[np.ndarray]:
+    """n frames of the model's native shape, synthetic or the footage's first n scaled to it, in
+    [0, 1]; NHWC ones are made NCHW and transposed."""
+    nchw = (shape[0], shape[3], shape[1], shape[2]) if layout == "NHWC" else tuple(shape)
+    if scenario == FOOTAGE:
+        frames = streams.video(str(footage), nchw, n, 0)
+    else:
+        frames = list(sources.synthetic_stream(nchw, scenario, frames=n))
     if layout == "NHWC":
-        b, h, w, c = shape
-        return [np.ascontiguousarray(f.transpose(0, 2, 3, 1))
-                for f in sources.synthetic_stream((b, c, h, w), scenario, frames=n)]
-    return list(sources.synthetic_stream(tuple(shape), scenario, frames=n))
+        return [np.ascontiguousarray(f.transpose(0, 2, 3, 1)) for f in frames]
+    return frames
 
 
 def digest(outs) -> bytes:
@@ -109,7 +120,8 @@ def bench_pass(frames, name: str, ort_sess, sess, keep_digests: bool) -> dict:
             "_digests": digests}
 
 
-def bench_model(entry: dict, folder: Path, scenarios, policies, frames_n: int, threads: int) -> tuple[list, str | None]:
+def bench_model(entry: dict, folder: Path, scenarios, policies, frames_n: int, threads: int,
+                footage: Path = DEFAULT_FOOTAGE) -> tuple[list, str | None]:
     """All scenarios and policies of one model; returns (rows, load error or None)."""
     path = folder / entry["file"]
     shape, layout, name = entry["shape"], entry["layout"], entry["input"]
@@ -126,7 +138,7 @@ def bench_model(entry: dict, folder: Path, scenarios, policies, frames_n: int, t
     rows = []
     base = {"model": entry["name"], "exporter": entry["exporter"], "shape": list(shape), "layout": layout}
     for scenario in scenarios:
-        frames = make_frames(shape, layout, scenario, frames_n)
+        frames = make_frames(shape, layout, scenario, frames_n, footage)
         try:
             res = {p: bench_pass(frames, name, ort_sess, sessions[p], keep_digests=(p == "auto"))
                    for p in policies}
@@ -164,11 +176,12 @@ def summary(rows: list[dict]) -> list[str]:
     ok = [r for r in rows if "error" not in r]
     lines = []
     for p in dict.fromkeys(r["policy"] for r in ok):
-        full = [r for r in ok if r["policy"] == p and r["scenario"] == "full"]
-        if full:
-            worst = min(full, key=lambda r: r["ratio"])
-            lines.append(f"{p}: full-frame ratio median {np.median([r['ratio'] for r in full]):.2f}x, "
-                         f"min {worst['ratio']:.2f}x ({worst['model']}) over {len(full)} models")
+        for scenario, what in (("full", "full-frame"), (FOOTAGE, "footage")):
+            some = [r for r in ok if r["policy"] == p and r["scenario"] == scenario]
+            if some:
+                worst = min(some, key=lambda r: r["ratio"])
+                lines.append(f"{p}: {what} ratio median {np.median([r['ratio'] for r in some]):.2f}x, "
+                             f"min {worst['ratio']:.2f}x ({worst['model']}) over {len(some)} models")
         obj = [r for r in ok if r["policy"] == p and r["scenario"] == "object" and r["of_ideal"] is not None]
         if obj:
             worst = min(obj, key=lambda r: r["of_ideal"])
@@ -217,6 +230,8 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=24)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="bench/out")
+    p.add_argument("--footage", default=str(DEFAULT_FOOTAGE),
+                   help="the video of the footage scenario (default %(default)s, from tools/footage.py)")
     args = p.parse_args(argv)
     if args.frames < 2:
         p.error("--frames must be at least 2 (frame 0 is dense and left out of the medians)")
@@ -230,9 +245,12 @@ def main(argv=None) -> int:
     if missing:
         p.error(f"not in the manifest: {missing}; it has {sorted(entries)}")
     scenarios = [s for s in args.scenarios.split(",") if s]
-    bad = [s for s in scenarios if s not in sources.SCENARIOS]
+    bad = [s for s in scenarios if s not in sources.SCENARIOS and s != FOOTAGE]
     if bad:
-        p.error(f"unknown scenarios {bad}; expected some of {sources.SCENARIOS}")
+        p.error(f"unknown scenarios {bad}; expected some of {sources.SCENARIOS + (FOOTAGE,)}")
+    footage = Path(args.footage).expanduser()
+    if FOOTAGE in scenarios and not footage.is_file():
+        p.error(f"no footage at {footage}: run tools/footage.py first")
     policies = [s for s in args.policies.split(",") if s]
     if [s for s in policies if s not in POLICIES]:
         p.error(f"policies must be some of {list(POLICIES)}")
@@ -251,7 +269,7 @@ def main(argv=None) -> int:
             failures[name] = f"file missing: {path}"
             print(f"{name:<26} {failures[name]}", flush=True)
             continue
-        r, err = bench_model(e, manifest_path.parent, scenarios, policies, args.frames, args.threads)
+        r, err = bench_model(e, manifest_path.parent, scenarios, policies, args.frames, args.threads, footage)
         if err is not None:
             failures[name] = f"does not load: {err}"
             print(f"{name:<26} {failures[name]}", flush=True)
