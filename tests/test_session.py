@@ -374,3 +374,40 @@ def test_profiled_session_gives_the_same_bits_and_a_row_per_step():
     assert table["frame_ms"] >= table["steps_ms"] > 0
     with pytest.raises(ValueError, match="profile=True"):
         plain.profile()
+
+
+def test_dense_choice_follows_measured_times():
+    from reuserun.runtime.dense_choice import PROBE, WARMUP, DenseChoice
+    d = DenseChoice()
+    for _ in range(WARMUP):  # nothing measured: a large change measures it
+        assert not d.dense(0.01) and d.dense(0.9)
+        d.note(0.9, 0.010, full=True)
+    assert not d.dense(0.9)                    # no incremental frame has cost that much yet
+    d.note(0.8, 0.012, full=False)             # slower than dense: 0.8 and up is heavy
+    assert d.dense(0.85) and not d.dense(0.5)
+    probes = [d.dense(0.9) for _ in range(2 * PROBE)]
+    assert probes.count(False) == 2            # every PROBE-th heavy frame runs incrementally
+    d.note(0.9, 0.005, full=False)             # ... and a fast one clears the mark
+    assert not d.dense(0.9)
+    d.note(0.7, 0.02, full=False)
+    d.reset()
+    assert d.heavy_from is None and not d.dense(0.9)
+
+
+def test_noisy_stream_runs_dense_when_that_is_faster_and_keeps_the_bits():
+    """Frames that change nearly every pixel (sensor noise) but not all: whichever path the
+    session picks per frame, every frame is bit-identical to a dense session's."""
+    model = zoo.resnet_like(64)
+    shape = (1, 3, 64, 64)
+    auto = reuserun.InferenceSession(model, threads=1)
+    dense = reuserun.InferenceSession(model, policy="dense", threads=1)
+    rng = np.random.default_rng(0)
+    base = rng.random(shape, dtype=np.float32)
+    kinds = []
+    for i in range(40):
+        f = base + np.float32(0.01) * rng.standard_normal(shape).astype(np.float32) * (rng.random(shape[2:]) < 0.95)
+        f = np.ascontiguousarray(f, np.float32)
+        for a, b in zip(auto.run(None, {"images": f}), dense.run(None, {"images": f})):
+            assert a.tobytes() == b.tobytes(), i
+        kinds.append(auto.stats["full"])
+    assert kinds[1] and kinds[2]  # the first large changes measured the dense cost

@@ -22,6 +22,7 @@ from reuserun.runtime import options, variants
 from reuserun.runtime.compiler import Compiler, frame_stack_inputs
 from reuserun.runtime.fuse import fuse
 from reuserun.runtime.profiler import StepProfiler
+from reuserun.runtime.dense_choice import DenseChoice
 from reuserun.runtime.shifter import Shifter, ShiftDetector
 from reuserun.runtime.storage import aligned_zeros
 
@@ -270,6 +271,8 @@ class InferenceSession:
         """Forget the cached state: the next frame is computed in full."""
         self._fresh = True
         self._heavy_from = None  # a new scene: its changes are measured afresh
+        if self._program is not None:
+            self._dense_choice.reset()
         for det in getattr(self, "_detectors", {}).values():
             det.reset()
 
@@ -298,6 +301,8 @@ class InferenceSession:
             if self.dense_backend == "onnxruntime" and self._delegates(diffs):
                 return self._run_delegated(names, frames, diffs, t0)
             full = self._fresh or self._behind or self.policy_name == "dense" or self._all_changed(diffs)
+            chose = not full and self._moved is None and self._chooses_dense(diffs)
+            full = full or chose
             moved = None if full else self._moved  # (input, shift) when the frame is a shift
             try:
                 if not self._load_inputs(frames, diffs, full):
@@ -321,6 +326,8 @@ class InferenceSession:
                 self._profiler.frame(time.perf_counter() - t0)
             if self.dense_backend == "onnxruntime":
                 self._note_weight(computed, full)
+            elif diffs and moved is None and computed is not self._still:
+                self._dense_choice.note(self._changed_fraction(diffs), time.perf_counter() - t0, full)
             return outs
 
     # --- variants: what-if runs against the cached reference -----------------------------------
@@ -606,6 +613,7 @@ class InferenceSession:
         self._slow = None  # the steps without one (_slow_steps)
         self._moved = None  # _validate's scratch: (input, shift) of a frame found to be a shift
         self._heavy_from = None  # changed fraction of the last frame whose change reached HEAVY_MACS
+        self._dense_choice = DenseChoice()  # exact frames: dense or incremental, by measured time
         if self.dense_backend == "onnxruntime" and self._ort is None:
             # made now, so the first frame handed to it does not also pay for loading the model
             from reuserun.runtime.ort_backend import ort_session
@@ -757,6 +765,14 @@ class InferenceSession:
         c = self._changed_fraction(diffs)
         heavy = self._heavy_from is not None and c >= self._heavy_from / 2
         return c >= DELEGATE_ABOVE or heavy
+
+    def _chooses_dense(self, diffs) -> bool:
+        """An exact auto frame that changed so much that a dense run has been measured faster
+        (runtime/dense_choice.py): the same bits, less time."""
+        if (self.policy_name != "auto" or self.dense_backend != "reuserun" or not diffs
+                or self.threshold != 0.0 or self.layer_thresholds):
+            return False
+        return self._dense_choice.dense(self._changed_fraction(diffs))
 
     def _all_changed(self, diffs) -> bool:
         """Whether an exact frame changed every position of every spatial input: it reaches every
