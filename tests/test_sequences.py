@@ -100,6 +100,14 @@ class FrameSequences(RuleBasedStateMachine):
     def everywhere(self, scale):
         self._step((self.cur + np.float32(scale) * self.rng.standard_normal(self.shape)).astype(np.float32))
 
+    @rule(share=st.sampled_from([0.6, 0.9]))
+    def most(self, share):
+        """Noise on most positions but not all (camera footage): the frames auto may choose to
+        run densely by their measured cost (runtime/dense_choice.py)."""
+        hit = self.rng.random(self.shape[2:]) < share
+        f = self.cur + np.float32(0.1) * self.rng.standard_normal(self.shape).astype(np.float32) * hit
+        self._step(f.astype(np.float32))
+
     @rule(dy=st.integers(-3, 3), dx=st.integers(-3, 3))
     def shift(self, dy, dx):
         """The frame translated, new content in the exposed band (what shift reuse looks for)."""

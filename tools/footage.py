@@ -34,7 +34,8 @@ def fetch(out: Path) -> Path:
         got = subprocess.run(["apt-get", "download", PACKAGE], cwd=tmp, capture_output=True, text=True)
         debs = list(Path(tmp).glob(f"{PACKAGE}_*.deb"))
         if not debs:
-            raise RuntimeError(f"apt-get download {PACKAGE} failed: {got.stderr.strip().splitlines()[-1:]}")
+            last = (got.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"apt-get download {PACKAGE} failed: {last}")
         subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(Path(tmp) / "x")], check=True)
         shutil.copyfile(Path(tmp) / "x" / MEMBER, target)
     return target

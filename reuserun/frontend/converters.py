@@ -410,7 +410,6 @@ def mish(node, ctx):
 
 def gelu(node, ctx):
     approximate = ctx.attr("approximate", "none")
-    approximate = approximate.decode() if isinstance(approximate, bytes) else approximate
     if approximate != "none":
         raise Unsupported(f"approximate={approximate!r}")
     return _act(ctx, "gelu")

@@ -9,6 +9,7 @@ from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
 from .. import ir
+from .converters import attr_dict
 
 
 def erf(x: np.ndarray) -> np.ndarray:
@@ -80,8 +81,7 @@ def reference_node(node: onnx.NodeProto, consts: dict, info: dict, tensors: list
     def run(values):
         return [np.asarray(v, np.float32).reshape(s) for v, s in zip(compute(values), shapes)]
 
-    onnx_attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     return ir.Node("onnx_op", node.name, names, outputs,
-                   {"run": run, "op_type": node.op_type, "onnx_attrs": onnx_attrs}, onnx_op=node.op_type)
+                   {"run": run, "op_type": node.op_type, "onnx_attrs": attr_dict(node)}, onnx_op=node.op_type)
 
 

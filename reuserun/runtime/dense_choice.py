@@ -36,24 +36,18 @@ class DenseChoice:
         self.since_probe = 0
 
     def dense(self, changed: float) -> bool:
-        """Whether a frame that changed this fraction of its input should run densely."""
+        """Whether a frame that changed this fraction of its input should run densely (asked
+        once per frame: every PROBE-th large change takes the other path)."""
         if self.dense_count < WARMUP:
             return changed >= LARGE_CHANGE
-        if self.heavy_from is None or changed < self.heavy_from:
-            if changed < LARGE_CHANGE:
-                return False
-            # a large change run incrementally: every PROBE-th runs densely, to measure again
-            # (the first dense measure may have paid for caches still cold)
-            self.since_probe += 1
-            if self.since_probe >= PROBE:
-                self.since_probe = 0
-                return True
+        heavy = self.heavy_from is not None and changed >= self.heavy_from
+        if not heavy and changed < LARGE_CHANGE:
             return False
         self.since_probe += 1
-        if self.since_probe >= PROBE:
+        probe = self.since_probe >= PROBE
+        if probe:
             self.since_probe = 0
-            return False
-        return True
+        return heavy != probe
 
     def note(self, changed: float, seconds: float, full: bool) -> None:
         """After a frame (not a stream's first) that changed this fraction and took this long,

@@ -1,7 +1,8 @@
 """The graph optimizer between the front-end and the compiler: an explicit table of rewrites
 (REWRITES), run in order, each until it finds nothing more, and the table again until no rule
-finds anything (GELU's parts read the channels-last tensor that the layout rule then moves). The first undo what exporters
-decompose (runtime/rewrites.py); the last fold activations into the op that feeds them.
+finds anything (GELU's parts read the channels-last tensor that the layout rule then moves).
+The first undo what exporters decompose (runtime/rewrites.py); the last fold activations into
+the op that feeds them.
 
 Fusing an activation changes no arithmetic: the kernel applies the same activation to the same
 value, so dense and incremental runs stay bit-identical (and the activation's output is what

@@ -267,15 +267,13 @@ def _is_channels_last(node: ir.Node | None) -> bool:
     return node is not None and node.op == "transpose" and tuple(node.attrs["perm"]) == TO_CHANNELS_LAST
 
 
-def _channels_first_const(graph: ir.Graph, value: np.ndarray, hint: str) -> str | None:
+def _channels_first_const(value: np.ndarray) -> np.ndarray | None:
     """A constant broadcast against an (N, H, W, C) tensor, as the constant that broadcasts the
-    same way against (N, C, H, W); its name (a new tensor), or None above rank 4."""
+    same way against (N, C, H, W); None above rank 4."""
     if value.ndim > 4:
         return None
     v = value.reshape((1,) * (4 - value.ndim) + value.shape).transpose(TO_CHANNELS_FIRST)
-    name = _fresh(graph, hint + "/nchw")
-    graph.tensors[name] = ir.Tensor(name, v.shape, v.dtype, np.ascontiguousarray(v))
-    return name
+    return np.ascontiguousarray(v)
 
 
 def _fresh(graph: ir.Graph, base: str) -> str:
@@ -292,18 +290,20 @@ def _rename_input(graph: ir.Graph, old: str, new: str) -> None:
 
 
 def _channels_first_form(graph: ir.Graph, t: ir.Node, u: ir.Node, users: dict):
-    """(op, inputs, attrs) of u computed on t's channels-first input, where u reads t's
-    channels-last output; None when u does not commute with the layout change."""
+    """(op, inputs, attrs, absorbed) of u computed on t's channels-first input, where u reads t's
+    channels-last output; None when u does not commute with the layout change. Nothing in the
+    graph changes: an input may be a new constant (an array, for the caller to add), absorbed
+    lists the other Transposes to channels-last whose output u alone read."""
     x, y = t.inputs[0], t.outputs[0]
     C = graph.tensors[x].shape[1]
     if u.op == "act" and np.asarray(u.attrs.get("slope", 0.0)).size == 1:
-        return "act", [x], u.attrs
+        return "act", [x], u.attrs, []
     if u.op == "onnx_op" and u.attrs["op_type"] in ELEMENTWISE_ONNX and u.inputs == [y]:
         shape = graph.tensors[x].shape
         run = u.attrs["run"]  # gives the channels-last shape: the same values in the same order
-        return "onnx_op", [x], dict(u.attrs, run=lambda values: [v.reshape(shape) for v in run(values)])
+        return "onnx_op", [x], dict(u.attrs, run=lambda values: [v.reshape(shape) for v in run(values)]), []
     if u.op == "binary":
-        inputs = []
+        inputs, absorbed = [], []
         for name in u.inputs:
             if name == y:
                 inputs.append(x)
@@ -311,22 +311,22 @@ def _channels_first_form(graph: ir.Graph, t: ir.Node, u: ir.Node, users: dict):
             value = const_value(graph, name)
             other = graph.producer(name)
             if value is not None:
-                name = _channels_first_const(graph, value, name)
-                if name is None:
+                inputs.append(_channels_first_const(value))
+                if inputs[-1] is None:
                     return None
-                inputs.append(name)
             elif _is_channels_last(other) and single_consumer(graph, name, users) is u:
                 inputs.append(other.inputs[0])
+                absorbed.append(other)
             else:
                 return None
-        return "binary", inputs, u.attrs
+        return "binary", inputs, u.attrs, absorbed
     if u.op == "matmul" and u.inputs[0] == y and "act" not in u.attrs:
         w = const_value(graph, u.inputs[1])
         if w is None or w.ndim != 2 or w.shape[0] != C:
             return None
         weight = np.ascontiguousarray(w.T.reshape(w.shape[1], C, 1, 1), np.float32)
         return "conv", [x], {"weight": weight, "bias": None, "strides": (1, 1), "pads": (0, 0, 0, 0),
-                             "dilations": (1, 1), "group": 1}
+                             "dilations": (1, 1), "group": 1}, []
     if u.op == "onnx_op" and u.attrs["op_type"] == "LayerNormalization" and len(u.outputs) == 1 \
             and u.inputs[0] == y:
         onnx_attrs = u.attrs.get("onnx_attrs", {})
@@ -337,7 +337,7 @@ def _channels_first_form(graph: ir.Graph, t: ir.Node, u: ir.Node, users: dict):
             return None
         return "channel_norm", [x], {"scale": np.asarray(scale, np.float32).reshape(C),
                                      "bias": np.asarray(bias, np.float32).reshape(C),
-                                     "epsilon": float(onnx_attrs.get("epsilon", 1e-5))}
+                                     "epsilon": float(onnx_attrs.get("epsilon", 1e-5))}, []
     return None
 
 
@@ -366,17 +366,18 @@ def sink_channels_last(graph: ir.Graph) -> bool:
                     n.outputs = [out if o == x else o for o in n.outputs]
                 _rename_input(graph, x, out)
             return True
-        form = _channels_first_form(graph, t, u, users)
+        out_shape = graph.tensors[out].shape
+        form = _channels_first_form(graph, t, u, users) if len(out_shape) == 4 else None
         if form is None:
             continue
-        op, inputs, attrs = form
-        out_shape = graph.tensors[out].shape
-        if len(out_shape) != 4:
-            continue
+        op, inputs, attrs, absorbed = form
+        for k, v in enumerate(inputs):
+            if isinstance(v, np.ndarray):  # a constant moved to the channels-first layout
+                inputs[k] = _fresh(graph, f"{u.name}/const{k}/nchw")
+                graph.tensors[inputs[k]] = ir.Tensor(inputs[k], v.shape, v.dtype, v)
         moved = _fresh(graph, out + "/nchw")
         graph.tensors[moved] = ir.Tensor(moved, tuple(out_shape[i] for i in TO_CHANNELS_FIRST))
-        dropped = {id(t)} | {id(graph.producer(i)) for i in u.inputs if i != t.outputs[0]
-                             and _is_channels_last(graph.producer(i))}
+        dropped = {id(n) for n in (t, *absorbed)}
         u.op, u.inputs, u.attrs, u.outputs = op, inputs, attrs, [moved]
         after = ir.Node("transpose", t.name, [moved], [out], {"perm": TO_CHANNELS_LAST}, onnx_op="Transpose")
         nodes = []

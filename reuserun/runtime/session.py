@@ -300,9 +300,9 @@ class InferenceSession:
                 raise
             if self.dense_backend == "onnxruntime" and self._delegates(diffs):
                 return self._run_delegated(names, frames, diffs, t0)
-            full = self._fresh or self._behind or self.policy_name == "dense" or self._all_changed(diffs)
-            chose = not full and self._moved is None and self._chooses_dense(diffs)
-            full = full or chose
+            changed = self._changed_fraction(diffs) if diffs else 0.0
+            full = (self._fresh or self._behind or self.policy_name == "dense" or self._all_changed(diffs)
+                    or (self._moved is None and self._chooses_dense(changed)))
             moved = None if full else self._moved  # (input, shift) when the frame is a shift
             try:
                 if not self._load_inputs(frames, diffs, full):
@@ -327,7 +327,7 @@ class InferenceSession:
             if self.dense_backend == "onnxruntime":
                 self._note_weight(computed, full)
             elif diffs and moved is None and computed is not self._still:
-                self._dense_choice.note(self._changed_fraction(diffs), time.perf_counter() - t0, full)
+                self._dense_choice.note(changed, time.perf_counter() - t0, full)
             return outs
 
     # --- variants: what-if runs against the cached reference -----------------------------------
@@ -766,13 +766,13 @@ class InferenceSession:
         heavy = self._heavy_from is not None and c >= self._heavy_from / 2
         return c >= DELEGATE_ABOVE or heavy
 
-    def _chooses_dense(self, diffs) -> bool:
-        """An exact auto frame that changed so much that a dense run has been measured faster
-        (runtime/dense_choice.py): the same bits, less time."""
-        if (self.policy_name != "auto" or self.dense_backend != "reuserun" or not diffs
+    def _chooses_dense(self, changed: float) -> bool:
+        """An exact auto frame that changed so much (this fraction of its input) that a dense run
+        has been measured faster (runtime/dense_choice.py): the same bits, less time."""
+        if (self.policy_name != "auto" or self.dense_backend != "reuserun" or changed <= 0.0
                 or self.threshold != 0.0 or self.layer_thresholds):
             return False
-        return self._dense_choice.dense(self._changed_fraction(diffs))
+        return self._dense_choice.dense(changed)
 
     def _all_changed(self, diffs) -> bool:
         """Whether an exact frame changed every position of every spatial input: it reaches every
