@@ -411,3 +411,39 @@ def test_noisy_stream_runs_dense_when_that_is_faster_and_keeps_the_bits():
             assert a.tobytes() == b.tobytes(), i
         kinds.append(auto.stats["full"])
     assert kinds[1] and kinds[2]  # the first large changes measured the dense cost
+
+
+@pytest.mark.parametrize("build", [zoo.yolo_like, zoo.mobilenet_v3_like, zoo.unet_like, zoo.resnet_like])
+def test_runs_of_heavy_frames_skip_the_caches_and_keep_the_bits(build):
+    """Frames that change everywhere, one after another, run through the scratch program (buffers
+    shared once dead); the frames after them, partial, still and variants, catch the caches up.
+    Every output is bit-identical to a dense session's."""
+    model = build(64)
+    name = model.graph.input[0].name
+    auto = reuserun.InferenceSession(model, threads=2)
+    dense = reuserun.InferenceSession(model, policy="dense", threads=2)
+    rng = np.random.default_rng(1)
+    f = rng.random((1, 3, 64, 64), dtype=np.float32)
+    frames = []
+    for kind in ["everywhere"] * 4 + ["rows", "still", "everywhere", "everywhere", "rows", "rows"]:
+        if kind == "everywhere":
+            f = f + np.float32(0.01) * rng.standard_normal(f.shape).astype(np.float32)
+        elif kind == "rows":
+            f = f.copy()
+            f[0, :, 5:9] += np.float32(0.2)
+        frames.append(f.astype(np.float32))
+    for i, frame in enumerate(frames):
+        for a, b in zip(auto.run(None, {name: frame}), dense.run(None, {name: frame})):
+            assert a.tobytes() == b.tobytes(), i
+        if i == 3:  # a variant needs the caches: it catches them up first
+            v = frame.copy()
+            v[0, :, 20:24, 20:24] = 0.5
+            for a, b in zip(auto.run_variant(None, {name: v}), dense.run(None, {name: v})):
+                assert a.tobytes() == b.tobytes()
+            dense.run(None, {name: frame})
+    def memory(storage):  # floats in the distinct buffers of the spatial tensors
+        return sum({st.owner.flat.ctypes.data: st.owner.flat.size for st in storage.values()
+                    if st.kind == "spatial"}.values())
+
+    assert auto._scratch is not None
+    assert memory(auto._scratch[1]) < 0.7 * memory(auto._storage)  # dead tensors' buffers reused

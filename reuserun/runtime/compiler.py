@@ -19,7 +19,7 @@ from reuserun.plan.rules import SAME, rule_for, spatial_hw
 from reuserun.runtime.fuse import act_params
 from reuserun.runtime.steps import (ConcatStep, FallbackStep, GemvStep, KernelStep, SpatialGemmStep,
                                      StackConvStep, ToSpatialStep)
-from reuserun.runtime.storage import Const, Plain, Spatial
+from reuserun.runtime.storage import Const, Plain, Spatial, aligned_zeros
 
 
 def is_spatial_shape(shape) -> bool:
@@ -47,12 +47,19 @@ def frame_stack_inputs(graph: ir.Graph, declared: bool | None, metadata: dict) -
 
 
 class Compiler:
-    def __init__(self, graph: ir.Graph, packed: dict, stacks: frozenset = frozenset(), slack: float = 0.0):
+    def __init__(self, graph: ir.Graph, packed: dict, stacks: frozenset = frozenset(), slack: float = 0.0,
+                 reuse: bool = False):
         """stacks: graph inputs that are frame stacks (their channels change independently);
         slack: spare room behind each computed tensor's buffer, as a fraction of its size, so
-        shift reuse slides caches instead of copying them (Spatial.rebase)."""
+        shift reuse slides caches instead of copying them (Spatial.rebase); reuse: a program for
+        dense runs only, whose intermediate spatial tensors share buffers once dead (it keeps no
+        cache, and touches a fraction of the memory a cached program does)."""
         self.graph = graph
         self.slack = slack
+        self.reuse = reuse
+        self.free_buffers: list[np.ndarray] = []   # reuse: buffers of dead tensors
+        self.release_after: dict[int, list] = {}   # reuse: node index -> buffers free after it
+        self.last_reader = _last_readers(graph) if reuse else {}
         self.packed_cache = packed  # shared by every session of the model
         self.stacks = stacks
         self.storage: dict[str, object] = {}
@@ -76,9 +83,23 @@ class Compiler:
 
     def new_spatial(self, name) -> Spatial:
         shape = self.shape(name)
-        s = self.aliases.get(name) or Spatial(name, shape, slack=self.slack_for(shape))
+        s = self.aliases.get(name)
+        if s is None and self.reuse and name in self.last_reader:
+            s = Spatial(name, shape, flat=self._take_buffer(math.prod(spatial_hw(shape)) * shape[1]))
+            self.release_after.setdefault(self.last_reader[name], []).append(s.flat)
+        elif s is None:
+            s = Spatial(name, shape, slack=self.slack_for(shape))
         self.storage[name] = s
         return s
+
+    def _take_buffer(self, n: int) -> np.ndarray:
+        """The smallest dead tensor's buffer that holds n values (a new one when none does)."""
+        fits = [b for b in self.free_buffers if b.size >= n]
+        if not fits:
+            return aligned_zeros(n)
+        best = min(fits, key=lambda b: b.size)
+        self.free_buffers = [b for b in self.free_buffers if b is not best]
+        return best[:n]
 
     def spatial(self, name) -> Spatial:
         """Storage of `name` as a spatial tensor, converting a plain one (once)."""
@@ -106,14 +127,33 @@ class Compiler:
     # --- building ---------------------------------------------------------------------------
     def build(self):
         self.done: set[int] = set()  # nodes a builder already covered (fused into another step)
-        for node in self.graph.nodes:
-            if id(node) in self.done:
-                continue
-            builder = BUILDERS.get(node.op, fallback)
-            step = builder(node, self)
-            if step is not None:
-                self.steps.append(step)
+        for i, node in enumerate(self.graph.nodes):
+            if id(node) not in self.done:
+                builder = BUILDERS.get(node.op, fallback)
+                step = builder(node, self)
+                if step is not None:
+                    self.steps.append(step)
+            # steps run in this order, so a tensor whose last reader is built is dead from here
+            self.free_buffers += self.release_after.pop(i, [])
         return self.steps, self.storage
+
+
+def _last_readers(graph: ir.Graph) -> dict[str, int]:
+    """Per computed tensor that may share a buffer once dead: the index of the last node that
+    reads it, or through an identity (which shares its input's storage) reads its output. Graph
+    outputs and inputs keep their own buffers, and so do tensors an identity passes to one."""
+    root = {}
+    last = {}
+    for i, node in enumerate(graph.nodes):
+        for t in node.inputs:
+            r = root.get(t, t)
+            last[r] = max(last.get(r, i), i)
+        for o in node.outputs:
+            last.setdefault(o, i)  # read by nothing: dead once written
+        if node.op == "identity":
+            root[node.outputs[0]] = root.get(node.inputs[0], node.inputs[0])
+    keep = set(graph.inputs) | {root.get(o, o) for o in graph.outputs} | set(graph.outputs)
+    return {t: i for t, i in last.items() if t not in keep and not graph.tensors[t].is_const}
 
 
 # ops whose kernels can write their output straight into a channel slice of a concat's buffer

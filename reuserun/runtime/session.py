@@ -301,8 +301,14 @@ class InferenceSession:
             if self.dense_backend == "onnxruntime" and self._delegates(diffs):
                 return self._run_delegated(names, frames, diffs, t0)
             changed = self._changed_fraction(diffs) if diffs else 0.0
-            full = (self._fresh or self._behind or self.policy_name == "dense" or self._all_changed(diffs)
-                    or (self._moved is None and self._chooses_dense(changed)))
+            heavy = self._moved is None and (self._all_changed(diffs) or self._chooses_dense(changed))
+            # a run of heavy frames: all but the first run without the caches (a lone one, a scene
+            # cut, keeps them, so the frames after it run incrementally)
+            after_heavy, self._last_heavy = self._last_heavy, heavy
+            if heavy and after_heavy and self._scratch_ok and not self._fresh:
+                return self._run_scratch(names, frames, diffs, changed, t0)
+            catching_up = self._behind
+            full = self._fresh or self._behind or self.policy_name == "dense" or heavy
             moved = None if full else self._moved  # (input, shift) when the frame is a shift
             try:
                 if not self._load_inputs(frames, diffs, full):
@@ -326,9 +332,45 @@ class InferenceSession:
                 self._profiler.frame(time.perf_counter() - t0)
             if self.dense_backend == "onnxruntime":
                 self._note_weight(computed, full)
-            elif diffs and moved is None and computed is not self._still:
+            elif diffs and moved is None and computed is not self._still and not catching_up:
                 self._dense_choice.note(changed, time.perf_counter() - t0, full)
             return outs
+
+    # --- dense frames without the caches ---------------------------------------------------------
+    def _run_scratch(self, names, frames, diffs, changed, t0) -> list[np.ndarray]:
+        """A frame that changed so much that it runs densely, after another such frame: through
+        the scratch program, the same kernels on buffers shared between tensors once dead
+        (Compiler(reuse=True)), so it touches a fraction of the memory that writing every cache
+        would; the same bits as a dense run. The frame becomes the reference the next one is diffed against, and the
+        caches stay as they were, behind it: the next frame that changes less is first computed
+        densely with them (as after a frame handed to onnxruntime)."""
+        if self._scratch is None:
+            self._scratch = Compiler(self._graph, self._model.packed, reuse=True).build()
+        steps, storage = self._scratch
+        for name, v in frames.items():
+            st = storage[name]
+            if st.kind == "spatial":
+                st.load(v, self.threads)
+                np.copyto(self._ref_frames[name], v.reshape(st.C, -1))
+            else:
+                st.store(v, track=False)
+                self._storage[name].store(v, track=False)
+        driver.run_full(steps, self._policy, self.threads)
+        outs = []
+        for name in names:
+            st = storage[name]
+            if st.kind == "spatial":
+                out = np.empty(self._graph.tensors[name].shape, np.float32)
+                region.to_channels_first(st.buf, st.off, st.C, None, out.reshape(st.C, -1), self.threads)
+            else:
+                out = np.array(st.logical(), dtype=np.float32, copy=True, order="C")
+            outs.append(out)
+        self._behind = True
+        self._version += 1
+        elapsed = time.perf_counter() - t0
+        self._record_stats([getattr(step, "npix", 1) for step in self._program], diffs, True, elapsed)
+        self._dense_choice.note(changed, elapsed, True)
+        return outs
 
     # --- variants: what-if runs against the cached reference -----------------------------------
     def run_variant(self, output_names, input_feed: dict, changed=None) -> list[np.ndarray]:
@@ -614,6 +656,11 @@ class InferenceSession:
         self._moved = None  # _validate's scratch: (input, shift) of a frame found to be a shift
         self._heavy_from = None  # changed fraction of the last frame whose change reached HEAVY_MACS
         self._dense_choice = DenseChoice()  # exact frames: dense or incremental, by measured time
+        # dense frames past the first run without the caches (_run_scratch), compiled when first
+        # needed; not for frame stacks (their partials are caches) nor under the profiler
+        self._scratch = None
+        self._last_heavy = False  # whether the last frame was heavy
+        self._scratch_ok = self.policy_name != "dense" and not self._stacks and not self._profiling
         if self.dense_backend == "onnxruntime" and self._ort is None:
             # made now, so the first frame handed to it does not also pay for loading the model
             from reuserun.runtime.ort_backend import ort_session

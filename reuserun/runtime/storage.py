@@ -28,16 +28,17 @@ class Spatial(Marks):
     kind = "spatial"
 
     def __init__(self, name: str, shape: tuple[int, ...], within: Spatial | None = None, off: int = 0,
-                 slack: int = 0):
+                 slack: int = 0, flat: np.ndarray | None = None):
         """within: the tensor whose buffer this one is a channel slice of (off: first channel);
-        slack: spare pixels after the buffer, so shift reuse can slide it (rebase)."""
+        slack: spare pixels after the buffer, so shift reuse can slide it (rebase); flat: a
+        buffer to live in (one whose tensor is dead, runtime/compiler.py's buffer reuse)."""
         self.name, self.shape, self.rank = name, tuple(shape), len(shape)
         self.H, self.W = spatial_hw(shape)
         self.C = shape[1]
         if within is None:
             self.owner = self
             self.slack, self.origin = slack, 0
-            self.flat = aligned_zeros((self.npix + slack) * self.C)
+            self.flat = aligned_zeros((self.npix + slack) * self.C) if flat is None else flat
             self.buf = self.flat[:self.npix * self.C].reshape(self.H, self.W, self.C)
             self._views = {0: self.buf}  # buffer views by origin, for rebase
             self.members = [self]
