@@ -47,7 +47,7 @@ def receptive_fields(graph: ir.Graph) -> dict[str, tuple]:
                 s = a["scales"][-1]
                 out = (size + jump, max(1, int(round(jump / s))))
             elif node.op in ("act", "binary", "identity", "concat", "split", "slice", "pad", "channel_shuffle",
-                             "channel_norm"):
+                             "channel_norm") or (node.op == "softmax" and a["axis"] == 1):
                 out = (size, jump)
             else:
                 out = None

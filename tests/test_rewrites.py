@@ -307,3 +307,24 @@ def test_channel_norm_matches_onnxruntime_for_channel_counts_off_the_vector_widt
         x = rand(1, C, 5, 7, scale=4.0) + 10.0  # a mean far from 0 against the spread
         np.testing.assert_allclose(reuserun.InferenceSession(m).run(None, {"x": x})[0], run_ort(m, {"x": x})["y"],
                                    rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("C", [2, 8, 21, 300])
+def test_softmax_over_channels_runs_per_pixel(C):
+    """A Softmax over the channels (axis 1, or axis 3 behind a Transpose to channels-last, as a
+    keras2onnx face detector's head writes it) is a per-pixel step: it stays incremental, and
+    matches onnxruntime, NaN included."""
+    for nodes, out in (([node("Conv", ["x", "w"], ["c"]), node("Softmax", ["c"], ["y"], axis=1)], [1, C, 9, 11]),
+                       ([node("Conv", ["x", "w"], ["c"]), node("Transpose", ["c"], ["t"], perm=[0, 2, 3, 1]),
+                         node("Softmax", ["t"], ["y"], axis=3)], [1, 9, 11, C])):
+        m = make_model(nodes, [("x", [1, 3, 9, 11])], [("y", out)], [("w", rand(C, 3, 1, 1, scale=4.0))])
+        g = _graph(m, shape=(1, 3, 9, 11))
+        assert ("softmax", None) in _ops(g) and g.nodes[[n.op for n in g.nodes].index("softmax")].attrs["axis"] == 1
+        _check(m, shape=(1, 3, 9, 11), rtol=1e-5, atol=1e-6)
+        s = reuserun.InferenceSession(m)
+        x = rand(1, 3, 9, 11, seed=4)
+        s.run(None, {"x": x})
+        x = x.copy()
+        x[0, :, 2, 3] += 1.0
+        s.run(None, {"x": x})
+        assert [l["computed"] for l in s.stats["layers"] if l["op"] == "softmax"] == [1]  # one pixel

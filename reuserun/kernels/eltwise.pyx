@@ -14,6 +14,7 @@ cdef extern from "rr_eltwise.h" nogil:
         RR_K_LINEAR
         RR_K_POOL
         RR_K_NORM
+        RR_K_SOFTMAX
     ctypedef struct rr_operand_t:
         const float *base
         long ps
@@ -62,6 +63,11 @@ cdef extern from "rr_eltwise.h" nogil:
         const float *scale
         const float *bias
         float eps
+    ctypedef struct rr_softmax_t:
+        const float *x
+        int ldx
+        float *y
+        int ldy, C
     void rr_pixel_list(int kind, const void *params, const int32_t *pix, int i0, int i1, uint8_t *mask,
                        float thr)
     int rr_global_pool_block(const float *x, int npix, int ldx, int c0, int nc, int is_max,
@@ -298,6 +304,26 @@ cdef class ChannelNormKernel(PixelKernel):
         self.q.ldy = y_buf.shape[2]
         self.q.C = C
         self.q.scale, self.q.bias, self.q.eps = fptr(scale), fptr(bias), epsilon
+
+    cdef void relocate_c(self, const int64_t[:, ::1] moves) noexcept:
+        self.q.x = <const float *> reloc(self.q.x, moves)
+        self.q.y = <float *> reloc(self.q.y, moves)
+
+
+cdef class ChannelSoftmaxKernel(PixelKernel):
+    cdef rr_softmax_t q
+
+    def __init__(self, x_buf, int x_off, y_buf, int y_off, int C):
+        """Each pixel's C channels through a softmax."""
+        self.kind = RR_K_SOFTMAX
+        self.cost = 4 * C
+        self.params = &self.q
+        self.keep = (x_buf, y_buf)
+        self.q.x = fptr(x_buf) + x_off
+        self.q.ldx = x_buf.shape[2]
+        self.q.y = fptr(y_buf) + y_off
+        self.q.ldy = y_buf.shape[2]
+        self.q.C = C
 
     cdef void relocate_c(self, const int64_t[:, ::1] moves) noexcept:
         self.q.x = <const float *> reloc(self.q.x, moves)

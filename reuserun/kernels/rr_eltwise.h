@@ -407,8 +407,41 @@ static inline void rr_norm_pixel(const rr_norm_t *q, int p, uint8_t *mask, float
     if (changed && mask) mask[p] = 1;
 }
 
+/* Each pixel's channels through a softmax: exp(x - max) / sum (a Softmax over the channel axis,
+ * a segmentation or detection head's per-pixel scores). */
+typedef struct {
+    const float *x; int ldx;
+    float *y; int ldy; int C;
+} rr_softmax_t;
+
+static inline void rr_softmax_pixel(const rr_softmax_t *q, int p, uint8_t *mask, float thr) {
+    /* every lane computes its own element alike (vexp, a division), so an element's exp has the
+     * same bits whether 8 or 1 of them go at a time; only the sum's order is fixed here */
+    float tmp[RR_CHUNK];
+    const float *px = q->x + (size_t)p * q->ldx;
+    const int C = q->C;
+    float m = px[0];
+    for (int j = 1; j < C; j++) m = px[j] > m ? px[j] : m;  /* a NaN is skipped; its exp makes the sum NaN */
+    const v8f vm = vbroadcast(m);
+    v8f acc = vbroadcast(0.0f);
+    int j = 0;
+    for (; j + 8 <= C; j += 8) acc = acc + vexp(vload(px + j) - vm);
+    float sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; j < C; j++) sum += vexp(vbroadcast(px[j]) - vm)[0];
+    const v8f vs = vbroadcast(sum);
+    int changed = 0;
+    for (int c0 = 0; c0 < C; c0 += RR_CHUNK) {
+        const int nc = C - c0 < RR_CHUNK ? C - c0 : RR_CHUNK;
+        int k = 0;
+        for (; k + 8 <= nc; k += 8) vstore(tmp + k, vexp(vload(px + c0 + k) - vm) / vs);
+        for (; k < nc; k++) tmp[k] = (vexp(vbroadcast(px[c0 + k]) - vm) / vs)[0];
+        changed |= rr_store_tracked(q->y + (size_t)p * q->ldy + c0, tmp, nc, thr);
+    }
+    if (changed && mask) mask[p] = 1;
+}
+
 /* One entry point so a single parallel loop serves every per-pixel kernel. */
-enum { RR_K_EW = 0, RR_K_GATHER, RR_K_LINEAR, RR_K_POOL, RR_K_NORM };
+enum { RR_K_EW = 0, RR_K_GATHER, RR_K_LINEAR, RR_K_POOL, RR_K_NORM, RR_K_SOFTMAX };
 
 static inline void rr_pixel(int kind, const void *params, int p, int oy, int ox, uint8_t *mask, float thr) {
     switch (kind) {
@@ -416,6 +449,7 @@ static inline void rr_pixel(int kind, const void *params, int p, int oy, int ox,
     case RR_K_GATHER: rr_gather_pixel((const rr_gather_t *)params, p, oy, ox, mask, thr); break;
     case RR_K_LINEAR: rr_linear_pixel((const rr_linear_t *)params, p, oy, ox, mask, thr); break;
     case RR_K_NORM: rr_norm_pixel((const rr_norm_t *)params, p, mask, thr); break;
+    case RR_K_SOFTMAX: rr_softmax_pixel((const rr_softmax_t *)params, p, mask, thr); break;
     default: rr_pool_pixel((const rr_pool_t *)params, p, oy, ox, mask, thr); break;
     }
 }

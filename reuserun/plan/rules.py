@@ -154,7 +154,8 @@ def same(node, graph):
 
 
 def along_channels(node, graph):
-    """Concat / split along channels keep positions; along a spatial axis they mix them."""
+    """Concat, split and softmax along channels keep positions; along a spatial axis they mix
+    them."""
     return SAME if node.attrs["axis"] == 1 else ALL
 
 
@@ -184,7 +185,7 @@ RULES = {
     "transpose": everything,
     "gemm": everything,
     "matmul": everything,
-    "softmax": everything,
+    "softmax": along_channels,
     "onnx_op": everything,
 }
 assert set(RULES) == set(ir.OPS), set(ir.OPS) ^ set(RULES)

@@ -233,7 +233,7 @@ SHIFT_RULES = {
     "transpose": _fixed,
     "gemm": _fixed,
     "matmul": _fixed,
-    "softmax": _fixed,
+    "softmax": _channels,
     "onnx_op": _fixed,
 }
 

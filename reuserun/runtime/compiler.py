@@ -515,6 +515,16 @@ def build_channel_norm(node, cx: Compiler):
     return KernelStep(node, [x], [y], [(kernel, 0)], SAME)
 
 
+def build_softmax(node, cx: Compiler):
+    """A softmax over the channels of a spatial tensor runs per pixel (incremental); any other
+    axis mixes positions: numpy over the whole tensor."""
+    if node.attrs["axis"] != 1 or not cx.can_be_spatial(node.inputs[0]):
+        return fallback(node, cx)
+    x, y = cx.spatial(node.inputs[0]), cx.new_spatial(node.outputs[0])
+    kernel = kel.ChannelSoftmaxKernel(x.buf, x.off, y.buf, y.off, y.C)
+    return KernelStep(node, [x], [y], [(kernel, 0)], SAME)
+
+
 def build_identity(node, cx: Compiler):
     cx.storage[node.outputs[0]] = cx.storage[node.inputs[0]]
     return None
@@ -543,7 +553,7 @@ BUILDERS = {
     "transpose": fallback,
     "gemm": build_gemm,
     "matmul": build_gemm,
-    "softmax": fallback,
+    "softmax": build_softmax,
     "onnx_op": fallback,
 }
 assert set(BUILDERS) == set(ir.OPS), set(ir.OPS) ^ set(BUILDERS)

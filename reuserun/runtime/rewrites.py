@@ -320,6 +320,8 @@ def _channels_first_form(graph: ir.Graph, t: ir.Node, u: ir.Node, users: dict):
             else:
                 return None
         return "binary", inputs, u.attrs, absorbed
+    if u.op == "softmax" and u.attrs["axis"] == 3:
+        return "softmax", [x], {"axis": 1}, []
     if u.op == "matmul" and u.inputs[0] == y and "act" not in u.attrs:
         w = const_value(graph, u.inputs[1])
         if w is None or w.ndim != 2 or w.shape[0] != C:
@@ -344,8 +346,8 @@ def _channels_first_form(graph: ir.Graph, t: ir.Node, u: ir.Node, users: dict):
 def sink_channels_last(graph: ir.Graph) -> bool:
     """Moves a Transpose to channels-last (N, H, W, C) past the per-pixel ops that read it, until
     it meets the Transpose back and both vanish: a MatMul by constant weights over the channels
-    becomes a 1x1 conv, a LayerNormalization over them a per-pixel channel norm, elementwise ops
-    take their constants transposed. So ConvNeXt's blocks and TF-style channels-last tails run as
+    becomes a 1x1 conv, a LayerNormalization over them a per-pixel channel norm, a Softmax over
+    them a softmax over the channels, elementwise ops take their constants transposed. So ConvNeXt's blocks and TF-style channels-last tails run as
     per-pixel kernels on the runtime's own layout, where they ran in numpy on whole tensors."""
     users = consumers(graph)
     for t in graph.nodes:
