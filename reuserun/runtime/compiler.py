@@ -85,21 +85,24 @@ class Compiler:
         shape = self.shape(name)
         s = self.aliases.get(name)
         if s is None and self.reuse and name in self.last_reader:
-            s = Spatial(name, shape, flat=self._take_buffer(math.prod(spatial_hw(shape)) * shape[1]))
-            self.release_after.setdefault(self.last_reader[name], []).append(s.flat)
+            n = math.prod(spatial_hw(shape)) * shape[1]
+            whole = self._take_buffer(n)
+            s = Spatial(name, shape, flat=whole[:n])
+            self.release_after.setdefault(self.last_reader[name], []).append(whole)  # all of it, again
         elif s is None:
             s = Spatial(name, shape, slack=self.slack_for(shape))
         self.storage[name] = s
         return s
 
     def _take_buffer(self, n: int) -> np.ndarray:
-        """The smallest dead tensor's buffer that holds n values (a new one when none does)."""
-        fits = [b for b in self.free_buffers if b.size >= n]
-        if not fits:
+        """The smallest free buffer that holds n values, else the largest grown to n (a new
+        one of that size: so few buffers serve a program, as its tensors grow and shrink)."""
+        if not self.free_buffers:
             return aligned_zeros(n)
-        best = min(fits, key=lambda b: b.size)
+        fits = [b for b in self.free_buffers if b.size >= n]
+        best = min(fits, key=lambda b: b.size) if fits else max(self.free_buffers, key=lambda b: b.size)
         self.free_buffers = [b for b in self.free_buffers if b is not best]
-        return best[:n]
+        return best if best.size >= n else aligned_zeros(n)
 
     def spatial(self, name) -> Spatial:
         """Storage of `name` as a spatial tensor, converting a plain one (once)."""
