@@ -383,6 +383,11 @@ def test_dense_choice_follows_measured_times():
         assert not d.dense(0.01) and d.dense(0.9)
         d.note(0.9, 0.010, full=True)
     assert not d.dense(0.9)                    # no incremental frame has cost that much yet
+    d.note(0.2, 0.005, full=False, mac_fraction=0.9)
+    assert d.wide_from == 0.2 and not d.dense(0.1)  # a fifth of the pixels reached 90% of the MACs
+    d.note(0.2, 0.011, full=False, mac_fraction=0.9)
+    assert d.dense(0.25)                       # ... and cost more than a dense frame
+    d.reset()
     d.note(0.8, 0.012, full=False)             # slower than dense: 0.8 and up is heavy
     assert d.dense(0.85) and not d.dense(0.5)
     probes = [d.dense(0.9) for _ in range(2 * PROBE)]

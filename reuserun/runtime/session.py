@@ -307,7 +307,6 @@ class InferenceSession:
             after_heavy, self._last_heavy = self._last_heavy, heavy
             if heavy and after_heavy and self._scratch_ok and not self._fresh:
                 return self._run_scratch(names, frames, diffs, changed, t0)
-            catching_up = self._behind
             full = self._fresh or self._behind or self.policy_name == "dense" or heavy
             moved = None if full else self._moved  # (input, shift) when the frame is a shift
             try:
@@ -332,8 +331,9 @@ class InferenceSession:
                 self._profiler.frame(time.perf_counter() - t0)
             if self.dense_backend == "onnxruntime":
                 self._note_weight(computed, full)
-            elif diffs and moved is None and computed is not self._still and not catching_up:
-                self._dense_choice.note(changed, time.perf_counter() - t0, full)
+            elif diffs and moved is None and computed is not self._still:
+                self._dense_choice.note(changed, time.perf_counter() - t0, full,
+                                        1.0 if full else self._macs(computed) / max(1, self._dense_macs))
             return outs
 
     # --- dense frames without the caches ---------------------------------------------------------
@@ -344,7 +344,8 @@ class InferenceSession:
         would; the same bits as a dense run. The frame becomes the reference the next one is diffed against, and the
         caches stay as they were, behind it: the next frame that changes less is first computed
         densely with them (as after a frame handed to onnxruntime)."""
-        if self._scratch is None:
+        first = self._scratch is None
+        if first:  # compiled when first needed: most sessions never need it
             self._scratch = Compiler(self._graph, self._model.packed, reuse=True).build()
         steps, storage = self._scratch
         for name, v in frames.items():
@@ -369,7 +370,8 @@ class InferenceSession:
         self._version += 1
         elapsed = time.perf_counter() - t0
         self._record_stats([getattr(step, "npix", 1) for step in self._program], diffs, True, elapsed)
-        self._dense_choice.note(changed, elapsed, True)
+        if not first:  # that frame's time is mostly compiling
+            self._dense_choice.note(changed, elapsed, True)
         return outs
 
     # --- variants: what-if runs against the cached reference -----------------------------------
