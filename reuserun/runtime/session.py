@@ -341,22 +341,28 @@ class InferenceSession:
         """A frame that changed so much that it runs densely, after another such frame: through
         the scratch program, the same kernels on buffers shared between tensors once dead
         (Compiler(reuse=True)), so it touches a fraction of the memory that writing every cache
-        would; the same bits as a dense run. The frame becomes the reference the next one is diffed against, and the
-        caches stay as they were, behind it: the next frame that changes less is first computed
-        densely with them (as after a frame handed to onnxruntime)."""
+        would; the same bits as a dense run. The frame becomes the reference the next one is
+        diffed against, and the caches stay as they were, behind it: the next frame that changes
+        less is first computed densely with them (as after a frame handed to onnxruntime)."""
         first = self._scratch is None
         if first:  # compiled when first needed: most sessions never need it
             self._scratch = Compiler(self._graph, self._model.packed, reuse=True).build()
         steps, storage = self._scratch
-        for name, v in frames.items():
-            st = storage[name]
-            if st.kind == "spatial":
-                st.load(v, self.threads)
-                np.copyto(self._ref_frames[name], v.reshape(st.C, -1))
-            else:
-                st.store(v, track=False)
-                self._storage[name].store(v, track=False)
-        driver.run_full(steps, self._policy, self.threads)
+        self._behind = True  # from the first reference written on, whatever happens next
+        self._version += 1
+        try:
+            for name, v in frames.items():
+                st = storage[name]
+                if st.kind == "spatial":
+                    st.load(v, self.threads)
+                    np.copyto(self._ref_frames[name], v.reshape(st.C, -1))
+                else:
+                    st.store(v, track=False)
+                    self._storage[name].store(v, track=False)
+            driver.run_full(steps, self._policy, self.threads)
+        except BaseException:
+            self._fresh = True  # the references may be half written: start over
+            raise
         outs = []
         for name in names:
             st = storage[name]
@@ -366,8 +372,6 @@ class InferenceSession:
             else:
                 out = np.array(st.logical(), dtype=np.float32, copy=True, order="C")
             outs.append(out)
-        self._behind = True
-        self._version += 1
         elapsed = time.perf_counter() - t0
         self._record_stats([getattr(step, "npix", 1) for step in self._program], diffs, True, elapsed)
         if not first:  # that frame's time is mostly compiling
