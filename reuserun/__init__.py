@@ -17,6 +17,29 @@ from reuserun.ir import InputError, ModelError, UnsupportedOpsError  # noqa: E40
 from reuserun.kernels.info import openmp_enabled  # noqa: E402
 from reuserun.runtime.session import InferenceSession, NodeArg  # noqa: E402
 
+from reuserun.runtime.ort_api import IOBinding, ModelMetadata, RunTerminated  # noqa: E402
+
 __version__ = "0.1.0"
-__all__ = ["InferenceSession", "InputError", "ModelError", "NodeArg", "UnsupportedOpsError",
-           "__version__", "openmp_enabled"]
+__all__ = ["IOBinding", "InferenceSession", "InputError", "ModelError", "ModelMetadata", "NodeArg",
+           "RunTerminated", "UnsupportedOpsError", "__version__", "get_available_providers", "get_device",
+           "openmp_enabled"]
+
+# onnxruntime's option and value classes, so that `import reuserun as ort` runs a program written
+# for onnxruntime unchanged; looked up when first used, so importing reuserun stays light
+_FROM_ONNXRUNTIME = ("SessionOptions", "RunOptions", "OrtValue", "GraphOptimizationLevel", "ExecutionMode",
+                     "ExecutionOrder", "get_all_providers", "set_default_logger_severity", "set_seed")
+
+
+def get_available_providers() -> list[str]:
+    return ["CPUExecutionProvider"]
+
+
+def get_device() -> str:
+    return "CPU"
+
+
+def __getattr__(name: str):
+    if name in _FROM_ONNXRUNTIME:
+        import onnxruntime
+        return getattr(onnxruntime, name)
+    raise AttributeError(f"module 'reuserun' has no attribute {name!r}")

@@ -15,8 +15,11 @@ from reuserun.kernels import driver
 
 
 class StepProfiler:
-    def __init__(self, steps: list):
+    """trace: an ort_api.ProfileTrace that also gets one event per step run, or None."""
+
+    def __init__(self, steps: list, trace=None):
         self.steps = steps
+        self.trace = trace
         n = len(steps)
         self.seconds = np.zeros(n)
         self.positions = np.zeros(n, np.int64)
@@ -29,7 +32,7 @@ class StepProfiler:
         for i, step in enumerate(self.steps):
             t0 = time.perf_counter()
             computed += driver.run_full([step], policy, threads)
-            self._add(i, time.perf_counter() - t0, computed[-1])
+            self._add(i, t0, time.perf_counter(), computed[-1])
         return computed
 
     def run_incremental(self, fast: list, policy, threads: int, journal) -> list[int]:
@@ -37,13 +40,18 @@ class StepProfiler:
         for i, (step, f) in enumerate(zip(self.steps, fast)):
             t0 = time.perf_counter()
             computed += driver.run_incremental([step], [f], policy, threads, journal)
-            self._add(i, time.perf_counter() - t0, computed[-1])
+            self._add(i, t0, time.perf_counter(), computed[-1])
         return computed
 
-    def _add(self, i: int, seconds: float, positions: int) -> None:
-        self.seconds[i] += seconds
+    def _add(self, i: int, t0: float, t1: float, positions: int) -> None:
+        self.seconds[i] += t1 - t0
         self.positions[i] += positions
         self.runs[i] += positions > 0
+        if self.trace is not None:
+            node = getattr(self.steps[i], "node", None)
+            name, op = (node.name, node.op) if node is not None else (f"step{i}", "copy")
+            self.trace.add("Node", f"{name}_kernel_time", t0, t1,
+                           {"op_name": op, "provider": "CPUExecutionProvider", "positions": str(positions)})
 
     def frame(self, seconds: float) -> None:
         self.frames += 1

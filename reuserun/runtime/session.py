@@ -18,7 +18,7 @@ from reuserun.ir import InputError, ModelError
 from reuserun.kernels import driver, marks, region
 from reuserun.kernels.journal import Journal
 from reuserun.plan.policies import make_policy
-from reuserun.runtime import options, variants
+from reuserun.runtime import options, ort_api, variants
 from reuserun.runtime.compiler import Compiler, frame_stack_inputs
 from reuserun.runtime.fuse import fuse
 from reuserun.runtime.profiler import StepProfiler
@@ -149,6 +149,12 @@ def _check_memory(graph: ir.Graph) -> None:
 class InferenceSession:
     """Run an ONNX CNN on a stream of frames, recomputing only what each frame's change reaches.
 
+    The first four arguments are onnxruntime's: the model (a path or bytes), a SessionOptions
+    (intra_op_num_threads sets the threads; enable_profiling writes onnxruntime's trace file on
+    end_profiling(); graph_optimization_level applies to the embedded onnxruntime session), and
+    providers with their options (reuserun runs on the CPU; any other provider is named in a
+    warning). reuserun's own options follow by name:
+
     policy:    "auto" (default), "tiles", "rects", "rect" or "dense" (the reference).
     threshold: input change threshold; 0 means any bit counts (exact mode).
     threads:   kernel threads (default: all cores).
@@ -177,17 +183,24 @@ class InferenceSession:
                run, not bit-identical to it); every other frame is unchanged.
                stats["backend"] says which one ran the last frame.
     profile:   keep a per-step profile of the frames reuserun computes (profile() reads it).
+               On with sess_options.enable_profiling too.
     """
 
-    def __init__(self, model, policy: str = "auto", threshold: float = 0.0, threads: int | None = None,
+    def __init__(self, path_or_bytes, sess_options=None, providers=None, provider_options=None, *,
+                 policy: str = "auto", threshold: float = 0.0, threads: int | None = None,
                  tile: int | None = None, input_shape=None, frame_stack: bool | None = None,
-                 layer_thresholds=None, sess_options=None, providers=None, shift: bool = True,
-                 dense_backend: str = "reuserun", profile: bool = False):
+                 layer_thresholds=None, shift: bool = True, dense_backend: str = "reuserun",
+                 profile: bool = False):
         if dense_backend not in DENSE_BACKENDS:
             raise ValueError(f"dense_backend must be one of {DENSE_BACKENDS}, got {dense_backend!r}")
         self.dense_backend = dense_backend
         self._ort = None  # the embedded onnxruntime session, made when the shapes are bound
-        self._proto = _parse(model)
+        self._settings = ort_api.read_session_options(sess_options)
+        self._providers = ort_api.read_providers(providers, provider_options)
+        if threads is not None and self._settings.threads is not None and threads != self._settings.threads:
+            raise ValueError(f"threads={threads!r} disagrees with sess_options.intra_op_num_threads="
+                             f"{self._settings.threads}; give one of them")
+        self._proto = _parse(path_or_bytes)
         self._digest = hashlib.sha1(self._proto.SerializeToString()).hexdigest()
         init = {i.name for i in self._proto.graph.initializer}
         self._input_args = [NodeArg(i.name, _dims(i)) for i in self._proto.graph.input if i.name not in init]
@@ -195,7 +208,11 @@ class InferenceSession:
         threshold = options.threshold("threshold", threshold)
         self.frame_stack = options.optional_flag("frame_stack", frame_stack)
         self.shift = options.flag("shift", shift)
-        self._profiling = options.flag("profile", profile)
+        self._trace = None
+        if self._settings.profile_prefix is not None:  # onnxruntime's profiling, to a trace file
+            self._trace = ort_api.ProfileTrace(self._settings.profile_prefix)
+            weakref.finalize(self, self._trace.write)
+        self._profiling = options.flag("profile", profile) or self._trace is not None
         self._profiler = None
         self.layer_thresholds, file_threshold = _read_thresholds(layer_thresholds)
         if file_threshold is not None and threshold == 0.0:
@@ -203,7 +220,7 @@ class InferenceSession:
         self.policy_name = policy
         self._policy = make_policy(policy, options.tile(tile))
         self.threshold = threshold
-        self.threads = options.threads(threads)
+        self.threads = options.threads(self._settings.threads if threads is None else threads)
         self._program = None
         self._stats: dict = {}
         self._lock = threading.RLock()  # one frame or variant at a time per session
@@ -265,7 +282,47 @@ class InferenceSession:
         return frozenset() if self._program is None else self._channels_last
 
     def get_providers(self) -> list[str]:
-        return ["ReuserunCPU"]
+        return list(self._providers)
+
+    def get_provider_options(self) -> dict:
+        return {p: {} for p in self._providers}
+
+    def set_providers(self, providers=None, provider_options=None) -> None:
+        self._providers = ort_api.read_providers(providers, provider_options)
+
+    def disable_fallback(self) -> None:
+        """onnxruntime's switch for falling back to the CPU; reuserun always runs there."""
+
+    def enable_fallback(self) -> None:
+        """onnxruntime's switch for falling back to the CPU; reuserun always runs there."""
+
+    def get_session_options(self):
+        return ort_api.session_options_for(self._settings, self.threads)
+
+    def get_modelmeta(self) -> ort_api.ModelMetadata:
+        return ort_api.model_metadata(self._proto)
+
+    def get_overridable_initializers(self) -> list[NodeArg]:
+        """Initializers the model also lists as inputs; reuserun keeps them constant."""
+        inputs = {i.name: i for i in self._proto.graph.input}
+        return [NodeArg(t.name, list(t.dims)) for t in self._proto.graph.initializer if t.name in inputs]
+
+    def end_profiling(self) -> str:
+        """Writes the trace of the frames so far (sess_options.enable_profiling) and returns its
+        path; "" when profiling is off, as in onnxruntime."""
+        return "" if self._trace is None else self._trace.write()
+
+    def get_profiling_start_time_ns(self) -> int:
+        return 0 if self._trace is None else self._trace.start_ns
+
+    def io_binding(self) -> ort_api.IOBinding:
+        return ort_api.IOBinding(self)
+
+    def run_with_iobinding(self, iobinding: ort_api.IOBinding, run_options=None) -> None:
+        iobinding.run(run_options)
+
+    def run_with_ort_values(self, output_names, input_dict_ort_values: dict, run_options=None) -> list:
+        return [ort_api.owned_ortvalue(a) for a in self.run(output_names, input_dict_ort_values, run_options)]
 
     def reset(self) -> None:
         """Forget the cached state: the next frame is computed in full."""
@@ -284,14 +341,23 @@ class InferenceSession:
         return self._stats
 
     def run(self, output_names, input_feed: dict, run_options=None) -> list[np.ndarray]:
-        if not isinstance(input_feed, dict):
-            raise InputError("input_feed must be a dict {input name: numpy array}")
+        """onnxruntime's run: the outputs named (None or []: all) for this frame. input_feed maps
+        every input's name to a float32 numpy array (or OrtValue); run_options is an
+        onnxruntime.RunOptions (terminate refuses the run; logid tags its profile event)."""
+        return self._run_into(output_names, input_feed, run_options, None)
+
+    def _run_into(self, output_names, input_feed: dict, run_options, into) -> list[np.ndarray]:
+        """run(), writing each output into into[i] where that is an array (IOBinding's buffers)."""
+        tag = ort_api.check_run_options(run_options)
+        input_feed = ort_api.plain_feed(input_feed)
         with self._lock:
             binds = self._program is None
             if binds:
                 self._compile(self._shapes_from_feed(input_feed))
             try:
-                names = self._output_names if output_names is None else self._check_output_names(output_names)
+                names = self._output_names if not output_names else self._check_output_names(output_names)
+                if into is not None:
+                    self._check_bound_outputs(names, into)
                 t0 = time.perf_counter()
                 frames, diffs = self._validate(input_feed)
             except BaseException:
@@ -299,14 +365,14 @@ class InferenceSession:
                     self._program = None
                 raise
             if self.dense_backend == "onnxruntime" and self._delegates(diffs):
-                return self._run_delegated(names, frames, diffs, t0)
+                return self._traced(self._run_delegated(names, frames, diffs, t0), into, t0, tag)
             changed = self._changed_fraction(diffs) if diffs else 0.0
             heavy = self._moved is None and (self._all_changed(diffs) or self._chooses_dense(changed))
             # a run of heavy frames: all but the first run without the caches (a lone one, a scene
             # cut, keeps them, so the frames after it run incrementally)
             after_heavy, self._last_heavy = self._last_heavy, heavy
             if heavy and after_heavy and self._scratch_ok and not self._fresh:
-                return self._run_scratch(names, frames, diffs, changed, t0)
+                return self._traced(self._run_scratch(names, frames, diffs, changed, t0), into, t0, tag)
             full = self._fresh or self._behind or self.policy_name == "dense" or heavy
             moved = None if full else self._moved  # (input, shift) when the frame is a shift
             try:
@@ -325,16 +391,37 @@ class InferenceSession:
                 self._version += 1
                 raise
             self._fresh = self._behind = False
-            outs = [self._output(n) for n in names]
+            outs = [self._output(n, into[i] if into is not None else None) for i, n in enumerate(names)]
             self._record_stats(computed, diffs, full, time.perf_counter() - t0, moved[1] if moved else None)
             if self._profiler is not None:
                 self._profiler.frame(time.perf_counter() - t0)
+            if self._trace is not None:
+                self._traced(outs, None, t0, tag)
             if self.dense_backend == "onnxruntime":
                 self._note_weight(computed, full)
             elif diffs and moved is None and computed is not self._still:
                 self._dense_choice.note(changed, time.perf_counter() - t0, full,
                                         1.0 if full else self._macs(computed) / max(1, self._dense_macs))
             return outs
+
+    def _check_bound_outputs(self, names, into) -> None:
+        for name, buf in zip(names, into):
+            want = tuple(self._graph.tensors[name].shape)
+            if buf is not None and (buf.shape != want or buf.dtype != np.float32):
+                raise InputError(f"output {name!r} is bound to a {buf.dtype} buffer of shape {buf.shape}; "
+                                 f"it needs float32 of shape {want}")
+
+    def _traced(self, outs: list, into, t0: float, tag: str) -> list[np.ndarray]:
+        """A frame's outputs, copied into bound buffers where there are any, and its profile event."""
+        if into is not None:
+            for i, buf in enumerate(into):
+                if buf is not None:
+                    np.copyto(buf, outs[i])
+                    outs[i] = buf
+        if self._trace is not None:
+            self._trace.add("Session", "model_run", t0, time.perf_counter(),
+                            {"backend": self._last[5], "run_tag": tag} if tag else {"backend": self._last[5]})
+        return outs
 
     # --- dense frames without the caches ---------------------------------------------------------
     def _run_scratch(self, names, frames, diffs, changed, t0) -> list[np.ndarray]:
@@ -620,7 +707,7 @@ class InferenceSession:
                                   slack=SHIFT_SLACK if may_shift else 0.0).build()
         self._program = steps
         self._storage = storage
-        self._profiler = StepProfiler(steps) if self._profiling else None
+        self._profiler = StepProfiler(steps, self._trace) if self._profiling else None
         # channels-first copies of spatial outputs, each in a buffer with its cache's slack, so
         # a shifted frame slides it as the cache slides (_slide_mirrors)
         self._mirror_bufs = {n: [aligned_zeros(storage[n].C * storage[n].npix + storage[n].owner.slack), 0]
@@ -670,7 +757,7 @@ class InferenceSession:
         if self.dense_backend == "onnxruntime" and self._ort is None:
             # made now, so the first frame handed to it does not also pay for loading the model
             from reuserun.runtime.ort_backend import ort_session
-            self._ort = ort_session(self._proto.SerializeToString(), self.threads)
+            self._ort = ort_session(self._proto.SerializeToString(), self.threads, self._settings.optimization_level)
 
     def _apply_thresholds(self) -> None:
         table = dict(self.layer_thresholds)
@@ -958,10 +1045,12 @@ class InferenceSession:
                 region.to_channels_first(st.buf, st.off, st.C, None if full or st.C == 1 else st.mask,
                                          mirror.reshape(st.C, -1), self.threads, lo, hi)
 
-    def _output(self, name) -> np.ndarray:
-        if name in self._mirrors:
-            return self._mirrors[name][1].copy()
-        return np.array(self._storage[name].logical(), dtype=np.float32, copy=True, order="C")
+    def _output(self, name, into: np.ndarray | None = None) -> np.ndarray:
+        src = self._mirrors[name][1] if name in self._mirrors else self._storage[name].logical()
+        if into is not None:
+            np.copyto(into, src)
+            return into
+        return np.array(src, dtype=np.float32, copy=True, order="C")
 
     def _record_stats(self, computed, diffs, full, elapsed, shift=None, backend="reuserun") -> None:
         """Keep what the stats need; the dict is built only when someone reads it."""
