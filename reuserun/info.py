@@ -56,18 +56,29 @@ def receptive_fields(graph: ir.Graph) -> dict[str, tuple]:
     return rf
 
 
+def runs_in(node: ir.Node) -> str:
+    """Who computes a node: reuserun's kernels, or onnxruntime on the node's own subgraph."""
+    if node.op == "onnx_op":
+        return f"onnxruntime ({node.attrs['op_type']})"
+    return "reuserun"
+
+
 def describe(graph: ir.Graph) -> str:
     rf = receptive_fields(graph)
     lines = ["inputs: " + ", ".join(f"{n} {graph.tensors[n].shape}" for n in graph.inputs),
              "outputs: " + ", ".join(f"{n} {graph.tensors[n].shape}" for n in graph.outputs),
              "ops: " + ", ".join(f"{op} x{c}" for op, c in Counter(n.op for n in graph.nodes).most_common()),
-             "", f"{'node':<40} {'op':<15} {'output shape':<22} {'MACs':>12} {'RF':>6}"]
+             "", f"{'node':<40} {'op':<15} {'output shape':<22} {'MACs':>12} {'RF':>6}  runs in"]
     total = 0
     for node in graph.nodes:
         macs = node_macs(node, graph)
         total += macs
         r = rf.get(node.outputs[0])
         lines.append(f"{node.name[:40]:<40} {node.op:<15} {str(graph.tensors[node.outputs[0]].shape):<22} "
-                     f"{macs:>12,} {('global' if r is None else r[0]):>6}")
+                     f"{macs:>12,} {('global' if r is None else r[0]):>6}  {runs_in(node)}")
     lines.append(f"\ntotal MACs: {total:,}")
+    foreign = [n for n in graph.nodes if n.op == "onnx_op"]
+    if foreign:
+        lines.append(f"{len(foreign)} partition(s) run in onnxruntime over whole tensors, when an input "
+                     f"changed: " + ", ".join(sorted({n.attrs['op_type'] for n in foreign})))
     return "\n".join(lines)

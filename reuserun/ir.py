@@ -124,9 +124,19 @@ class InputError(ValueError):
 class UnsupportedOpsError(ModelError):
     """Raised at load time, listing every unsupported op type with its nodes."""
 
-    def __init__(self, missing: dict[str, list[str]], opset: int):
+    SHOWN = 3  # node names shown per op type
+
+    def __init__(self, missing: dict[str, list[str]], opset: int, strict: bool = False,
+                 reasons: dict[str, str] | None = None):
         self.missing = missing
         self.opset = opset
-        lines = [f"  {op}: {', '.join(nodes)}" for op, nodes in sorted(missing.items())]
-        super().__init__(f"model (opset {opset}) uses {len(missing)} unsupported op type(s):\n"
-                         + "\n".join(lines))
+        parts = []
+        for op, nodes in sorted(missing.items()):
+            shown = ", ".join(n if len(n) <= 60 else n[:57] + "..." for n in nodes[:self.SHOWN])
+            more = f", {len(nodes) - self.SHOWN} more" if len(nodes) > self.SHOWN else ""
+            why = f": {reasons[op]}" if reasons and op in reasons else ""
+            parts.append(f"{op} x{len(nodes)} ({shown}{more}){why}")
+        what = ("node(s) reuserun has no kernel for (strict=True refuses what would run in onnxruntime)"
+                if strict else "node(s) that cannot run")
+        super().__init__(f"model (opset {opset}) has {sum(map(len, missing.values()))} {what}: "
+                         + "; ".join(parts))

@@ -19,7 +19,8 @@ from onnx.reference import ReferenceEvaluator
 from .. import ir
 from .converters import (CONVERTERS, Ctx, Unsupported, attr_dict, bn_scale_shift,
                          pool_geometry)
-from .reference import NONDETERMINISTIC, reference_node
+from .islands import partition
+from .reference import NONDETERMINISTIC
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 # Float constants up to this size go to shape inference by value (Resize scales and the like);
@@ -27,11 +28,13 @@ _DEFAULT_DOMAINS = ("", "ai.onnx")
 _INFER_VALUE_LIMIT = 4096
 
 
-def load_model(model, input_shapes: dict | None = None) -> ir.Graph:
+def load_model(model, input_shapes: dict | None = None, strict: bool = False) -> ir.Graph:
     """Load an ONNX model (path, bytes or ModelProto) into an ir.Graph with static shapes.
 
     input_shapes binds dynamic input dims: {input_name: (N, C, H, W)}.
-    Raises ModelError for malformed models, UnsupportedOpsError listing every unsupported node.
+    Nodes reuserun has no kernel for run in embedded onnxruntime sessions ("onnx_op" nodes);
+    strict refuses them instead.
+    Raises ModelError for malformed models, UnsupportedOpsError listing the nodes that cannot run.
     """
     proto = _parse(model)
     opset = _default_opset(proto)
@@ -47,7 +50,7 @@ def load_model(model, input_shapes: dict | None = None) -> ir.Graph:
     nodes, info, infer_err = _fold(proto, list(g.node), consts, inputs, outputs, opset)
     nodes = _prune(nodes, outputs)
     nodes = _fold_batchnorm(nodes, consts, outputs)
-    return _absorb_input_transposes(_convert(nodes, consts, inputs, outputs, info, infer_err, opset))
+    return _absorb_input_transposes(_convert(nodes, consts, inputs, outputs, info, infer_err, opset, proto, strict))
 
 
 def _absorb_input_transposes(graph: ir.Graph) -> ir.Graph:
@@ -414,46 +417,44 @@ def _fold_batchnorm(nodes: list, consts: dict, outputs: list) -> list:
 
 # ---- conversion -----------------------------------------------------------------------------
 
-def _convert(nodes, consts, inputs, outputs, info, infer_err, opset) -> ir.Graph:
+def _convert(nodes, consts, inputs, outputs, info, infer_err, opset, proto, strict) -> ir.Graph:
+    """Each node through its converter, or, where reuserun has no kernel for it (no converter,
+    an attribute the kernels lack, a tensor that is not float32), into an island that an
+    embedded onnxruntime runs; strict refuses those instead."""
     used = {i for n in nodes for i in n.input if i} | set(outputs)
     taken = set(info) | {o for n in nodes for o in n.output} | set(consts)
-    missing: dict[str, list[str]] = defaultdict(list)
+    foreign: dict[str, list[str]] = defaultdict(list)
     no_shape: list[str] = []
-    ir_nodes, new_consts, new_shapes = [], {}, {}
+    items, new_consts, new_shapes = [], {}, {}  # per node: its IR nodes, or the node for onnxruntime
     for node in nodes:
         default = node.domain in _DEFAULT_DOMAINS
         key = node.op_type if default else f"{node.domain}.{node.op_type}"
         fn = CONVERTERS.get(node.op_type) if default else None
         tensors = [t for t in (*node.input, *node.output) if t and t not in consts]
         if fn is None:
-            generic = reference_node(node, consts, info, tensors, opset) if default else None
-            if generic is None:
-                missing[key].append(node.name)
-            else:
-                ir_nodes.append(generic)
+            foreign[key].append(node.name)
+            items.append(node)
+            continue
+        bad = [t for t in tensors if t in info and info[t][0] != onnx.TensorProto.FLOAT]
+        if bad:
+            kind = onnx.TensorProto.DataType.Name(info[bad[0]][0])
+            foreign[key].append(f"{node.name} (non-constant {kind} tensor {bad[0]!r})")
+            items.append(node)
             continue
         unknown = [t for t in tensors if info.get(t, (0, None))[1] is None
                    and (t in used or t in node.input)]
         if unknown:
             no_shape.extend(f"{t!r} (at node {node.name}, {node.op_type})" for t in unknown)
             continue
-        bad = [t for t in tensors if t in info and info[t][0] != onnx.TensorProto.FLOAT]
-        if bad:
-            kind = onnx.TensorProto.DataType.Name(info[bad[0]][0])
-            missing[key].append(f"{node.name} (non-constant {kind} tensor {bad[0]!r})")
-            continue
         ctx = Ctx(node=node, opset=opset, attrs=attr_dict(node),
                   in_shapes=[_shape_of(i, consts, info) if i else None for i in node.input],
                   out_shapes=[info.get(o, (0, None))[1] if o else None for o in node.output],
                   consts=consts, used=used, taken=taken)
         try:
-            ir_nodes.extend(fn(node, ctx))
-        except Unsupported as e:  # an attribute the kernels lack: the reference evaluator, if it can
-            generic = reference_node(node, consts, info, tensors, opset)
-            if generic is None:
-                missing[key].append(f"{node.name} ({e})")
-            else:
-                ir_nodes.append(generic)
+            items.append(fn(node, ctx))
+        except Unsupported as e:  # an attribute the kernels lack
+            foreign[key].append(f"{node.name} ({e})")
+            items.append(node)
             continue
         except ir.ModelError:
             raise
@@ -461,9 +462,18 @@ def _convert(nodes, consts, inputs, outputs, info, infer_err, opset) -> ir.Graph
             raise ir.ModelError(f"node {node.name} ({node.op_type}): {e}") from e
         new_consts.update(ctx.new_consts)
         new_shapes.update(ctx.new_shapes)
+    if strict and foreign:
+        raise ir.UnsupportedOpsError(dict(foreign), opset, strict=True)
+    read_by = defaultdict(list)
+    for node in nodes:
+        for t in node.input:
+            read_by[t].append(node)
+    ir_nodes, missing, reasons = partition(items, read_by, outputs, consts, info, proto.opset_import,
+                                           max(proto.ir_version, 7))
     if missing:
-        raise ir.UnsupportedOpsError(dict(missing), opset)
-    if infer_err:
+        raise ir.UnsupportedOpsError(missing, opset, reasons=reasons)
+    # ops of other domains have no schema for onnx's strict inference; onnxruntime checks them
+    if infer_err and not any(isinstance(it, onnx.NodeProto) and it.domain not in _DEFAULT_DOMAINS for it in items):
         raise ir.ModelError(f"shape inference failed: {infer_err}")
     if no_shape:
         raise ir.ModelError("no static shape after constant folding and shape inference for "

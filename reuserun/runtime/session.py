@@ -79,12 +79,12 @@ _MODELS: weakref.WeakValueDictionary[tuple, CompiledModel] = weakref.WeakValueDi
 _MODELS_LOCK = threading.Lock()
 
 
-def _compiled(proto, digest: str, input_shapes: dict) -> CompiledModel:
-    key = (digest, tuple(sorted((k, tuple(v)) for k, v in input_shapes.items())))
+def _compiled(proto, digest: str, input_shapes: dict, strict: bool) -> CompiledModel:
+    key = (digest, tuple(sorted((k, tuple(v)) for k, v in input_shapes.items())), strict)
     with _MODELS_LOCK:
         model = _MODELS.get(key)
         if model is None:
-            model = CompiledModel(fuse(load_model(proto, input_shapes)))
+            model = CompiledModel(fuse(load_model(proto, input_shapes, strict)))
             _MODELS[key] = model
     return model
 
@@ -184,13 +184,16 @@ class InferenceSession:
                stats["backend"] says which one ran the last frame.
     profile:   keep a per-step profile of the frames reuserun computes (profile() reads it).
                On with sess_options.enable_profiling too.
+    strict:    refuse a model with nodes reuserun has no kernel for. By default those run in
+               embedded onnxruntime sessions over their own subgraphs (whole tensors, when an
+               input changed); `reuserun info` marks them.
     """
 
     def __init__(self, path_or_bytes, sess_options=None, providers=None, provider_options=None, *,
                  policy: str = "auto", threshold: float = 0.0, threads: int | None = None,
                  tile: int | None = None, input_shape=None, frame_stack: bool | None = None,
                  layer_thresholds=None, shift: bool = True, dense_backend: str = "reuserun",
-                 profile: bool = False):
+                 profile: bool = False, strict: bool = False):
         if dense_backend not in DENSE_BACKENDS:
             raise ValueError(f"dense_backend must be one of {DENSE_BACKENDS}, got {dense_backend!r}")
         self.dense_backend = dense_backend
@@ -200,6 +203,7 @@ class InferenceSession:
         if threads is not None and self._settings.threads is not None and threads != self._settings.threads:
             raise ValueError(f"threads={threads!r} disagrees with sess_options.intra_op_num_threads="
                              f"{self._settings.threads}; give one of them")
+        self.strict = options.flag("strict", strict)
         self._proto = _parse(path_or_bytes)
         self._digest = hashlib.sha1(self._proto.SerializeToString()).hexdigest()
         init = {i.name for i in self._proto.graph.initializer}
@@ -691,7 +695,7 @@ class InferenceSession:
             if len(shape) in (3, 4) and shape[0] != 1:
                 raise InputError(f"input {a.name!r}: reuserun runs one frame at a time (batch 1), "
                                  f"got shape {shape}")
-        self._model = _compiled(self._proto, self._digest, input_shapes)
+        self._model = _compiled(self._proto, self._digest, input_shapes, self.strict)
         self._graph = self._model.graph
         _check_memory(self._graph)
         self._input_shapes = dict(input_shapes)
