@@ -121,7 +121,12 @@ class InputError(ValueError):
     """A frame reuserun refuses; the session's cached state is left as it was."""
 
 
-class UnsupportedOpsError(ModelError):
+class NotNative(ModelError):
+    """A model reuserun's kernels cannot run as it is (an op, a dtype, a batch of frames), which
+    onnxruntime may: a session runs it whole in onnxruntime unless strict."""
+
+
+class UnsupportedOpsError(NotNative):
     """Raised at load time, listing every unsupported op type with its nodes."""
 
     SHOWN = 3  # node names shown per op type

@@ -177,3 +177,55 @@ def test_module_level_names_of_onnxruntime(model_path):
     assert sess.get_provider_options() == {"CPUExecutionProvider": {}}
     assert sess.get_overridable_initializers() == []
     assert sess.get_session_options().intra_op_num_threads == sess.threads
+
+
+@pytest.fixture(scope="module")
+def batch_model_path(tmp_path_factory):
+    """The test model with its batch dim left dynamic."""
+    model = zoo.mobilenet_v3_like(64)
+    for v in (*model.graph.input, *model.graph.output):
+        v.type.tensor_type.shape.dim[0].dim_param = "N"
+    del model.graph.value_info[:]
+    path = tmp_path_factory.mktemp("dropin") / "batch.onnx"
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def _batch_frames(n: int, steps: int = 3) -> list:
+    rng = np.random.default_rng(1)
+    frames = [rng.standard_normal((n, 3, 64, 64)).astype(np.float32)]
+    for _ in range(steps):
+        f = frames[-1].copy()
+        i, y, x = rng.integers(0, n), *rng.integers(0, 50, 2)
+        f[i, :, y:y + 8, x:x + 8] += 0.5
+        frames.append(f)
+    return frames
+
+
+def test_a_batch_runs_densely_in_onnxruntime_by_default(batch_model_path):
+    ort = onnxruntime.InferenceSession(batch_model_path)
+    with pytest.warns(UserWarning, match="batch of 4"):
+        sess = reuserun.InferenceSession(batch_model_path, input_shape=(4, 3, 64, 64))
+    for f in _batch_frames(4):
+        got = sess.run(None, {"images": f})[0]
+        assert np.array_equal(got, ort.run(None, {"images": f})[0])
+        assert sess.stats["backend"] == "onnxruntime"
+
+
+def test_a_batch_of_streams_gives_each_index_its_own_cache(batch_model_path):
+    frames = _batch_frames(3, steps=4)
+    sess = reuserun.InferenceSession(batch_model_path, batch="streams")
+    singles = [reuserun.InferenceSession(batch_model_path) for _ in range(3)]
+    for k, f in enumerate(frames):
+        got = sess.run(None, {"images": f})[0]
+        want = np.concatenate([s.run(None, {"images": f[i:i + 1]})[0] for i, s in enumerate(singles)])
+        assert got.shape[0] == 3 and np.array_equal(got, want)
+        if k:
+            assert sess.stats["mac_fraction"] < 0.5  # one index of three changed, a little
+    bad = frames[-1].copy()
+    bad[2, 0, 0, 0] = np.nan
+    with pytest.raises(reuserun.InputError, match="NaN"):
+        sess.run(None, {"images": bad})
+    # the refused batch touched no stream: the last frame again is still everywhere
+    sess.run(None, {"images": frames[-1]})
+    assert sess.stats["mac_fraction"] == 0

@@ -192,7 +192,7 @@ def _bind_inputs(g: onnx.GraphProto, consts: dict, shapes: dict) -> list[onnx.Va
             raise ir.ModelError(f"input {vi.name!r} is not a tensor")
         tt = vi.type.tensor_type
         if tt.elem_type != onnx.TensorProto.FLOAT:
-            raise ir.ModelError(f"input {vi.name!r} has type "
+            raise ir.NotNative(f"input {vi.name!r} has type "
                                 f"{onnx.TensorProto.DataType.Name(tt.elem_type)}; "
                                 f"reuserun runs float32 inputs only")
         dims = declared_dims(tt)

@@ -14,7 +14,7 @@ import numpy as np
 from reuserun import ir
 from reuserun.frontend import load_model
 from reuserun.frontend.loader import _parse, declared_dims
-from reuserun.ir import InputError, ModelError
+from reuserun.ir import InputError, ModelError, NotNative
 from reuserun.kernels import driver, marks, region
 from reuserun.kernels.journal import Journal
 from reuserun.plan.policies import make_policy
@@ -38,6 +38,7 @@ DELEGATE_ABOVE = 0.5
 # there: on MobileNetV3 a 1% object reaches 77% of the MACs)
 HEAVY_MACS = 0.75
 DENSE_BACKENDS = ("reuserun", "onnxruntime")
+BATCH_MODES = ("dense", "streams")
 
 
 def _check_feed_names(feed: dict, expected) -> None:
@@ -184,6 +185,9 @@ class InferenceSession:
                stats["backend"] says which one ran the last frame.
     profile:   keep a per-step profile of the frames reuserun computes (profile() reads it).
                On with sess_options.enable_profiling too.
+    batch:     an input holding a batch of several frames: "dense" (default) runs the model whole
+               in onnxruntime; "streams" makes each batch index a stream of its own, with its own
+               caches (N cameras in one array; the model must keep the batch on axis 0).
     strict:    refuse a model with nodes reuserun has no kernel for. By default those run in
                embedded onnxruntime sessions over their own subgraphs (whole tensors, when an
                input changed); `reuserun info` marks them.
@@ -193,7 +197,7 @@ class InferenceSession:
                  policy: str = "auto", threshold: float = 0.0, threads: int | None = None,
                  tile: int | None = None, input_shape=None, frame_stack: bool | None = None,
                  layer_thresholds=None, shift: bool = True, dense_backend: str = "reuserun",
-                 profile: bool = False, strict: bool = False):
+                 profile: bool = False, strict: bool = False, batch: str = "dense"):
         if dense_backend not in DENSE_BACKENDS:
             raise ValueError(f"dense_backend must be one of {DENSE_BACKENDS}, got {dense_backend!r}")
         self.dense_backend = dense_backend
@@ -204,6 +208,13 @@ class InferenceSession:
             raise ValueError(f"threads={threads!r} disagrees with sess_options.intra_op_num_threads="
                              f"{self._settings.threads}; give one of them")
         self.strict = options.flag("strict", strict)
+        if batch not in BATCH_MODES:
+            raise ValueError(f"batch must be one of {BATCH_MODES}, got {batch!r}")
+        self.batch = batch
+        self._streams = None  # batch="streams" with a batch of several: one session per index
+        self._options = dict(policy=policy, threshold=threshold, tile=tile, frame_stack=frame_stack,
+                             layer_thresholds=layer_thresholds, shift=shift, dense_backend=dense_backend,
+                             profile=profile, strict=strict)
         self._proto = _parse(path_or_bytes)
         self._digest = hashlib.sha1(self._proto.SerializeToString()).hexdigest()
         init = {i.name for i in self._proto.graph.initializer}
@@ -226,6 +237,7 @@ class InferenceSession:
         self.threshold = threshold
         self.threads = options.threads(self._settings.threads if threads is None else threads)
         self._program = None
+        self._whole = None  # the embedded onnxruntime session running a model reuserun cannot
         self._stats: dict = {}
         self._lock = threading.RLock()  # one frame or variant at a time per session
         self._version = 0  # counts frames that changed the cache, so forks know when they are stale
@@ -242,11 +254,15 @@ class InferenceSession:
 
     # --- onnxruntime surface ------------------------------------------------------------------
     def get_inputs(self) -> list[NodeArg]:
+        if self._whole is not None:
+            return self._whole.get_inputs()
         if self._program is None:
             return list(self._input_args)
         return [NodeArg(a.name, list(self._input_shapes[a.name])) for a in self._input_args]
 
     def get_outputs(self) -> list[NodeArg]:
+        if self._whole is not None:
+            return self._whole.get_outputs()
         if self._program is None:
             return list(self._output_args)
         return [NodeArg(o, list(self._graph.tensors[o].shape)) for o in self._graph.outputs]
@@ -355,9 +371,22 @@ class InferenceSession:
         tag = ort_api.check_run_options(run_options)
         input_feed = ort_api.plain_feed(input_feed)
         with self._lock:
-            binds = self._program is None
+            if self._streams is not None:
+                t0 = time.perf_counter()
+                outs = self._streams.run(output_names, input_feed)
+                self._stats = dict(self._streams.stats, time_s=time.perf_counter() - t0)
+                return self._traced(outs, into, t0, tag)
+            binds = self._program is None and self._whole is None
             if binds:
-                self._compile(self._shapes_from_feed(input_feed))
+                if self._declares_non_float():
+                    self._run_whole_in_onnxruntime("its inputs are not all float32")
+                else:
+                    self._compile(self._shapes_from_feed(input_feed))
+            if self._whole is not None:
+                t0 = time.perf_counter()
+                return self._traced(self._run_whole(output_names, input_feed), into, t0, tag)
+            if self._streams is not None:  # the first frame made the streams: run it there
+                return self._run_into(output_names, input_feed, run_options, into)
             try:
                 names = self._output_names if not output_names else self._check_output_names(output_names)
                 if into is not None:
@@ -408,6 +437,57 @@ class InferenceSession:
                                         1.0 if full else self._macs(computed) / max(1, self._dense_macs))
             return outs
 
+    # --- models reuserun's kernels cannot run -------------------------------------------------
+    def _single_stream(self, input_shapes: dict) -> InferenceSession:
+        """One batch index's session: these options, bound at batch 1."""
+        return InferenceSession(self._proto, self._settings.sess_options, threads=self.threads,
+                                input_shape=input_shapes, **self._options)
+
+    def _validate_only(self, feed: dict) -> None:
+        """The checks a frame must pass, touching nothing (a batch is refused whole)."""
+        if self._program is None:
+            return
+        _check_feed_names(feed, self._feed_names)
+        for name, shape, _ in self._input_specs:
+            _check_array(name, feed[name], shape)
+            if not np.isfinite(feed[name]).all():
+                raise InputError(f"input {name!r} contains NaN or Inf; the frame was rejected and the "
+                                 f"session's state is unchanged")
+
+    def _check_cached(self) -> None:
+        if self._whole is not None:
+            raise InputError(f"variants need reuserun's caches, and this model runs whole in onnxruntime "
+                             f"({self.whole_model_reason})")
+
+    def _declares_non_float(self) -> bool:
+        init = {i.name for i in self._proto.graph.initializer}
+        return any(i.type.tensor_type.elem_type != 1 for i in self._proto.graph.input if i.name not in init)
+
+    def _run_whole_in_onnxruntime(self, why: str) -> None:
+        import warnings
+        from reuserun.runtime.ort_backend import ort_session
+        try:
+            self._whole = ort_session(self._proto.SerializeToString(), self.threads, self._settings.optimization_level)
+        except Exception as e:  # onnxruntime cannot either: the model's own error, on one line
+            raise ModelError(f"reuserun cannot run this model ({why}), and onnxruntime cannot either: "
+                             + " ".join(str(e).split())) from None
+        self.whole_model_reason = why
+        warnings.warn(f"reuserun runs this model whole in onnxruntime, every frame dense: {why} "
+                      f"(strict=True refuses it instead)", stacklevel=4)
+
+    def _run_whole(self, output_names, feed: dict) -> list[np.ndarray]:
+        t0 = time.perf_counter()
+        names = None if not output_names else list(output_names)
+        try:
+            outs = self._whole.run(names, feed)
+        except Exception as e:  # onnxruntime's refusal of a feed, as reuserun's
+            raise InputError(" ".join(str(e).split())) from None
+        self._last = None
+        self._stats = {"mac_fraction": 1.0, "changed_fraction": 1.0, "full": True, "shift": None,
+                       "backend": "onnxruntime", "time_s": time.perf_counter() - t0, "layers": [],
+                       "whole_model": self.whole_model_reason}
+        return outs
+
     def _check_bound_outputs(self, names, into) -> None:
         for name, buf in zip(names, into):
             want = tuple(self._graph.tensors[name].shape)
@@ -423,8 +503,9 @@ class InferenceSession:
                     np.copyto(buf, outs[i])
                     outs[i] = buf
         if self._trace is not None:
+            backend = self.stats["backend"]
             self._trace.add("Session", "model_run", t0, time.perf_counter(),
-                            {"backend": self._last[5], "run_tag": tag} if tag else {"backend": self._last[5]})
+                            {"backend": backend, "run_tag": tag} if tag else {"backend": backend})
         return outs
 
     # --- dense frames without the caches ---------------------------------------------------------
@@ -483,6 +564,7 @@ class InferenceSession:
         in parallel, or use run_variants(..., workers=k))."""
         if not isinstance(input_feed, dict):
             raise InputError("input_feed must be a dict {input name: numpy array}")
+        self._check_cached()
         if (isinstance(changed, (list, tuple)) and self._program is not None and len(self._input_specs) == 1
                 and input_feed.keys() == self._feed_names):
             # declared boxes of a well-formed frame: the native loop, where the model allows it
@@ -534,6 +616,7 @@ class InferenceSession:
         frames: (B, C, H, W), the variants (read at their boxes), or None: every declared value
         is fill; first: the batch's first variant's number in the caller's (for errors).
         Returns (outputs, each (B, ...); per variant and step, the positions computed)."""
+        self._check_cached()
         if self._program is None or self._fresh:
             raise InputError("variants compare against a reference: run() the reference frame first")
         names = self._output_names if names is None else self._check_output_names(names)
@@ -676,9 +759,20 @@ class InferenceSession:
 
     def _compile(self, input_shapes: dict) -> None:
         """Bind the input shapes: load, plan and allocate every cache. A failure leaves the
-        session unbound."""
+        session unbound; a model reuserun's kernels cannot run (ir.NotNative) runs whole in
+        onnxruntime instead, with a warning, unless strict."""
         try:
+            n = max((v[0] for v in input_shapes.values() if len(v) in (3, 4)), default=1)
+            if self.batch == "streams" and n > 1:
+                from reuserun.runtime.batch_streams import BatchStreams
+                self._streams = BatchStreams(self._single_stream, input_shapes, n)
+                return
             self._bind(input_shapes)
+        except NotNative as e:
+            self._program = None
+            if self.strict:
+                raise
+            self._run_whole_in_onnxruntime(str(e))
         except MemoryError as e:
             self._program = None
             sizes = ", ".join(f"{k} {tuple(v)}" for k, v in input_shapes.items())
@@ -693,8 +787,8 @@ class InferenceSession:
                 raise ValueError(f"no shape given for input {a.name!r}")
             shape = input_shapes[a.name]
             if len(shape) in (3, 4) and shape[0] != 1:
-                raise InputError(f"input {a.name!r}: reuserun runs one frame at a time (batch 1), "
-                                 f"got shape {shape}")
+                raise NotNative(f"input {a.name!r} holds a batch of {shape[0]} (shape {tuple(shape)}); "
+                                f"reuserun's caches hold one frame")
         self._model = _compiled(self._proto, self._digest, input_shapes, self.strict)
         self._graph = self._model.graph
         _check_memory(self._graph)
