@@ -36,9 +36,10 @@ Node ops and their attrs (all attrs already resolved to plain Python / numpy val
   matmul          a, b -> y.
   softmax         x -> y. axis (non-negative; opset < 13 semantics already normalized).
   identity        x -> y.
-  onnx_op         xs -> ys. An ONNX op without a converter (Sqrt, Pow, Erf, LayerNormalization...):
-                  attrs run (values -> values, onnx's reference evaluator, from the front-end) and
-                  op_type. Run in numpy over the whole tensor; all float32, static shapes.
+  onnx_op         xs -> ys. ONNX nodes without a kernel (Sqrt, Pow, Erf, Equal+Where...), a
+                  partition: attrs run (values -> values, an embedded onnxruntime session, from
+                  the front-end), op_type, onnx_nodes. Run over the whole tensors; the inputs and
+                  outputs it shares with the graph are float32 with static shapes.
   channel_norm    x -> y. scale (C,), bias (C,), epsilon: each pixel's channels normalized to mean 0
                   and variance 1, then scaled and shifted per channel (a LayerNormalization over
                   a channels-last tensor's last axis, moved to the channels-first layout).

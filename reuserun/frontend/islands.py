@@ -12,11 +12,11 @@ from onnx import helper
 
 from .. import ir
 from .converters import attr_dict
+from .reference import NONDETERMINISTIC
 
 # control flow reads outer-scope tensors the subgraph would have to name; random ops would draw
 # anew on every recompute, so a dense and an incremental run would disagree
-NOT_IN_ISLANDS = {"If", "Loop", "Scan", "SequenceMap", "RandomNormal", "RandomUniform", "RandomNormalLike",
-                  "RandomUniformLike", "Multinomial", "Bernoulli"}
+NOT_IN_ISLANDS = {"If", "Loop", "Scan", "SequenceMap"} | NONDETERMINISTIC
 
 
 class IslandRunner:

@@ -1,15 +1,8 @@
-"""Ops without a converter, or with attributes the kernels lack: run over the whole tensor by
-onnx's reference evaluator, or by a numpy equivalent where the evaluator is slow (its Erf calls
-math.erf once per element: 128 ms for ConvNeXt's 1.2M-value GELU input, 20 ms here)."""
+"""numpy stand-ins for what ONNX defines and numpy lacks: erf (the numpy path of the GELU
+activation), and the ops that draw random numbers, which constant folding must leave alone."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
-from onnx import helper
-from onnx.reference import ReferenceEvaluator
-
-from .. import ir
-from .converters import attr_dict
 
 
 def erf(x: np.ndarray) -> np.ndarray:
@@ -41,47 +34,3 @@ def erf(x: np.ndarray) -> np.ndarray:
 # folding these would freeze one random draw into the model
 NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                      "Multinomial", "Bernoulli"}
-
-# op type -> a numpy function of the node's inputs giving its one output, where the reference
-# evaluator is slow
-NUMPY_EQUIVALENTS = {"Erf": erf}
-
-# ops run through onnx's reference evaluator never: they draw random numbers or hold subgraphs
-# whose shapes the IR cannot fix
-_NO_REFERENCE = NONDETERMINISTIC | {"If", "Loop", "Scan", "SequenceMap"}
-
-
-def reference_node(node: onnx.NodeProto, consts: dict, info: dict, tensors: list, opset: int):
-    """An op reuserun has no converter for, run by onnx's reference evaluator (numpy) over the
-    whole tensor when an input changed, as an "onnx_op" IR node; None when that cannot be done
-    exactly here: a random or control-flow op, or a tensor that is not float32 or has no static
-    shape."""
-    if node.op_type in _NO_REFERENCE or any(
-            a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
-        return None
-    for t in tensors:
-        elem, shape = info.get(t, (None, None))
-        if elem != onnx.TensorProto.FLOAT or shape is None:
-            return None
-    names = list(dict.fromkeys(i for i in node.input if i))
-    outputs = [o for o in node.output if o]
-    shapes = [info[o][1] for o in outputs]
-    numpy_fn = NUMPY_EQUIVALENTS.get(node.op_type)
-    if numpy_fn is not None:
-        def compute(values):
-            return [numpy_fn(*values)]
-    else:
-        graph = helper.make_graph([node], node.name, [onnx.ValueInfoProto(name=i) for i in names],
-                                  [onnx.ValueInfoProto(name=o) for o in outputs])
-        evaluator = ReferenceEvaluator(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]))
-
-        def compute(values):
-            return evaluator.run(None, dict(zip(names, values)))
-
-    def run(values):
-        return [np.asarray(v, np.float32).reshape(s) for v, s in zip(compute(values), shapes)]
-
-    return ir.Node("onnx_op", node.name, names, outputs,
-                   {"run": run, "op_type": node.op_type, "onnx_attrs": attr_dict(node)}, onnx_op=node.op_type)
-
-
