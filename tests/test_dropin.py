@@ -229,3 +229,24 @@ def test_a_batch_of_streams_gives_each_index_its_own_cache(batch_model_path):
     # the refused batch touched no stream: the last frame again is still everywhere
     sess.run(None, {"images": frames[-1]})
     assert sess.stats["mac_fraction"] == 0
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.01])
+def test_accept_nan_computes_nan_frames_as_onnxruntime_and_as_the_dense_run(model_path, threshold):
+    frames = _frames(6)
+    frames[2][0, 1, 20, 20] = np.nan
+    frames[3][0, 1, 20, 20] = np.nan       # the same NaN again: still counted as changed
+    frames[3][0, 0, 40:44, 5] = np.inf
+    # frames[4] is finite again where frames[3] was not
+    auto = reuserun.InferenceSession(model_path, threshold=threshold, accept_nan=True, threads=1)
+    dense = reuserun.InferenceSession(model_path, policy="dense", accept_nan=True, threads=1)
+    ort = onnxruntime.InferenceSession(model_path)
+    for k, f in enumerate(frames):
+        got = auto.run(None, {"images": f})[0]
+        if threshold == 0:
+            assert np.array_equal(got, dense.run(None, {"images": f})[0], equal_nan=True)
+            np.testing.assert_allclose(got, ort.run(None, {"images": f})[0], rtol=1e-4, atol=1e-5)
+        if k in (2, 3):
+            assert auto.stats["changed_fraction"] > 0
+    with pytest.raises(reuserun.InputError, match="NaN"):
+        reuserun.InferenceSession(model_path).run(None, {"images": frames[2]})

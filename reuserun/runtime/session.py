@@ -188,6 +188,9 @@ class InferenceSession:
     batch:     an input holding a batch of several frames: "dense" (default) runs the model whole
                in onnxruntime; "streams" makes each batch index a stream of its own, with its own
                caches (N cameras in one array; the model must keep the batch on axis 0).
+    accept_nan: take frames holding NaN or Inf (refused by default, as they usually mean a broken
+               source): each non-finite position counts as changed on every frame it is, or was,
+               non-finite, and the network computes with it as onnxruntime would.
     strict:    refuse a model with nodes reuserun has no kernel for. By default those run in
                embedded onnxruntime sessions over their own subgraphs (whole tensors, when an
                input changed); `reuserun info` marks them.
@@ -197,7 +200,7 @@ class InferenceSession:
                  policy: str = "auto", threshold: float = 0.0, threads: int | None = None,
                  tile: int | None = None, input_shape=None, frame_stack: bool | None = None,
                  layer_thresholds=None, shift: bool = True, dense_backend: str = "reuserun",
-                 profile: bool = False, strict: bool = False, batch: str = "dense"):
+                 profile: bool = False, strict: bool = False, batch: str = "dense", accept_nan: bool = False):
         if dense_backend not in DENSE_BACKENDS:
             raise ValueError(f"dense_backend must be one of {DENSE_BACKENDS}, got {dense_backend!r}")
         self.dense_backend = dense_backend
@@ -208,13 +211,14 @@ class InferenceSession:
             raise ValueError(f"threads={threads!r} disagrees with sess_options.intra_op_num_threads="
                              f"{self._settings.threads}; give one of them")
         self.strict = options.flag("strict", strict)
+        self.accept_nan = options.flag("accept_nan", accept_nan)
         if batch not in BATCH_MODES:
             raise ValueError(f"batch must be one of {BATCH_MODES}, got {batch!r}")
         self.batch = batch
         self._streams = None  # batch="streams" with a batch of several: one session per index
         self._options = dict(policy=policy, threshold=threshold, tile=tile, frame_stack=frame_stack,
                              layer_thresholds=layer_thresholds, shift=shift, dense_backend=dense_backend,
-                             profile=profile, strict=strict)
+                             profile=profile, strict=strict, accept_nan=accept_nan)
         self._proto = _parse(path_or_bytes)
         self._digest = hashlib.sha1(self._proto.SerializeToString()).hexdigest()
         init = {i.name for i in self._proto.graph.initializer}
@@ -450,7 +454,7 @@ class InferenceSession:
         _check_feed_names(feed, self._feed_names)
         for name, shape, _ in self._input_specs:
             _check_array(name, feed[name], shape)
-            if not np.isfinite(feed[name]).all():
+            if not self.accept_nan and not np.isfinite(feed[name]).all():
                 raise InputError(f"input {name!r} contains NaN or Inf; the frame was rejected and the "
                                  f"session's state is unchanged")
 
@@ -934,6 +938,10 @@ class InferenceSession:
                         det.last = None
                     if found is not None:
                         moved, nchanged = found
+                if bad and self.accept_nan:  # a non-finite position counts as changed, every frame
+                    mask |= ~(np.isfinite(f2).all(axis=0) & np.isfinite(ref).all(axis=0))
+                    nchanged = int(np.count_nonzero(mask))
+                    bad = 0
                 diffs[name] = (mask, nchanged, moved)
                 if moved is not None:
                     self._moved = (name, moved)
@@ -941,7 +949,7 @@ class InferenceSession:
                     region.diff_planes(v.reshape(st.C, -1), self._ref_frames[name], self.threshold,
                                        self._plane_masks[name], self.threads)
             else:
-                bad = not region.all_finite(v.reshape(-1))
+                bad = not self.accept_nan and not region.all_finite(v.reshape(-1))
             if bad:
                 raise InputError(f"input {name!r} contains NaN or Inf; the frame was rejected and the "
                                  f"session's state is unchanged")
