@@ -169,13 +169,14 @@ class ProfileTrace:
 def _view(buffer_ptr: int, shape, element_type) -> np.ndarray:
     """A numpy array over memory the caller owns (what onnxruntime reads and writes through a
     raw pointer; keeping it valid is the caller's part, as there)."""
-    if np.dtype(element_type) != np.float32:
-        raise InputError(f"reuserun binds float32 buffers, got {np.dtype(element_type)}")
+    dtype = np.dtype(element_type)
+    if dtype not in (np.float32, np.float16):
+        raise InputError(f"reuserun binds float32 or float16 buffers, got {dtype}")
     if not isinstance(buffer_ptr, int) or buffer_ptr <= 0:
         raise InputError(f"buffer_ptr must be a positive address, got {buffer_ptr!r}")
     shape = tuple(int(d) for d in shape)
-    n = int(np.prod(shape))
-    return np.ctypeslib.as_array((ctypes.c_float * n).from_address(buffer_ptr)).reshape(shape)
+    raw = (ctypes.c_uint8 * (int(np.prod(shape)) * dtype.itemsize)).from_address(buffer_ptr)
+    return np.frombuffer(raw, dtype).reshape(shape)
 
 
 def _cpu(device_type, device_id) -> None:
@@ -216,7 +217,8 @@ class IOBinding:
     def bind_ortvalue_output(self, name: str, ortvalue) -> None:
         if not ortvalue.is_tensor() or ortvalue.device_name().lower() != "cpu":
             raise InputError(f"output {name!r}: only CPU tensors can be bound")
-        self._outputs[name] = _view(ortvalue.data_ptr(), ortvalue.shape(), np.float32)
+        self._outputs[name] = _view(ortvalue.data_ptr(), ortvalue.shape(),
+                                    np.float16 if ortvalue.data_type() == "tensor(float16)" else np.float32)
 
     def clear_binding_inputs(self) -> None:
         self._inputs.clear()
@@ -246,6 +248,6 @@ class IOBinding:
 def owned_ortvalue(arr: np.ndarray):
     """An OrtValue holding its own copy of arr (one made from the array would share its memory,
     and arrays read back from it outlive neither)."""
-    value = _ort().OrtValue.ortvalue_from_shape_and_type(list(arr.shape), np.float32)
+    value = _ort().OrtValue.ortvalue_from_shape_and_type(list(arr.shape), arr.dtype)
     value.update_inplace(np.ascontiguousarray(arr))
     return value

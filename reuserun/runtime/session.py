@@ -13,6 +13,7 @@ import numpy as np
 
 from reuserun import ir
 from reuserun.frontend import load_model
+from reuserun.frontend import precision
 from reuserun.frontend.loader import _parse, declared_dims
 from reuserun.ir import InputError, ModelError, NotNative
 from reuserun.kernels import driver, marks, region
@@ -220,10 +221,16 @@ class InferenceSession:
                              layer_thresholds=layer_thresholds, shift=shift, dense_backend=dense_backend,
                              profile=profile, strict=strict, accept_nan=accept_nan)
         self._proto = _parse(path_or_bytes)
-        self._digest = hashlib.sha1(self._proto.SerializeToString()).hexdigest()
+        # a float16 model computes in float32: its frames are cast on the way in and its
+        # outputs on the way out
+        self._half = precision.uses_float16(self._proto)
+        self._native_proto = precision.to_float32(self._proto) if self._half else self._proto
+        self._io_type = "tensor(float16)" if self._half else "tensor(float)"
+        self._digest = hashlib.sha1(self._native_proto.SerializeToString()).hexdigest()
         init = {i.name for i in self._proto.graph.initializer}
-        self._input_args = [NodeArg(i.name, _dims(i)) for i in self._proto.graph.input if i.name not in init]
-        self._output_args = [NodeArg(o.name, _dims(o)) for o in self._proto.graph.output]
+        self._input_args = [NodeArg(i.name, _dims(i), self._io_type) for i in self._proto.graph.input
+                            if i.name not in init]
+        self._output_args = [NodeArg(o.name, _dims(o), self._io_type) for o in self._proto.graph.output]
         threshold = options.threshold("threshold", threshold)
         self.frame_stack = options.optional_flag("frame_stack", frame_stack)
         self.shift = options.flag("shift", shift)
@@ -262,14 +269,14 @@ class InferenceSession:
             return self._whole.get_inputs()
         if self._program is None:
             return list(self._input_args)
-        return [NodeArg(a.name, list(self._input_shapes[a.name])) for a in self._input_args]
+        return [NodeArg(a.name, list(self._input_shapes[a.name]), self._io_type) for a in self._input_args]
 
     def get_outputs(self) -> list[NodeArg]:
         if self._whole is not None:
             return self._whole.get_outputs()
         if self._program is None:
             return list(self._output_args)
-        return [NodeArg(o, list(self._graph.tensors[o].shape)) for o in self._graph.outputs]
+        return [NodeArg(o, list(self._graph.tensors[o].shape), self._io_type) for o in self._graph.outputs]
 
     def memory(self) -> dict:
         """Bytes this session holds: cached activations (what the brief bounds by 2x the model's
@@ -372,6 +379,19 @@ class InferenceSession:
 
     def _run_into(self, output_names, input_feed: dict, run_options, into) -> list[np.ndarray]:
         """run(), writing each output into into[i] where that is an array (IOBinding's buffers)."""
+        if not self._half:
+            return self._run_frame(output_names, input_feed, run_options, into)
+        if into is not None:
+            names = [o.name for o in self.get_outputs()] if not output_names else list(output_names)
+            shapes = {o.name: o.shape for o in self.get_outputs()}
+            for name, buf in zip(names, into):
+                if buf is not None and (buf.dtype != np.float16 or list(buf.shape) != list(shapes.get(name, buf.shape))):
+                    raise InputError(f"output {name!r} is bound to a {buf.dtype} buffer of shape {buf.shape}; "
+                                     f"it needs float16 of shape {tuple(shapes.get(name, ()))}")
+        outs = self._run_frame(output_names, precision.feed_as_float32(input_feed), run_options, None)
+        return precision.outputs_as_float16(outs, into)
+
+    def _run_frame(self, output_names, input_feed: dict, run_options, into) -> list[np.ndarray]:
         tag = ort_api.check_run_options(run_options)
         input_feed = ort_api.plain_feed(input_feed)
         with self._lock:
@@ -390,7 +410,7 @@ class InferenceSession:
                 t0 = time.perf_counter()
                 return self._traced(self._run_whole(output_names, input_feed), into, t0, tag)
             if self._streams is not None:  # the first frame made the streams: run it there
-                return self._run_into(output_names, input_feed, run_options, into)
+                return self._run_frame(output_names, input_feed, run_options, into)
             try:
                 names = self._output_names if not output_names else self._check_output_names(output_names)
                 if into is not None:
@@ -464,14 +484,15 @@ class InferenceSession:
                              f"({self.whole_model_reason})")
 
     def _declares_non_float(self) -> bool:
-        init = {i.name for i in self._proto.graph.initializer}
-        return any(i.type.tensor_type.elem_type != 1 for i in self._proto.graph.input if i.name not in init)
+        init = {i.name for i in self._native_proto.graph.initializer}
+        return any(i.type.tensor_type.elem_type != 1 for i in self._native_proto.graph.input if i.name not in init)
 
     def _run_whole_in_onnxruntime(self, why: str) -> None:
         import warnings
         from reuserun.runtime.ort_backend import ort_session
         try:
-            self._whole = ort_session(self._proto.SerializeToString(), self.threads, self._settings.optimization_level)
+            self._whole = ort_session(self._native_proto.SerializeToString(), self.threads,
+                                      self._settings.optimization_level)
         except Exception as e:  # onnxruntime cannot either: the model's own error, on one line
             raise ModelError(f"reuserun cannot run this model ({why}), and onnxruntime cannot either: "
                              + " ".join(str(e).split())) from None
@@ -793,7 +814,7 @@ class InferenceSession:
             if len(shape) in (3, 4) and shape[0] != 1:
                 raise NotNative(f"input {a.name!r} holds a batch of {shape[0]} (shape {tuple(shape)}); "
                                 f"reuserun's caches hold one frame")
-        self._model = _compiled(self._proto, self._digest, input_shapes, self.strict)
+        self._model = _compiled(self._native_proto, self._digest, input_shapes, self.strict)
         self._graph = self._model.graph
         _check_memory(self._graph)
         self._input_shapes = dict(input_shapes)
@@ -859,7 +880,8 @@ class InferenceSession:
         if self.dense_backend == "onnxruntime" and self._ort is None:
             # made now, so the first frame handed to it does not also pay for loading the model
             from reuserun.runtime.ort_backend import ort_session
-            self._ort = ort_session(self._proto.SerializeToString(), self.threads, self._settings.optimization_level)
+            self._ort = ort_session(self._native_proto.SerializeToString(), self.threads,
+                                    self._settings.optimization_level)
 
     def _apply_thresholds(self) -> None:
         table = dict(self.layer_thresholds)
