@@ -188,11 +188,10 @@ class IOBinding:
     """onnxruntime's IOBinding: inputs bound once, outputs written into buffers the caller
     preallocated (or into arrays the session allocates per run)."""
 
-    def __init__(self, session):
-        self._session = session
+    def __init__(self):
         self._inputs: dict = {}
         self._outputs: dict = {}   # name -> preallocated array or None
-        self._results: list = []
+        self.results: list = []    # the last run's outputs (the bound buffers where there are)
 
     def bind_cpu_input(self, name: str, arr_on_cpu: np.ndarray) -> None:
         self._inputs[name] = arr_on_cpu
@@ -232,17 +231,20 @@ class IOBinding:
     def synchronize_outputs(self) -> None:
         """CPU memory: nothing to wait for."""
 
-    def run(self, run_options) -> None:
+    def bound_inputs(self) -> dict:
+        return dict(self._inputs)
+
+    def bound_outputs(self) -> tuple[list, list]:
+        """(output names, their buffers or None) in the order they were bound."""
         if not self._outputs:
             raise InputError("no output is bound; bind_output() at least one")
-        names = list(self._outputs)
-        self._results = self._session._run_into(names, dict(self._inputs), run_options, list(self._outputs.values()))
+        return list(self._outputs), list(self._outputs.values())
 
     def copy_outputs_to_cpu(self) -> list[np.ndarray]:
-        return [r.copy() for r in self._results]
+        return [r.copy() for r in self.results]
 
     def get_outputs(self) -> list:
-        return [owned_ortvalue(r) for r in self._results]
+        return [owned_ortvalue(r) for r in self.results]
 
 
 def owned_ortvalue(arr: np.ndarray):

@@ -51,6 +51,11 @@ def _check_feed_names(feed: dict, expected) -> None:
         raise InputError(f"missing input {missing[0]!r}; the model's inputs are {sorted(expected)}")
 
 
+def _non_finite(name: str) -> InputError:
+    return InputError(f"input {name!r} contains NaN or Inf; the frame was rejected and the session's "
+                      f"state is unchanged (accept_nan=True takes such frames)")
+
+
 def _check_array(name: str, v, shape: tuple) -> None:
     if not isinstance(v, np.ndarray):
         raise InputError(f"input {name!r} must be a numpy array, not {type(v).__name__}")
@@ -347,10 +352,12 @@ class InferenceSession:
         return 0 if self._trace is None else self._trace.start_ns
 
     def io_binding(self) -> ort_api.IOBinding:
-        return ort_api.IOBinding(self)
+        return ort_api.IOBinding()
 
     def run_with_iobinding(self, iobinding: ort_api.IOBinding, run_options=None) -> None:
-        iobinding.run(run_options)
+        """Runs the bound inputs; outputs land in their bound buffers (iobinding reads them back)."""
+        names, buffers = iobinding.bound_outputs()
+        iobinding.results = self._run_into(names, iobinding.bound_inputs(), run_options, buffers)
 
     def run_with_ort_values(self, output_names, input_dict_ort_values: dict, run_options=None) -> list:
         return [ort_api.owned_ortvalue(a) for a in self.run(output_names, input_dict_ort_values, run_options)]
@@ -381,15 +388,9 @@ class InferenceSession:
         """run(), writing each output into into[i] where that is an array (IOBinding's buffers)."""
         if not self._half:
             return self._run_frame(output_names, input_feed, run_options, into)
-        if into is not None:
-            names = [o.name for o in self.get_outputs()] if not output_names else list(output_names)
-            shapes = {o.name: o.shape for o in self.get_outputs()}
-            for name, buf in zip(names, into):
-                if buf is not None and (buf.dtype != np.float16 or list(buf.shape) != list(shapes.get(name, buf.shape))):
-                    raise InputError(f"output {name!r} is bound to a {buf.dtype} buffer of shape {buf.shape}; "
-                                     f"it needs float16 of shape {tuple(shapes.get(name, ()))}")
-        outs = self._run_frame(output_names, precision.feed_as_float32(input_feed), run_options, None)
-        return precision.outputs_as_float16(outs, into)
+        # bound float16 buffers take the float32 outputs as they are copied in
+        outs = self._run_frame(output_names, precision.feed_as_float32(input_feed), run_options, into)
+        return precision.outputs_as_float16(outs)
 
     def _run_frame(self, output_names, input_feed: dict, run_options, into) -> list[np.ndarray]:
         tag = ort_api.check_run_options(run_options)
@@ -475,8 +476,7 @@ class InferenceSession:
         for name, shape, _ in self._input_specs:
             _check_array(name, feed[name], shape)
             if not self.accept_nan and not np.isfinite(feed[name]).all():
-                raise InputError(f"input {name!r} contains NaN or Inf; the frame was rejected and the "
-                                 f"session's state is unchanged")
+                raise _non_finite(name)
 
     def _check_cached(self) -> None:
         if self._whole is not None:
@@ -514,11 +514,12 @@ class InferenceSession:
         return outs
 
     def _check_bound_outputs(self, names, into) -> None:
+        dtype = np.float16 if self._half else np.float32
         for name, buf in zip(names, into):
             want = tuple(self._graph.tensors[name].shape)
-            if buf is not None and (buf.shape != want or buf.dtype != np.float32):
+            if buf is not None and (buf.shape != want or buf.dtype != dtype):
                 raise InputError(f"output {name!r} is bound to a {buf.dtype} buffer of shape {buf.shape}; "
-                                 f"it needs float32 of shape {want}")
+                                 f"it needs {np.dtype(dtype)} of shape {want}")
 
     def _traced(self, outs: list, into, t0: float, tag: str) -> list[np.ndarray]:
         """A frame's outputs, copied into bound buffers where there are any, and its profile event."""
@@ -973,8 +974,7 @@ class InferenceSession:
             else:
                 bad = not self.accept_nan and not region.all_finite(v.reshape(-1))
             if bad:
-                raise InputError(f"input {name!r} contains NaN or Inf; the frame was rejected and the "
-                                 f"session's state is unchanged")
+                raise _non_finite(name)
             frames[name] = v
         return frames, diffs
 
