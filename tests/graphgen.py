@@ -242,8 +242,22 @@ class GraphGen:
                                            transB=int(trans_b), alpha=d.choice([1.0, 0.5])))
         self.heads.append((out, (1, n)))
 
+    def partition(self):
+        """Ops reuserun has no kernel for, which run in an onnxruntime partition: tf2onnx's
+        div_no_nan (Equal's bool mask read by Where) or Sqrt(Abs(x))."""
+        a, sa = self.pick()
+        if self.draw.bool():
+            zero = self._scalar(0.0)
+            b = self.pick(lambda s: s == sa)[0]
+            mask = self.add("Equal", [b, zero], sa)
+            q = self.add("Div", [a, b], sa)
+            self.add("Where", [mask, zero, q], sa)
+            self.tensors = [t for t in self.tensors if t[0] != mask]  # bool: no float op reads it
+        else:
+            self.add("Sqrt", [self.add("Abs", [a], sa)], sa)
+
     OPS = ["conv", "conv", "conv", "depthwise", "depthwise", "act", "act", "pool", "binary", "concat", "split", "slice",
-           "pad", "resize", "conv_transpose", "head", "squeeze_excite", "squeeze_excite", "shuffle"]
+           "pad", "resize", "conv_transpose", "head", "squeeze_excite", "squeeze_excite", "shuffle", "partition"]
 
     def build(self, n_ops: int):
         for _ in range(n_ops):
