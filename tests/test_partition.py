@@ -76,6 +76,22 @@ def test_nodes_before_a_partition_stay_incremental():
     assert first["name"] == "conv1" and first["computed"] <= 9 < first["total"]
 
 
+def test_a_change_crosses_an_elementwise_partition_where_it_happened():
+    """Equal+Where and Log compute position by position: the conv after them recomputes only
+    near the change (TopK over channels is per position too), and every frame stays exact."""
+    model = _div_no_nan_model()
+    sess = reuserun.InferenceSession(model, threads=1)
+    dense = reuserun.InferenceSession(model, policy="dense", threads=1)
+    f = rand(*X, seed=5)
+    sess.run(None, {"x": f})
+    g = f.copy()
+    g[..., 12, 12] += 1.0
+    got = sess.run(None, {"x": g})[0]
+    assert np.array_equal(got, dense.run(None, {"x": g})[0])
+    last = sess.stats["layers"][-1]
+    assert last["name"] == "conv2" and 0 < last["computed"] <= 49 < last["total"]
+
+
 def test_strict_refuses_what_would_run_in_onnxruntime():
     with pytest.raises(reuserun.UnsupportedOpsError, match="Equal x1.*Where x1"):
         reuserun.InferenceSession(_div_no_nan_model(), strict=True)

@@ -192,12 +192,20 @@ def plan_concat_aliases(graph: ir.Graph, slack_for) -> dict[str, Spatial]:
 
 def fallback(node, cx: Compiler):
     inputs = [cx.storage[i] for i in node.inputs]
-    outputs = []
+    outputs, refs = [], []
     for o in node.outputs:
-        t = cx.graph.tensors[o]
-        outputs.append(Plain(o, t.shape))
-        cx.storage[o] = outputs[-1]
-    return FallbackStep(node, inputs, outputs, macs=node_macs(node, cx.graph))
+        if cx.can_be_spatial(o):
+            # a cache like any kernel's output, diffed against a reference of its own (dense
+            # programs keep no reference: they never diff)
+            outputs.append(cx.new_spatial(o))
+            refs.append(None if cx.reuse else Plain(o + "#reference", (outputs[-1].C, outputs[-1].npix)))
+            if refs[-1] is not None:
+                cx.storage[refs[-1].name] = refs[-1]
+        else:
+            outputs.append(Plain(o, cx.shape(o)))
+            cx.storage[o] = outputs[-1]
+            refs.append(None)
+    return FallbackStep(node, inputs, outputs, macs=node_macs(node, cx.graph), refs=refs)
 
 
 def _all_spatial_inputs(node, cx) -> bool:

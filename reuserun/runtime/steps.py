@@ -2,8 +2,8 @@
 
 A KernelStep asks the planner's rule which output positions the inputs' changes reach, lets the
 policy turn that into a pixel list, and runs its kernels there; the kernels mark the positions
-whose values really changed. A FallbackStep recomputes a whole non-spatial tensor with numpy
-when any input changed.
+whose values really changed. A FallbackStep recomputes a whole tensor (numpy, or onnxruntime on a
+partition) when any input changed, and marks the positions whose values moved.
 
 Every step may be given a journal (kernels/journal.pyx) for one run: it then records the old
 values of everything it is about to overwrite, so the run can be undone (variants).
@@ -261,10 +261,14 @@ class ConcatStep:
 
 
 class FallbackStep:
-    """An op that mixes all positions (or a layout the kernels don't cover): numpy, whole tensor."""
+    """An op without a kernel (numpy, or an onnxruntime partition): recomputed whole when any
+    input changed. A spatial output is then compared with its reference frame position by
+    position, as an input frame is, so what follows sees only the positions that really moved."""
 
-    def __init__(self, node, inputs, outputs, macs=0):
+    def __init__(self, node, inputs, outputs, macs=0, refs=None):
+        """refs: per output, the Plain (C, H*W) reference of a spatial output (None: plain)."""
         self.node, self.inputs, self.outputs = node, inputs, outputs
+        self.refs = list(refs) if refs is not None else [None] * len(outputs)
         self.fn = NUMPY_OPS[node.op]
         self.macs = macs
         self.npix = 1
@@ -283,18 +287,37 @@ class FallbackStep:
             for o in self.outputs:
                 o.clear()
             return 0
-        if self.journal is not None:
-            for o in self.outputs:
-                self.journal.whole(o.arr)
         values = self.fn(self.node, [i.logical() for i in self.inputs])
         if self.post is not None:
             values = [NUMPY_OPS["act"](self.post, [v])[0] for v in values]
         if self.affine is not None:
             scale, shift = self.affine
             values = [v * scale + shift for v in values]
-        for o, v in zip(self.outputs, values):
-            o.store(v, track=not full, thr=self.thr)
+        for o, ref, v in zip(self.outputs, self.refs, values):
+            if o.kind != "plain":
+                self._store_spatial(o, ref, v, full, threads)
+            else:
+                if self.journal is not None:
+                    self.journal.whole(o.arr)
+                o.store(v, track=not full, thr=self.thr)
         return 1
+
+    def _store_spatial(self, out, ref, value, full: bool, threads: int) -> None:
+        """ref None: a dense program's tensor, always written whole."""
+        frame = np.ascontiguousarray(value, np.float32).reshape(out.C, -1)
+        if self.journal is not None:
+            self.journal.whole(ref.arr)
+            self.journal.whole(out.rows())
+        if full:
+            if ref is not None:
+                np.copyto(ref.arr, frame)
+            out.load(frame.reshape(out.shape))
+            out.mark_all()
+            return
+        nchanged, _ = region.diff_frame(frame, ref.arr, self.thr, out.mask, threads)
+        if nchanged:
+            region.apply_frame(frame, ref.arr, out.buf, out.off, self.thr, out.mask, threads)
+        out.rescan((0, out.H, 0, out.W))
 
 
 class GemvStep:
