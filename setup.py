@@ -49,7 +49,7 @@ class BuildExt(build_ext):
             compile_flags.append("-fopenmp")
             link_flags.append("-fopenmp")
         else:
-            warnings.warn("reuserun: OpenMP not available; kernels will run on one thread")
+            warnings.warn("reuserun: OpenMP not available; kernels will run on one thread", stacklevel=2)
             print("reuserun: building WITHOUT OpenMP", file=sys.stderr)
         for ext in self.extensions:
             ext.extra_compile_args = compile_flags

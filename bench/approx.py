@@ -133,7 +133,8 @@ def report(results, meta) -> str:
             "worst frame), IoU of heat maps binarised at 0.5.")
     columns = [("model", lambda r: r["model"]), ("config", lambda r: r["config"]),
                ("speedup", lambda r: f"{r['speedup']:.2f}x"), ("mac_fraction", lambda r: f"{r['mac_fraction']:.3f}"),
-               ("rel L2 mean", lambda r: f"{r['mean_rel_l2']:.4f}"), ("rel L2 worst", lambda r: f"{r['max_rel_l2']:.4f}"),
+               ("rel L2 mean", lambda r: f"{r['mean_rel_l2']:.4f}"),
+               ("rel L2 worst", lambda r: f"{r['max_rel_l2']:.4f}"),
                ("heat IoU", lambda r: opt(r.get("heat_iou"), "{:.3f}")),
                ("argmax", lambda r: opt(r.get("argmax_agreement"), "{:.2f}"))]
     rows = [dict(r, model=m) for m, rs in results.items() for r in rs]

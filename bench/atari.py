@@ -126,7 +126,8 @@ def tables(net: str, rows: list[dict]) -> str:
         out.append(f"| {r['game']} | " + " | ".join(cells) + " |")
     mean = {m: np.mean([r["net_s"][m] for r in rows]) for m in names}
     mf = {m: np.mean([r["mac_fraction"][m] for r in rows]) for m in methods}
-    out.append("| **Mean** | " + " | ".join([f"{mean['base']:.2f}"] + [f"{mean[m]:.2f} ({mf[m]:.3f})" for m in methods]) + " |")
+    cells = [f"{mean['base']:.2f}"] + [f"{mean[m]:.2f} ({mf[m]:.3f})" for m in methods]
+    out.append("| **Mean** | " + " | ".join(cells) + " |")
     total = {m: sum(r["net_s"][m] for r in rows) for m in names}
     out += ["", "Speedup over onnxruntime, total network time over the games: " +
             ", ".join(f"{m} {total['base'] / total[m]:.2f}x (ideal {1 / mf[m]:.1f}x)" for m in methods),

@@ -70,7 +70,8 @@ def main(argv=None) -> int:
               f"{r['ort_scaling']:.2f}x |" for r in rows]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "contention.json").write_text(json.dumps({"threads": args.threads, "size": args.size, "rows": rows}, indent=1))
+    record = {"threads": args.threads, "size": args.size, "rows": rows}
+    (out / "contention.json").write_text(json.dumps(record, indent=1))
     (out / "contention.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

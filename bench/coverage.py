@@ -86,7 +86,8 @@ def main(argv=None) -> int:
             ("runs", lambda r: r["runs"]), ("in onnxruntime partitions", lambda r: r.get("partitions", "")),
             ("max diff / max abs (vs onnxruntime)",
              lambda r: f"{r['max_rel_diff']:.1e}" if "max_rel_diff" in r else ""),
-            ("auto = dense, bit for bit", lambda r: {True: "yes", False: "NO"}.get(r.get("bit_identical_to_dense"), ""))]
+            ("auto = dense, bit for bit",
+             lambda r: {True: "yes", False: "NO"}.get(r.get("bit_identical_to_dense"), ""))]
     ok = sum(r["runs"] == "yes" for r in rows)
     text = (f"Coverage of the real-export suite (tools/real_models.py): {ok} of {len(rows)} models run in reuserun; "
             f"{args.frames} frames of the `object` scenario each, {args.threads} threads.\n\n"

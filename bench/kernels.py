@@ -61,7 +61,8 @@ def one_conv(cin, cout, k, s, g, size, op="Conv", seed=0) -> onnx.ModelProto:
     out = (size + 2 * p - k) // s + 1 if op == "Conv" else (size - 1) * s + k
     node = helper.make_node(op, ["x", "w", "b"], ["y"], kernel_shape=[k, k], strides=[s, s],
                             pads=[p] * 4, group=g)
-    graph = helper.make_graph([node], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, cin, size, size))],
+    graph = helper.make_graph([node], "conv",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, cin, size, size))],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, (1, cout, out, out))],
                               [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -78,9 +79,11 @@ def bench_case(spec, threads: int, reps: int) -> dict:
     step = next(st for st in rr._program if isinstance(st, KernelStep))
     t = {"ort": [], "session": [], "kernel": []}
     for _ in range(reps):
-        t0 = time.perf_counter(); ort.run(None, {"x": x}); t["ort"].append(time.perf_counter() - t0)
-        t0 = time.perf_counter(); rr.run(None, {"x": x}); t["session"].append(time.perf_counter() - t0)
-        t0 = time.perf_counter(); step.run(True, rr._policy, threads); t["kernel"].append(time.perf_counter() - t0)
+        for key, call in (("ort", lambda: ort.run(None, {"x": x})), ("session", lambda: rr.run(None, {"x": x})),
+                          ("kernel", lambda: step.run(True, rr._policy, threads))):
+            t0 = time.perf_counter()
+            call()
+            t[key].append(time.perf_counter() - t0)
     med = {k: float(np.median(v[2:])) for k, v in t.items()}
     macs = step.macs_per_pixel * step.npix
     return {"ort_ms": med["ort"] * 1e3, "session_ms": med["session"] * 1e3, "kernel_ms": med["kernel"] * 1e3,
@@ -103,7 +106,8 @@ def main(argv=None) -> int:
         results[name] = r
         print(f"{name:<28} {r['ort_ms']:>8.3f} {r['kernel_vs_ort']:>7.2f}x {r['session_vs_ort']:>7.2f}x "
               f"{r['kernel_gmacs']:>7.1f}  err {r['max_abs_err']:.1e}", flush=True)
-    (out / f"kernels_t{args.threads}.json").write_text(json.dumps({"threads": args.threads, "results": results}, indent=1))
+    record = {"threads": args.threads, "results": results}
+    (out / f"kernels_t{args.threads}.json").write_text(json.dumps(record, indent=1))
     return 0
 
 

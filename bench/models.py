@@ -173,7 +173,8 @@ def table(results, extra, meta, duels=()) -> str:
         lines.append(f"| {model} | {e['threads']['reuserun_scaling']:.2f}x | {e['threads']['ort_scaling']:.2f}x | "
                      f"{mem.get('reuserun', 0) / 2**20:.0f} MiB | {mem.get('onnxruntime', 0) / 2**20:.0f} MiB |")
     if duels:
-        lines += ["", "auto's time over the best fixed policy's, the two interleaved in one pass (below 1: auto is faster):",
+        lines += ["", "auto's time over the best fixed policy's, the two interleaved in one pass "
+                      "(below 1: auto is faster):",
                   "", "| model | " + " | ".join(dict.fromkeys(d["scenario"] for d in duels)) + " |",
                   "|---|" + "---|" * len(dict.fromkeys(d["scenario"] for d in duels))]
         keyed = {(d["model"], d["scenario"]): d for d in duels}

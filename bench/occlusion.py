@@ -65,6 +65,7 @@ def torch_mobilenet_v2_full(classes: int = 1000):
     """MobileNetV2 as the paper has it (width 1.0, stride 32, 1280-wide head): the ImageNet
     classifier, whose last layers a 16-px patch reaches almost everywhere."""
     import functools
+
     import torch_models as tm
     tm.TORCH_MODELS["mobilenet_v2_full_224"] = (
         functools.partial(tm.MobileNetV2Blocks, classes, tm.MobileNetV2Blocks.FULL, 32, 1280), (1, 3, 224, 224))

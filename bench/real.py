@@ -55,7 +55,8 @@ def one_line(e: BaseException, limit: int = 300) -> str:
     """The error as one line: its lines joined (an UnsupportedOpsError lists the ops below its first)."""
     missing = getattr(e, "missing", None)  # UnsupportedOpsError: op type -> nodes
     if isinstance(missing, dict):
-        text = "unsupported op types " + ", ".join(f"{op} ({len(nodes)} nodes)" for op, nodes in sorted(missing.items()))
+        counts = ", ".join(f"{op} ({len(nodes)} nodes)" for op, nodes in sorted(missing.items()))
+        text = "unsupported op types " + counts
     else:
         text = " ".join(l.strip() for l in str(e).strip().splitlines() if l.strip())
     text = f"{type(e).__name__}: {text}"
@@ -233,7 +234,8 @@ def table(rows: list[dict], failures: dict, meta: dict) -> str:
             "dense policy on the same frames.", ""]
     ok = [r for r in rows if "error" not in r]
     cols = [("model", lambda r: r["model"]), ("exporter", lambda r: r["exporter"]),
-            ("shape", lambda r: "x".join(map(str, r["shape"])) + ({"NHWC": " NHWC", "audio": " audio"}.get(r["layout"], ""))),
+            ("shape", lambda r: "x".join(map(str, r["shape"]))
+             + {"NHWC": " NHWC", "audio": " audio"}.get(r["layout"], "")),
             ("scenario", lambda r: r["scenario"]), ("policy", lambda r: r["policy"]),
             ("ort ms", lambda r: f"{r['ort_ms']:.2f}"), ("reuserun ms", lambda r: f"{r['reuserun_ms']:.2f}"),
             ("ratio", lambda r: f"{r['ratio']:.2f}x"), ("mac_fraction", lambda r: f"{r['mac_fraction']:.4f}"),

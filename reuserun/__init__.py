@@ -15,9 +15,8 @@ if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
 
 from reuserun.ir import InputError, ModelError, UnsupportedOpsError  # noqa: E402
 from reuserun.kernels.info import openmp_enabled  # noqa: E402
-from reuserun.runtime.session import InferenceSession, NodeArg  # noqa: E402
-
 from reuserun.runtime.ort_api import IOBinding, ModelMetadata, RunTerminated  # noqa: E402
+from reuserun.runtime.session import InferenceSession, NodeArg  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["IOBinding", "InferenceSession", "InputError", "ModelError", "ModelMetadata", "NodeArg",

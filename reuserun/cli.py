@@ -30,7 +30,7 @@ def _load_proto(model: str | None, size: int | None):
     try:
         return _parse(model), os.path.basename(model)
     except ir.ModelError as e:
-        raise SystemExit(f"error: {e}")
+        raise SystemExit(f"error: {e}") from None
 
 
 def _input_shape(proto, size: int | None) -> tuple:
@@ -181,7 +181,7 @@ def _read_image(path: str, c: int, h: int, w: int) -> np.ndarray:
     try:
         img = Image.open(path).convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
     except OSError as e:
-        raise SystemExit(f"cannot read image {path}: {e}")
+        raise SystemExit(f"cannot read image {path}: {e}") from None
     a = np.asarray(img, np.float32) / 255.0
     return a[..., None] if a.ndim == 2 else a
 
@@ -264,7 +264,8 @@ def _writable(path: str) -> str:
 
 
 def _add_preprocessing(p) -> None:
-    p.add_argument("--mean", type=_floats, default=None, help="per-channel mean to subtract from [0, 1] frames, e.g. 0.485,0.456,0.406")
+    p.add_argument("--mean", type=_floats, default=None,
+                   help="per-channel mean to subtract from [0, 1] frames, e.g. 0.485,0.456,0.406")
     p.add_argument("--std", type=_floats, default=None, help="per-channel std to divide by")
 
 
@@ -325,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--patch", type=_positive_int, default=16)
     o.add_argument("--stride", type=_positive_int, default=8)
     o.add_argument("--target", type=int, default=None, help="output index to explain (default: the top one)")
-    o.add_argument("--baseline", type=_number("a finite number", -np.inf, open_low=True), default=0.0, help="value occluded pixels take")
+    o.add_argument("--baseline", type=_number("a finite number", -np.inf, open_low=True), default=0.0,
+                   help="value occluded pixels take")
     o.add_argument("--size", type=_positive_int, default=224, help="input size for built-in models and dynamic dims")
     o.add_argument("--threads", type=_threads, default=None)
     o.add_argument("--workers", type=_positive_int, default=None,

@@ -30,9 +30,9 @@ def occlusion_map(sess, image: np.ndarray, patch: int = 16, stride: int = 8, tar
                   baseline: float = 0.0, progress: bool = False, workers: int | None = None) -> dict:
     """Sensitivity map of `target` (default: the reference's top class in output 0).
 
-    image: the model input (1, C, H, W), or (1, H, W, C) for a channels-last input. workers: windows run on that many forks of the
-    session in parallel threads, each with its share of sess.threads (default: one per
-    thread); 1 runs them all on sess. Returns {"heat": (H, W), "target", "base_score",
+    image: the model input (1, C, H, W), or (1, H, W, C) for a channels-last input. workers:
+    windows run on that many forks of the session in parallel threads, each with its share of
+    sess.threads (default: one per thread); 1 runs them all on sess. Returns {"heat": (H, W), "target", "base_score",
     "windows", "mac_fraction"} where mac_fraction is the mean over the windows.
     """
     if stride < 1 or patch < 1:

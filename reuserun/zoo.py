@@ -366,7 +366,8 @@ def kws_1d(samples: int = 16000, classes: int = 12, width: int = 32, seed: int =
     nodes, inits = [], []
 
     def param(name, shape, fan_in):
-        inits.append(numpy_helper.from_array((rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32), name))
+        he = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+        inits.append(numpy_helper.from_array(he.astype(np.float32), name))
         return name
 
     def conv(x, cin, cout, k, s, i):
@@ -390,7 +391,8 @@ def kws_1d(samples: int = 16000, classes: int = 12, width: int = 32, seed: int =
     param("fc_w", (classes, 4 * width), 4 * width)
     inits.append(numpy_helper.from_array(np.zeros(classes, np.float32), "fc_b"))
     nodes.append(helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1))
-    graph = helper.make_graph(nodes, "kws_1d", [helper.make_tensor_value_info("audio", TensorProto.FLOAT, [1, 1, samples])],
+    audio = helper.make_tensor_value_info("audio", TensorProto.FLOAT, [1, 1, samples])
+    graph = helper.make_graph(nodes, "kws_1d", [audio],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])], inits)
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="reuserun.zoo")
     m.ir_version = 8
@@ -400,8 +402,8 @@ def kws_1d(samples: int = 16000, classes: int = 12, width: int = 32, seed: int =
 
 MODELS = {"yolo": yolo_like, "resnet": resnet_like, "mobilenet": mobilenet_v3_like,
           "unet": unet_like, "kws": kws_1d}
-DEFAULT_SIZES = {"kws": 16000}
-IMAGE_MODELS = ("mobilenet", "resnet", "unet", "yolo")  # (1, 3, S, S) inputs  # samples for the 1-D model; image models default to 320 px
+DEFAULT_SIZES = {"kws": 16000}  # samples for the 1-D model; image models default to 320 px
+IMAGE_MODELS = ("mobilenet", "resnet", "unet", "yolo")  # (1, 3, S, S) inputs
 
 
 # --- MAC counting ---------------------------------------------------------------------------

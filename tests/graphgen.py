@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 from onnx import helper
-
 from onnx_helpers import const, make_model
 
 ACTS = ["Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "Elu", "Clip", "PRelu"]

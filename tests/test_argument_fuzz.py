@@ -6,16 +6,15 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from onnx_helpers import make_model, node, rand
 
 import reuserun
-from onnx_helpers import make_model, node, rand
 from reuserun import cli
 
 EXAMPLES = int(os.environ.get("RR_FUZZ", 150))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=EXAMPLES)
 
 EDGES = [0, 1, -1, 2, 7, 2**31, -2**31, 2**63, 1e300, -0.0, 0.5, float("nan"), float("inf"), float("-inf"),
          True, False, None, "", "auto", "1", [], [1], (1, 3, 8, 8), {}, b"x", object(), np.int64(3),
@@ -92,7 +91,8 @@ def test_run_variant_edges(changed, mask):
     edited = x.copy()
     edited[0, :, 2:4, 2:4] = 0.25
     if mask:
-        changed = np.zeros((8, 8), bool) if changed is None else np.resize(np.asarray(bool(changed) if np.isscalar(changed) else True), (8, 8))
+        flag = bool(changed) if np.isscalar(changed) else True
+        changed = np.zeros((8, 8), bool) if changed is None else np.resize(np.asarray(flag), (8, 8))
     try:
         sess.run_variant(None, {"x": edited}, changed=changed)
     except ERRORS as e:

@@ -32,6 +32,7 @@ def test_seed_preprocessing_is_striding():
     assert np.array_equal(d4[0, 0], obs[::4, ::4, 0] / np.float32(255))
 
 
+@pytest.mark.atari
 def test_atari_source_and_bench_script(tmp_path):
     pytest.importorskip("gymnasium")
     pytest.importorskip("ale_py")

@@ -2,7 +2,6 @@
 import json
 
 import numpy as np
-
 import pytest
 
 from reuserun import cli, zoo
@@ -63,7 +62,7 @@ def test_interleaved_hands_each_runner_its_own_copy_of_a_frame():
     frames = [np.full((2, 3), i, np.float32) for i in range(5)]
     seen = {"a": [], "b": []}
     interleaved(frames, {k: (lambda f, k=k: seen[k].append(f)) for k in seen})
-    for k, got in seen.items():
+    for got in seen.values():
         assert all(g is not f and np.array_equal(g, f) for g, f in zip(got, frames))
     assert all(a is not b for a, b in zip(seen["a"], seen["b"]))
     boxes = [(0, 1, 0, 1)]

@@ -4,11 +4,12 @@ import os
 
 import numpy as np
 import onnxruntime as ort
-from hypothesis import HealthCheck, given, settings
+import pytest
+from graphgen import edit_frames, random_graph
+from hypothesis import given
 from hypothesis import strategies as st
 
 import reuserun
-from graphgen import edit_frames, random_graph
 
 POLICIES = ["auto", "tiles", "rects", "rect"]
 
@@ -36,7 +37,6 @@ def check_stream(model, frames, tiles=(1, 2, 4), threads=2):
     return sessions
 
 
-@settings(max_examples=int(os.environ.get("RR_EXAMPLES", 40)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_random_graphs_bit_identical(data):
     d, model, rng, (c, h, w) = random_graph(data, channels=(1, 4), size=(5, 20), ops=(2, 7))
@@ -45,7 +45,6 @@ def test_random_graphs_bit_identical(data):
     check_stream(model, frames)
 
 
-@settings(max_examples=int(os.environ.get("RR_EXAMPLES", 40)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_random_graphs_with_onnxruntime_as_dense_backend(data):
     """dense_backend="onnxruntime" on random graphs and streams mixing small edits, still frames
@@ -64,7 +63,7 @@ def test_random_graphs_with_onnxruntime_as_dense_backend(data):
 
 
 def test_thread_count_does_not_change_bits():
-    from reuserun import zoo, sources
+    from reuserun import sources, zoo
     m = zoo.default_model(64)
     frames = list(sources.synthetic_stream((1, 3, 64, 64), "objects", frames=3))
     outs = []
@@ -92,6 +91,7 @@ print(h.hexdigest())
 """
 
 
+@pytest.mark.slow
 def test_sixteen_lane_tiles_give_the_same_bits_as_eight_lane_ones(tmp_path):
     """With AVX-512 a 16-channel block takes one 16-lane register (REUSERUN_NO_AVX512=1 turns it
     off): every lane's FMAs come in the same order, so outputs must not change."""
@@ -125,7 +125,7 @@ def test_depthwise_pixel_subsets_give_the_dense_bits():
         w = rng.standard_normal((C, 1, k, k)).astype(np.float32)
         packed = kconv.pack_dw_weights(w)
 
-        def run(pix):
+        def run(pix, x=x, packed=packed, k=k, s=s, pads=pads, C=C, OH=OH, OW=OW):
             y = np.zeros((OH, OW, C), np.float32)
             kern = kconv.DepthwiseKernel(x, 0, y, 0, packed, np.zeros(C, np.float32), None, C, (k, k), (s, s),
                                          pads, (1, 1), 0, 0.0, 0.0)

@@ -6,11 +6,11 @@ import pathlib
 import numpy as np
 import onnx
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto
-
 from onnx_helpers import const, make_model, node, one_op_model, rand, run_ort, vi
+
 import reuserun
 from reuserun import ir
 from reuserun.frontend import load_model
@@ -600,7 +600,8 @@ def test_classifier_tail_activations_run_in_the_gemm_kernels(act):
     m = make_model([node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
                     node("GlobalAveragePool", ["c"], ["g"]), node("Flatten", ["g"], ["f"]),
                     node("Gemm", ["f", "w1", "b1"], ["h"], transB=1), node(kind, ["h"], ["a"], **attrs),
-                    node("Flatten", ["a"], ["f2"]), node("Gemm", ["f2", "w2"], ["z"]), node(kind, ["z"], ["y"], **attrs)],
+                    node("Flatten", ["a"], ["f2"]), node("Gemm", ["f2", "w2"], ["z"]),
+                    node(kind, ["z"], ["y"], **attrs)],
                    [("x", [1, 3, 8, 8])], ["y"],
                    [("w", rand(16, 3, 3, 3, seed=1)), ("w1", rand(40, 16, seed=2)), ("b1", rand(40, seed=3)),
                     ("w2", rand(40, 10, seed=4, scale=0.3))])
@@ -864,7 +865,7 @@ def test_ir_does_not_import_onnx():
 
 # ---- randomised geometry against onnxruntime ------------------------------------------------
 
-FEW = settings(max_examples=int(__import__("os").environ.get("RR_EXAMPLES", 40)), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+FEW = settings()  # the profile's (tests/conftest.py)
 
 
 @FEW

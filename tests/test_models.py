@@ -5,10 +5,10 @@ onnxruntime."""
 import numpy as np
 import onnxruntime as ort
 import pytest
+from onnx_helpers import run_ort
 
 import reuserun
 from reuserun import sources, zoo
-from onnx_helpers import run_ort
 
 POLICIES = ["auto", "tiles", "rects", "rect"]
 
@@ -41,6 +41,8 @@ def check_model(model, shape, scenario="objects", frames=4, tol=1e-4):
 
 @pytest.mark.parametrize("name", ["resnet", "mobilenetv2", "mobilenetv3", "efficientnet", "unet", "yolov5", "yolov4",
                                   "dbnet", "hrnet"])
+@pytest.mark.torch
+@pytest.mark.slow
 def test_torch_export(name):
     torch_models = pytest.importorskip("torch_models")
     module, shape = torch_models.build(name)
@@ -110,6 +112,8 @@ def test_frame_stack_declared_and_detected():
     assert not reuserun.InferenceSession(model, frame_stack=False)._stacks
 
 
+@pytest.mark.torch
+@pytest.mark.slow
 def test_trained_detector():
     """The trained CenterNet-style detector that bench/approx.py uses (bench/assets), and the tool
     that trains it: a short run exports a model that reuserun runs like onnxruntime."""

@@ -5,8 +5,9 @@ must give the same bits as a fresh dense run.
 A case is skipped, with its reason, when reuserun's kernels do not take it: an op with no kernel
 (it would run in onnxruntime), a non-float32 output, a leading dim above 1 on a 3-D or 4-D input
 (reuserun's caches hold one frame; such inputs run in onnxruntime or as streams), scales fed
-at run time, an empty tensor, or a model without the default opset. Non-float inputs (axes, shapes, indices) are parameters, not frames: they become
-constants. EXCLUDED lists the cases that run and disagree, each with why."""
+at run time, an empty tensor, or a model without the default opset. Non-float inputs (axes,
+shapes, indices) are parameters, not frames: they become constants. EXCLUDED lists the cases
+that run and disagree, each with why."""
 from __future__ import annotations
 
 import warnings

@@ -3,11 +3,11 @@ on their own subgraphs; the rest of the model stays reuserun's, incremental and 
 import numpy as np
 import onnx
 import pytest
+from onnx_helpers import make_model, node, rand, run_ort, vi
 
 import reuserun
 from reuserun.frontend import load_model
 from reuserun.info import describe
-from onnx_helpers import make_model, node, rand, run_ort, vi
 
 X = (1, 3, 24, 24)
 

@@ -2,18 +2,17 @@
 positions a change mask reaches through a sliding window (plus forced bands), and the count and
 tight box of a mask. Masks mix long runs, empty stretches and isolated marks so the word-at-a-
 time scans meet every case."""
-import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from reuserun.kernels.marks import Marks
 
 from reuserun.kernels import planner, region
-from reuserun.kernels.marks import Marks
 from reuserun.plan.geometry import conv_out_len, window_ranges
 
-EXAMPLES = int(os.environ.get("RR_EXAMPLES", 40)) * 3
+EXAMPLES = settings.default.max_examples * 3
 
 
 def random_mask(data, H, W):
@@ -48,7 +47,7 @@ def reference_reach(m, box, ranges, OH, OW, bands):
     return r
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES)
 @given(st.data())
 def test_window_reach_matches_numpy(data):
     H = data.draw(st.integers(1, 12))

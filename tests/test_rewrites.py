@@ -3,9 +3,9 @@ leaves alone what it may not touch, and the rewritten graph matches onnxruntime 
 model, with the incremental run bit-identical to the dense one."""
 import numpy as np
 import pytest
+from onnx_helpers import make_model, node, rand, run_ort
 
 import reuserun
-from onnx_helpers import make_model, node, rand, run_ort
 from reuserun.frontend import load_model
 from reuserun.runtime.fuse import REWRITES, fuse
 
@@ -20,7 +20,7 @@ def _check(model, shape=(1, 3, 12, 12), rtol=1e-4, atol=1e-5):
     x = rand(*shape, seed=1)
     want = run_ort(model, {"x": x})
     dense, auto = reuserun.InferenceSession(model, policy="dense"), reuserun.InferenceSession(model)
-    for k, (name, got) in enumerate(zip(want, dense.run(None, {"x": x}))):
+    for name, got in zip(want, dense.run(None, {"x": x})):
         np.testing.assert_allclose(got, want[name], rtol=rtol, atol=atol)
     auto.run(None, {"x": x})
     for i in range(3):
@@ -149,7 +149,8 @@ def test_affine_after_activation_runs_in_the_conv_epilogue(cout, group, op, csha
     cin = group if group > 1 else 3
     c = np.random.default_rng(4).uniform(0.5, 1.5, cshape).astype(np.float32)
     ins = ["c", "r"] if op == "Sub_reversed" else ["r", "c"]
-    m = make_model([node("Conv", ["x0", "w0"], ["x1"], pads=[0, 0, 0, 0]) if group > 1 else node("Identity", ["x0"], ["x1"]),
+    first = node("Conv", ["x0", "w0"], ["x1"], pads=[0, 0, 0, 0]) if group > 1 else node("Identity", ["x0"], ["x1"])
+    m = make_model([first,
                     node("Conv", ["x1", "w", "bias"], ["y0"], pads=[1, 1, 1, 1], group=group),
                     node("Relu", ["y0"], ["r"]), node(op.split("_")[0], ins, ["y"])],
                    [("x", [1, 3, 12, 12])], [("y", [1, cout, 12, 12])],
@@ -206,6 +207,7 @@ def test_softmax_over_a_short_axis_matches_onnxruntime(axis, shape):
 
 def test_erf_runs_in_numpy_within_float_tolerance():
     import math
+
     from reuserun.frontend.reference import erf
     x = np.concatenate([np.linspace(-6, 6, 20001), np.logspace(-8, 0.5, 200), -np.logspace(-8, 0.5, 200),
                         [0.0, -0.0]]).astype(np.float32)

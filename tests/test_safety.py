@@ -5,9 +5,9 @@ import json
 
 import numpy as np
 import pytest
+from onnx_helpers import make_model, node, rand, run_ort, vi
 
 import reuserun
-from onnx_helpers import make_model, node, rand, run_ort, vi
 from reuserun import cli
 
 
@@ -201,7 +201,8 @@ def test_nan_made_inside_the_network_is_kept(op, attrs):
     """inf - inf makes a NaN at one pixel; every op after it passes the NaN on (onnxruntime's
     activations and MaxPool do; its GlobalMaxPool drops it, reuserun keeps it), and the dense
     and incremental runs agree bit for bit."""
-    ins, inits = ["n"], [("wp", np.full((8, 3, 1, 1), 1e38, np.float32)), ("wn", np.full((8, 3, 1, 1), -1e38, np.float32))]
+    ins = ["n"]
+    inits = [("wp", np.full((8, 3, 1, 1), 1e38, np.float32)), ("wn", np.full((8, 3, 1, 1), -1e38, np.float32))]
     if op == "Clip":
         ins += ["lo", "hi"]
         inits += [("lo", np.array(-0.5, np.float32)), ("hi", np.array(0.5, np.float32))]

@@ -9,12 +9,14 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, settings
+from graphgen import random_graph
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import reuserun
-from graphgen import random_graph
+
+pytestmark = pytest.mark.slow
 
 SEQUENCES = int(os.environ.get("RR_SEQUENCES", 300))
 STEPS = int(os.environ.get("RR_SEQUENCE_STEPS", 12))
@@ -162,6 +164,5 @@ class FrameSequences(RuleBasedStateMachine):
 
 
 FrameSequences.TestCase.settings = settings(
-    max_examples=SEQUENCES, stateful_step_count=STEPS, deadline=None, database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+    max_examples=SEQUENCES, stateful_step_count=STEPS)
 test_frame_sequences = FrameSequences.TestCase

@@ -1,10 +1,10 @@
 """The onnxruntime-compatible surface: API, stats, reuse really happening, and bad input."""
 import numpy as np
 import pytest
+from onnx_helpers import make_model, node, rand
 
 import reuserun
 from reuserun import sources, zoo
-from onnx_helpers import make_model, node, rand
 
 
 @pytest.fixture(scope="module")

@@ -1,18 +1,15 @@
 """Shift reuse: frames that are the reference translated (scrolling, sliding windows) are
 bit-identical to dense, over random graphs, shifts, strides and hops."""
-import os
 
 import numpy as np
 import onnxruntime as ort
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-import reuserun
 from graphgen import random_graph
+from hypothesis import given
+from hypothesis import strategies as st
 from onnx_helpers import make_model, node
 
-EXAMPLES = int(os.environ.get("RR_EXAMPLES", 40))
+import reuserun
 
 
 def check(model, frames, name="x", expect_shift=None):
@@ -40,7 +37,6 @@ def windows(canvas, h, w, steps):
     return [np.ascontiguousarray(canvas[:, :, y:y + h, x:x + w]) for y, x in steps]
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_random_graphs_scrolled(data):
     d, model, rng, (c, h, w) = random_graph(data, channels=(1, 3), size=(12, 24), ops=(2, 7))
@@ -103,7 +99,6 @@ def conv1d_stack(rng, layers, channels=4):
     return make_model(nodes, [("x", [1, 1, 64])], [x], inits)
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), layers=st.integers(1, 6), hop=st.integers(1, 12))
 def test_random_1d_sliding_windows(seed, layers, hop):
     rng = np.random.default_rng(seed)

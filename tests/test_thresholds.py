@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 import pytest
+from onnx_helpers import make_model, node
 
 import reuserun
-from onnx_helpers import make_model, node
 from reuserun import zoo
 
 

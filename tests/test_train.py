@@ -1,23 +1,30 @@
 """reuserun.train: reuse gradients against PyTorch's dense autograd, the forward's bit-exactness,
 weights in and out of ONNX, Adam against torch, a toy env that learns, and bad input."""
-import os
 
 import numpy as np
 import onnx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import reuserun
 from reuserun import zoo
 from reuserun.bench import ort_session
-from reuserun.train import (SGD, Adam, EpisodeForward, ReinforceLearner, backward, export_onnx,
-                            from_onnx, normalised_returns, softmax_logprob)
+from reuserun.train import (
+    SGD,
+    Adam,
+    EpisodeForward,
+    ReinforceLearner,
+    backward,
+    export_onnx,
+    from_onnx,
+    normalised_returns,
+    softmax_logprob,
+)
 from reuserun.train.backward import logits_of
 
 TOL = 1e-4
-EXAMPLES = int(os.environ.get("RR_EXAMPLES", 40))
 
 
 # --- random nets and episodes ----------------------------------------------------------------
@@ -58,7 +65,8 @@ def policy_model(rng, cin, convs, hw, hidden, actions, matmul, softmax) -> onnx.
     if softmax:
         nodes.append(helper.make_node("Softmax", [x], ["probs"], axis=1))
         x = "probs"
-    graph = helper.make_graph(nodes, "policy", [helper.make_tensor_value_info("frame", TensorProto.FLOAT, [1, cin, *hw])],
+    frame = helper.make_tensor_value_info("frame", TensorProto.FLOAT, [1, cin, *hw])
+    graph = helper.make_graph(nodes, "policy", [frame],
                               [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)], inits)
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
@@ -149,7 +157,7 @@ def check_against_torch(net, frames, rng):
 
 # --- gradients --------------------------------------------------------------------------------
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.torch
 @given(spec=nets(), T=st.integers(1, 7), seed=st.integers(0, 2**31 - 1))
 def test_reuse_gradients_match_torch_dense(spec, T, seed):
     pytest.importorskip("torch")
@@ -160,6 +168,7 @@ def test_reuse_gradients_match_torch_dense(spec, T, seed):
 
 @pytest.mark.parametrize("model", [zoo.atari_policy(6, 8, 23, 19, actions=4, seed=3),
                                    zoo.nature_dqn(2, 44, 5, seed=1)], ids=["seed_net", "nature_dqn"])
+@pytest.mark.torch
 def test_zoo_nets_gradients(model):
     pytest.importorskip("torch")
     rng = np.random.default_rng(0)
@@ -167,6 +176,7 @@ def test_zoo_nets_gradients(model):
     check_against_torch(net, episode(rng, net.input_shape, 10), rng)
 
 
+@pytest.mark.torch
 def test_long_sparse_episode_with_static_runs():
     """Long-lived nodes (many frames without change) exercise the prefix sums and the sweep."""
     pytest.importorskip("torch")
@@ -237,6 +247,7 @@ def test_unsupported_nets_are_refused():
 
 # --- optimizers -------------------------------------------------------------------------------
 
+@pytest.mark.torch
 def test_adam_and_sgd_follow_torch():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(3)
@@ -360,6 +371,7 @@ def test_nan_in_returns_or_loss_raises_and_keeps_state():
     assert not learner.fwd.consumed
 
 
+@pytest.mark.torch
 def test_episode_of_length_one():
     pytest.importorskip("torch")
     rng = np.random.default_rng(7)

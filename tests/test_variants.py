@@ -1,16 +1,15 @@
 """Variants (what-if runs against the cached reference): exact, and the cache left untouched."""
-import os
 import threading
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from graphgen import edit_frames, random_graph
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_session import assert_same_snapshot, snapshot
 
 import reuserun
 from reuserun import zoo
-from graphgen import edit_frames, random_graph
-from test_session import assert_same_snapshot, snapshot
 
 
 def values(sess):
@@ -38,8 +37,7 @@ def dense_outputs(model, frame, name="x"):
     return reuserun.InferenceSession(model, policy="dense", threads=1).run(None, {name: frame})
 
 
-@settings(max_examples=int(os.environ.get("RR_EXAMPLES", 40)) // 2, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=settings.default.max_examples // 2)
 @given(st.data())
 def test_random_variants_exact_and_cache_untouched(data):
     d, model, rng, (c, h, w) = random_graph(data, channels=(1, 3), size=(5, 16), ops=(2, 6))
@@ -161,7 +159,7 @@ def test_batches_on_parallel_forks_match_one_by_one(classifier):
     batch = np.concatenate([occluded(base, b) for b in boxes])
     serial = sess.run_variants(None, {name: batch}, changed=[[b] for b in boxes])
     parallel = sess.run_variants(None, {name: batch}, changed=[[b] for b in boxes], workers=2)
-    for i, b in enumerate(boxes):
+    for i in range(len(boxes)):
         want = dense_outputs(classifier, batch[i:i + 1], name)
         for s, p, w in zip(serial, parallel, want):
             assert s[i:i + 1].tobytes() == w.tobytes() and p[i:i + 1].tobytes() == w.tobytes()
@@ -297,6 +295,7 @@ def test_occlusion_map_matches_brute_force(classifier, workers, policy):
 def test_occlusion_cli_writes_png_and_npy(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     from PIL import Image
+
     from reuserun import cli
     img = tmp_path / "cat.png"
     Image.fromarray((np.random.default_rng(6).random((50, 70, 3)) * 255).astype(np.uint8)).save(img)

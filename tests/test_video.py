@@ -6,6 +6,8 @@ import reuserun
 from reuserun import cli, zoo
 from reuserun.streams import frames_from_spec
 
+pytestmark = pytest.mark.video
+
 av = pytest.importorskip("av")
 
 

@@ -162,6 +162,7 @@ def test_endless_stream():
 
 # --- torch exports --------------------------------------------------------------------------
 
+@pytest.mark.torch
 def test_torch_models_export_and_match():
     torch = pytest.importorskip("torch")
     import torch_models as tm

@@ -210,13 +210,13 @@ def _run_worker(python: str, kind: str, name: str, out: Path) -> dict:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"export timed out after {EXPORT_TIMEOUT_S} s")
+        raise RuntimeError(f"export timed out after {EXPORT_TIMEOUT_S} s") from None
     lines = proc.stdout.strip().splitlines()
     try:
         result = json.loads(lines[-1])
     except (IndexError, json.JSONDecodeError):
         err = [l for l in proc.stderr.strip().splitlines() if l.strip()]
-        raise RuntimeError(f"worker exited {proc.returncode}: {err[-1] if err else 'no output'}")
+        raise RuntimeError(f"worker exited {proc.returncode}: {err[-1] if err else 'no output'}") from None
     if "error" in result:
         raise RuntimeError(result["error"])
     return result

@@ -17,8 +17,7 @@ from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from .. import ir
-from .converters import (CONVERTERS, Ctx, Unsupported, attr_dict, bn_scale_shift,
-                         pool_geometry)
+from .converters import CONVERTERS, Ctx, Unsupported, attr_dict, bn_scale_shift, pool_geometry
 from .islands import partition
 from .reference import NONDETERMINISTIC
 

@@ -17,8 +17,15 @@ from reuserun.kernels import eltwise as kel
 from reuserun.plan import geometry as geo
 from reuserun.plan.rules import SAME, rule_for, spatial_hw
 from reuserun.runtime.fuse import act_params
-from reuserun.runtime.steps import (ConcatStep, FallbackStep, GemvStep, KernelStep, SpatialGemmStep,
-                                     StackConvStep, ToSpatialStep)
+from reuserun.runtime.steps import (
+    ConcatStep,
+    FallbackStep,
+    GemvStep,
+    KernelStep,
+    SpatialGemmStep,
+    StackConvStep,
+    ToSpatialStep,
+)
 from reuserun.runtime.storage import Const, Plain, Spatial, aligned_zeros
 
 
@@ -231,7 +238,7 @@ def build_stack_conv(node, cx: Compiler):
     partials = np.zeros((k, y.H, y.W, O), np.float32)
     kernels = []
     for s in range(k):
-        packed, nocb = cx.packed((node.name, s), lambda: kconv.pack_conv_weights(w[:, s:s + 1], False, 1))
+        packed, nocb = cx.packed((node.name, s), lambda s=s: kconv.pack_conv_weights(w[:, s:s + 1], False, 1))
         kernels.append(kconv.ConvKernel(x.buf, x.off + s, partials[s], 0, packed, nocb,
                                         np.zeros(nocb * 16, np.float32), None, *geom, 1, 1, O, 0, 0.0, 0.0))
     total = kconv.StackSumKernel(partials, y.buf, y.off, bias, code, alpha, beta)

@@ -347,8 +347,9 @@ def sink_channels_last(graph: ir.Graph) -> bool:
     """Moves a Transpose to channels-last (N, H, W, C) past the per-pixel ops that read it, until
     it meets the Transpose back and both vanish: a MatMul by constant weights over the channels
     becomes a 1x1 conv, a LayerNormalization over them a per-pixel channel norm, a Softmax over
-    them a softmax over the channels, elementwise ops take their constants transposed. So ConvNeXt's blocks and TF-style channels-last tails run as
-    per-pixel kernels on the runtime's own layout, where they ran in numpy on whole tensors."""
+    them a softmax over the channels, elementwise ops take their constants transposed. So
+    ConvNeXt's blocks and TF-style channels-last tails run as per-pixel kernels on the runtime's
+    own layout rather than in numpy on whole tensors."""
     users = consumers(graph)
     for t in graph.nodes:
         if not _is_channels_last(t) or len(graph.tensors[t.inputs[0]].shape) != 4:

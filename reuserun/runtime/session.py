@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from reuserun import ir
-from reuserun.frontend import load_model
-from reuserun.frontend import precision
+from reuserun.frontend import load_model, precision
 from reuserun.frontend.loader import _parse, declared_dims
 from reuserun.ir import InputError, ModelError, NotNative
 from reuserun.kernels import driver, marks, region
@@ -21,10 +20,10 @@ from reuserun.kernels.journal import Journal
 from reuserun.plan.policies import make_policy
 from reuserun.runtime import options, ort_api, variants
 from reuserun.runtime.compiler import Compiler, frame_stack_inputs
+from reuserun.runtime.dense_choice import DenseChoice
 from reuserun.runtime.fuse import fuse
 from reuserun.runtime.profiler import StepProfiler
-from reuserun.runtime.dense_choice import DenseChoice
-from reuserun.runtime.shifter import Shifter, ShiftDetector
+from reuserun.runtime.shifter import ShiftDetector, Shifter
 from reuserun.runtime.storage import aligned_zeros
 
 # spare room behind each cache, as a fraction of it, for sessions that may reuse shifted frames:
@@ -300,7 +299,8 @@ class InferenceSession:
             if st.kind == "spatial":
                 masks += st.mask.nbytes
         scratch = sum(a.nbytes for step in self._program
-                      for a in (getattr(step, k, None) for k in ("reach_mask", "compute_mask", "pix", "full_pix", "tmp"))
+                      for a in (getattr(step, k, None)
+                                for k in ("reach_mask", "compute_mask", "pix", "full_pix", "tmp"))
                       if isinstance(a, np.ndarray))
         inputs = set(self._graph.inputs)
         activations = sum(4 * int(np.prod(t.shape)) for n, t in self._graph.tensors.items()
@@ -489,6 +489,7 @@ class InferenceSession:
 
     def _run_whole_in_onnxruntime(self, why: str) -> None:
         import warnings
+
         from reuserun.runtime.ort_backend import ort_session
         try:
             self._whole = ort_session(self._native_proto.SerializeToString(), self.threads,
@@ -853,7 +854,8 @@ class InferenceSession:
         self._shifter = Shifter(self._graph, steps, storage)
         self._detectors = {n: ShiftDetector(storage[n].npix) for n in self._diff_masks}
         self._variant_pix = {n: np.empty(s.npix, np.int32) for n, s in storage.items() if n in self._diff_masks}
-        self._variant_vals = {n: np.empty((s.npix, s.C), np.float32) for n, s in storage.items() if n in self._diff_masks}
+        self._variant_vals = {n: np.empty((s.npix, s.C), np.float32)
+                              for n, s in storage.items() if n in self._diff_masks}
         self._journal = Journal()  # run_variant's undo log, its scratch kept between variants
         self._declared_rows = {}  # run_variant: declared pixels and their values, checked
         self._spatial_inputs = {a.name: storage[a.name] for a in self._input_args if storage[a.name].kind == "spatial"}
@@ -937,7 +939,8 @@ class InferenceSession:
             if st.kind == "spatial" and not full and declared and name in declared:
                 mask, bound = declared[name]  # written into this input's per-run mask
                 # only the declared positions are read: listed, gathered and checked in one pass
-                nchanged, box, bad = (region.take_marked(mask, st.W, *bound, v.reshape(st.C, -1), self._variant_pix[name],
+                nchanged, box, bad = (region.take_marked(mask, st.W, *bound, v.reshape(st.C, -1),
+                                                         self._variant_pix[name],
                                                          self._variant_vals[name]) if bound else (0, None, 0))
                 diffs[name] = (mask, nchanged, None)
                 pix, vals = self._variant_pix[name][:nchanged], self._variant_vals[name][:nchanged]

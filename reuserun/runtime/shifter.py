@@ -24,7 +24,6 @@ from reuserun.runtime.steps import (
 )
 
 
-
 @dataclass
 class ShiftPlan:
     modes: list                      # per step: (NORMAL | FULL | BANDS, bands)

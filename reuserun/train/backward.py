@@ -25,7 +25,6 @@ import numpy as np
 from reuserun.kernels import train as ktrain
 from reuserun.train.forward import EpisodeForward
 
-
 # --- per-frame rules, over (T, n) matrices ---------------------------------------------------
 
 def softmax_logprob(logits: np.ndarray, actions: np.ndarray, weights: np.ndarray):

@@ -61,7 +61,7 @@ class TrainNet:
         return np.ascontiguousarray(
             packed[:, :, :self.fc0_out].transpose(2, 1, 0).reshape(self.fc0_out, c * oh * ow))
 
-    def copy(self) -> "TrainNet":
+    def copy(self) -> TrainNet:
         out = copy.copy(self)
         out.params = {k: v.copy() for k, v in self.params.items()}
         return out
