@@ -18,7 +18,8 @@ Node ops and their attrs (all attrs already resolved to plain Python / numpy val
   global_avgpool, global_maxpool   x -> y (N, C, 1, 1).
   conv_transpose, maxpool, avgpool and resize also carry out_shape (the output tensor's shape),
   which output_padding, ceil_mode and sizes leave implicit.
-  act             x -> y. kind in ACT_KINDS; alpha, beta floats: leaky_relu/elu alpha; clip
+  act             x -> y. kind: an activation (kernels.info.ACT_CODES: those the kernels fuse);
+                  alpha, beta floats: leaky_relu/elu alpha; clip
                   alpha = min, beta = max (-inf / inf when absent); hard_sigmoid alpha, beta;
                   for 'prelu' attrs['slope'] is an array broadcastable to x (usually (C, 1, 1)).
   binary          a, b -> y. kind in add/sub/mul/div; numpy broadcasting (either may be constant).
@@ -52,9 +53,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-ACT_KINDS = ("relu", "leaky_relu", "prelu", "clip", "sigmoid", "hard_sigmoid", "hard_swish",
-             "tanh", "elu", "silu", "gelu")
-BINARY_KINDS = ("add", "sub", "mul", "div")
 OPS = ("conv", "conv_transpose", "maxpool", "avgpool", "global_avgpool", "global_maxpool", "act",
        "binary", "resize", "concat", "slice", "split", "pad", "flatten", "reshape", "transpose",
        "gemm", "matmul", "softmax", "identity", "channel_shuffle", "channel_norm",

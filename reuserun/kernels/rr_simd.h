@@ -196,7 +196,7 @@ static inline v8f verf(v8f x) {
     return vsel(a < vbroadcast(0.5f), x * q, (v8f)((v8i)big | sign));
 }
 
-/* Activation codes; the order matches ACT_CODES in reuserun/runtime/fuse.py. */
+/* Activation codes; Python reads them through kernels/info.pyx (ACT_CODES). */
 enum {
     ACT_NONE = 0, ACT_RELU, ACT_LEAKY_RELU, ACT_CLIP, ACT_SIGMOID, ACT_HARD_SIGMOID,
     ACT_HARD_SWISH, ACT_TANH, ACT_ELU, ACT_SILU, ACT_PRELU, ACT_SOFTPLUS, ACT_MISH, ACT_GELU

@@ -12,12 +12,8 @@ from __future__ import annotations
 import copy
 
 from reuserun import ir
+from reuserun.kernels.info import ACT_CODES
 from reuserun.runtime import rewrites
-
-ACT_CODES = {"relu": 1, "leaky_relu": 2, "clip": 3, "sigmoid": 4, "hard_sigmoid": 5,
-             "hard_swish": 6, "tanh": 7, "elu": 8, "silu": 9, "prelu": 10, "softplus": 11, "mish": 12,
-             "gelu": 13}
-
 
 # y = x * f(x), f a chain of activations on x, as one activation: (the chain's kinds, the fused kind)
 GATED = ((("sigmoid",), "silu"),            # SiLU as YOLOv5-style exports write it

@@ -21,7 +21,7 @@ import numpy as np
 
 from reuserun.kernels import conv as kconv
 from reuserun.kernels import train as ktrain
-from reuserun.runtime.fuse import ACT_CODES
+from reuserun.kernels.info import ACT_CODES
 from reuserun.runtime.session import InputError
 from reuserun.train.graph import TrainNet
 

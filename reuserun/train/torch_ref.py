@@ -52,20 +52,3 @@ def torch_grads(model, net: TrainNet) -> dict[str, np.ndarray]:
     oh, ow, c = net.convs[-1].out_shape
     out["fc0.w"] = kconv.pack_spatial_gemm(out["fc0.w"], c, oh, ow).astype(np.float64)
     return out
-
-
-def load_params(model, net: TrainNet) -> None:
-    """Copy a TrainNet's current parameters into the module (after a reuserun update)."""
-    import torch
-
-    dense = dict(net.params)
-    dense["fc0.w"] = net.fc0_dense()
-    convs = [m for m in model if m.__class__.__name__ == "Conv2d"]
-    lins = [m for m in model if m.__class__.__name__ == "Linear"]
-    with torch.no_grad():
-        for k, m in enumerate(convs):
-            m.weight.copy_(torch.tensor(dense[f"conv{k}.w"]))
-            m.bias.copy_(torch.tensor(dense[f"conv{k}.b"]))
-        for j, m in enumerate(lins):
-            m.weight.copy_(torch.tensor(dense[f"fc{j}.w"]))
-            m.bias.copy_(torch.tensor(dense[f"fc{j}.b"]))
