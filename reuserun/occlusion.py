@@ -62,7 +62,7 @@ def occlusion_map(sess, image: np.ndarray, patch: int = 16, stride: int = 8, tar
     count = np.rint(_box_sums(boxes, np.ones(len(boxes)), H, W))
     heat = np.where(count > 0, heat / np.maximum(count, 1), 0.0).astype(np.float32)
     return {"heat": heat, "target": target, "base_score": float(scores[target]), "windows": len(boxes),
-            "mac_fraction": float(np.mean(sess._mac_fractions(np.array([c for _, c in results], np.int64))))}
+            "mac_fraction": float(np.mean(sess.mac_fractions(np.array([c for _, c in results], np.int64))))}
 
 
 def _box_sums(boxes, values, H: int, W: int) -> np.ndarray:

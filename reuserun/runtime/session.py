@@ -21,6 +21,7 @@ from reuserun.plan.policies import make_policy
 from reuserun.runtime import options, ort_api, variants
 from reuserun.runtime.compiler import Compiler, frame_stack_inputs
 from reuserun.runtime.dense_choice import DenseChoice
+from reuserun.runtime.frame_stats import FrameStats
 from reuserun.runtime.fuse import fuse
 from reuserun.runtime.profiler import StepProfiler
 from reuserun.runtime.shifter import ShiftDetector, Shifter
@@ -253,7 +254,7 @@ class InferenceSession:
         self.threads = options.threads(self._settings.threads if threads is None else threads)
         self._program = None
         self._whole = None  # the embedded onnxruntime session running a model reuserun cannot
-        self._stats: dict = {}
+        self._frame_stats = FrameStats()
         self._lock = threading.RLock()  # one frame or variant at a time per session
         self._version = 0  # counts frames that changed the cache, so forks know when they are stale
         self._forks: tuple = (None, [])
@@ -374,9 +375,22 @@ class InferenceSession:
     @property
     def stats(self) -> dict:
         """Figures about the last run: mac_fraction, changed_fraction, time_s, per-layer counts."""
-        if self._stats is None:
-            self._stats = self._build_stats()
-        return self._stats
+        return self._frame_stats.stats
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held while a frame or a variant runs: one at a time per session."""
+        return self._lock
+
+    @property
+    def last_counts(self) -> list:
+        """Positions each step of the program computed in the last run."""
+        return self._frame_stats.last_counts
+
+    def mac_fractions(self, counts: np.ndarray) -> np.ndarray:
+        """stats["mac_fraction"] of many runs at once (an occlusion map's windows): counts
+        (runs, steps) of positions computed, as last_counts gives them."""
+        return self._frame_stats.mac_fractions(counts)
 
     def run(self, output_names, input_feed: dict, run_options=None) -> list[np.ndarray]:
         """onnxruntime's run: the outputs named (None or []: all) for this frame. input_feed maps
@@ -399,7 +413,7 @@ class InferenceSession:
             if self._streams is not None:
                 t0 = time.perf_counter()
                 outs = self._streams.run(output_names, input_feed)
-                self._stats = dict(self._streams.stats, time_s=time.perf_counter() - t0)
+                self._frame_stats.replace(dict(self._streams.stats, time_s=time.perf_counter() - t0))
                 return self._traced(outs, into, t0, tag)
             binds = self._program is None and self._whole is None
             if binds:
@@ -424,7 +438,7 @@ class InferenceSession:
                 raise
             if self.dense_backend == "onnxruntime" and self._delegates(diffs):
                 return self._traced(self._run_delegated(names, frames, diffs, t0), into, t0, tag)
-            changed = self._changed_fraction(diffs) if diffs else 0.0
+            changed = self._frame_stats.changed_fraction(diffs) if diffs else 0.0
             heavy = self._moved is None and (self._all_changed(diffs) or self._chooses_dense(changed))
             # a run of heavy frames: all but the first run without the caches (a lone one, a scene
             # cut, keeps them, so the frames after it run incrementally)
@@ -450,7 +464,7 @@ class InferenceSession:
                 raise
             self._fresh = self._behind = False
             outs = [self._output(n, into[i] if into is not None else None) for i, n in enumerate(names)]
-            self._record_stats(computed, diffs, full, time.perf_counter() - t0, moved[1] if moved else None)
+            self._frame_stats.record(computed, diffs, full, time.perf_counter() - t0, moved[1] if moved else None)
             if self._profiler is not None:
                 self._profiler.frame(time.perf_counter() - t0)
             if self._trace is not None:
@@ -458,8 +472,8 @@ class InferenceSession:
             if self.dense_backend == "onnxruntime":
                 self._note_weight(computed, full)
             elif diffs and moved is None and computed is not self._still:
-                self._dense_choice.note(changed, time.perf_counter() - t0, full,
-                                        1.0 if full else self._macs(computed) / max(1, self._dense_macs))
+                fraction = 1.0 if full else self._frame_stats.macs(computed) / max(1, self._frame_stats.dense_macs)
+                self._dense_choice.note(changed, time.perf_counter() - t0, full, fraction)
             return outs
 
     # --- models reuserun's kernels cannot run -------------------------------------------------
@@ -508,10 +522,9 @@ class InferenceSession:
             outs = self._whole.run(names, feed)
         except Exception as e:  # onnxruntime's refusal of a feed, as reuserun's
             raise InputError(" ".join(str(e).split())) from None
-        self._last = None
-        self._stats = {"mac_fraction": 1.0, "changed_fraction": 1.0, "full": True, "shift": None,
-                       "backend": "onnxruntime", "time_s": time.perf_counter() - t0, "layers": [],
-                       "whole_model": self.whole_model_reason}
+        self._frame_stats.replace({"mac_fraction": 1.0, "changed_fraction": 1.0, "full": True, "shift": None,
+                                   "backend": "onnxruntime", "time_s": time.perf_counter() - t0, "layers": [],
+                                   "whole_model": self.whole_model_reason})
         return outs
 
     def _check_bound_outputs(self, names, into) -> None:
@@ -572,7 +585,7 @@ class InferenceSession:
                 out = np.array(st.logical(), dtype=np.float32, copy=True, order="C")
             outs.append(out)
         elapsed = time.perf_counter() - t0
-        self._record_stats([getattr(step, "npix", 1) for step in self._program], diffs, True, elapsed)
+        self._frame_stats.record([getattr(step, "npix", 1) for step in self._program], diffs, True, elapsed)
         if not first:  # that frame's time is mostly compiling
             self._dense_choice.note(changed, elapsed, True)
         return outs
@@ -599,7 +612,7 @@ class InferenceSession:
             v = input_feed[name]
             if st.kind == "spatial" and type(v) is np.ndarray and v.dtype == np.float32 and v.shape == shape \
                     and not self._fresh:
-                got = self._declared_batch(output_names, [changed], v)
+                got = self.declared_batch(output_names, [changed], v)
                 if got is not None:
                     return got[0]
         with self._lock:
@@ -623,7 +636,7 @@ class InferenceSession:
                 for step in slow:
                     step.journal = None
                 journal.restore()
-            self._record_stats(computed, diffs, False, time.perf_counter() - t0)
+            self._frame_stats.record(computed, diffs, False, time.perf_counter() - t0)
             return outs
 
     def run_variants(self, output_names, input_feed: dict, changed=None, workers: int = 1,
@@ -635,7 +648,7 @@ class InferenceSession:
         threads; progress(done, total) is called after each variant."""
         return variants.run_batch(self, output_names, input_feed, changed, workers, progress)
 
-    def _declared_batch(self, names, boxes: list, frames=None, fill: float = 0.0, first: int = 0):
+    def declared_batch(self, names, boxes: list, frames=None, fill: float = 0.0, first: int = 0):
         """Variants whose edits are declared boxes, run in one native loop (driver.DeclaredRunner)
         with no Python between them, or None where this session cannot: every step must have a
         native path, with no per-channel vector inputs, the model one spatial input (no plane
@@ -674,7 +687,7 @@ class InferenceSession:
         if bad >= 0:
             raise InputError(f"variant {first + bad} holds NaN or Inf in its declared boxes; the batch was rejected")
         if B:
-            self._record_stats(counts[-1].tolist(), {name: (None, runner.marked, None)}, False,
+            self._frame_stats.record(counts[-1].tolist(), {name: (None, runner.marked, None)}, False,
                                (time.perf_counter() - t0) / B)
         return results, counts
 
@@ -702,10 +715,10 @@ class InferenceSession:
             if self._program is None:
                 return twin
             twin._compile(self._input_shapes)
-            self._copy_state(twin)
+            self.copy_cache_to(twin)
             return twin
 
-    def _copy_state(self, twin: InferenceSession, part: int = 0, parts: int = 1) -> None:
+    def copy_cache_to(self, twin: InferenceSession, part: int = 0, parts: int = 1) -> None:
         """Make a fork's cache this session's (same compiled program): what it runs next is
         incremental against this session's reference. part of parts: this call copies every
         parts-th array, largest first, so that many threads can share the copy (numpy copies
@@ -722,7 +735,7 @@ class InferenceSession:
         if part == 0:
             twin._fresh, twin._behind = self._fresh, self._behind
 
-    def _variant_forks(self, k: int) -> tuple[list, list]:
+    def variant_forks(self, k: int) -> tuple[list, list]:
         """k forks for parallel variants (variants.on_forks, which sets their threads), kept
         between batches; and those of them that the caller must give this session's cache
         again (_copy_state: a copy, not a new compile), because a frame changed it since. Until
@@ -734,7 +747,7 @@ class InferenceSession:
             self._forks = (version if stale else self._version, forks)
         return forks[:k], [f for f in stale if f in forks[:k]]
 
-    def _forks_current(self) -> None:
+    def forks_refreshed(self) -> None:
         """The kept forks hold this session's cache again (on_forks copied them)."""
         self._forks = (self._version, self._forks[1])
 
@@ -849,7 +862,6 @@ class InferenceSession:
         self._ref_frames = {n: buf[:storage[n].C * storage[n].npix].reshape(storage[n].C, -1)
                             for n, (buf, _) in self._ref_bufs.items()}
         self._plane_masks = {n: np.zeros((storage[n].C, storage[n].npix), np.uint8) for n in self._stacks}
-        self._dense_macs = sum(self._step_dense_macs(s) for s in steps)
         self._apply_thresholds()
         self._shifter = Shifter(self._graph, steps, storage)
         self._detectors = {n: ShiftDetector(storage[n].npix) for n in self._diff_masks}
@@ -859,6 +871,7 @@ class InferenceSession:
         self._journal = Journal()  # run_variant's undo log, its scratch kept between variants
         self._declared_rows = {}  # run_variant: declared pixels and their values, checked
         self._spatial_inputs = {a.name: storage[a.name] for a in self._input_args if storage[a.name].kind == "spatial"}
+        self._frame_stats.bind(steps, {n: st.npix for n, st in self._spatial_inputs.items()})
         self._fresh = True
         self._behind = False  # the last frame went to onnxruntime: the cache holds an older one
         # what every frame's path reads, worked out once: the feed's names, each input's
@@ -870,7 +883,6 @@ class InferenceSession:
         self._still = [0] * len(steps)
         self._fast = None  # per step, its compiled incremental path under this policy (_propagate)
         self._runners = {}  # output names -> the native loop over declared variants, or None
-        self._weights = None  # _mac_counts
         self._slow = None  # the steps without one (_slow_steps)
         self._moved = None  # _validate's scratch: (input, shift) of a frame found to be a shift
         self._heavy_from = None  # changed fraction of the last frame whose change reached HEAVY_MACS
@@ -899,12 +911,6 @@ class InferenceSession:
         unknown = sorted(set(table) - known)
         if unknown:
             raise ValueError(f"layer_thresholds names no layer of this model: {unknown}")
-
-    @staticmethod
-    def _step_dense_macs(step) -> int:
-        if hasattr(step, "macs_per_pixel"):
-            return step.macs_per_pixel * step.npix
-        return getattr(step, "macs", 0)
 
     # --- per frame ----------------------------------------------------------------------------
     def _check_output_names(self, output_names) -> list[str]:
@@ -1033,7 +1039,7 @@ class InferenceSession:
             return False
         if any(moved is not None for _, _, moved in diffs.values()):
             return False
-        c = self._changed_fraction(diffs)
+        c = self._frame_stats.changed_fraction(diffs)
         heavy = self._heavy_from is not None and c >= self._heavy_from / 2
         return c >= DELEGATE_ABOVE or heavy
 
@@ -1052,21 +1058,15 @@ class InferenceSession:
         return (bool(diffs) and self.threshold == 0.0 and not self.layer_thresholds
                 and all(n == self._storage[name].npix for name, (_, n, _) in diffs.items()))
 
-    def _changed_fraction(self, diffs) -> float:
-        """Changed positions over all positions of the spatial inputs (every spatial input has
-        its diff on an incremental frame); 1.0 for a model without one."""
-        total = sum(self._storage[name].npix for name in diffs)
-        return sum(nchanged for _, nchanged, _ in diffs.values()) / total if total else 1.0
-
     def _note_weight(self, computed, full) -> None:
         """After a frame reuserun computed: whether its change, this large, reached HEAVY_MACS
         of the dense MACs (a dense frame says nothing about that, a still frame neither)."""
         if full:
             return
-        c = self._changed_fraction(self._last[1])
+        c = self._frame_stats.changed_fraction(self._frame_stats.last_diffs)
         if c == 0:
             return
-        self._heavy_from = c if self._macs(computed) >= HEAVY_MACS * self._dense_macs else None
+        self._heavy_from = c if self._frame_stats.macs(computed) >= HEAVY_MACS * self._frame_stats.dense_macs else None
 
     def _run_delegated(self, names, frames, diffs, t0) -> list[np.ndarray]:
         """onnxruntime's outputs for the frame, which becomes the reference the next frame is
@@ -1082,7 +1082,7 @@ class InferenceSession:
         self._behind = True
         self._version += 1
         computed = [getattr(step, "npix", 1) for step in self._program]
-        self._record_stats(computed, diffs, False, time.perf_counter() - t0, backend="onnxruntime")
+        self._frame_stats.record(computed, diffs, False, time.perf_counter() - t0, backend="onnxruntime")
         return [np.asarray(o, np.float32) for o in outs]
 
     def _catch_up(self) -> None:
@@ -1183,11 +1183,6 @@ class InferenceSession:
             return into
         return np.array(src, dtype=np.float32, copy=True, order="C")
 
-    def _record_stats(self, computed, diffs, full, elapsed, shift=None, backend="reuserun") -> None:
-        """Keep what the stats need; the dict is built only when someone reads it."""
-        self._last = (computed, diffs, full, elapsed, shift, backend)
-        self._stats = None
-
     def profile(self) -> dict:
         """With profile=True: per step, its time, MACs, GMAC/s, positions and share of the frame,
         averaged over the frames reuserun computed so far (frames handed to onnxruntime are not
@@ -1196,47 +1191,4 @@ class InferenceSession:
             raise ValueError("profile() needs InferenceSession(..., profile=True)")
         if self._profiler is None:
             return {"frames": 0, "frame_ms": 0.0, "steps_ms": 0.0, "overhead_ms": 0.0, "steps": []}
-        return self._profiler.table(*self._step_weights())
-
-    def _macs(self, computed) -> int:
-        """MACs of a frame that computed computed[i] positions of step i (a step without
-        positions counts whole when it ran)."""
-        return int(self._mac_counts(np.asarray(computed, np.int64)))
-
-    def _mac_fractions(self, counts: np.ndarray) -> np.ndarray:
-        """stats["mac_fraction"] of many runs at once (an occlusion map's windows): counts
-        (runs, steps), as _macs counts them."""
-        return self._mac_counts(counts) / self._dense_macs if self._dense_macs else np.ones(len(counts))
-
-    def _mac_counts(self, counts: np.ndarray):
-        """MACs of runs that computed counts[..., i] positions of step i: per step, its MACs per
-        computed position, or, for a step without positions, its MACs whole when it ran."""
-        per_position, whole = self._step_weights()
-        return counts @ per_position + (counts > 0) @ whole
-
-    def _step_weights(self) -> tuple:
-        """Per step: its MACs per computed position, and, for a step without positions, its MACs
-        whole (kept: the program does not change)."""
-        if self._weights is None:
-            self._weights = (np.array([getattr(step, "macs_per_pixel", 0) for step in self._program], np.int64),
-                             np.array([0 if hasattr(step, "macs_per_pixel") else getattr(step, "macs", 0)
-                                       for step in self._program], np.int64))
-        return self._weights
-
-    def _build_stats(self) -> dict:
-        computed, diffs, full, elapsed, shift, backend = self._last
-        changed_fraction = 1.0 if full else self._changed_fraction(diffs)
-        macs = self._macs(computed)
-        layers = [{"name": step.node.name, "op": step.node.op, "computed": n, "total": step.npix}
-                  for step, n in zip(self._program, computed) if hasattr(step, "macs_per_pixel")]
-        return {
-            "mac_fraction": macs / self._dense_macs if self._dense_macs else 1.0,
-            "macs": macs,
-            "dense_macs": self._dense_macs,
-            "changed_fraction": changed_fraction,
-            "shift": shift,
-            "full": full,
-            "backend": backend,
-            "time_s": elapsed,
-            "layers": layers,
-        }
+        return self._profiler.table(*self._frame_stats.weights())

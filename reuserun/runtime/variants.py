@@ -91,15 +91,15 @@ def on_forks(sess, n: int, run_share, workers: int, progress=None, chunk: int = 
         work(sess)
         return results
     from concurrent.futures import ThreadPoolExecutor
-    with sess._lock:
-        forks, stale = sess._variant_forks(workers - 1)
+    with sess.lock:
+        forks, stale = sess.variant_forks(workers - 1)
         # every thread copies a share of the stale forks' caches, then all start at once
         ready = threading.Barrier(workers)
 
         def start(s, part):
             try:
                 for f in stale:
-                    sess._copy_state(f, part, workers)
+                    sess.copy_cache_to(f, part, workers)
             except BaseException:
                 ready.abort()
                 raise
@@ -117,7 +117,7 @@ def on_forks(sess, n: int, run_share, workers: int, progress=None, chunk: int = 
                 for f in rest:
                     f.result()
             if stale:
-                sess._forks_current()
+                sess.forks_refreshed()
         finally:
             sess.threads = threads
     return results
@@ -127,17 +127,17 @@ def declared_share(names, boxes: list, frames=None, base=None, fill: float = 0.0
     """A run_share for on_forks over variants whose edits are declared boxes: boxes[i] is
     variant i's list of boxes; the variants are frames (B, C, H, W), or, with frames None,
     base with variant i's boxes set to fill. A share goes through the session's native loop
-    (InferenceSession._declared_batch), else one run_variant each. Each result: (the
+    (InferenceSession.declared_batch), else one run_variant each. Each result: (the
     variant's outputs, batch axis kept; the positions each step computed)."""
     def run_share(s, lo, hi):
-        got = s._declared_batch(names, boxes[lo:hi], None if frames is None else frames[lo:hi], fill, lo)
+        got = s.declared_batch(names, boxes[lo:hi], None if frames is None else frames[lo:hi], fill, lo)
         if got is not None:
             arrays, counts = got
             return [([r[i:i + 1] for r in arrays], counts[i]) for i in range(hi - lo)]
         out, name = [], s.get_inputs()[0].name
         if frames is not None:
             for i in range(lo, hi):
-                out.append((s.run_variant(names, {name: frames[i:i + 1]}, changed=boxes[i]), s._last[0]))
+                out.append((s.run_variant(names, {name: frames[i:i + 1]}, changed=boxes[i]), s.last_counts))
             return out
         # each variant's boxes filled in one image: a variant reads only the boxes it declares,
         # so the earlier variants' fills need no putting back
@@ -149,7 +149,7 @@ def declared_share(names, boxes: list, frames=None, base=None, fill: float = 0.0
                     image[:, y0:y1, x0:x1, :] = fill
                 else:
                     image[..., y0:y1, x0:x1] = fill
-            out.append((s.run_variant(names, {name: image}, changed=boxes[i]), s._last[0]))
+            out.append((s.run_variant(names, {name: image}, changed=boxes[i]), s.last_counts))
         return out
     return run_share
 
