@@ -122,7 +122,12 @@ class Compiler:
             conv.load(s.logical())
             self.storage[key] = conv
             if s.kind == "plain":
-                self.steps.append(ToSpatialStep(s, conv))
+                # diffed against a reference of its own, so what follows sees only the positions
+                # that moved (dense programs never diff: no reference)
+                ref = None if self.reuse else Plain(key + "#reference", (conv.C, conv.npix))
+                if ref is not None:
+                    self.storage[ref.name] = ref
+                self.steps.append(ToSpatialStep(s, conv, ref))
         return self.storage[key]
 
     def can_be_spatial(self, name) -> bool:
@@ -199,20 +204,11 @@ def plan_concat_aliases(graph: ir.Graph, slack_for) -> dict[str, Spatial]:
 
 def fallback(node, cx: Compiler):
     inputs = [cx.storage[i] for i in node.inputs]
-    outputs, refs = [], []
+    outputs = []
     for o in node.outputs:
-        if cx.can_be_spatial(o):
-            # a cache like any kernel's output, diffed against a reference of its own (dense
-            # programs keep no reference: they never diff)
-            outputs.append(cx.new_spatial(o))
-            refs.append(None if cx.reuse else Plain(o + "#reference", (outputs[-1].C, outputs[-1].npix)))
-            if refs[-1] is not None:
-                cx.storage[refs[-1].name] = refs[-1]
-        else:
-            outputs.append(Plain(o, cx.shape(o)))
-            cx.storage[o] = outputs[-1]
-            refs.append(None)
-    return FallbackStep(node, inputs, outputs, macs=node_macs(node, cx.graph), refs=refs)
+        outputs.append(Plain(o, cx.shape(o)))
+        cx.storage[o] = outputs[-1]
+    return FallbackStep(node, inputs, outputs, macs=node_macs(node, cx.graph))
 
 
 def _all_spatial_inputs(node, cx) -> bool:

@@ -261,14 +261,11 @@ class ConcatStep:
 
 
 class FallbackStep:
-    """An op without a kernel (numpy, or an onnxruntime partition): recomputed whole when any
-    input changed. A spatial output is then compared with its reference frame position by
-    position, as an input frame is, so what follows sees only the positions that really moved."""
+    """An op without a kernel (numpy, or an onnxruntime partition): its whole outputs, recomputed
+    when any input changed."""
 
-    def __init__(self, node, inputs, outputs, macs=0, refs=None):
-        """refs: per output, the Plain (C, H*W) reference of a spatial output (None: plain)."""
+    def __init__(self, node, inputs, outputs, macs=0):
         self.node, self.inputs, self.outputs = node, inputs, outputs
-        self.refs = list(refs) if refs is not None else [None] * len(outputs)
         self.fn = NUMPY_OPS[node.op]
         self.macs = macs
         self.npix = 1
@@ -287,37 +284,18 @@ class FallbackStep:
             for o in self.outputs:
                 o.clear()
             return 0
+        if self.journal is not None:
+            for o in self.outputs:
+                self.journal.whole(o.arr)
         values = self.fn(self.node, [i.logical() for i in self.inputs])
         if self.post is not None:
             values = [NUMPY_OPS["act"](self.post, [v])[0] for v in values]
         if self.affine is not None:
             scale, shift = self.affine
             values = [v * scale + shift for v in values]
-        for o, ref, v in zip(self.outputs, self.refs, values):
-            if o.kind != "plain":
-                self._store_spatial(o, ref, v, full, threads)
-            else:
-                if self.journal is not None:
-                    self.journal.whole(o.arr)
-                o.store(v, track=not full, thr=self.thr)
+        for o, v in zip(self.outputs, values):
+            o.store(v, track=not full, thr=self.thr)
         return 1
-
-    def _store_spatial(self, out, ref, value, full: bool, threads: int) -> None:
-        """ref None: a dense program's tensor, always written whole."""
-        frame = np.ascontiguousarray(value, np.float32).reshape(out.C, -1)
-        if self.journal is not None:
-            self.journal.whole(ref.arr)
-            self.journal.whole(out.rows())
-        if full:
-            if ref is not None:
-                np.copyto(ref.arr, frame)
-            out.load(frame.reshape(out.shape))
-            out.mark_all()
-            return
-        nchanged, _ = region.diff_frame(frame, ref.arr, self.thr, out.mask, threads)
-        if nchanged:
-            region.apply_frame(frame, ref.arr, out.buf, out.off, self.thr, out.mask, threads)
-        out.rescan((0, out.H, 0, out.W))
 
 
 class GemvStep:
@@ -385,21 +363,36 @@ class SpatialGemmStep:
 
 
 class ToSpatialStep:
-    """A plain 4-D / 3-D tensor feeding a spatial kernel: copied into channels-last storage."""
+    """A plain 4-D / 3-D tensor feeding a spatial kernel: copied into channels-last storage. When
+    it changed, it is compared with its reference position by position, as an input frame is,
+    so what follows recomputes only the positions that moved."""
 
-    def __init__(self, src, dst):
-        self.node, self.src, self.dst = None, src, dst
+    def __init__(self, src, dst, ref=None):
+        """ref: a Plain (C, H*W) reference of src's last values (None: a dense program's, which
+        loads every frame whole)."""
+        self.node, self.src, self.dst, self.ref = None, src, dst, ref
         self.inputs, self.outputs = [src], [dst]
         self.npix = 1
         self.macs = 0
         self.journal = None
 
     def run(self, full: bool, policy, threads: int) -> int:
-        if full or self.src.changed:
-            if self.journal is not None:
-                self.journal.whole(self.dst.rows())
-            self.dst.load(self.src.logical())
-            self.dst.mark_all()
+        dst = self.dst
+        if not full and not self.src.changed:
+            dst.clear()
+            return 0
+        frame = self.src.arr.reshape(dst.C, -1)
+        if self.journal is not None:
+            self.journal.whole(dst.rows())
+            if self.ref is not None:
+                self.journal.whole(self.ref.arr)
+        if full or self.ref is None:
+            dst.load(self.src.logical())
+            if self.ref is not None:
+                np.copyto(self.ref.arr, frame)
+            dst.mark_all()
             return 1
-        self.dst.clear()
-        return 0
+        if region.diff_frame(frame, self.ref.arr, 0.0, dst.mask, threads)[0]:
+            region.apply_frame(frame, self.ref.arr, dst.buf, dst.off, 0.0, dst.mask, threads)
+        dst.rescan((0, dst.H, 0, dst.W))
+        return 1
