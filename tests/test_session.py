@@ -18,13 +18,10 @@ def frames(n=3, scenario="object", size=64):
 
 def snapshot(sess):
     """Every cached buffer and mask, to prove a rejected frame changed nothing."""
-    out = {}
-    for name, st in sess._storage.items():
-        if st.kind == "spatial":
-            out[name] = (st.buf.copy(), st.mask.copy(), st.nchanged)
-        elif st.kind == "plain":
-            out[name] = (st.arr.copy(), st.changed)
-    return out, sess._fresh
+    state = sess.state()
+    out = {name: (np.array(v), np.array(state["masks"].get(name, ()))) for name, v in state["tensors"].items()}
+    out.update({"reference " + name: (np.array(v), ()) for name, v in state["references"].items()})
+    return out, state["fresh"]
 
 
 def assert_same_snapshot(a, b):

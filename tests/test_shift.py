@@ -202,13 +202,13 @@ def test_non_finite_shifted_frame_rejected_and_stream_goes_on(where):
     for f in frames[:3]:
         sess.run(None, {"x": f})
     assert sess.stats["shift"] == (0, 5)
-    before, ref = snapshot(sess), sess._ref_frames["x"].copy()
+    before, ref = snapshot(sess), sess.state()["references"]["x"].copy()
     bad = frames[3].copy()
     bad[0, 0, 20 if where == "overlap" else 62] = np.nan
     with pytest.raises(reuserun.InputError, match="NaN or Inf"):
         sess.run(None, {"x": bad})
     assert_same_snapshot(before, snapshot(sess))
-    assert sess._ref_frames["x"].tobytes() == ref.tobytes()
+    assert sess.state()["references"]["x"].tobytes() == ref.tobytes()
     for f in frames[3:]:
         got = sess.run(None, {"x": f})
         assert sess.stats["shift"] == (0, 5)

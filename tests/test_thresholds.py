@@ -57,7 +57,7 @@ def test_input_reference_is_last_propagated_value():
         s.run(None, {"images": f + np.float32(0.02 * k)})
         changed.append(s.stats["changed_fraction"])
     assert changed[:2] == [0.0, 0.0] and changed[2] > 0.9 and changed[3:] == [0.0, 0.0]
-    ref = s._ref_frames["images"].reshape(f.shape)
+    ref = s.state()["references"]["images"]
     assert np.abs(ref - (f + np.float32(0.06))).max() < 1e-6
 
 
@@ -73,7 +73,7 @@ def test_input_reference_is_kept_per_element():
     g[0, 1] += np.float32(0.03)  # within it
     s.run(None, {"images": g})
     assert s.stats["changed_fraction"] == 1.0
-    for ref in (s._ref_frames["images"].reshape(f.shape), s._storage["images"].logical()):
+    for ref in (s.state()["references"]["images"], s.state()["tensors"]["images"]):
         assert np.array_equal(ref[0, 0], g[0, 0]) and np.array_equal(ref[0, 1:], f[0, 1:])
 
 

@@ -387,6 +387,29 @@ class InferenceSession:
         """Positions each step of the program computed in the last run."""
         return self._frame_stats.last_counts
 
+    def state(self) -> dict:
+        """A read-only look at what the session keeps between frames, for debugging and for
+        proving that a frame changed nothing: "tensors" {name: NCHW view of its cache, or its
+        array}, "masks" {name: per-position changed marks of the last run}, "references"
+        {input name: the reference frame, NCHW}, and "fresh" (the next frame is computed whole).
+        Empty before the shapes are bound."""
+        if self._program is None:
+            return {"tensors": {}, "masks": {}, "references": {}, "fresh": True}
+
+        def frozen(a):
+            v = a.view()
+            v.flags.writeable = False
+            return v
+
+        tensors, masks = {}, {}
+        for name, st in self._storage.items():
+            if st.kind == "spatial":
+                tensors[name], masks[name] = st.logical(), frozen(st.mask)
+            elif st.kind == "plain":
+                tensors[name] = frozen(st.arr)
+        refs = {n: frozen(r.reshape(self._graph.tensors[n].shape)) for n, r in self._ref_frames.items()}
+        return {"tensors": tensors, "masks": masks, "references": refs, "fresh": self._fresh}
+
     def mac_fractions(self, counts: np.ndarray) -> np.ndarray:
         """stats["mac_fraction"] of many runs at once (an occlusion map's windows): counts
         (runs, steps) of positions computed, as last_counts gives them."""
