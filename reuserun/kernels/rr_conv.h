@@ -769,7 +769,7 @@ static inline __attribute__((always_inline)) void rr_dw_slide(
         for (int u = 0; u < NU; u++) {
             if (u < ulo || u >= uhi) continue;
             v8f v = vload(row + u * ldx);
-            __asm__("" : "+x"(v));  /* one load feeding several FMAs, not one folded into each */
+            RR_KEEP_IN_REGISTER(v);
             /* pixels q with u - q * SW in [0, KW), in increasing tap order per pixel */
             _Pragma("GCC unroll 8")
             for (int q = 0; q < NP; q++) {

@@ -18,6 +18,15 @@
 
 typedef float v8f __attribute__((vector_size(32)));
 
+/* Keeps a loaded vector in a register, so one load feeds several FMAs rather than being folded
+   into each as a memory operand. The same arithmetic either way; only where a register holds the
+   whole vector (AVX's ymm) can the compiler be told so. */
+#if defined(__AVX__)
+#define RR_KEEP_IN_REGISTER(v) __asm__("" : "+x"(v))
+#else
+#define RR_KEEP_IN_REGISTER(v) ((void)(v))
+#endif
+
 #if defined(__AVX__)
 #include <immintrin.h>
 static inline v8f vload(const float *p) { return (v8f)_mm256_loadu_ps(p); }
