@@ -75,7 +75,7 @@ def test_window_reach_matches_numpy(data):
     reach = np.zeros(OH * OW, np.uint8)
     pix = np.zeros(OH * OW, np.int32)
     tmp = np.zeros(OH * W, np.uint8)
-    plan = planner.PixelPlanner(1, OH, OW, reach, pix, tmp, ylo, yhi, xlo, xhi, H, W, dense_above=2.0)
+    plan = planner.PixelPlanner(planner.ReachKind.REACH_WINDOW, OH, OW, 2.0, reach, pix, tmp, ylo, yhi, xlo, xhi, H, W)
     src = Marks()
     src.H, src.W, src.nchanged, src.box, src.mask = H, W, count, box, m.reshape(-1)
     n, _ = plan.plan([src] if count else [], bands)

@@ -2,6 +2,13 @@ from cpython.ref cimport PyObject
 from libc.stdint cimport int32_t, uint8_t
 
 
+cpdef enum ReachKind:
+    # how an output position depends on the step's inputs (plan/rules.py's Reach.kind)
+    REACH_SAME = 0
+    REACH_WINDOW = 1
+    REACH_ALL = 2
+
+
 cdef class PixelPlanner:
     cdef int kind, OH, OW
     cdef const int32_t *ylo

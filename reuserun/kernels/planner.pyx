@@ -49,12 +49,13 @@ cdef int first_at_least(const int32_t *a, int n, int v) noexcept nogil:
 
 
 cdef class PixelPlanner:
-    """Plans one step's output pixels at pixel granularity. kind 0: an output position depends on
-    the same position of each input; kind 1: on a window of input 0 given by monotone per-axis
-    ranges ylo..yhi, xlo..xhi (inclusive, unclipped); kind 2: on every position of every input
-    (global pools), so any change reaches the whole output."""
-    def __init__(self, int kind, int OH, int OW, reach_mask, pix, tmp=None, ylo=None, yhi=None,
-                 xlo=None, xhi=None, int in_h=0, int in_w=0, double dense_above=0.8):
+    """Plans one step's output pixels at pixel granularity. REACH_SAME: an output position depends
+    on the same position of each input; REACH_WINDOW: on a window of input 0 given by monotone
+    per-axis ranges ylo..yhi, xlo..xhi (inclusive, unclipped); REACH_ALL: on every position of
+    every input (global pools), so any change reaches the whole output. dense_above: the share of
+    the output beyond which the whole of it is computed."""
+    def __init__(self, int kind, int OH, int OW, double dense_above, reach_mask, pix, tmp=None, ylo=None,
+                 yhi=None, xlo=None, xhi=None, int in_h=0, int in_w=0):
         self.kind, self.OH, self.OW, self.dense_above = kind, OH, OW, dense_above
         rowocc = np.zeros(max(in_h, 1), np.uint8)  # which input rows hold a mark this call
         pre = np.zeros(in_w + 1, np.int32)  # running count of marked columns in one row
@@ -63,7 +64,7 @@ cdef class PixelPlanner:
         self.reach = u8(reach_mask)
         self.pix = i32(pix)
         self.rowocc = u8(rowocc)
-        if kind == 1:
+        if kind == REACH_WINDOW:
             self.tmp = u8(tmp)
             self.ylo, self.yhi, self.xlo, self.xhi = i32(ylo), i32(yhi), i32(xlo), i32(xhi)
 
@@ -108,9 +109,9 @@ cdef class PixelPlanner:
                     first = inputs[i]
         if nchanged == 0 and nb == 0:
             return 0
-        if self.kind == 2:
+        if self.kind == REACH_ALL:
             return -1
-        if self.kind == 0:
+        if self.kind == REACH_SAME:
             for i in range(nin):
                 if (<Marks> inputs[i]).nchanged:
                     y0 = min(y0, (<Marks> inputs[i]).b[0])
@@ -135,7 +136,7 @@ cdef class PixelPlanner:
             x0, x1 = min(x0, bands[4 * i + 2]), max(x1, bands[4 * i + 3])
         if y0 >= y1 or x0 >= x1:
             return 0
-        solid = (nb == 0 and nchanged == 1 and (self.kind == 0 or has_reach)
+        solid = (nb == 0 and nchanged == 1 and (self.kind == REACH_SAME or has_reach)
                  and (<Marks> first).nchanged == <long> ((<Marks> first).b[1] - (<Marks> first).b[0])
                  * ((<Marks> first).b[3] - (<Marks> first).b[2]))
         if solid:
@@ -151,7 +152,7 @@ cdef class PixelPlanner:
         else:
             for y in range(y0, y1):
                 memset(r + <size_t> y * self.OW + x0, 0, x1 - x0)
-            if self.kind == 0:
+            if self.kind == REACH_SAME:
                 for i in range(nin):
                     if not (<Marks> inputs[i]).nchanged:
                         continue

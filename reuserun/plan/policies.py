@@ -9,6 +9,8 @@ from __future__ import annotations
 from reuserun.kernels import region
 
 DEFAULT_TILE = 8
+RECTS_TILE = 4  # rects: the tile whose connected changed groups become rectangles
+DENSE_ABOVE = 0.8  # auto: beyond this share of a layer's positions, the whole layer is computed
 
 
 def _full(H, W, out):
@@ -61,7 +63,7 @@ class Rects(Policy):
     """Several disjoint rectangles: bounding boxes of connected groups of changed tiles."""
     name = "rects"
 
-    def __init__(self, tile=4):
+    def __init__(self, tile=RECTS_TILE):
         self.tile = tile
 
     def coarsen(self, reach, H, W, out, box):
@@ -95,7 +97,7 @@ class Auto(Policy):
     computing a layer whole (still comparing results, so unchanged values stop the change)
     when the change reaches most of it."""
     name = "auto"
-    dense_above = 0.8
+    dense_above = DENSE_ABOVE
 
     def coarsen(self, reach, H, W, out, box):
         y0, y1, x0, x1 = box

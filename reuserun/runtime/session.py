@@ -38,6 +38,13 @@ DELEGATE_ABOVE = 0.5
 # least half as much go to onnxruntime too (its dense kernels beat reuserun's partial update
 # there: on MobileNetV3 a 1% object reaches 77% of the MACs)
 HEAVY_MACS = 0.75
+# shares of an input's positions, as divisors of its position count: a frame that changed on more
+# than npix // SHIFT_SEARCH_PART positions may be a shift, and is searched for one; the last move
+# still holds while it leaves under npix // STEADY_SHIFT_PART changed; an exact frame that changed
+# on more than npix // COPY_WHOLE_PART is copied into its cache whole
+SHIFT_SEARCH_PART = 4
+STEADY_SHIFT_PART = 8
+COPY_WHOLE_PART = 4
 DENSE_BACKENDS = ("reuserun", "onnxruntime")
 BATCH_MODES = ("dense", "streams")
 
@@ -982,12 +989,12 @@ class InferenceSession:
                 moved = None
                 # a steady stream: the last move, verified, without diffing the frame twice
                 last = det.verify_last(f2, ref, st.H, st.W, mask, self.threads) if det else None
-                if last is not None and not last[1] and last[0] < st.npix // 8:
+                if last is not None and not last[1] and last[0] < st.npix // STEADY_SHIFT_PART:
                     moved, (nchanged, bad) = det.last, last
                 if moved is None:
                     nchanged, bad = region.diff_frame(f2, ref, self.threshold, mask, self.threads)
                     found = None
-                    if det is not None and not bad and nchanged > st.npix // 4:
+                    if det is not None and not bad and nchanged > st.npix // SHIFT_SEARCH_PART:
                         found = det.search(f2, ref, st.C, st.H, st.W, nchanged, mask, self.threads)
                     elif det is not None:
                         det.last = None
@@ -1031,7 +1038,7 @@ class InferenceSession:
                 st.rescan((0, st.H, 0, st.W))
             else:
                 mask, nchanged, _ = diffs[name]
-                if nchanged > st.npix // 4 and self.threshold == 0.0:
+                if nchanged > st.npix // COPY_WHOLE_PART and self.threshold == 0.0:
                     # exact mode: unmarked pixels hold the same bits in the frame and the
                     # reference, so copying the whole frame is the same as copying the marked
                     # pixels, and a plain copy is faster once many are marked

@@ -14,6 +14,7 @@ import numpy as np
 
 from reuserun.ir import Node
 from reuserun.kernels import driver, planner, region
+from reuserun.plan.policies import DENSE_ABOVE
 from reuserun.runtime.numpy_ops import NUMPY_OPS
 
 
@@ -42,13 +43,15 @@ class KernelStep:
         # the auto policy's whole incremental update (pixel-exact planning, journal, kernels,
         # rescans) in one native call, where the rule allows native planning
         native = None
+        kinds = planner.ReachKind
         if reach.kind == "same":
-            native = planner.PixelPlanner(0, self.OH, self.OW, self.reach_mask, self.pix)
+            native = planner.PixelPlanner(kinds.REACH_SAME, self.OH, self.OW, DENSE_ABOVE, self.reach_mask, self.pix)
         elif reach.kind == "all":
-            native = planner.PixelPlanner(2, self.OH, self.OW, self.reach_mask, self.pix)
+            native = planner.PixelPlanner(kinds.REACH_ALL, self.OH, self.OW, DENSE_ABOVE, self.reach_mask, self.pix)
         elif reach.kind == "window" and all(ax.monotone for ax in reach._axes):
-            native = planner.PixelPlanner(1, self.OH, self.OW, self.reach_mask, self.pix, self.tmp,
-                                          reach.ylo, reach.yhi, reach.xlo, reach.xhi, inputs[0].H, inputs[0].W)
+            native = planner.PixelPlanner(kinds.REACH_WINDOW, self.OH, self.OW, DENSE_ABOVE, self.reach_mask,
+                                          self.pix, self.tmp, reach.ylo, reach.yhi, reach.xlo, reach.xhi,
+                                          inputs[0].H, inputs[0].W)
         self.fast = None if native is None else driver.FastStep(
             native, list(inputs), list(outputs), self.vector_inputs, list(work), self.pix, self.full_pix)
         self.thr = 0.0  # per-layer truncation threshold; 0 keeps results exact
