@@ -3,7 +3,8 @@
 A KernelStep asks the planner's rule which output positions the inputs' changes reach, lets the
 policy turn that into a pixel list, and runs its kernels there; the kernels mark the positions
 whose values really changed. A FallbackStep recomputes a whole tensor (numpy, or onnxruntime on a
-partition) when any input changed, and marks the positions whose values moved.
+partition) when any input changed; a ToSpatialStep brings such a tensor into channels-last
+storage for the kernels, marking only the positions whose values moved.
 
 Every step may be given a journal (kernels/journal.pyx) for one run: it then records the old
 values of everything it is about to overwrite, so the run can be undone (variants).
