@@ -398,5 +398,7 @@ class ToSpatialStep:
             return 1
         if region.diff_frame(frame, self.ref.arr, 0.0, dst.mask, threads)[0]:
             region.apply_frame(frame, self.ref.arr, dst.buf, dst.off, 0.0, dst.mask, threads)
-        dst.rescan((0, dst.H, 0, dst.W))
+            dst.rescan((0, dst.H, 0, dst.W))
+        else:  # the diff wrote every byte of the mask: all zero, nothing to scan
+            dst.nchanged, dst.box = 0, None
         return 1
