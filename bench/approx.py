@@ -53,7 +53,7 @@ def load(name: str, size: int) -> onnx.ModelProto:
 
 
 def global_layers(sess) -> list[str]:
-    return [n.name for n in sess._graph.nodes if n.op in ("global_avgpool", "global_maxpool")]
+    return [n.name for n in sess.graph.nodes if n.op in ("global_avgpool", "global_maxpool")]
 
 
 def heat_iou(out: np.ndarray, ref: np.ndarray) -> float | None:

@@ -28,7 +28,7 @@ from real import DEFAULT_MANIFEST, make_frames, one_line  # noqa: E402
 
 def partitions(sess) -> str:
     """The op types the session hands to onnxruntime partitions, with counts."""
-    ops = Counter(n.attrs["op_type"] for n in sess._graph.nodes if n.op == "onnx_op")
+    ops = Counter(n.attrs["op_type"] for n in sess.graph.nodes if n.op == "onnx_op")
     return ", ".join(f"{op} x{c}" if c > 1 else op for op, c in sorted(ops.items())) or "-"
 
 

@@ -76,11 +76,11 @@ def bench_case(spec, threads: int, reps: int) -> dict:
     rr = reuserun.InferenceSession(model, policy="dense", threads=threads)
     ref = ort.run(None, {"x": x})[0]
     err = float(np.abs(rr.run(None, {"x": x})[0] - ref).max())
-    step = next(st for st in rr._program if isinstance(st, KernelStep))
+    step = next(st for st in rr.program if isinstance(st, KernelStep))
     t = {"ort": [], "session": [], "kernel": []}
     for _ in range(reps):
         for key, call in (("ort", lambda: ort.run(None, {"x": x})), ("session", lambda: rr.run(None, {"x": x})),
-                          ("kernel", lambda: step.run(True, rr._policy, threads))):
+                          ("kernel", lambda: step.run(True, None, threads))):
             t0 = time.perf_counter()
             call()
             t[key].append(time.perf_counter() - t0)

@@ -78,7 +78,7 @@ def tune(model, frames, max_error: float, threads=None, progress=None) -> TuneRe
     refs = [dense.run(None, {name: f}) for f in frames]
     # each layer's activation spread on the last tuning frame scales its thresholds
     spread = {}
-    for step in dense._program:
+    for step in dense.program:
         if hasattr(step, "thr") and step.node is not None and step.outputs and hasattr(step.outputs[0], "logical"):
             spread[step.node.name] = float(np.std(step.outputs[0].logical())) or 1.0
     frame_std = float(np.std(frames[0])) or 1.0

@@ -17,7 +17,7 @@ def test_export_policies(tmp_path):
     paths = export_policies.export_all(tmp_path, actions=4, mark_stack=True)
     assert len(paths) == 7
     dqn = reuserun.InferenceSession(str(paths[-1]))
-    assert dqn._stacks == {"frames"}  # declared in the model's metadata
+    assert dqn.frame_stack_inputs == {"frames"}  # declared in the model's metadata
     small = reuserun.InferenceSession(str(tmp_path / "seed_policy_d4_20_40.onnx"))
     x = np.random.default_rng(0).random((1, 1, 53, 40), dtype=np.float32)
     p = small.run(None, {"frame": x})[0]

@@ -608,7 +608,7 @@ def test_classifier_tail_activations_run_in_the_gemm_kernels(act):
     check(m)
     sess = reuserun.InferenceSession(m)
     sess.run(None, {"x": rand(1, 3, 8, 8)})
-    assert [type(s).__name__ for s in sess._program if s.node is not None and s.node.op != "conv"] == [
+    assert [type(s).__name__ for s in sess.program if s.node is not None and s.node.op != "conv"] == [
         "KernelStep", "SpatialGemmStep", "GemvStep"]
 
 

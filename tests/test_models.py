@@ -88,7 +88,7 @@ def test_frame_stack_reuse_is_exact(policy):
     stack = reuserun.InferenceSession(model, policy=policy, frame_stack=True)
     plain = reuserun.InferenceSession(model, policy=policy)
     dense = reuserun.InferenceSession(model, policy="dense", frame_stack=True)
-    assert "frames" in stack._stacks and not plain._stacks
+    assert "frames" in stack.frame_stack_inputs and not plain.frame_stack_inputs
     frames = stacked_frames(4, 84, 6)
     # a non-shifting edit and a repeated stack too
     frames += [frames[-1].copy(), frames[-1] + np.float32(0.5) * (np.arange(84) == 40)[None, None, None, :]]
@@ -105,11 +105,11 @@ def test_frame_stack_reuse_is_exact(policy):
 
 def test_frame_stack_declared_and_detected():
     model = zoo.nature_dqn(frames=2, size=84)
-    assert not reuserun.InferenceSession(model)._stacks  # not guessed from the shape
-    assert reuserun.InferenceSession(model, frame_stack=True)._stacks == {"frames"}
+    assert not reuserun.InferenceSession(model).frame_stack_inputs  # not guessed from the shape
+    assert reuserun.InferenceSession(model, frame_stack=True).frame_stack_inputs == {"frames"}
     model.metadata_props.add(key="reuserun.frame_stack", value="true")
-    assert reuserun.InferenceSession(model)._stacks == {"frames"}
-    assert not reuserun.InferenceSession(model, frame_stack=False)._stacks
+    assert reuserun.InferenceSession(model).frame_stack_inputs == {"frames"}
+    assert not reuserun.InferenceSession(model, frame_stack=False).frame_stack_inputs
 
 
 @pytest.mark.torch

@@ -13,12 +13,12 @@ from reuserun import zoo
 
 
 def values(sess):
-    """Every cached value a later frame reads: buffers, kept partial sums, reference frames
-    (change masks are per-run scratch; each run clears them first)."""
-    out = [st.buf.tobytes() if st.kind == "spatial" else st.arr.tobytes()
-           for st in sess._storage.values() if st.kind != "const"]
-    out += [getattr(s, a).tobytes() for s in sess._program for a in ("partial", "partials") if hasattr(s, a)]
-    out += [r.tobytes() for r in sess._ref_frames.values()] + [m.tobytes() for _, m in sess._mirrors.values()]
+    """Every cached value a later frame reads: caches, kept partial sums, reference frames and
+    output copies (change masks are per-run scratch; each run clears them first)."""
+    state = sess.state()
+    out = [t.tobytes() for t in state["tensors"].values()]
+    out += [a.tobytes() for arrays in state["kept"].values() for a in arrays]
+    out += [r.tobytes() for r in state["references"].values()] + [m.tobytes() for m in state["outputs"].values()]
     return out
 
 POLICIES = ["auto", "tiles", "rects", "rect"]
@@ -122,8 +122,8 @@ def test_declared_boxes_and_masks(classifier):
         mask[y0:y1, x0:x1] = True
     for a, c in zip(sess.run_variant(None, {name: v}, changed=mask), dense_outputs(classifier, v, name)):
         assert a.tobytes() == c.tobytes()
-    st = sess._storage[name]
-    assert int(np.count_nonzero(st.mask)) == st.nchanged == sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in boxes)
+    marks = sess.state()["masks"][name]
+    assert int(np.count_nonzero(marks)) == sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in boxes)
     assert values(sess) == before
 
 
@@ -141,7 +141,7 @@ def test_spatial_gemm_head_in_variants_and_streams():
     base = np.random.default_rng(3).standard_normal((1, 3, 16, 16)).astype(np.float32)
     sess, name = reuserun.InferenceSession(model, threads=1), "x"
     sess.run(None, {name: base})
-    assert type(sess._program[-2]).__name__ == "SpatialGemmStep" and sess._fast_steps()[-2] is not None
+    assert type(sess.program[-2]).__name__ == "SpatialGemmStep" and sess.program[-2].fast is not None
     before = values(sess)
     for box in [(0, 3, 0, 3), (5, 12, 9, 16), (0, 16, 0, 16)]:
         v = occluded(base, box, 2.0)
@@ -164,12 +164,12 @@ def test_batches_on_parallel_forks_match_one_by_one(classifier):
         for s, p, w in zip(serial, parallel, want):
             assert s[i:i + 1].tobytes() == w.tobytes() and p[i:i + 1].tobytes() == w.tobytes()
     # a new reference makes the kept forks stale: they take the session's cache again
-    forks = list(sess._forks[1])
+    forks, _ = sess.variant_forks(1)  # the fork the parallel batch kept
     base2 = base + np.float32(0.5)
     sess.run(None, {name: base2})
     again = sess.run_variants(None, {name: np.concatenate([occluded(base2, b) for b in boxes[:2]])},
                               changed=[[b] for b in boxes[:2]], workers=2)
-    assert [id(f) for f in sess._forks[1]] == [id(f) for f in forks]
+    assert [id(f) for f in sess.variant_forks(1)[0]] == [id(f) for f in forks]
     # the session and its fork each ran with half of the threads; the session has them all again
     assert sess.threads == 2 and [f.threads for f in forks] == [1]
     for i, b in enumerate(boxes[:2]):

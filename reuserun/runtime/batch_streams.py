@@ -27,7 +27,7 @@ class BatchStreams:
         # every stream's frame is checked before any stream takes its own
         per_stream = [{k: v[i:i + 1] for k, v in feed.items()} for i in range(self.n)]
         for s, f in zip(self.sessions, per_stream):
-            s._validate_only(f)
+            s.validate(f)
         outs = [s.run(names, f) for s, f in zip(self.sessions, per_stream)]
         self.stats = {"mac_fraction": float(np.mean([s.stats["mac_fraction"] for s in self.sessions])),
                       "streams": [s.stats for s in self.sessions], "backend": "reuserun", "full": False}

@@ -6,10 +6,8 @@ import numpy as np
 
 
 def step_dense_macs(step) -> int:
-    """A step's MACs on a full frame."""
-    if hasattr(step, "macs_per_pixel"):
-        return step.macs_per_pixel * step.npix
-    return getattr(step, "macs", 0)
+    """A step's MACs on a full frame (runtime/steps.py's Step: per position or per run)."""
+    return step.macs_per_pixel * step.npix + step.macs
 
 
 class FrameStats:
@@ -28,9 +26,8 @@ class FrameStats:
         self.dense_macs = sum(step_dense_macs(s) for s in program)
         # per step: its MACs per computed position, and, for a step without positions, its MACs
         # whole when it ran
-        self._weights = (np.array([getattr(s, "macs_per_pixel", 0) for s in program], np.int64),
-                         np.array([0 if hasattr(s, "macs_per_pixel") else getattr(s, "macs", 0) for s in program],
-                                  np.int64))
+        self._weights = (np.array([s.macs_per_pixel for s in program], np.int64),
+                         np.array([s.macs for s in program], np.int64))
 
     # --- recording (cheap: the dict is built only when read) -----------------------------------
     def record(self, computed, diffs, full: bool, elapsed: float, shift=None, backend: str = "reuserun") -> None:
@@ -83,7 +80,7 @@ class FrameStats:
         computed, diffs, full, elapsed, shift, backend = self._last
         macs = self.macs(computed)
         layers = [{"name": step.node.name, "op": step.node.op, "computed": n, "total": step.npix}
-                  for step, n in zip(self.program, computed) if hasattr(step, "macs_per_pixel")]
+                  for step, n in zip(self.program, computed) if step.positional]
         return {
             "mac_fraction": macs / self.dense_macs if self.dense_macs else 1.0,
             "macs": macs,

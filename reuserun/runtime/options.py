@@ -2,6 +2,7 @@
 ValueError naming the argument, so no value reaches the kernels that they cannot take."""
 from __future__ import annotations
 
+import json
 import numbers
 import os
 
@@ -77,3 +78,27 @@ def shape(name: str, value) -> tuple[int, ...]:
         if isinstance(d, (bool, np.bool_)) or not isinstance(d, numbers.Integral) or d < 1:
             raise ValueError(f"{name} must be a tuple of positive integers, got {value!r}")
     return tuple(int(d) for d in dims)
+
+
+def layer_thresholds(spec) -> tuple[dict, float | None]:
+    """({layer: threshold}, input threshold or None) from a dict or a JSON file; `reuserun tune`
+    writes {"threshold": T, "layer_thresholds": {...}}, a plain {layer: T} works too."""
+    if spec is None:
+        return {}, None
+    if isinstance(spec, (str, os.PathLike)):
+        try:
+            with open(spec) as f:
+                spec = json.load(f)
+        except (OSError, ValueError) as e:  # missing, unreadable, not JSON
+            raise ValueError(f"layer_thresholds: cannot read {os.fspath(spec)!r}: {e}") from e
+    if not isinstance(spec, dict):
+        raise ValueError(f"layer_thresholds must be a dict or a JSON file holding an object, "
+                         f"got {type(spec).__name__}")
+    input_thr = None
+    if "layer_thresholds" in spec:
+        input_thr = threshold("the thresholds file's threshold", spec.get("threshold", 0.0))
+        spec = spec["layer_thresholds"]
+        if not isinstance(spec, dict):
+            raise ValueError("layer_thresholds: its 'layer_thresholds' entry must be an object {layer: T}")
+    table = {str(k): threshold(f"layer threshold {k!r}", v) for k, v in spec.items()}
+    return table, input_thr

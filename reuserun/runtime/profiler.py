@@ -48,7 +48,7 @@ class StepProfiler:
         self.positions[i] += positions
         self.runs[i] += positions > 0
         if self.trace is not None:
-            node = getattr(self.steps[i], "node", None)
+            node = self.steps[i].node
             name, op = (node.name, node.op) if node is not None else (f"step{i}", "copy")
             self.trace.add("Node", f"{name}_kernel_time", t0, t1,
                            {"op_name": op, "provider": "CPUExecutionProvider", "positions": str(positions)})
@@ -65,7 +65,7 @@ class StepProfiler:
         total = self.frame_seconds / frames
         rows = []
         for i, step in enumerate(self.steps):
-            node = getattr(step, "node", None)
+            node = step.node
             s = self.seconds[i] / frames
             rows.append({
                 "step": i,
@@ -76,7 +76,7 @@ class StepProfiler:
                 "macs": int(macs[i] // frames),
                 "gmac_s": (macs[i] / frames) / s / 1e9 if s > 0 else 0.0,
                 "positions": int(self.positions[i] // frames),
-                "total_positions": int(getattr(step, "npix", 1)),
+                "total_positions": int(step.npix),
                 "share": s / total if total > 0 else 0.0,
             })
         steps_ms = sum(r["ms"] for r in rows)

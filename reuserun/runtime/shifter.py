@@ -13,15 +13,6 @@ import numpy as np
 from reuserun.kernels import base, marks, region
 from reuserun.kernels.driver import BANDS, FULL, NORMAL
 from reuserun.plan import shift as sh
-from reuserun.runtime.steps import (
-    ConcatStep,
-    FallbackStep,
-    GemvStep,
-    KernelStep,
-    SpatialGemmStep,
-    StackConvStep,
-    ToSpatialStep,
-)
 
 
 @dataclass
@@ -45,8 +36,8 @@ class ShiftPlan:
 class Shifter:
     def __init__(self, graph, program, storage):
         self.program = program
-        self.supported = not any(isinstance(s, StackConvStep) for s in program)
-        self.rules = [self._rule(step) for step in program]
+        self.supported = all(step.shiftable for step in program)
+        self.rules = [step.shift_rule() for step in program] if self.supported else []
         self.parent = _concat_parents(graph, storage)
         self.by_id = {id(s): s for step in program for s in (*step.inputs, *step.outputs) if s.kind == "spatial"}
         self._plans: dict = {}  # (input, shift) -> ShiftPlan: streams repeat one hop
@@ -58,19 +49,6 @@ class Shifter:
                 self._plans.clear()
             self._plans[key] = self._make_plan(moved_input, d)
         return self._plans[key]
-
-    @staticmethod
-    def _rule(step):
-        if isinstance(step, KernelStep):
-            x = step.inputs[0] if step.inputs else None
-            return sh.shift_rule(step.node, step.reach, (x.H, x.W) if x is not None else (1, 1))
-        if isinstance(step, ConcatStep):
-            return sh.shift_rule(step.node, None, None)
-        if isinstance(step, ToSpatialStep):
-            return "still"  # loaded from a plain tensor: it moves with nothing
-        if isinstance(step, (FallbackStep, GemvStep, SpatialGemmStep)):
-            return "fixed"  # mixes positions: recomputed whole when a spatial input moved
-        return None
 
     def _make_plan(self, moved_input, d) -> ShiftPlan:
         shifts = {id(moved_input): tuple(d)}
@@ -129,12 +107,12 @@ class Shifter:
         owners = {id(o) for o, _ in rebases}
         kernels = [k for step in self.program
                    if any(s.kind == "spatial" and id(s.owner) in owners for s in (*step.inputs, *step.outputs))
-                   for k in _kernels(step)]
+                   for k in step.kernels()]
         per_output = []
         for step, ex in zip(self.program, exposed):
             boxes = {id(o): b for o, b, _ in ex}
             per_output.append([boxes.get(id(o)) for o in step.outputs]
-                              if ex and isinstance(step, KernelStep) else None)
+                              if ex and step.fast is not None else None)
         slides_input = any(o is moved_input for o, _ in rebases)
         return ShiftPlan(modes, moves, exposed, rebases, kernels, per_output, slides_input=slides_input,
                          shifts=shifts)
@@ -192,17 +170,6 @@ class ShiftDetector:
         self.misses = 0 if best else self.misses + 1
         self.skip = 0 if best else min(2 ** self.misses, 16) - 1
         return best
-
-
-def _kernels(step) -> list:
-    """The kernels a step holds, which keep raw pointers into the caches."""
-    if isinstance(step, StackConvStep):
-        return [*step.partial_kernels, step.sum_kernel]
-    if isinstance(step, ConcatStep):
-        return [k for k, _ in step.copies]
-    if isinstance(step, (GemvStep, SpatialGemmStep)):
-        return [step.kernel]
-    return [k for k, _ in getattr(step, "work", ())]
 
 
 def _union(boxes):

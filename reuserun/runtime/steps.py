@@ -15,11 +15,62 @@ import numpy as np
 
 from reuserun.ir import Node
 from reuserun.kernels import driver, planner, region
+from reuserun.plan import shift as sh
 from reuserun.plan.policies import DENSE_ABOVE
 from reuserun.runtime.numpy_ops import NUMPY_OPS
 
 
-class KernelStep:
+class Step:
+    """What every step of the program offers the executor (runtime/executor.py, driver.pyx).
+    A step reads its inputs' caches and masks and brings its outputs' up to date: run() with
+    full=True recomputes them whole, otherwise only what the inputs' changes reach (bands:
+    output boxes to compute whatever the masks say, for shift reuse; only steps whose `fast`
+    path takes bands get any). It returns the positions it computed and leaves each output's
+    marks saying which positions changed. The defaults describe a step over whole tensors."""
+    node: Node | None = None
+    journal = None  # an undo log for one run (variants): what the step overwrites goes there first
+    takes_threshold = False  # whether a per-layer threshold applies (then thr holds it)
+    thr = 0.0
+    positional = False  # whether the step computes per position of an output grid
+    npix = 1  # positions of its output grid (1: whole tensors)
+    macs_per_pixel = 0  # MACs per computed position (positional steps) ...
+    macs = 0  # ... or per run (the others)
+    fast = None  # its compiled path (a driver.NativeStep), or None
+    vector_inputs: list = []  # broadcast operands whose change reaches every position
+
+    def run(self, full: bool, policy, threads: int, bands=()) -> int:
+        raise NotImplementedError
+
+    def compiled(self, policy) -> bool:
+        """Whether an incremental run is the step's `fast` path under this policy."""
+        return False
+
+    def kept(self) -> list:
+        """Arrays other than its outputs' caches that hold state between frames (partial sums)."""
+        return []
+
+    def scratch(self) -> list:
+        """Its per-run working arrays (masks, pixel lists)."""
+        return []
+
+    def kernels(self) -> list:
+        """The kernels it holds, which keep raw pointers into the caches (moved by shift reuse)."""
+        return []
+
+    # whether shift reuse can carry a program holding this step
+    shiftable = True
+
+    def shift_rule(self):
+        """How its outputs move when its inputs move (plan/shift.py's rules): "fixed" (the
+        default: it mixes positions, so its outputs are recomputed whole and do not move),
+        "still", "same", a band rule, or None (recomputed whole)."""
+        return "fixed"
+
+
+class KernelStep(Step):
+    takes_threshold = True
+    positional = True
+
     def __init__(self, node, inputs, outputs, work, reach, macs_per_pixel=0, vectors=()):
         """inputs: spatial tensors the reach rule maps to the outputs' grid; vectors: broadcast
         operands (per-channel scales and the like) whose change reaches every position.
@@ -55,14 +106,10 @@ class KernelStep:
                                           inputs[0].H, inputs[0].W)
         self.fast = None if native is None else driver.FastStep(
             native, list(inputs), list(outputs), self.vector_inputs, list(work), self.pix, self.full_pix)
-        self.thr = 0.0  # per-layer truncation threshold; 0 keeps results exact
-        self.journal = None
 
-    def run(self, full: bool, policy, threads: int, bands=(), exposed=None) -> int:
+    def run(self, full: bool, policy, threads: int, bands=()) -> int:
         """Update the outputs; returns the number of output pixels computed. bands: output
-        boxes to compute whatever the inputs' masks say (shift reuse, plan/shift.py).
-        exposed: per output, boxes to mark changed whatever they hold (shift reuse); only the
-        compiled path takes them."""
+        boxes to compute whatever the inputs' masks say (shift reuse, plan/shift.py)."""
         if full:
             if self.journal is not None:
                 for o in self.outputs:
@@ -73,7 +120,7 @@ class KernelStep:
                 o.mark_all()
             return self.npix
         if self.compiled(policy):
-            return self.fast.run(self.thr, threads, self.journal, bands, exposed)
+            return self.fast.run(self.thr, threads, self.journal, bands)
         for o in self.outputs:
             o.clear()
         n, box = self._plan(policy, bands)
@@ -98,6 +145,17 @@ class KernelStep:
         """Whether an incremental run() is the one native call (driver.FastStep), which also
         marks exposed boxes itself."""
         return self.fast is not None and policy.name == "auto"
+
+    def scratch(self) -> list:
+        return [self.reach_mask, self.compute_mask, self.pix, self.full_pix] + (
+            [self.tmp] if self.reach.kind == "window" else [])
+
+    def kernels(self) -> list:
+        return [k for k, _ in self.work]
+
+    def shift_rule(self):
+        x = self.inputs[0] if self.inputs else None
+        return sh.shift_rule(self.node, self.reach, (x.H, x.W) if x is not None else (1, 1))
 
     def _plan(self, policy, bands=()):
         """Fill self.pix with the pixels to compute; returns (count, box holding them), count -1
@@ -161,7 +219,7 @@ def _coarsen_to_pixels(policy, reach, OH, OW, box, compute_mask, pix):
     return region.to_pixels(compute_mask, OW, *box, pix), box
 
 
-class StackConvStep:
+class StackConvStep(Step):
     """The conv reading a frame-stack input, split by input channel: each channel's partial conv
     (bias-free) is kept and updated only where that channel changed, and the output sums the
     partials in a fixed order. With a shifting stack, each frame's change is paid once per slot
@@ -171,7 +229,6 @@ class StackConvStep:
         """partials: (k, OH, OW, O), the kept per-channel partial convs the kernels write."""
         self.node, self.inputs, self.outputs = node, [x], [y]
         self.partials = partials
-        self.journal = None
         self.partial_kernels, self.sum_kernel, self.reach = partial_kernels, sum_kernel, reach
         self.k = len(partial_kernels)
         self.OH, self.OW, npix = y.H, y.W, y.npix
@@ -184,7 +241,20 @@ class StackConvStep:
         self.union = np.zeros(npix, np.uint8)
         self.tmp = np.zeros(self.OH * x.W, np.uint8)
 
-    def run(self, full: bool, policy, threads: int) -> int:
+    positional = True
+
+    def kept(self) -> list:
+        return [self.partials]
+
+    def scratch(self) -> list:
+        return [self.reach_mask, self.compute_mask, self.pix, self.full_pix, self.union, self.tmp]
+
+    def kernels(self) -> list:
+        return [*self.partial_kernels, self.sum_kernel]
+
+    shiftable = False  # its per-channel partials would each move with a different frame
+
+    def run(self, full: bool, policy, threads: int, bands=()) -> int:
         x, y = self.inputs[0], self.outputs[0]
         n_out = y.npix
         if full or x.nchanged == x.npix:
@@ -226,7 +296,7 @@ class StackConvStep:
         return computed
 
 
-class ConcatStep:
+class ConcatStep(Step):
     """Channel concat. Inputs written in place (slices of this buffer) cost nothing but their
     masks; the others are copied where they changed."""
 
@@ -234,12 +304,21 @@ class ConcatStep:
         """copies: [(kernel, input)] for the inputs not stored in place."""
         self.node, self.inputs, self.outputs, self.copies = node, inputs, [output], copies
         self.npix = output.npix
-        self.macs_per_pixel = 0
         self.full_pix = np.arange(self.npix, dtype=np.int32)
         self.pix = np.empty(self.npix, np.int32)
-        self.journal = None
 
-    def run(self, full: bool, policy, threads: int) -> int:
+    positional = True
+
+    def scratch(self) -> list:
+        return [self.pix, self.full_pix]
+
+    def kernels(self) -> list:
+        return [k for k, _ in self.copies]
+
+    def shift_rule(self):
+        return sh.shift_rule(self.node, None, None)
+
+    def run(self, full: bool, policy, threads: int, bands=()) -> int:
         out = self.outputs[0]
         if full:
             if self.journal is not None and self.copies:
@@ -264,7 +343,7 @@ class ConcatStep:
         return out.nchanged
 
 
-class FallbackStep:
+class FallbackStep(Step):
     """An op without a kernel (numpy, or an onnxruntime partition): its whole outputs, recomputed
     when any input changed."""
 
@@ -272,8 +351,6 @@ class FallbackStep:
         self.node, self.inputs, self.outputs = node, inputs, outputs
         self.fn = NUMPY_OPS[node.op]
         self.macs = macs
-        self.npix = 1
-        self.thr = 0.0  # per-layer threshold: a result that moved less keeps its reference
         # an activation fused into this node (conv or add -> act) still has to be applied
         fused = node.attrs.get("act")
         self.post = None if not fused else Node("act", node.name + "/act", [], [], dict(fused))
@@ -281,9 +358,11 @@ class FallbackStep:
         rank = len(outputs[0].shape) if outputs else 4
         self.affine = None if post is None else tuple(
             np.asarray(a, np.float32).reshape((1, -1) + (1,) * (rank - 2)) for a in post)
-        self.journal = None
 
-    def run(self, full: bool, policy, threads: int) -> int:
+    # a result that moved no more than the threshold keeps its reference
+    takes_threshold = True
+
+    def run(self, full: bool, policy, threads: int, bands=()) -> int:
         if not full and not any(i.changed for i in self.inputs):
             for o in self.outputs:
                 o.clear()
@@ -302,18 +381,19 @@ class FallbackStep:
         return 1
 
 
-class GemvStep:
+class GemvStep(Step):
     """Gemm / MatMul of one row by constant weights, on the conv micro-kernel: a 1x1 conv over a
     single pixel (fixed accumulation order, OpenMP over output blocks, no BLAS threads)."""
 
     def __init__(self, node, inp, out, kernel, macs):
         self.node, self.inputs, self.outputs, self.kernel = node, [inp], [out], kernel
         self.macs = macs
-        self.npix = 1
         self.pix = np.zeros(1, np.int32)
-        self.journal = None
 
-    def run(self, full: bool, policy, threads: int) -> int:
+    def kernels(self) -> list:
+        return [self.kernel]
+
+    def run(self, full: bool, policy, threads: int, bands=()) -> int:
         if not full and not self.inputs[0].changed:
             self.outputs[0].clear()
             return 0
@@ -324,7 +404,7 @@ class GemvStep:
         return 1
 
 
-class SpatialGemmStep:
+class SpatialGemmStep(Step):
     """Flatten -> Gemm over a spatial tensor: per-pixel partial sums, recomputed where the input
     changed (the dense run uses the same split, so results stay bit-identical)."""
 
@@ -332,20 +412,30 @@ class SpatialGemmStep:
         """partial: (npix, npad), the kept per-pixel partial sums the kernel writes."""
         self.node, self.inputs, self.outputs, self.kernel = node, [inp], [out], kernel
         self.partial = partial
-        self.journal = None
         self.macs_per_pixel = macs_per_pixel
         self.npix = inp.npix
         self.full_pix = np.arange(self.npix, dtype=np.int32)
         self.pix = np.empty(self.npix, np.int32)
         self.fast = driver.GemmStep(inp, kernel, partial, out.arr.reshape(-1), self.pix, self.full_pix)
-        self.thr = 0.0
+
+    takes_threshold = True
+    positional = True
 
     def compiled(self, policy) -> bool:
         """Whether an incremental run is the native one (driver.GemmStep), in run_incremental's
         chains."""
         return policy.name == "auto"
 
-    def run(self, full: bool, policy, threads: int) -> int:
+    def kept(self) -> list:
+        return [self.partial]
+
+    def scratch(self) -> list:
+        return [self.pix, self.full_pix]
+
+    def kernels(self) -> list:
+        return [self.kernel]
+
+    def run(self, full: bool, policy, threads: int, bands=()) -> int:
         x, out = self.inputs[0], self.outputs[0]
         if full or x.nchanged == self.npix:
             if self.journal is not None:
@@ -366,7 +456,7 @@ class SpatialGemmStep:
         return n
 
 
-class ToSpatialStep:
+class ToSpatialStep(Step):
     """A plain 4-D / 3-D tensor feeding a spatial kernel: copied into channels-last storage. When
     it changed, it is compared with its reference position by position, as an input frame is,
     so what follows recomputes only the positions that moved."""
@@ -374,13 +464,13 @@ class ToSpatialStep:
     def __init__(self, src, dst, ref=None):
         """ref: a Plain (C, H*W) reference of src's last values (None: a dense program's, which
         loads every frame whole)."""
-        self.node, self.src, self.dst, self.ref = None, src, dst, ref
+        self.src, self.dst, self.ref = src, dst, ref
         self.inputs, self.outputs = [src], [dst]
-        self.npix = 1
-        self.macs = 0
-        self.journal = None
 
-    def run(self, full: bool, policy, threads: int) -> int:
+    def shift_rule(self):
+        return "still"  # loaded from a plain tensor: it moves with nothing
+
+    def run(self, full: bool, policy, threads: int, bands=()) -> int:
         dst = self.dst
         if not full and not self.src.changed:
             dst.clear()

@@ -1,8 +1,10 @@
-"""Variants: batches of what-if runs against a session's cached reference.
+"""Variants: what-if runs against a session's cached reference.
 
-InferenceSession.run_variant evaluates one variant and restores the cache from a journal; this
-module turns a caller's declaration of the edited positions into masks and runs batches, on the
-session itself or on forks in parallel threads.
+A variant is computed incrementally with every step recording what it overwrites in a journal,
+which then puts the cache back (`Variants.run`); declared boxes of one spatial input run many
+variants in one native loop (`Variants.declared_batch`). This module also turns a caller's
+declaration of the edited positions into masks and runs batches, on the session itself or on
+forks in parallel threads.
 """
 from __future__ import annotations
 
@@ -11,8 +13,109 @@ import threading
 import numpy as np
 
 from reuserun.ir import InputError
-from reuserun.kernels import region
+from reuserun.kernels import driver, region
+from reuserun.kernels.journal import Journal
 from reuserun.runtime import options
+
+
+class Variants:
+    """A session's variant runs: inputs (runtime/inputs.py) and executor (runtime/executor.py)
+    are the session's parts; the journal and the native loops are kept between variants."""
+
+    def __init__(self, inputs, executor):
+        self.inputs, self.executor = inputs, executor
+        self.journal = Journal()  # the undo log, its scratch kept between variants
+        self._runners: dict = {}  # output names -> the native loop over declared variants, or None
+
+    def run(self, frame, names: list, threads: int) -> tuple[list, list]:
+        """One variant (an inputs.Frame read against the reference): its outputs named, and the
+        positions each step computed; the cache is put back as it was."""
+        journal, ex = self.journal, self.executor
+        slow = ex.slow_steps()  # the compiled steps get the journal from the driver
+        try:
+            for step in slow:
+                step.journal = journal
+            self.inputs.accept_variant(frame, journal)
+            computed = ex.run_incremental(threads, journal)
+            outs = [np.array(ex.storage[n].logical(), dtype=np.float32, copy=True, order="C") for n in names]
+        finally:
+            for step in slow:
+                step.journal = None
+            journal.restore()
+        return outs, computed
+
+    def declared_batch(self, names: list, boxes: list, frames, fill: float, first: int, threads: int,
+                       before_run):
+        """Variants of the one spatial input whose edits are declared boxes, in one native loop
+        (driver.DeclaredRunner), or None where the program cannot (InferenceSession.declared_batch
+        says when); before_run() is called once the batch is checked. Returns (outputs (B, ...),
+        positions computed per variant and step, the input's name and the last variant's marks)
+        or raises for a variant holding NaN or Inf."""
+        runner = self._runners.get(tuple(names), False)
+        if runner is False:
+            runner = self._runners[tuple(names)] = self._runner(names)
+        if runner is None:
+            return None
+        name, x = next(iter(self.inputs.spatial.items()))
+        B = len(boxes)
+        flat, starts = [], [0]
+        for spec in boxes:
+            flat += box_list(name, spec, x.H, x.W)
+            starts.append(len(flat))
+        shape = self.inputs.specs[0][1]
+        if frames is not None:
+            if not isinstance(frames, np.ndarray) or frames.shape != (B, *shape[1:]):
+                raise InputError(f"variants of {name!r} must be an array of shape {(B, *shape[1:])}, "
+                                 f"got {np.shape(frames)}")
+            frames = np.ascontiguousarray(frames, np.float32).reshape(B, x.C, x.npix)
+        storage = self.executor.storage
+        results = [np.empty((B, *storage[n].shape[1:]), np.float32) for n in names]
+        counts = np.zeros((B, len(self.executor.program)), np.int64)
+        before_run()
+        bad = runner.run(threads, np.array(flat, np.int32).reshape(-1, 4), np.array(starts, np.int64),
+                         frames, fill, [r.reshape(B, -1) for r in results], counts)
+        if bad >= 0:
+            raise InputError(f"variant {first + bad} holds NaN or Inf in its declared boxes; the batch was rejected")
+        return results, counts, name, runner.marked
+
+    def _runner(self, names: list):
+        """The native loop over declared variants for these outputs, or None: every step must
+        have a native path, with no per-channel vector inputs, the model one spatial input (no
+        plane masks, not channels-last) and the outputs plain float32 tensors."""
+        ins, ex = self.inputs, self.executor
+        fast = ex.fast_steps()
+        if (len(ins.specs) != 1 or len(ins.spatial) != 1 or ins.plane_masks or ins.channels_last
+                or any(f is None or step.vector_inputs for f, step in zip(fast, ex.program))
+                or any(ex.storage[n].kind != "plain" or ex.storage[n].arr.dtype != np.float32 for n in names)):
+            return None
+        name, x = next(iter(ins.spatial.items()))
+        # its own mask (the per-run masks swap with the input's); the pixel list is the
+        # single-variant path's, both used under the session's lock
+        return driver.DeclaredRunner(fast, [step.thr for step in ex.program], x, self.journal,
+                                     np.zeros(x.npix, np.uint8), ins.variant_pix[name],
+                                     [ex.storage[n].arr.reshape(-1) for n in names])
+
+
+class ForkPool:
+    """A session's forks for parallel variants, kept between batches, with the version of the
+    session's caches they were last copied at."""
+
+    def __init__(self):
+        self.version = None
+        self.forks: list = []
+
+    def take(self, make_fork, k: int, version: int) -> tuple[list, list]:
+        """k forks (made with make_fork() where there are fewer), and those of them whose cache is
+        stale: a frame changed the session's since they were copied (the caller copies them,
+        then calls refreshed; until then they count as stale)."""
+        stale = list(self.forks) if self.version != version else []
+        self.forks += [make_fork() for _ in range(k - len(self.forks))]
+        if not stale:
+            self.version = version
+        return self.forks[:k], [f for f in stale if f in self.forks[:k]]
+
+    def refreshed(self, version: int) -> None:
+        self.version = version
 
 
 def declared_masks(spatial: dict, changed, scratch: dict) -> dict | None:
@@ -174,7 +277,7 @@ def run_batch(sess, output_names, input_feed: dict, changed, workers: int, progr
     if changed is not None and len(changed) != B:
         raise InputError(f"changed lists {len(changed)} declarations for {B} variants")
     if (len(input_feed) == 1 and changed is not None and all(isinstance(c, (list, tuple)) for c in changed)
-            and next(iter(input_feed)) in getattr(sess, "_spatial_inputs", ())):
+            and next(iter(input_feed)) in sess.spatial_inputs):
         frames = next(iter(input_feed.values()))
         if isinstance(frames, np.ndarray) and frames.dtype == np.float32:
             results = on_forks(sess, B, declared_share(output_names, [list(c) for c in changed], frames),
