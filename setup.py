@@ -16,7 +16,11 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ["base", "conv", "eltwise", "region", "planner", "info", "train", "journal", "marks", "driver"]
+# native modules by package: the kernels' arithmetic, the change marks and pixel planner that the
+# plan owns, and the executor's loop and undo log that the runtime owns
+NATIVE = {"kernels": ["base", "conv", "eltwise", "region", "info", "train"],
+          "plan": ["marks", "planner"],
+          "runtime": ["journal", "driver"]}
 
 
 def _compiles(compiler, flags, code="int main(void){return 0;}\n", link_flags=()):
@@ -59,9 +63,9 @@ class BuildExt(build_ext):
 
 checks = os.environ.get("REUSERUN_CYTHON_CHECKS") == "1"
 extensions = [
-    Extension(f"reuserun.kernels.{name}", [f"reuserun/kernels/{name}.pyx"],
+    Extension(f"reuserun.{package}.{name}", [f"reuserun/{package}/{name}.pyx"],
               include_dirs=["reuserun/kernels", np.get_include()])
-    for name in KERNELS
+    for package, names in NATIVE.items() for name in names
 ]
 setup(
     ext_modules=cythonize(extensions, language_level=3, compiler_directives={

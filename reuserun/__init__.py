@@ -1,14 +1,12 @@
 """reuserun: run ONNX CNNs on streams of similar frames, recomputing only what changed."""
 import os
 
-# Kernel threads wait for the next parallel region spinning briefly (2000 spins, about 50 us on
-# the 2-core VM), then sleep. A frame runs many short regions with Python in between: waking a
-# sleeping thread for each cost about 40 us a region (MobileNetV3 dense frames 11-14 ms with no
-# spin, 8.2-8.5 ms with this one, onnxruntime 7.8-8.2). Long spins stall every region when other
-# processes keep the cores busy (libgomp's default 300000 made full frames 41x slower than
-# onnxruntime then; with 2000 spins they read 1.9x, with none 1.0-1.4x). Set OMP_WAIT_POLICY or
-# GOMP_SPINCOUNT before importing reuserun to choose otherwise (PASSIVE: never spin); libgomp
-# reads them once, when it loads.
+# Kernel threads wait for the next parallel region spinning briefly (2000 spins, tens of
+# microseconds), then sleep: a frame runs many short OpenMP regions with Python between them, and
+# waking a sleeping thread for each costs about as much as a small region, while long spins
+# (libgomp's default) stall every region when other processes keep the cores busy. Set
+# OMP_WAIT_POLICY or GOMP_SPINCOUNT before importing reuserun to choose otherwise (PASSIVE alone:
+# never spin); libgomp reads them once, when it loads.
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     os.environ["GOMP_SPINCOUNT"] = "2000"

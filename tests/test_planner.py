@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reuserun.kernels.marks import Marks
+from reuserun.plan.marks import Marks
 
-from reuserun.kernels import planner, region
+from reuserun.kernels import region
+from reuserun.plan import planner
 from reuserun.plan.geometry import conv_out_len, window_ranges
 
 EXAMPLES = settings.default.max_examples * 3

@@ -317,7 +317,7 @@ def test_journal_restores_every_saved_value_latest_save_first(data):
     (kept as one row of scratch) and whole arrays of other layouts (kept as copies), in any
     order and overlapping, each followed by an overwrite; restore() gives back the values as
     they were before the first save."""
-    from reuserun.kernels.journal import Journal
+    from reuserun.runtime.journal import Journal
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     grid = rng.standard_normal((12, 10)).astype(np.float32)  # rows of 10, or of 4 inside a view
     flat = rng.standard_normal(7).astype(np.float32)

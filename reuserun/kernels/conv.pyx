@@ -333,8 +333,8 @@ cdef class ConvKernel(Kernel):
         if nt > 1:  # enough items for every thread to take several
             ngroups = min(ntiles, max(ngroups, (RR_SHARES_PER_THREAD * nt + nunits - 1) // nunits))
         # groups of equal size (67 tiles as 23, 23, 21, not 32, 32, 3): the guided schedule
-        # hands the first thread half of the items at once, and with unequal groups that was
-        # most of the work (a 1x1 conv at 20x20 ran 1.1x faster on two threads, now 1.9x)
+        # hands the first thread half of the items at once, and with unequal groups that is
+        # most of the work
         tpi = (ntiles + ngroups - 1) // ngroups
         ngroups = (ntiles + tpi - 1) // tpi
         cdef int nitems = ngroups * nunits

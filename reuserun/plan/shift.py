@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from reuserun import ir
 from reuserun.plan.rules import Reach
 
 Shift = tuple  # (dy, dx) in the tensor's own positions; None: the cache cannot move
@@ -241,3 +242,4 @@ SHIFT_RULES = {
 def shift_rule(node, reach, in_hw):
     """'same' (the output moves with its inputs), a WindowShift, or None (cannot move)."""
     return SHIFT_RULES[node.op](node, reach, in_hw)
+assert set(SHIFT_RULES) == set(ir.OPS), set(ir.OPS) ^ set(SHIFT_RULES)

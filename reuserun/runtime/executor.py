@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from reuserun import ir
-from reuserun.kernels import driver, region
+from reuserun.kernels import region
+from reuserun.runtime import driver
 from reuserun.runtime.compiler import Compiler
 from reuserun.runtime.inputs import slide_window
 from reuserun.runtime.profiler import StepProfiler

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from reuserun.ir import InputError
-from reuserun.kernels import marks, region
+from reuserun.kernels import region
+from reuserun.plan import marks
 from reuserun.runtime import variants
 from reuserun.runtime.shifter import ShiftDetector
 from reuserun.runtime.storage import aligned_zeros

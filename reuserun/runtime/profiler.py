@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from reuserun.kernels import driver
+from reuserun.runtime import driver
 
 
 class StepProfiler:

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from reuserun.kernels import base, marks, region
-from reuserun.kernels.driver import BANDS, FULL, NORMAL
+from reuserun.kernels import base, region
+from reuserun.plan import marks
 from reuserun.plan import shift as sh
+from reuserun.runtime.driver import BANDS, FULL, NORMAL
 
 
 @dataclass

@@ -6,7 +6,7 @@ whose values really changed. A FallbackStep recomputes a whole tensor (numpy, or
 partition) when any input changed; a ToSpatialStep brings such a tensor into channels-last
 storage for the kernels, marking only the positions whose values moved.
 
-Every step may be given a journal (kernels/journal.pyx) for one run: it then records the old
+Every step may be given a journal (runtime/journal.pyx) for one run: it then records the old
 values of everything it is about to overwrite, so the run can be undone (variants).
 """
 from __future__ import annotations
@@ -14,9 +14,11 @@ from __future__ import annotations
 import numpy as np
 
 from reuserun.ir import Node
-from reuserun.kernels import driver, planner, region
+from reuserun.kernels import region
+from reuserun.plan import planner
 from reuserun.plan import shift as sh
 from reuserun.plan.policies import DENSE_ABOVE
+from reuserun.runtime import driver
 from reuserun.runtime.numpy_ops import NUMPY_OPS
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from reuserun.kernels import region
-from reuserun.kernels.marks import Marks
+from reuserun.plan.marks import Marks
 from reuserun.plan.rules import spatial_hw
 
 

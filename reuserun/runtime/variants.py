@@ -13,9 +13,9 @@ import threading
 import numpy as np
 
 from reuserun.ir import InputError
-from reuserun.kernels import driver, region
-from reuserun.kernels.journal import Journal
-from reuserun.runtime import options
+from reuserun.kernels import region
+from reuserun.runtime import driver, options
+from reuserun.runtime.journal import Journal
 
 
 class Variants:

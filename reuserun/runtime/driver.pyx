@@ -3,7 +3,7 @@
 # outputs' marks. It is runtime/steps.KernelStep's incremental path with the Python calls between
 # those stages taken out: on small changes they cost more than the kernels (several us a step).
 # The step's state stays in the storage objects (runtime/storage.Spatial), whose marks and
-# buffer pointers are C fields (kernels/marks.pyx), so a run of compiled steps goes without the
+# buffer pointers are C fields (plan/marks.pyx), so a run of compiled steps goes without the
 # GIL from its first to its last: other Python threads (run_variants' workers) run meanwhile.
 cimport numpy as cnp
 from cpython.ref cimport PyObject
@@ -15,9 +15,9 @@ import numpy as np
 
 from reuserun.kernels.base cimport Kernel
 from reuserun.kernels.conv cimport SpatialGemmKernel
-from reuserun.kernels.journal cimport Journal
-from reuserun.kernels.marks cimport Marks, list_marks, scan_c
-from reuserun.kernels.planner cimport PixelPlanner
+from reuserun.runtime.journal cimport Journal
+from reuserun.plan.marks cimport Marks, list_marks, scan_c
+from reuserun.plan.planner cimport PixelPlanner
 from reuserun.kernels.region import fill
 
 cnp.import_array()
@@ -327,7 +327,7 @@ cdef int _run_chains(list steps, list fast, object policy, int threads, Journal 
 cdef long _whole(object step, object policy, int threads) except -2:
     """One step recomputed whole: a step with a native path (its FastStep, whatever the policy:
     a whole output needs no planning) in one call, the others through run()."""
-    f = getattr(step, "fast", None)
+    f = step.fast
     cdef long n
     if not isinstance(f, FastStep):
         return step.run(True, policy, threads)

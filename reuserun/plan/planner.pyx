@@ -8,7 +8,7 @@ from libc.stdint cimport int32_t, uint8_t
 from libc.string cimport memset
 import numpy as np
 
-from reuserun.kernels.marks cimport Marks, list_marks, next_mark, rr_or_marks, run_end
+from reuserun.plan.marks cimport Marks, list_marks, next_mark, rr_or_marks, run_end
 
 cnp.import_array()
 
