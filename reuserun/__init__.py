@@ -11,6 +11,10 @@ if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     os.environ["GOMP_SPINCOUNT"] = "2000"
 
+from reuserun import isa  # noqa: E402
+
+isa.install()  # before any native module loads: which ISA level's build they come from
+
 from reuserun.ir import InputError, ModelError, UnsupportedOpsError  # noqa: E402
 from reuserun.kernels.info import openmp_enabled  # noqa: E402
 from reuserun.runtime.ort_api import IOBinding, ModelMetadata, RunTerminated  # noqa: E402

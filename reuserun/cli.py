@@ -9,6 +9,7 @@ import sys
 import numpy as np
 
 from reuserun import ir
+from reuserun.runtime import options
 
 # "+ort": frames that changed almost everywhere run in onnxruntime (dense_backend="onnxruntime")
 POLICY_CHOICES = ("auto", "auto+ort", "tiles", "rects", "rect", "dense")
@@ -72,7 +73,7 @@ def _workload(args):
     proto, name = _load_proto(args.model, args.size)
     shape = _input_shape(proto, args.size)
     args.source = args.source or ("synthetic" if len(shape) == 4 else "synthetic-audio")
-    return proto, name, shape, _frames(args, proto, shape), args.threads or os.cpu_count() or 1
+    return proto, name, shape, _frames(args, proto, shape), args.threads or options.usable_cpus()
 
 
 def cmd_bench(args) -> int:
@@ -269,8 +270,17 @@ def _add_preprocessing(p) -> None:
     p.add_argument("--std", type=_floats, default=None, help="per-channel std to divide by")
 
 
+def _version() -> str:
+    """The version, and which build of the kernels runs (ISA level, OpenMP)."""
+    import reuserun
+    level = reuserun.isa.chosen() or "one -march (REUSERUN_ARCH)"
+    return (f"reuserun {reuserun.__version__}; kernels: {level}, "
+            f"OpenMP {'on' if reuserun.openmp_enabled() else 'off'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reuserun", description=__doc__)
+    p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("bench", help="measure onnxruntime and reuserun on the same frames")
     b.add_argument("model", nargs="?", help="ONNX file, or builtin:NAME (default: builtin yolo_like)")

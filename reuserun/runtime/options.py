@@ -21,13 +21,30 @@ def _integer(name: str, value) -> int:
     return int(value)
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (a
+    container given 2 CPUs of a 64-core host runs best with 2 threads, not 64)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:  # cgroup v2: "quota period" or "max period"
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, min(n, MAX_THREADS))
+
+
 def threads(value) -> int:
-    """None or 0: every core, as onnxruntime's intra_op_num_threads=0."""
+    """None or 0: every CPU this process may use, as onnxruntime's intra_op_num_threads=0."""
     if value is None:
-        return min(os.cpu_count() or 1, MAX_THREADS)
+        return usable_cpus()
     n = _integer("threads", value)
     if n == 0:
-        return min(os.cpu_count() or 1, MAX_THREADS)
+        return usable_cpus()
     if not 1 <= n <= MAX_THREADS:
         raise ValueError(f"threads must be from 1 to {MAX_THREADS} (or None / 0 for every core), got {n}")
     return n
