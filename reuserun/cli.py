@@ -95,6 +95,42 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    """N streams of the source (each with its own seed) through a StreamPool."""
+    import time
+
+    from tqdm import tqdm
+
+    from reuserun.pool import StreamPool
+
+    proto, name = _load_proto(args.model, args.size)
+    shape = _input_shape(proto, args.size)
+    args.source = args.source or ("synthetic" if len(shape) == 4 else "synthetic-audio")
+    per_stream = []
+    for k in range(args.streams):
+        args.seed = k
+        per_stream.append(_frames(args, proto, shape))
+    extra = {} if args.backend == "local" else {"backend": "ray"}
+    with StreamPool(proto, workers=args.workers, threads=args.threads, **extra) as pool:
+        t0 = time.perf_counter()
+        futures = [pool.submit(k, fs[i]) for i in range(args.frames) for k, fs in enumerate(per_stream)]
+        for f in tqdm(futures, desc=f"{args.streams} streams", unit="frame", disable=args.no_progress):
+            f.result()
+        elapsed = time.perf_counter() - t0
+        stats = pool.stats()
+    print(f"{name}: {args.streams} streams x {args.frames} frames, {len(stats['workers'])} workers x "
+          f"{stats['threads_per_worker']} threads ({args.backend}): {len(futures) / elapsed:.1f} frames/s")
+    print(f"{'stream':>6} {'frames':>6} {'mac_frac':>8} {'p50 ms':>8} {'p99 ms':>8}")
+    for k, st in stats["streams"].items():
+        print(f"{k:>6} {st['frames']:>6} {st['mac_fraction']:>8.3f} {st['latency_ms']['p50']:>8.2f} "
+              f"{st['latency_ms']['p99']:>8.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"model": name, "frames_per_s": len(futures) / elapsed, **stats}, f, indent=1, default=str)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_info(args) -> int:
     from reuserun.frontend import load_model
     from reuserun.info import describe
@@ -325,6 +361,20 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--png", type=_writable, help="plot the top steps against onnxruntime's here")
     _add_preprocessing(pr)
     pr.set_defaults(func=cmd_profile)
+
+    sv = sub.add_parser("serve", help="many streams of a source through a pool of workers")
+    sv.add_argument("model", nargs="?", help="ONNX file, or builtin:NAME (default: builtin yolo_like)")
+    sv.add_argument("--streams", type=_positive_int, default=4)
+    sv.add_argument("--frames", type=_positive_int, default=30, help="frames per stream")
+    sv.add_argument("--source", default=None, help="as for bench; each stream gets its own seed")
+    sv.add_argument("--backend", choices=["local", "ray"], default="local")
+    sv.add_argument("--workers", type=_positive_int, default=None, help="default: the usable CPUs")
+    sv.add_argument("--threads", type=_threads, default=None, help="kernel threads per worker")
+    sv.add_argument("--size", type=_positive_int, default=None)
+    sv.add_argument("--json", type=_writable, help="write the pool's stats as JSON here")
+    sv.add_argument("--no-progress", action="store_true")
+    _add_preprocessing(sv)
+    sv.set_defaults(func=cmd_serve, seed=0)
 
     i = sub.add_parser("info", help="ops, shapes, MACs and receptive fields of a model")
     i.add_argument("model", nargs="?")

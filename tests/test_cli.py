@@ -104,3 +104,12 @@ def test_bench_feeds_a_channels_last_model_as_it_declares(tmp_path, capsys):
                      "--source", "synthetic:object", "--json", str(out)]) == 0
     res = json.loads(out.read_text())["results"][0]
     assert res["max_abs_err"] < 1e-4 and res["mac_fraction"] < 0.5
+
+
+def test_serve_runs_streams_through_the_pool(tmp_path, capsys):
+    out = tmp_path / "serve.json"
+    assert cli.main(["serve", "--size", "64", "--streams", "3", "--frames", "3", "--workers", "2",
+                     "--no-progress", "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert len(got["streams"]) == 3 and all(s["frames"] == 3 for s in got["streams"].values())
+    assert "frames/s" in capsys.readouterr().out

@@ -10,7 +10,8 @@ import pytest
 
 from reuserun import isa
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the folder holding the reuserun this test imported (the source tree, or site-packages in CI)
+HOME = os.path.dirname(os.path.dirname(os.path.abspath(isa.__file__)))
 
 STREAM = textwrap.dedent("""
     import numpy as np, onnxruntime as ort, reuserun
@@ -38,9 +39,12 @@ STREAM = textwrap.dedent("""
 
 
 def run_forced(level: str, code: str) -> subprocess.CompletedProcess:
+    """code in a fresh process that loads the same reuserun with REUSERUN_ISA=level (run from /,
+    so that no source tree in the working folder shadows it)."""
     env = dict(os.environ, REUSERUN_ISA=level, PYTHONPATH=os.pathsep.join(
-        p for p in [ROOT, os.environ.get("PYTHONPATH", "")] if p))
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        p for p in [HOME, os.environ.get("PYTHONPATH", "")] if p))
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
+                          cwd="/")
 
 
 levels = [lv for lv in isa.available() if lv in isa.supported()]
