@@ -23,7 +23,10 @@ def model():
 
 
 @pytest.fixture()
-def cluster():
+def cluster(tmp_path, monkeypatch):
+    # Ray's workers start in the driver's folder and import from it: out of the source tree, so
+    # that they load the reuserun this test loaded (the installed one in CI)
+    monkeypatch.chdir(tmp_path)
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     worker_node = c.add_node(num_cpus=1)
     ray.init(address=c.address, log_to_driver=False)
