@@ -36,8 +36,12 @@ class _Stream:
         self.frames = self.dropped = self.failed = 0
         self.latencies: deque = deque(maxlen=1000)  # seconds from submit to result
         self.mac_fractions: deque = deque(maxlen=1000)
+        self.lost = 0  # the local backend loses no frame
         self.running = False  # a worker is running one of its frames
         self.closing = False
+
+    def waiting(self) -> int:
+        return len(self.pending)
 
 
 class StreamPool:
@@ -127,20 +131,7 @@ class StreamPool:
         """Per stream: frames run, dropped and failed, mean mac_fraction, latency percentiles (ms,
         submit to result); per worker: its streams, frames and load (busy share of the time)."""
         with self._lock:
-            elapsed = max(time.perf_counter() - self._started, 1e-9)
-            streams = {}
-            for sid, s in self._streams.items():
-                lat = np.array(s.latencies) * 1e3
-                streams[sid] = {
-                    "worker": s.worker, "frames": s.frames, "dropped": s.dropped, "failed": s.failed,
-                    "pending": len(s.pending),
-                    "mac_fraction": float(np.mean(s.mac_fractions)) if s.mac_fractions else None,
-                    "latency_ms": {f"p{q}": float(np.percentile(lat, q)) for q in (50, 90, 99)} if len(lat) else {},
-                }
-            workers = [{"streams": sum(s.worker == w for s in self._streams.values()),
-                        "frames": sum(s.frames for s in self._streams.values() if s.worker == w),
-                        "load": self._busy[w] / elapsed} for w in range(self.workers)]
-        return {"streams": streams, "workers": workers, "threads_per_worker": self.threads}
+            return pool_stats(self._streams, self._busy, time.perf_counter() - self._started, self.threads)
 
     def shutdown(self) -> None:
         """Stop the workers once the frames already queued have run."""
@@ -204,6 +195,22 @@ class StreamPool:
                 if s.closing and not s.pending:
                     s.session = None
                 self._lock.notify_all()
+
+
+def pool_stats(streams: dict, busy: list, elapsed: float, threads: int) -> dict:
+    """stats() of a pool: streams {id: its record (frames, dropped, failed, lost where the
+    backend loses frames, latencies, mac_fractions, pending)}, busy seconds per worker."""
+    out = {}
+    for sid, s in streams.items():
+        lat = np.array(s.latencies) * 1e3
+        out[sid] = {"worker": s.worker, "frames": s.frames, "dropped": s.dropped, "failed": s.failed,
+                    "lost": s.lost, "pending": s.waiting(),
+                    "mac_fraction": float(np.mean(s.mac_fractions)) if s.mac_fractions else None,
+                    "latency_ms": {f"p{q}": float(np.percentile(lat, q)) for q in (50, 90, 99)} if len(lat) else {}}
+    workers = [{"streams": sum(s.worker == w for s in streams.values()),
+                "frames": sum(s.frames for s in streams.values() if s.worker == w),
+                "load": busy[w] / max(elapsed, 1e-9)} for w in range(len(busy))]
+    return {"streams": out, "workers": workers, "threads_per_worker": threads}
 
 
 def _model_bytes(model) -> bytes:

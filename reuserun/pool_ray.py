@@ -21,7 +21,7 @@ from concurrent.futures import Future, wait
 import numpy as np
 
 from reuserun.ir import InputError
-from reuserun.pool import WHEN_FULL, _model_bytes
+from reuserun.pool import WHEN_FULL, _model_bytes, pool_stats
 from reuserun.runtime import options
 
 # a frame that changed on at most 1/DELTA_PART of its elements is sent as the change alone
@@ -93,6 +93,9 @@ class _Stream:
         self.frames = self.dropped = self.lost = self.failed = 0
         self.latencies: deque = deque(maxlen=1000)
         self.mac_fractions: deque = deque(maxlen=1000)
+
+    def waiting(self) -> int:
+        return len(self.in_flight)
 
 
 class RayStreamPool:
@@ -180,21 +183,9 @@ class RayStreamPool:
         self._ray.get(self._actors[s.worker].close.remote(stream_id))
 
     def stats(self) -> dict:
+        """As StreamPool.stats(), with the frames each stream lost with a dead worker."""
         with self._lock:
-            elapsed = max(time.perf_counter() - self._started, 1e-9)
-            streams = {}
-            for sid, s in self._streams.items():
-                lat = np.array(s.latencies) * 1e3
-                streams[sid] = {
-                    "worker": s.worker, "frames": s.frames, "dropped": s.dropped, "lost": s.lost,
-                    "failed": s.failed, "pending": len(s.in_flight),
-                    "mac_fraction": float(np.mean(s.mac_fractions)) if s.mac_fractions else None,
-                    "latency_ms": {f"p{q}": float(np.percentile(lat, q)) for q in (50, 90, 99)} if len(lat) else {},
-                }
-            workers = [{"streams": sum(s.worker == w for s in self._streams.values()),
-                        "frames": sum(s.frames for s in self._streams.values() if s.worker == w),
-                        "load": self._busy[w] / elapsed} for w in range(self.workers)]
-        return {"streams": streams, "workers": workers, "threads_per_worker": self.threads}
+            return pool_stats(self._streams, self._busy, time.perf_counter() - self._started, self.threads)
 
     def _encode(self, s: _Stream, frame):
         """(what to send, delta): a frame that differs from the stream's last one on few

@@ -1,16 +1,18 @@
 """StreamPool on Ray, on a simulated cluster of two nodes on this machine: streams spread over
 the nodes, a node removed mid-stream, every answered frame bit-identical to a dense session."""
+import os
 from concurrent.futures import CancelledError
 
 import numpy as np
 import pytest
 
 import reuserun
-from reuserun import sources, zoo
+from reuserun import zoo
 from reuserun.pool import StreamPool
 
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
+from test_pool import dense_outputs, stream_frames  # noqa: E402
 
 from reuserun.pool_ray import FrameLost  # noqa: E402
 
@@ -24,26 +26,17 @@ def model():
 
 @pytest.fixture()
 def cluster(tmp_path, monkeypatch):
-    # Ray's workers start in the driver's folder and import from it: out of the source tree, so
-    # that they load the reuserun this test loaded (the installed one in CI)
+    # Ray's workers start in the driver's folder and import from it: they start elsewhere, and
+    # import the reuserun this test loaded (the installed one in CI)
     monkeypatch.chdir(tmp_path)
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     worker_node = c.add_node(num_cpus=1)
-    ray.init(address=c.address, log_to_driver=False)
+    home = os.path.dirname(os.path.dirname(os.path.abspath(reuserun.__file__)))
+    ray.init(address=c.address, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": home}})
     c.wait_for_nodes()
     yield c, worker_node
     ray.shutdown()
     c.shutdown()
-
-
-def stream_frames(seed: int, n: int) -> list:
-    return [f.astype(np.float32) for f in sources.synthetic_stream((1, 3, 64, 64), "object", n, seed)]
-
-
-def dense_outputs(model, frames) -> list:
-    dense = reuserun.InferenceSession(model, policy="dense", threads=1)
-    name = dense.get_inputs()[0].name
-    return [dense.run(None, {name: f}) for f in frames]
 
 
 def same(a, b) -> bool:
