@@ -27,9 +27,9 @@ def _load_proto(model: str | None, size: int | None):
             raise SystemExit(f"unknown built-in model {name!r}; choose from {sorted(zoo.MODELS)}")
         size = size or zoo.DEFAULT_SIZES.get(name, 320)
         return zoo.MODELS[name](size), f"builtin:{name}({size})"
-    from reuserun.frontend.loader import _parse
+    from reuserun.frontend.loader import parse_model
     try:
-        return _parse(model), os.path.basename(model)
+        return parse_model(model), os.path.basename(model)
     except ir.ModelError as e:
         raise SystemExit(f"error: {e}") from None
 

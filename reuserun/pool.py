@@ -70,7 +70,7 @@ class StreamPool:
         self.max_pending, self.when_full = max_pending, when_full
         if "threads" in session_options:
             raise ValueError("give the pool's threads= (per worker), not a session's")
-        self._model = _model_bytes(model)
+        self._model = model_bytes(model)
         self._options = session_options
         from reuserun.runtime.session import InferenceSession
         InferenceSession(self._model, threads=1, **session_options)  # a bad model or option fails here
@@ -213,7 +213,7 @@ def pool_stats(streams: dict, busy: list, elapsed: float, threads: int) -> dict:
     return {"streams": out, "workers": workers, "threads_per_worker": threads}
 
 
-def _model_bytes(model) -> bytes:
+def model_bytes(model) -> bytes:
     """The model as bytes, from bytes, a ModelProto or a path."""
     if isinstance(model, bytes):
         return model

@@ -21,7 +21,7 @@ from concurrent.futures import Future, wait
 import numpy as np
 
 from reuserun.ir import InputError
-from reuserun.pool import WHEN_FULL, _model_bytes, pool_stats
+from reuserun.pool import WHEN_FULL, model_bytes, pool_stats
 from reuserun.runtime import options
 
 # a frame that changed on at most 1/DELTA_PART of its elements is sent as the change alone
@@ -113,7 +113,7 @@ class RayStreamPool:
             raise ValueError("give the pool's threads= (per worker), not a session's")
         self.threads = options.threads(threads) if threads is not None else 1
         self.max_pending, self.when_full = max_pending, when_full
-        model = _model_bytes(model)
+        model = model_bytes(model)
         from reuserun.runtime.session import InferenceSession
         InferenceSession(model, threads=1, **session_options)  # a bad model or option fails here
         if not ray.is_initialized():

@@ -35,7 +35,7 @@ def load_model(model, input_shapes: dict | None = None, strict: bool = False) ->
     strict refuses them instead.
     Raises ModelError for malformed models, UnsupportedOpsError listing the nodes that cannot run.
     """
-    proto = _parse(model)
+    proto = parse_model(model)
     opset = _default_opset(proto)
     if proto.functions:
         from onnx import inliner  # model-local functions: run their bodies as plain nodes
@@ -78,7 +78,7 @@ def _absorb_input_transposes(graph: ir.Graph) -> ir.Graph:
 
 # ---- parsing and inputs ---------------------------------------------------------------------
 
-def _parse(model) -> onnx.ModelProto:
+def parse_model(model) -> onnx.ModelProto:
     if isinstance(model, onnx.ModelProto):
         proto = onnx.ModelProto()
         proto.CopyFrom(model)  # folding renames nodes; never touch the caller's proto

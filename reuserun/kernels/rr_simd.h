@@ -36,9 +36,26 @@ static inline v8f vload(const float *p) { v8f v; memcpy(&v, p, sizeof v); return
 static inline void vstore(float *p, v8f v) { memcpy(p, &v, sizeof v); }
 #endif
 
+/* a * b + c. RR_FUSED_FMA says whether it rounds once (x86 FMA, AArch64 NEON) or twice (the
+ * portable form, which -ffp-contract=off keeps apart): results differ between the two, never
+ * within one build. */
 #if defined(__FMA__) && defined(__AVX__)
+#define RR_FUSED_FMA 1
 static inline v8f vfma(v8f a, v8f b, v8f c) { return (v8f)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c); }
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+#include <arm_neon.h>
+#define RR_FUSED_FMA 1
+/* a v8f is two NEON registers: one vfmaq_f32 (c + a * b, rounded once) per half */
+typedef union { v8f v; float32x4_t h[2]; } rr_v8f_halves;
+static inline v8f vfma(v8f a, v8f b, v8f c) {
+    const rr_v8f_halves x = {a}, y = {b}, z = {c};
+    rr_v8f_halves r;
+    r.h[0] = vfmaq_f32(z.h[0], x.h[0], y.h[0]);
+    r.h[1] = vfmaq_f32(z.h[1], x.h[1], y.h[1]);
+    return r.v;
+}
 #else
+#define RR_FUSED_FMA 0
 static inline v8f vfma(v8f a, v8f b, v8f c) { return a * b + c; }
 #endif
 static inline v8f vbroadcast(float x) { v8f v = {x, x, x, x, x, x, x, x}; return v; }
@@ -49,6 +66,18 @@ static inline v8f vbroadcast(float x) { v8f v = {x, x, x, x, x, x, x, x}; return
 static inline v8f vrecip(v8f d) {
     const v8f r = (v8f)_mm256_rcp_ps((__m256)d);
     return r * (vbroadcast(2.0f) - d * r);
+}
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+/* the estimate (8 bits) and two Newton steps (vrecpsq_f32: 2 - d * r) */
+static inline v8f vrecip(v8f d) {
+    const rr_v8f_halves x = {d};
+    rr_v8f_halves r;
+    for (int h = 0; h < 2; h++) {
+        float32x4_t e = vrecpeq_f32(x.h[h]);
+        e = vmulq_f32(e, vrecpsq_f32(x.h[h], e));
+        r.h[h] = vmulq_f32(e, vrecpsq_f32(x.h[h], e));
+    }
+    return r.v;
 }
 #else
 static inline v8f vrecip(v8f d) { return vbroadcast(1.0f) / d; }

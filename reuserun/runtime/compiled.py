@@ -12,7 +12,7 @@ import numpy as np
 
 from reuserun import ir
 from reuserun.frontend import load_model, precision
-from reuserun.frontend.loader import _parse
+from reuserun.frontend.loader import parse_model
 from reuserun.ir import ModelError
 from reuserun.runtime.fuse import fuse
 from reuserun.runtime.ort_surface import NodeArg, value_info_dims
@@ -24,7 +24,7 @@ class SourceModel:
     out), and its declared inputs and outputs."""
 
     def __init__(self, path_or_bytes):
-        self.proto = _parse(path_or_bytes)
+        self.proto = parse_model(path_or_bytes)
         self.half = precision.uses_float16(self.proto)
         self.native = precision.to_float32(self.proto) if self.half else self.proto
         self.io_type = "tensor(float16)" if self.half else "tensor(float)"
