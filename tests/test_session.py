@@ -343,29 +343,6 @@ def test_fused_activation_survives_numpy_fallback():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("preset, want", [
-    ({}, ("PASSIVE", "2000")),
-    ({"OMP_WAIT_POLICY": "ACTIVE"}, ("ACTIVE", None)),
-    ({"GOMP_SPINCOUNT": "0"}, (None, "0")),
-])
-def test_import_sets_a_short_spin_unless_the_user_chose_a_wait_policy(preset, want, tmp_path):
-    """OpenMP threads spin briefly, then sleep (2000 spins under PASSIVE); a wait policy or spin
-    count the user set before the import is left as it is."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    env.update(preset)
-    # the package this test run imports (installed or built in place), not a source tree in cwd
-    env["PYTHONPATH"] = str(Path(reuserun.__file__).resolve().parents[1])
-    code = ("import os, reuserun; "
-            "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))")
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
-                         check=True)
-    assert out.stdout.split() == [str(w) for w in want]
-
-
 def test_profiled_session_gives_the_same_bits_and_a_row_per_step():
     from reuserun import sources, zoo
     m = zoo.mobilenet_v3_like(64)
