@@ -24,10 +24,9 @@ MODULES = ("reuserun.kernels.base", "reuserun.kernels.conv", "reuserun.kernels.e
            "reuserun.kernels.info", "reuserun.kernels.train", "reuserun.plan.marks", "reuserun.plan.planner",
            "reuserun.runtime.journal", "reuserun.runtime.driver")
 # what each level needs, as /proc/cpuinfo names the features
-_NEEDS = {"x86-64": set(),
-          "x86-64-v3": {"avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "abm", "movbe"},
-          "x86-64-v4": {"avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "abm", "movbe",
-                        "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}}
+_V3 = {"avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "abm", "movbe"}
+_NEEDS = {"x86-64": set(), "x86-64-v3": _V3,
+          "x86-64-v4": _V3 | {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}}
 _ROOT = Path(__file__).resolve().parent / "_isa"
 
 _chosen: str | None = None

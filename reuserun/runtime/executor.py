@@ -11,22 +11,22 @@ from reuserun import ir
 from reuserun.kernels import region
 from reuserun.runtime import driver
 from reuserun.runtime.compiler import Compiler
-from reuserun.runtime.inputs import slide_window
 from reuserun.runtime.profiler import StepProfiler
 from reuserun.runtime.shifter import Shifter, ShiftPlan
-from reuserun.runtime.storage import aligned_zeros
+from reuserun.runtime.storage import aligned_zeros, slide_window
 
 
 class Executor:
     """graph, model: the compiled model (runtime/compiled.py); stacks: frame-stack inputs; slack:
-    spare room behind each cache for shift reuse; profiler_trace: run each step on its own and
-    time it (False: off; None or an ort_api.ProfileTrace: on)."""
+    spare room behind each cache for shift reuse; profile: run each step on its own and time it,
+    trace: an ort_api.ProfileTrace that also gets an event per step, or None."""
 
-    def __init__(self, graph: ir.Graph, model, stacks: frozenset, slack: float, policy, profiler_trace=False):
+    def __init__(self, graph: ir.Graph, model, stacks: frozenset, slack: float, policy, profile: bool = False,
+                 trace=None):
         self.graph, self.policy = graph, policy
         self._packed = model.packed
         self.program, self.storage = Compiler(graph, model.packed, stacks, slack=slack).build()
-        self.profiler = None if profiler_trace is False else StepProfiler(self.program, profiler_trace)
+        self.profiler = StepProfiler(self.program, trace) if profile else None
         self.shifter = Shifter(graph, self.program, self.storage)
         storage = self.storage
         # channels-first copies of spatial outputs, each in a buffer with its cache's slack, so

@@ -28,11 +28,11 @@ SHIFT_SLACK = 0.25
 class FrameLoop:
     """model: the compiled model; names: the model's input names; opts: the session's options
     (policy_name, policy, threshold, layer_thresholds, shift, frame_stack, accept_nan,
-    dense_backend), metadata: the model's metadata_props; trace: False (no per-step profile),
-    None or a ProfileTrace; ort: the embedded onnxruntime session or None."""
+    dense_backend), metadata: the model's metadata_props; profile: time each step (trace: a
+    ProfileTrace for their events, or None); ort: the embedded onnxruntime session or None."""
 
     def __init__(self, model, names: list, input_shapes: dict, opts: dict, metadata: dict, stats: FrameStats,
-                 trace=False, ort=None):
+                 profile: bool = False, trace=None, ort=None):
         graph = self.graph = model.graph
         self.model = model
         self.stats = stats
@@ -45,7 +45,8 @@ class FrameLoop:
             return opts["shift"] and exact and not stacks and not self.dense and spatial_inputs == 1
 
         may_shift = shift_allowed(sum(len(s) in (3, 4) for s in input_shapes.values()))
-        self.executor = ex = Executor(graph, model, stacks, SHIFT_SLACK if may_shift else 0.0, opts["policy"], trace)
+        self.executor = ex = Executor(graph, model, stacks, SHIFT_SLACK if may_shift else 0.0, opts["policy"],
+                                 profile, trace)
         self.inputs = Inputs(names, input_shapes, ex.storage, graph.channels_last_inputs, stacks,
                              opts["threshold"], opts["accept_nan"])
         ex.apply_thresholds(opts["layer_thresholds"])
@@ -56,7 +57,7 @@ class FrameLoop:
         self.variants = Variants(self.inputs, ex)
         # dense frames past the first run without the caches; not for frame stacks (their
         # partials are caches) nor under the profiler
-        self._without_caches_ok = not self.dense and not stacks and trace is False
+        self._without_caches_ok = not self.dense and not stacks and not profile
         self.fresh = True
         self.behind = False  # frames were computed elsewhere: the caches hold an older one
         self.version = 0  # counts frames that changed the caches, so forks know when they are stale

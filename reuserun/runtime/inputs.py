@@ -12,10 +12,9 @@ import numpy as np
 
 from reuserun.ir import InputError
 from reuserun.kernels import region
-from reuserun.plan import marks
 from reuserun.runtime import variants
 from reuserun.runtime.shifter import ShiftDetector
-from reuserun.runtime.storage import aligned_zeros
+from reuserun.runtime.storage import aligned_zeros, slide_window
 
 # shares of an input's positions, as divisors of its position count: a frame that changed on more
 # than npix // SHIFT_SEARCH_PART positions may be a shift, and is searched for one; the last move
@@ -57,16 +56,6 @@ def shapes_of(feed: dict, names: list) -> dict:
 def non_finite(name: str) -> InputError:
     return InputError(f"input {name!r} contains NaN or Inf; the frame was rejected and the session's "
                       f"state is unchanged (accept_nan=True takes such frames)")
-
-
-def slide_window(pair: list, slack: int, n: int, d: int):
-    """Moves the n-float window of pair = [flat buffer, start] by d floats (new[i] = old[i + d],
-    marks.slide); returns the window's new view when its start changed, else None."""
-    start = marks.slide(pair[0], pair[1], slack, n, d)
-    if start == pair[1]:
-        return None
-    pair[1] = start
-    return pair[0][start:start + n]
 
 
 @dataclass

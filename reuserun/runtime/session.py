@@ -98,8 +98,6 @@ class InferenceSession(OnnxruntimeSurface):
         self._options = dict(policy=policy, threshold=threshold, tile=tile, frame_stack=frame_stack,
                              layer_thresholds=layer_thresholds, shift=shift, dense_backend=dense_backend,
                              profile=profile, strict=strict, accept_nan=accept_nan)
-        self._half, self._io_type = self._source.half, self._source.io_type
-        self._input_args, self._output_args = self._source.input_args, self._source.output_args
         threshold = options.threshold("threshold", threshold)
         self.frame_stack = options.optional_flag("frame_stack", frame_stack)
         self.shift = options.flag("shift", shift)
@@ -118,29 +116,30 @@ class InferenceSession(OnnxruntimeSurface):
         self._forks = variants.ForkPool()
         if input_shape is not None:
             if not isinstance(input_shape, dict):
-                if len(self._input_args) != 1:
+                if len(self._source.input_args) != 1:
                     raise ValueError("input_shape must be a dict {name: shape} for a model with several inputs")
-                input_shape = {self._input_args[0].name: input_shape}
+                input_shape = {self._source.input_args[0].name: input_shape}
             self._compile({k: options.shape(f"input_shape[{k!r}]", v) for k, v in input_shape.items()})
         elif all(a.shape is not None and all(isinstance(d, int) and d > 0 for d in a.shape)
-                 for a in self._input_args):
-            self._compile({a.name: tuple(a.shape) for a in self._input_args})
+                 for a in self._source.input_args):
+            self._compile({a.name: tuple(a.shape) for a in self._source.input_args})
 
     # --- onnxruntime surface ------------------------------------------------------------------
     def get_inputs(self) -> list[NodeArg]:
         if self._whole is not None:
             return self._whole.get_inputs()
         if self._loop is None:
-            return list(self._input_args)
-        return [NodeArg(a.name, list(self._input_shapes[a.name]), self._io_type) for a in self._input_args]
+            return list(self._source.input_args)
+        return [NodeArg(a.name, list(self._input_shapes[a.name]), self._source.io_type)
+                for a in self._source.input_args]
 
     def get_outputs(self) -> list[NodeArg]:
         if self._whole is not None:
             return self._whole.get_outputs()
         if self._loop is None:
-            return list(self._output_args)
+            return list(self._source.output_args)
         graph = self._loop.graph
-        return [NodeArg(o, list(graph.tensors[o].shape), self._io_type) for o in graph.outputs]
+        return [NodeArg(o, list(graph.tensors[o].shape), self._source.io_type) for o in graph.outputs]
 
     # --- what reuserun adds -------------------------------------------------------------------
     def reset(self) -> None:
@@ -230,7 +229,7 @@ class InferenceSession(OnnxruntimeSurface):
 
     # --- frames -------------------------------------------------------------------------------
     def _run_into(self, output_names, input_feed: dict, run_options, into) -> list[np.ndarray]:
-        if not self._half:
+        if not self._source.half:
             return self._run_frame(output_names, input_feed, run_options, into)
         # bound float16 buffers take the float32 outputs as they are copied in
         outs = self._run_frame(output_names, precision.feed_as_float32(input_feed), run_options, into)
@@ -250,7 +249,7 @@ class InferenceSession(OnnxruntimeSurface):
                 if self._source.non_float:
                     self._run_whole_in_onnxruntime("its inputs are not all float32")
                 else:
-                    self._compile(shapes_of(input_feed, [a.name for a in self._input_args]))
+                    self._compile(shapes_of(input_feed, [a.name for a in self._source.input_args]))
             if self._whole is not None:
                 outs, stats = self._whole.run(output_names, input_feed)
                 self._frame_stats.replace(stats)
@@ -260,7 +259,7 @@ class InferenceSession(OnnxruntimeSurface):
             try:
                 names = self._loop.output_names(output_names)
                 if into is not None:
-                    self._loop.check_bound(names, into, np.float16 if self._half else np.float32)
+                    self._loop.check_bound(names, into, np.float16 if self._source.half else np.float32)
                 return self._traced(self._loop.run(names, input_feed, self.threads, into), t0, tag)
             except BaseException:
                 if binds:  # a rejected first frame binds no dims
@@ -389,7 +388,7 @@ class InferenceSession(OnnxruntimeSurface):
             raise
 
     def _bind(self, input_shapes: dict) -> None:
-        for a in self._input_args:
+        for a in self._source.input_args:
             if a.name not in input_shapes:
                 raise ValueError(f"no shape given for input {a.name!r}")
             shape = input_shapes[a.name]
@@ -408,6 +407,6 @@ class InferenceSession(OnnxruntimeSurface):
             self._ort = ort_session(self._source.native.SerializeToString(), self.threads,
                                     self._settings.optimization_level)
         meta = {p.key: p.value for p in self._proto.metadata_props}
-        self._loop = FrameLoop(model, [a.name for a in self._input_args], input_shapes, opts, meta,
-                               self._frame_stats, self._trace if self._profiling else False, self._ort)
+        self._loop = FrameLoop(model, [a.name for a in self._source.input_args], input_shapes, opts, meta,
+                               self._frame_stats, self._profiling, self._trace, self._ort)
 

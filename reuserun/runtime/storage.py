@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from reuserun.kernels import region
+from reuserun.plan import marks
 from reuserun.plan.marks import Marks
 from reuserun.plan.rules import spatial_hw
 
@@ -22,6 +23,16 @@ def aligned_zeros(n: int, align: int = 64) -> np.ndarray:
     raw.fill(0.0)
     skip = (-raw.ctypes.data % align) // 4
     return raw[skip:skip + n]
+
+
+def slide_window(pair: list, slack: int, n: int, d: int):
+    """Moves the n-float window of pair = [flat buffer, start] by d floats (new[i] = old[i + d],
+    marks.slide); returns the window's new view when its start changed, else None."""
+    start = marks.slide(pair[0], pair[1], slack, n, d)
+    if start == pair[1]:
+        return None
+    pair[1] = start
+    return pair[0][start:start + n]
 
 
 class Spatial(Marks):
