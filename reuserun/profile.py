@@ -48,7 +48,9 @@ def compare(reuserun_table: dict, ort: dict, aliases: dict | None = None) -> dic
     keeps the first one's name; a node it renamed otherwise stays unmatched)."""
     rows = []
     for r in reuserun_table["steps"]:
-        names = (aliases or {}).get(r["name"], [r["name"]])
+        names = list((aliases or {}).get(r["name"], [r["name"]]))
+        if r.get("output"):  # onnxruntime names a conv it fused with what follows by the last output
+            names.append(r["output"] + "_nchwc")
         ort_ms = next((ort["nodes"][n] for n in names if n in ort["nodes"]), None)
         rows.append(dict(r, ort_ms=ort_ms))
     matched = sum(r["ort_ms"] is not None for r in rows)

@@ -143,3 +143,49 @@ def test_depthwise_pixel_subsets_give_the_dense_bits():
             pix = np.flatnonzero(rng.random(OH * OW) < rng.choice([0.05, 0.3, 0.7, 0.95]))
             if pix.size:
                 assert run(pix)[pix].tobytes() == full[pix].tobytes(), (k, s, pads)
+
+
+@given(st.data())
+def test_widths_off_the_vector_width_give_the_dense_bits(data):
+    """Per-pixel kernels over channel counts that are no multiple of 8 (8-lane blocks, the last
+    one overlapping the block before, computed in place for the binaries): broadcast binaries
+    with an activation, a residual add and a bilinear resize, on random streams; and a head
+    that reshapes the result into a flat tensor and back (the layout conversions)."""
+    from onnx_helpers import make_model, node
+
+    C = data.draw(st.sampled_from([9, 13, 21, 27, 33]), label="channels")
+    h, w = data.draw(st.integers(4, 12), label="h"), data.draw(st.integers(4, 12), label="w")
+    coord = data.draw(st.sampled_from(["half_pixel", "align_corners", "asymmetric"]), label="coord")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31), label="seed"))
+    scale = rng.standard_normal((1, C, 1, 1)).astype(np.float32)
+    nodes = [node("Mul", ["x", "scale"], ["m"]), node("Relu", ["m"], ["r"]), node("Add", ["r", "x"], ["a"]),
+             node("Sub", ["a", "half"], ["s"]),
+             node("Resize", ["s", "", "scales"], ["up"], mode="linear", coordinate_transformation_mode=coord),
+             node("Reshape", ["up", "flat_shape"], ["flat"]), node("Sigmoid", ["flat"], ["sig"]),
+             node("Reshape", ["sig", "grid_shape"], ["grid"]), node("Mul", ["grid", "up"], ["y"])]
+    model = make_model(nodes, [("x", (1, C, h, w))], [("y", (1, C, 2 * h, 2 * w))],
+                       [("scale", scale), ("half", np.array(0.5, np.float32)),
+                        ("scales", np.array([1, 1, 2, 2], np.float32)),
+                        ("flat_shape", np.array([1, C, 4 * h * w], np.int64)),
+                        ("grid_shape", np.array([1, C, 2 * h, 2 * w], np.int64))])
+    first = rng.standard_normal((1, C, h, w)).astype(np.float32)
+    frames = [first] + edit_frames(rng, first, 4, data.draw(st.sampled_from(["pixels", "rect", "mixed"])))
+    check_stream(model, frames)
+
+
+def test_layout_conversions_round_trip():
+    """A frame into its channels-last cache and back, whole: one long row (a flat head tensor),
+    a channel slice of a wider buffer, one channel, and a frame large enough to go parallel;
+    the buffer's other channels are left alone."""
+    from reuserun.kernels import region
+    rng = np.random.default_rng(0)
+    for C, H, W, ld, off, threads in [(80, 1, 8400, 84, 4, 2), (3, 7, 5, 3, 0, 1), (21, 64, 64, 24, 0, 2),
+                                      (1, 5, 9, 1, 0, 2), (5, 300, 900, 8, 3, 2)]:
+        chw = rng.standard_normal((C, H, W)).astype(np.float32)
+        buf = np.full((H, W, ld), np.nan, np.float32)
+        region.to_channels_last(chw, buf, off, threads)
+        assert np.array_equal(buf[:, :, off:off + C].transpose(2, 0, 1), chw)
+        assert np.isnan(np.delete(buf, np.s_[off:off + C], axis=2)).all()
+        out = np.empty((C, H * W), np.float32)
+        region.to_channels_first(buf, off, C, None, out, threads)
+        assert np.array_equal(out.reshape(C, H, W), chw)

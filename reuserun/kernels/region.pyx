@@ -418,29 +418,34 @@ cdef inline void _to_channels_first(const float *src, float *dst, const uint8_t 
 
 def to_channels_last(const float[:, :, ::1] frame, float[:, :, ::1] buf, int off, int threads):
     """buf[y, x, off + c] = frame[c, y, x]: a whole frame into its cache."""
-    cdef int C = frame.shape[0], H = frame.shape[1], W = frame.shape[2], y, nt = rr_num_threads(threads)
+    cdef int C = frame.shape[0], H = frame.shape[1], W = frame.shape[2], nt = rr_num_threads(threads)
     cdef int ld = buf.shape[2]
+    cdef long npix = <long> H * W, b, nblocks = (npix + 63) // 64
     cdef const float *src = &frame[0, 0, 0]
     cdef float *dst = &buf[0, 0, 0] + off
     with nogil:
         if ld == 1:  # one plane into an unsliced buffer: the same bytes
-            memcpy(dst, src, <size_t> H * W * sizeof(float))
-        elif nt > 1 and H > 1 and <long> H * W * C > RR_PAR_FRAME_ELEMS:
-            for y in prange(H, num_threads=nt, schedule="dynamic"):
-                _row_to_channels_last(src, dst, C, H, W, ld, y)
+            memcpy(dst, src, <size_t> npix * sizeof(float))
+        elif nt > 1 and npix * C > RR_PAR_FRAME_ELEMS:
+            for b in prange(nblocks, num_threads=nt, schedule="static"):
+                _block_to_channels_last(src, dst, C, npix, ld, b * 64, min(b * 64 + 64, npix))
         else:
-            for y in range(H):
-                _row_to_channels_last(src, dst, C, H, W, ld, y)
+            for b in range(nblocks):
+                _block_to_channels_last(src, dst, C, npix, ld, b * 64, min(b * 64 + 64, npix))
 
 
-cdef inline void _row_to_channels_last(const float *src, float *dst, int C, int H, int W, int ld, int y) noexcept nogil:
-    cdef int x, c
+cdef inline void _block_to_channels_last(const float *src, float *dst, int C, long npix, int ld,
+                                         long p0, long p1) noexcept nogil:
+    """Pixels p0..p1 (at most 64), plane by plane: the block's rows of the buffer stay in L1
+    while every plane adds its channel (a plane at a time over a whole row sent each store to
+    another cache line and, for long rows, out of cache)."""
+    cdef int c
+    cdef long p
     cdef const float *s
-    cdef float *d = dst + <size_t> y * W * ld
-    for c in range(C):  # plane by plane: contiguous reads, strided writes
-        s = src + (<size_t> c * H + y) * W
-        for x in range(W):
-            d[<size_t> x * ld + c] = s[x]
+    for c in range(C):
+        s = src + <size_t> c * npix
+        for p in range(p0, p1):
+            dst[<size_t> p * ld + c] = s[p]
 
 
 def same_bytes(const uint8_t[::1] a, const uint8_t[::1] b):

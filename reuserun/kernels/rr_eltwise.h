@@ -40,10 +40,14 @@ static inline void rr_ew_pixel(const rr_ew_t *e, int p, uint8_t *mask, float thr
             const float *ps = e->slope.base ? e->slope.base + c0 * e->slope.cs : NULL;
             for (int j = 0; j < nc; j++)
                 tmp[j] = rr_act(e->act, pa[j * e->a.cs], e->alpha, e->beta, ps ? ps[j * e->slope.cs] : 0.0f);
-        } else if (e->a.cs == 1 && nc % 8 == 0) {
-            /* the common layouts (same-shape, per-channel and scalar operands), 8 lanes at a time */
+        } else if (e->a.cs == 1 && nc >= 8) {
+            /* the common layouts (same-shape, per-channel and scalar operands), 8 lanes at a time;
+               a width that is no multiple of 8 ends with the last 8 lanes, which overlap the block
+               before: those lanes get the same values again (lane-wise IEEE ops, as the scalar
+               loop below), and the inputs are read before anything is stored */
             const float *pb = e->b.base + p * e->b.ps + c0 * e->b.cs;
-            for (int j = 0; j < nc; j += 8) {
+            for (int j0 = 0; j0 < nc; j0 += 8) {
+                const int j = j0 + 8 <= nc ? j0 : nc - 8;
                 v8f x = vload(pa + j), y = e->b.cs ? vload(pb + j) : vbroadcast(pb[0]);
                 v8f r = rr_binop8(e->binop, x, y);
                 if (e->act != ACT_NONE) r = vact(e->act, r, e->alpha, e->beta, vbroadcast(0.0f));
@@ -185,12 +189,15 @@ static inline void rr_linear_pixel(const rr_linear_t *r, int p, int oy, int ox, 
     const float *c = r->x + ((size_t)r->y1[oy] * r->W + r->x0[ox]) * r->ldx;
     const float *d = r->x + ((size_t)r->y1[oy] * r->W + r->x1[ox]) * r->ldx;
     float wy0 = r->wy0[oy], wy1 = r->wy1[oy], wx0 = r->wx0[ox], wx1 = r->wx1[ox];
-    if (r->C % 8 == 0) {
+    if (r->C >= 8) {
         /* the scalar formula below, 8 channels at a time (the whole kernel uses this form for
-           such widths, so its results do not depend on which pixels a frame computes) */
+           such widths, so its results do not depend on which pixels a frame computes); a width
+           that is no multiple of 8 ends with the last 8 channels, overlapping the block before,
+           whose lanes get the same values again */
         const v8f vx0 = vbroadcast(wx0), vx1 = vbroadcast(wx1), vy0 = vbroadcast(wy0), vy1 = vbroadcast(wy1);
         float *dst = r->y + (size_t)p * r->ldy;
-        for (int j = 0; j < r->C; j += 8) {
+        for (int j0 = 0; j0 < r->C; j0 += 8) {
+            const int j = j0 + 8 <= r->C ? j0 : r->C - 8;
             v8f top = vload(a + j) * vx0 + vload(b + j) * vx1;
             v8f bot = vload(c + j) * vx0 + vload(d + j) * vx1;
             changed |= rr_store8_tracked(dst + j, top * vy0 + bot * vy1, thr);

@@ -71,6 +71,7 @@ class StepProfiler:
                 "step": i,
                 "name": node.name if node is not None else type(step).__name__,
                 "op": node.op if node is not None else "copy",
+                "output": node.outputs[0] if node is not None and node.outputs else None,
                 "act": ((node.attrs.get("act") or {}).get("kind") if node is not None else None),
                 "ms": 1e3 * s,
                 "macs": int(macs[i] // frames),

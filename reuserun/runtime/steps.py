@@ -353,6 +353,7 @@ class FallbackStep(Step):
         self.node, self.inputs, self.outputs = node, inputs, outputs
         self.fn = NUMPY_OPS[node.op]
         self.macs = macs
+        self._nchw = None  # per spatial input, its NCHW copy's buffer (made on the first run)
         # an activation fused into this node (conv or add -> act) still has to be applied
         fused = node.attrs.get("act")
         self.post = None if not fused else Node("act", node.name + "/act", [], [], dict(fused))
@@ -364,6 +365,17 @@ class FallbackStep(Step):
     # a result that moved no more than the threshold keeps its reference
     takes_threshold = True
 
+    def _operand(self, k: int, tensor, threads: int) -> np.ndarray:
+        """Input k as the numpy op takes it: a spatial tensor converted into a contiguous NCHW
+        buffer kept for this input (outputs are copied into their storage, so one that is a
+        view of it is safe), others as they are."""
+        if tensor.kind != "spatial":
+            return tensor.logical()
+        if self._nchw is None:
+            self._nchw = {}
+        self._nchw[k] = tensor.channels_first(self._nchw.get(k), threads)
+        return self._nchw[k]
+
     def run(self, full: bool, policy, threads: int, bands=()) -> int:
         if not full and not any(i.changed for i in self.inputs):
             for o in self.outputs:
@@ -372,7 +384,7 @@ class FallbackStep(Step):
         if self.journal is not None:
             for o in self.outputs:
                 self.journal.whole(o.arr)
-        values = self.fn(self.node, [i.logical() for i in self.inputs])
+        values = self.fn(self.node, [self._operand(k, i, threads) for k, i in enumerate(self.inputs)])
         if self.post is not None:
             values = [NUMPY_OPS["act"](self.post, [v])[0] for v in values]
         if self.affine is not None:
@@ -483,7 +495,7 @@ class ToSpatialStep(Step):
             if self.ref is not None:
                 self.journal.whole(self.ref.arr)
         if full or self.ref is None:
-            dst.load(self.src.logical())
+            dst.load(self.src.logical(), threads)
             if self.ref is not None:
                 np.copyto(self.ref.arr, frame)
             dst.mark_all()

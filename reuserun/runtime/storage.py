@@ -72,6 +72,15 @@ class Spatial(Marks):
         v.flags.writeable = False
         return v
 
+    def channels_first(self, out: np.ndarray | None = None, threads: int = 1) -> np.ndarray:
+        """The cached values as a C-contiguous NCHW (or NCL) array, written into out when given
+        (a reused buffer of the logical shape): numpy ops on it run at full speed, where on the
+        strided logical() view they crawl element by element."""
+        if out is None:
+            out = np.empty((1, self.C, self.H, self.W) if self.rank == 4 else (1, self.C, self.W), np.float32)
+        region.to_channels_first(self.buf, self.off, self.C, None, out.reshape(self.C, -1), threads)
+        return out
+
     def rows(self) -> np.ndarray:
         """The cached values as an (H*W, C) view: one row per position."""
         return self.buf.reshape(self.npix, -1)[:, self.off:self.off + self.C]
