@@ -44,8 +44,9 @@ Node ops and their attrs (all attrs already resolved to plain Python / numpy val
   channel_norm    x -> y. scale (C,), bias (C,), epsilon: each pixel's channels normalized to mean 0
                   and variance 1, then scaled and shifted per channel (a LayerNormalization over
                   a channels-last tensor's last axis, moved to the channels-first layout).
-  channel_shuffle x -> y. index (C,) int32: y[:, c] = x[:, index[c]] (ShuffleNet's Reshape,
-                  Transpose, Reshape, recognised by the graph optimizer).
+  channel_shuffle x -> y. index (C,) int32: y[:, c] = x[:, index[c]], a channel permutation
+                  (ShuffleNet's Reshape, Transpose, Reshape, recognised by the graph optimizer)
+                  or a selection of x's channels (a channel slice of such a permutation).
 """
 from __future__ import annotations
 

@@ -181,6 +181,45 @@ def test_channel_shuffle_becomes_one_incremental_permutation(groups):
     assert sess.stats["mac_fraction"] < 0.2
 
 
+def _shuffle_split(C, cuts, extra_reader=False):
+    """ShuffleNetV2's block boundary: a conv, its channel shuffle, then channel slices of it (one
+    into a concat beside a conv of another, as the next block does)."""
+    nodes = [node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             node("Reshape", ["c", "s5"], ["r"]), node("Transpose", ["r"], ["t"], perm=[0, 2, 1, 3, 4]),
+             node("Reshape", ["t", "s4"], ["u"])]
+    inits = [("w", rand(C, 3, 3, 3)), ("s5", np.array([1, 2, C // 2, 12, 12], np.int64)),
+             ("s4", np.array([1, C, 12, 12], np.int64)), ("w2", rand(4, C, 1, 1, seed=2)),
+             ("axis", np.array([1], np.int64))]
+    outs = []
+    for i, (a, b) in enumerate(cuts):
+        inits += [(f"a{i}", np.array([a], np.int64)), (f"b{i}", np.array([b], np.int64))]
+        nodes.append(node("Slice", ["u", f"a{i}", f"b{i}", "axis"], [f"s{i}"]))
+        outs.append(f"s{i}")
+    nodes += [node("Conv", ["s1", "w1"], ["k"]), node("Concat", ["s0", "k"], ["y"], axis=1)]
+    inits.append(("w1", rand(5, cuts[1][1] - cuts[1][0], 1, 1, seed=3)))
+    outputs = [("y", [1, cuts[0][1] - cuts[0][0] + 5, 12, 12])]
+    if extra_reader:
+        nodes.append(node("Conv", ["u", "w2"], ["z"]))
+        outputs.append(("z", [1, 4, 12, 12]))
+    return make_model(nodes, [("x", [1, 3, 12, 12])], outputs, inits)
+
+
+@pytest.mark.parametrize("cuts", [((0, 6), (6, 12)), ((2, 7), (5, 12))])
+def test_slices_of_a_channel_shuffle_select_from_its_input(cuts):
+    m = _shuffle_split(12, cuts)
+    ops = [o for o, _ in _ops(_graph(m))]
+    assert ops.count("channel_shuffle") == 2 and "slice" not in ops
+    assert sorted(ops) == sorted(["conv", "channel_shuffle", "channel_shuffle", "conv", "concat"])
+    _check(m)
+
+
+def test_a_channel_shuffle_read_whole_elsewhere_stays():
+    m = _shuffle_split(12, ((0, 6), (6, 12)), extra_reader=True)
+    ops = [o for o, _ in _ops(_graph(m))]
+    assert ops.count("channel_shuffle") == 1 and ops.count("slice") == 2
+    _check(m)
+
+
 def test_ops_without_a_converter_run_through_the_reference_evaluator():
     """Sqrt, Erf and LayerNormalization (ConvNeXt, SVTR heads) have no converter: they run
     through onnx's reference evaluator over the whole tensor, dense and incremental alike."""

@@ -155,8 +155,10 @@ cdef class ElementwiseKernel(PixelKernel):
 cdef class GatherKernel(PixelKernel):
     cdef rr_gather_t g
 
-    def __init__(self, x_buf, int x_off, y_buf, int y_off, int C, ymap, xmap, float value=0.0, cmap=None):
-        """cmap: output channel c reads input channel cmap[c] (a channel shuffle), or None."""
+    def __init__(self, x_buf, int x_off, y_buf, int y_off, int C, ymap, xmap, float value=0.0, cmap=None,
+                 int cmap_from=-1):
+        """cmap: output channel c reads input channel cmap[c] (a channel shuffle or selection), or
+        None; cmap_from: the input's channels (default C)."""
         self.kind = RR_K_GATHER
         self.cost = 2 * C
         self.params = &self.g
@@ -165,8 +167,11 @@ cdef class GatherKernel(PixelKernel):
         self.g.cmap = NULL
         if cmap is not None:
             cmap = np.ascontiguousarray(cmap, np.int32)
-            if cmap.shape != (C,) or cmap.min() < 0 or cmap.max() >= C:
-                raise ValueError("cmap must be a permutation of the C channels")
+            cmap_from = C if cmap_from < 0 else cmap_from
+            if cmap_from > x_buf.shape[2] - x_off:
+                raise ValueError("cmap_from exceeds the input buffer's channels")
+            if cmap.shape != (C,) or cmap.min() < 0 or cmap.max() >= cmap_from:
+                raise ValueError("cmap must give each of the C output channels one of the input's channels")
             self.g.cmap = iptr(cmap)
         self.keep = (x_buf, y_buf, ymap, xmap, cmap)
         self.g.x = fptr(x_buf) + x_off

@@ -473,16 +473,6 @@ typedef struct {  /* the lane tables; geometry, buffers and activation stay in r
     const float *bl, *sl;               /* [8]: lane bias, lane PRelu slope (or NULL) */
 } rr_shuffle_t;
 
-static inline v8f rr_gather(const float *base, const int32_t *idx) {
-#if defined(__AVX2__)
-    return _mm256_i32gather_ps(base, _mm256_loadu_si256((const __m256i *)idx), 4);
-#else
-    v8f v;
-    for (int l = 0; l < 8; l++) v[l] = base[idx[l]];
-    return v;
-#endif
-}
-
 /* Output pixels [ox0, ox0 + n) of row oy (the stride, c->sh x c->sw, is the kernel). */
 static inline void rr_shuffle_run(const rr_conv_t *c, const rr_shuffle_t *t, int oy, int ox0, int n,
                                   uint8_t *mask, float thr) {

@@ -160,7 +160,9 @@ static inline void rr_gather_pixel(const rr_gather_t *g, int p, int oy, int ox, 
         const float *src = g->x + ((size_t)iy * g->W + ix) * g->ldx;
         for (int c0 = 0; c0 < g->C; c0 += RR_CHUNK) {
             const int nc = g->C - c0 < RR_CHUNK ? g->C - c0 : RR_CHUNK;
-            for (int j = 0; j < nc; j++) tmp[j] = src[g->cmap[c0 + j]];
+            int j = 0;
+            for (; j + 8 <= nc; j += 8) vstore(tmp + j, rr_gather(src, g->cmap + c0 + j));
+            for (; j < nc; j++) tmp[j] = src[g->cmap[c0 + j]];
             changed |= rr_store_tracked(dst + c0, tmp, nc, thr);
         }
     } else if (iy >= 0 && ix >= 0) {  /* a copy: straight from the source row */

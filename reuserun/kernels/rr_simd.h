@@ -340,6 +340,17 @@ static inline int rr_store8_tracked(float *dst, v8f v, float thr) {
     return rr_store8_lanes(dst, v, thr) != 0;
 }
 
+/* base[idx[l]] in lane l */
+static inline v8f rr_gather(const float *base, const int32_t *idx) {
+#if defined(__AVX2__)
+    return _mm256_i32gather_ps(base, _mm256_loadu_si256((const __m256i *)idx), 4);
+#else
+    v8f v;
+    for (int l = 0; l < 8; l++) v[l] = base[idx[l]];
+    return v;
+#endif
+}
+
 #define RR_MAX_THREADS 1024
 static inline int rr_num_threads(int requested) {
 #ifdef _OPENMP

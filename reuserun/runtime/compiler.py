@@ -173,7 +173,7 @@ def _last_readers(graph: ir.Graph) -> dict[str, int]:
 
 # ops whose kernels can write their output straight into a channel slice of a concat's buffer
 WRITES_IN_PLACE = {"conv", "conv_transpose", "maxpool", "avgpool", "act", "binary", "resize", "pad",
-                   "slice", "concat"}
+                   "slice", "concat", "channel_shuffle"}
 
 
 def plan_concat_aliases(graph: ir.Graph, slack_for) -> dict[str, Spatial]:
@@ -516,7 +516,7 @@ def build_channel_shuffle(node, cx: Compiler):
         return fallback(node, cx)
     x, y = cx.spatial(node.inputs[0]), cx.new_spatial(node.outputs[0])
     kernel = kel.GatherKernel(x.buf, x.off, y.buf, y.off, y.C, _identity_map(y.H), _identity_map(y.W),
-                              cmap=node.attrs["index"])
+                              cmap=node.attrs["index"], cmap_from=x.C)
     return KernelStep(node, [x], [y], [(kernel, 0)], SAME)
 
 

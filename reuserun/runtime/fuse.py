@@ -74,6 +74,7 @@ REWRITES = (
     ("fold_conv_affine", rewrites.fold_conv_affine),
     ("hard_swish", rewrites.hard_swish),
     ("channel_shuffle", rewrites.channel_shuffle),
+    ("shuffle_slices", rewrites.shuffle_slices),
     ("gated_activations", fuse_gated),
     ("activation_epilogues", fuse_act_epilogues),
     ("fold_post_affine", rewrites.fold_post_affine),

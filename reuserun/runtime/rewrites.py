@@ -253,6 +253,41 @@ def channel_shuffle(graph: ir.Graph) -> bool:
     return changed
 
 
+def channel_slice(node: ir.Node, graph: ir.Graph) -> tuple[int, int] | None:
+    """(first, end) channel of a slice that cuts only channels, with step 1, else None."""
+    if node.op != "slice":
+        return None
+    shape = graph.tensors[node.inputs[0]].shape
+    a = node.attrs
+    if len(a["starts"]) != len(shape) or any(st != 1 for st in a["steps"]):
+        return None
+    if any((a["starts"][i], a["ends"][i]) != (0, shape[i]) for i in range(len(shape)) if i != 1):
+        return None
+    return a["starts"][1], a["ends"][1]
+
+
+def shuffle_slices(graph: ir.Graph) -> bool:
+    """A channel permutation read only by channel slices (ShuffleNetV2 splits each shuffle in two
+    halves) becomes one channel selection per slice, straight from the permutation's input: each
+    half is one copy, where the permutation and then its slices were two."""
+    users = consumers(graph)
+    drop, changed = set(), False
+    for shuffle in graph.nodes:
+        if shuffle.op != "channel_shuffle" or shuffle.outputs[0] in graph.outputs:
+            continue
+        readers = users.get(shuffle.outputs[0], [])
+        cuts = [channel_slice(r, graph) for r in readers]
+        if not readers or any(c is None for c in cuts):
+            continue
+        for reader, (first, end) in zip(readers, cuts):
+            reader.op, reader.inputs = "channel_shuffle", [shuffle.inputs[0]]
+            reader.attrs = {"index": shuffle.attrs["index"][first:end].copy()}
+        drop.add(id(shuffle))
+        changed = True
+    graph.nodes = [n for n in graph.nodes if id(n) not in drop]
+    return changed
+
+
 # ---- channels-last chains --------------------------------------------------------------------
 
 TO_CHANNELS_LAST = (0, 2, 3, 1)
