@@ -402,6 +402,41 @@ def test_noisy_stream_runs_dense_when_that_is_faster_and_keeps_the_bits():
     assert kinds[1] and kinds[2]  # the first large changes measured the dense cost
 
 
+RESIDUALS = [  # (conv activation, add activation, residual first, conv outputs, groups, fused)
+    (None, "Relu", False, 12, 1, True), (None, None, True, 16, 1, True), ("Sigmoid", None, False, 24, 1, True),
+    ("Relu", None, True, 12, 2, True), ("Relu", "Relu", False, 12, 1, False), (None, "Relu", False, 6, 1, False),
+]
+
+
+@pytest.mark.parametrize("conv_act, add_act, first, cout, groups, fused", RESIDUALS)
+def test_dense_runs_add_a_residual_in_the_conv_epilogue(conv_act, add_act, first, cout, groups, fused):
+    """The program for runs of heavy frames adds a residual in the conv's epilogue (before the
+    Add's activation, or after the conv's own) where the kernel can; every frame keeps the bits
+    of the cached program, which runs the two steps."""
+    from reuserun.runtime.compiler import Compiler
+
+    nodes = [node("Conv", ["x", "w0"], ["r"], pads=[1, 1, 1, 1]), node("Conv", ["r", "w1"], ["c"], pads=[1, 1, 1, 1],
+                                                                       group=groups)]
+    conv_out = "c"
+    if conv_act:
+        nodes.append(node(conv_act, ["c"], ["ca"]))
+        conv_out = "ca"
+    nodes.append(node("Add", ["r", conv_out] if first else [conv_out, "r"], ["s"]))
+    nodes.append(node(add_act, ["s"], ["y"]) if add_act else node("Identity", ["s"], ["y"]))
+    model = make_model(nodes, [("x", [1, 3, 20, 20])], [("y", [1, cout, 20, 20])],
+                       [("w0", rand(cout, 3, 3, 3, seed=1)), ("w1", rand(cout, cout // groups, 3, 3, seed=2))])
+    auto = reuserun.InferenceSession(model, threads=2)
+    dense = reuserun.InferenceSession(model, policy="dense", threads=2)
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        f = rng.standard_normal((1, 3, 20, 20)).astype(np.float32)
+        for a, b in zip(auto.run(None, {"x": f}), dense.run(None, {"x": f})):
+            assert a.tobytes() == b.tobytes(), i
+    assert auto.memory()["without_caches"] > 0  # frames 2.. ran on the program for dense runs
+    steps, _ = Compiler(auto.graph, {}, reuse=True).build()
+    assert any(st.node is not None and st.node.op == "binary" for st in steps) != fused
+
+
 @pytest.mark.parametrize("build", [zoo.yolo_like, zoo.mobilenet_v3_like, zoo.unet_like, zoo.resnet_like])
 def test_runs_of_heavy_frames_skip_the_caches_and_keep_the_bits(build):
     """Frames that change everywhere, one after another, run through the scratch program (buffers

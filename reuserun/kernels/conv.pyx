@@ -38,6 +38,10 @@ cdef extern from "rr_conv.h" nogil:
         const float *post_scale
         const float *post_shift
         const float *zeros
+        const float *res
+        int ldr
+        int res_first
+        int res_after_act
     void rr_conv_tile(const rr_conv_t *c, const int32_t *pix, int m, int gb, int count,
                       const int32_t *taps, int ntaps, uint8_t *mask, float thr)
     int rr_conv_blocks_per_item()
@@ -140,8 +144,11 @@ cdef class ConvKernel(Kernel):
 
     def __init__(self, x_buf, int x_off, y_buf, int y_off, packed, int nocb, bias, slope,
                  kernel, strides, pads, dilations, int groups, int cin, int cout,
-                 int act, float alpha, float beta, bint transposed=False, post=None):
-        """post: (scale, shift), an affine after the activation laid out like bias, or None."""
+                 int act, float alpha, float beta, bint transposed=False, post=None, residual=None):
+        """post: (scale, shift), an affine after the activation laid out like bias, or None.
+        residual: (buffer, channel offset, first, after_act), a tensor shaped like the output
+        added after the bias, before the activation or (after_act) after it: an Add this conv
+        feeds (first: the Add reads it first). None: no residual; see takes_residual."""
         for name, a in (("x", x_buf), ("y", y_buf), ("w", packed), ("bias", bias)):
             if a.dtype != np.float32 or not a.flags.c_contiguous:
                 raise ValueError(f"{name} must be a C-contiguous float32 array")
@@ -179,6 +186,17 @@ cdef class ConvKernel(Kernel):
             self.keep = self.keep + post
             self.c.post_scale, self.c.post_shift = fptr(post[0]), fptr(post[1])
         self.c.zeros = fptr(zeros)
+        self.c.res, self.c.ldr, self.c.res_first, self.c.res_after_act = NULL, 0, 0, 0
+        if residual is not None:
+            r_buf, r_off, first, after_act = residual
+            if not takes_residual(groups, cout, transposed) or post is not None:
+                raise ValueError("a residual is added only by the tiled conv path, without a post affine")
+            if (r_buf.dtype != np.float32 or not r_buf.flags.c_contiguous or r_buf.shape[:2] != y_buf.shape[:2]
+                    or r_off + groups * cout > r_buf.shape[2]):
+                raise ValueError("the residual must be a C-contiguous float32 buffer over the output's grid")
+            self.keep = self.keep + (r_buf,)
+            self.c.res = fptr(r_buf) + <int> r_off
+            self.c.ldr, self.c.res_first, self.c.res_after_act = r_buf.shape[2], bool(first), bool(after_act)
         ntap = kernel[0] * kernel[1]
         self.all_taps = np.arange(ntap, dtype=np.int32)
         self.taps0, self.ntaps0 = <const int32_t *> cnp.PyArray_DATA(self.all_taps), ntap
@@ -243,6 +261,8 @@ cdef class ConvKernel(Kernel):
     cdef void relocate_c(self, const int64_t[:, ::1] moves) noexcept:
         self.c.x = <const float *> reloc(self.c.x, moves)
         self.c.y = <float *> reloc(self.c.y, moves)
+        if self.c.res != NULL:
+            self.c.res = <const float *> reloc(self.c.res, moves)
 
     cdef int run_c(self, const int32_t *pix, int n, uint8_t *mp, float thr, int threads) except -1 nogil:
         if n <= 0:
@@ -377,6 +397,12 @@ cdef inline void _conv_item(const rr_conv_t *c, int item, bint block_major, bint
             rr_conv_tile_narrow(c, pix + p0, p1 - p0, taps, ntaps, mask, thr)
         else:
             rr_conv_tile(c, pix + p0, p1 - p0, gb, count, taps, ntaps, mask, thr)
+
+
+def takes_residual(int groups, int cout, bint transposed):
+    """Whether ConvKernel adds a residual in its epilogue for this shape: the tiled path (not a
+    transposed conv, nor one group of at most 8 output channels, which the narrow tiles take)."""
+    return not transposed and not (groups == 1 and cout <= 8)
 
 
 def pack_dw_weights(w):

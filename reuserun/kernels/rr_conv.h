@@ -34,6 +34,11 @@ typedef struct {
     int act; float alpha, beta;
     const float *post_scale, *post_shift;  /* affine after the activation, like bias, or NULL */
     const float *zeros;                 /* >= cin zeros, stands in for padding */
+    const float *res; int ldr;          /* a residual added after the bias (an Add the conv
+                                           feeds, fused in dense runs), or NULL; laid out like y,
+                                           ldr apart */
+    int res_first;                      /* the Add reads the residual first: residual + conv */
+    int res_after_act;                  /* added after the activation, else before it */
 } rr_conv_t;
 
 /* Input row for output pixel (oy, ox) at tap (ky, kx), or the zero row. */
@@ -194,12 +199,31 @@ static inline __attribute__((always_inline)) void rr_tile_store(
     float *const y = c->y + oc0;
     const size_t ldy = c->ldy;
     const float alpha = c->alpha, beta = c->beta;
+    const float *const res = c->res ? c->res + oc0 : NULL;
+    const size_t ldr = c->ldr;
+    const int res_first = c->res_first, res_after = c->res_after_act;
     for (int r = 0; r < m; r++) {
         v8f v0 = accs[r][0] + b0, v1 = accs[r][1] + b1;
+        v8f r0 = b0, r1 = b1;
+        if (res) {
+            const float *rp = res + (size_t)pix[r] * ldr;
+            float part[RR_NR] = {0};
+            if (nc < RR_NR) {
+                memcpy(part, rp, (size_t)nc * sizeof(float));
+                rp = part;
+            }
+            r0 = vload(rp);
+            r1 = vload(rp + 8);
+        }
+        /* the Add's one rounding, its operands in its order */
+#define RR_ADD_RESIDUAL { v0 = res_first ? r0 + v0 : v0 + r0; v1 = res_first ? r1 + v1 : v1 + r1; }
+        if (res && !res_after) RR_ADD_RESIDUAL
         if (act != ACT_NONE) {
             v0 = vact(act, v0, alpha, beta, s0);
             v1 = vact(act, v1, alpha, beta, s1);
         }
+        if (res && res_after) RR_ADD_RESIDUAL
+#undef RR_ADD_RESIDUAL
         if (ps) {
             v0 = v0 * ps0 + pb0;
             v1 = v1 * ps1 + pb1;

@@ -16,6 +16,7 @@ from reuserun.kernels import conv as kconv
 from reuserun.kernels import eltwise as kel
 from reuserun.plan import geometry as geo
 from reuserun.plan.rules import SAME, rule_for, spatial_hw
+from reuserun.runtime import rewrites
 from reuserun.runtime.fuse import act_params
 from reuserun.runtime.steps import (
     ConcatStep,
@@ -67,6 +68,7 @@ class Compiler:
         self.free_buffers: list[np.ndarray] = []   # reuse: buffers of dead tensors
         self.release_after: dict[int, list] = {}   # reuse: node index -> buffers free after it
         self.last_reader = _last_readers(graph) if reuse else {}
+        self.readers = rewrites.consumers(graph) if reuse else {}
         self.packed_cache = packed  # shared by every session of the model
         self.stacks = stacks
         self.storage: dict[str, object] = {}
@@ -249,25 +251,61 @@ def build_conv(node, cx: Compiler):
     if node.inputs[0] in cx.stacks and node.attrs["group"] == 1 and act.get("slope") is None and post is None:
         return build_stack_conv(node, cx)
     a = node.attrs
-    x, y = cx.spatial(node.inputs[0]), cx.new_spatial(node.outputs[0])
     w, g = a["weight"], a["group"]
     O, Ig, kh, kw = w.shape
+    depthwise = g > 1 and Ig == 1 and O == g and kh * kw <= 64
+    fused = None if depthwise or not kconv.takes_residual(g, O // g, False) else _residual_add(node, cx)
+    x = cx.spatial(node.inputs[0])
+    y = cx.new_spatial(fused[0].outputs[0] if fused else node.outputs[0])
     bias = a["bias"] if a.get("bias") is not None else np.zeros(O, np.float32)
-    code, alpha, beta, slope = act_params(a.get("act"))
+    # a residual added before the activation takes the Add's; one added after it, the conv's
+    code, alpha, beta, slope = act_params(fused[0].attrs.get("act") if fused and not a.get("act") else a.get("act"))
     slope = _slope_vector(slope, O)
     geom = ((kh, kw), tuple(a["strides"]), tuple(a["pads"]), tuple(a["dilations"]))
-    if g > 1 and Ig == 1 and O == g and kh * kw <= 64:
+    if depthwise:
         packed = cx.packed(node, lambda: kconv.pack_dw_weights(w))
         kernel = kconv.DepthwiseKernel(x.buf, x.off, y.buf, y.off, packed, bias, slope, O, *geom,
                                        code, alpha, beta, post=post)
     else:
+        residual = None
+        if fused:
+            add, other = fused
+            r = cx.storage[other]
+            residual = (r.buf, r.off, add.inputs[0] == other, bool(a.get("act")))
+            cx.done.add(id(add))
         packed, nocb = cx.packed(node, lambda: kconv.pack_conv_weights(w, False, g))
         kernel = kconv.ConvKernel(
             x.buf, x.off, y.buf, y.off, packed, nocb, kconv.pad_channels(bias, g, O // g, nocb),
             None if slope is None else kconv.pad_channels(slope, g, O // g, nocb), *geom,
             g, Ig, O // g, code, alpha, beta,
-            post=None if post is None else tuple(kconv.pad_channels(v, g, O // g, nocb) for v in post))
+            post=None if post is None else tuple(kconv.pad_channels(v, g, O // g, nocb) for v in post),
+            residual=residual)
     return KernelStep(node, [x], [y], [(kernel, 0)], rule_for(node, cx.graph), Ig * kh * kw * O)
+
+
+def _residual_add(conv, cx: Compiler):
+    """In a program for dense runs (no caches, so no planning): the Add that alone reads this
+    conv's output, when its other operand is a spatial tensor of the same shape computed before
+    the conv, the conv has no affine after its activation, and at most one of the two has an
+    activation. Returns (add, other operand) or None. The conv then adds it in its epilogue,
+    before the Add's activation or after its own: the same roundings in the same order as the
+    two steps, one pass over the tensor fewer (as onnxruntime's fused conv with a sum does)."""
+    if not cx.reuse or conv.attrs.get("post") or conv.inputs[0] in cx.stacks:
+        return None
+    out = conv.outputs[0]
+    readers = cx.readers.get(out, [])
+    if out in cx.graph.outputs or len(readers) != 1:
+        return None
+    add = readers[0]
+    if (add.op != "binary" or add.attrs.get("kind") != "add" or len(add.inputs) != 2
+            or add.inputs[0] == add.inputs[1] or (add.attrs.get("act") or {}).get("slope") is not None
+            or (add.attrs.get("act") and conv.attrs.get("act"))):
+        return None
+    other = add.inputs[1] if add.inputs[0] == out else add.inputs[0]
+    r = cx.storage.get(other)  # none yet: computed after the conv
+    if r is None or r.kind != "spatial" or not cx.shape(other) == cx.shape(add.outputs[0]) == cx.shape(out):
+        return None
+    return add, other
 
 
 def build_conv_transpose(node, cx: Compiler):
