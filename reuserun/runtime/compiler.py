@@ -56,15 +56,17 @@ def frame_stack_inputs(graph: ir.Graph, declared: bool | None, metadata: dict) -
 
 class Compiler:
     def __init__(self, graph: ir.Graph, packed: dict, stacks: frozenset = frozenset(), slack: float = 0.0,
-                 reuse: bool = False):
+                 reuse: bool = False, residuals: bool = True):
         """stacks: graph inputs that are frame stacks (their channels change independently);
         slack: spare room behind each computed tensor's buffer, as a fraction of its size, so
         shift reuse slides caches instead of copying them (Spatial.rebase); reuse: a program for
         dense runs only, whose intermediate spatial tensors share buffers once dead (it keeps no
-        cache, and touches a fraction of the memory a cached program does)."""
+        cache, and touches a fraction of the memory a cached program does); residuals: with reuse,
+        add a residual in the epilogue of the conv that feeds its Add (off: to measure it)."""
         self.graph = graph
         self.slack = slack
         self.reuse = reuse
+        self.residuals = reuse and residuals
         self.free_buffers: list[np.ndarray] = []   # reuse: buffers of dead tensors
         self.release_after: dict[int, list] = {}   # reuse: node index -> buffers free after it
         self.last_reader = _last_readers(graph) if reuse else {}
@@ -290,7 +292,7 @@ def _residual_add(conv, cx: Compiler):
     activation. Returns (add, other operand) or None. The conv then adds it in its epilogue,
     before the Add's activation or after its own: the same roundings in the same order as the
     two steps, one pass over the tensor fewer (as onnxruntime's fused conv with a sum does)."""
-    if not cx.reuse or conv.attrs.get("post") or conv.inputs[0] in cx.stacks:
+    if not cx.residuals or conv.attrs.get("post") or conv.inputs[0] in cx.stacks:
         return None
     out = conv.outputs[0]
     readers = cx.readers.get(out, [])
