@@ -8,6 +8,7 @@ gives reuserun's speed over onnxruntime's at --threads threads and each runtime'
 extra threads.
 
     python bench/contention.py --neighbours 0,1,2
+    python bench/contention.py --models real:resnet18,real:mobilenet_v2   # real exports (tools/real_models.py)
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import json
 import multiprocessing as mp
 import time
 from pathlib import Path
+
+import onnx
 
 from reuserun import sources, zoo
 from reuserun.bench import thread_scaling
@@ -29,9 +32,20 @@ def _spin(stop) -> None:
             pass
 
 
-def measure(proto, size: int, frames: int, threads: int) -> dict:
-    r = thread_scaling(proto, list(sources.synthetic_stream((1, 3, size, size), "full", frames=frames)), threads)
+def measure(proto, shape: tuple, frames: int, threads: int) -> dict:
+    r = thread_scaling(proto, list(sources.synthetic_stream(shape, "full", frames=frames)), threads)
     return {**r, "speed_vs_ort": r["ms"][f"ort_{threads}"] / r["ms"][f"reuserun_{threads}"]}
+
+
+def load(name: str, size: int):
+    """(model, input shape): a zoo model at size x size, or real:NAME, a real export that
+    tools/real_models.py made, at its own size."""
+    if not name.startswith("real:"):
+        return zoo.MODELS[name](size), (1, 3, size, size)
+    folder = Path.home() / ".cache" / "reuserun" / "real"
+    entry = next(m for m in json.loads((folder / "manifest.json").read_text())["models"]
+                 if m["file"] == name[5:] + ".onnx")
+    return onnx.load(str(folder / entry["file"])), tuple(entry["shape"])
 
 
 def main(argv=None) -> int:
@@ -44,7 +58,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(OUT))
     args = p.parse_args(argv)
     rows = []
-    protos = {m: zoo.MODELS[m](args.size) for m in args.models.split(",")}
+    protos = {m: load(m, args.size) for m in args.models.split(",")}
     for k in (int(v) for v in args.neighbours.split(",")):
         stop = mp.Event()
         procs = [mp.Process(target=_spin, args=(stop,), daemon=True) for _ in range(k)]
@@ -52,8 +66,8 @@ def main(argv=None) -> int:
             pr.start()
         time.sleep(0.5 if k else 0.0)  # let the scheduler spread them
         try:
-            for model, proto in protos.items():
-                r = measure(proto, args.size, args.frames, args.threads)
+            for model, (proto, shape) in protos.items():
+                r = measure(proto, shape, args.frames, args.threads)
                 rows.append({"neighbours": k, "model": model, **r})
                 print(f"{k} neighbour(s) {model:<10} reuserun/onnxruntime speed {r['speed_vs_ort']:.2f}x  "
                       f"1->{args.threads} threads: reuserun {r['reuserun_scaling']:.2f}x, "
@@ -62,7 +76,8 @@ def main(argv=None) -> int:
             stop.set()
             for pr in procs:
                 pr.join()
-    lines = [f"Full frames with busy neighbour processes ({args.size}x{args.size}, {args.threads} threads, "
+    lines = [f"Full frames with busy neighbour processes (zoo models at {args.size}x{args.size}, real exports at their "
+             f"own size; {args.threads} threads, "
              f"{args.frames} frames, medians, interleaved).", "",
              f"| neighbours | model | speed vs onnxruntime | reuserun 1->{args.threads} threads | "
              f"onnxruntime 1->{args.threads} threads |", "|---|---|---|---|---|"]

@@ -18,6 +18,7 @@ from reuserun.runtime.delegate import DenseDelegate
 from reuserun.runtime.executor import Executor
 from reuserun.runtime.frame_stats import FrameStats
 from reuserun.runtime.inputs import Frame, Inputs
+from reuserun.runtime.thread_choice import ThreadChoice
 from reuserun.runtime.variants import Variants
 
 # spare room behind each cache, as a fraction of it, for sessions that may reuse shifted frames:
@@ -59,6 +60,7 @@ class FrameLoop:
         # partials are caches) nor under the profiler
         self._without_caches_ok = not self.dense and not stacks and not profile
         self.fresh = True
+        self.thread_choice = None  # made for the thread count of the first frame (ThreadChoice)
         self.behind = False  # frames were computed elsewhere: the caches hold an older one
         self.version = 0  # counts frames that changed the caches, so forks know when they are stale
 
@@ -72,6 +74,9 @@ class FrameLoop:
         """The outputs named for this frame (into: per output, a buffer to write it into, or
         None); a refused frame leaves everything as it was."""
         t0 = time.perf_counter()
+        if self.thread_choice is None or self.thread_choice.threads != threads:
+            self.thread_choice = ThreadChoice(threads)
+        threads = self.thread_choice.pick()
         frame = self.inputs.read(feed, self.fresh or self.dense, self.inputs.shift_ok, threads)
         diffs = frame.diffs
         changed = self.stats.changed_fraction(diffs) if diffs else 0.0
@@ -103,15 +108,24 @@ class FrameLoop:
             self.fresh = True  # a half-updated cache is never reused
             self.version += 1
             raise
+        first = self.fresh
         self.fresh = self.behind = False
         outs = [ex.output(n, into[i] if into is not None else None) for i, n in enumerate(names)]
         elapsed = time.perf_counter() - t0
-        self.stats.record(computed, diffs, full, elapsed, moved[1] if moved else None)
+        self.stats.record(computed, diffs, full, elapsed, moved[1] if moved else None, threads=threads)
         if ex.profiler is not None:
             ex.profiler.frame(elapsed)
-        if self.delegate.backend == "onnxruntime" or (diffs and moved is None and computed is not ex.still):
+        fraction = None
+        # a frame that tries the other thread count says nothing of the dense choice at this one
+        trying = threads != self.thread_choice.current
+        incremental = diffs and moved is None and computed is not ex.still
+        if not trying and (self.delegate.backend == "onnxruntime" or incremental):
             fraction = 1.0 if full else self.stats.macs(computed) / max(1, self.stats.dense_macs)
             self.delegate.note(changed, time.perf_counter() - t0, full, fraction)
+        if not first and computed is not ex.still:  # the first frame touches every buffer the first time
+            if fraction is None:
+                fraction = 1.0 if full else self.stats.macs(computed) / max(1, self.stats.dense_macs)
+            self.thread_choice.note(threads, elapsed, fraction)
         return outs
 
     def _run_delegated(self, names: list, frame: Frame, t0: float) -> list[np.ndarray]:
@@ -140,9 +154,11 @@ class FrameLoop:
             self.fresh = True  # the references may be half written: start over
             raise
         elapsed = time.perf_counter() - t0
-        self.stats.record(self.executor.all_positions(), frame.diffs, True, elapsed)
+        self.stats.record(self.executor.all_positions(), frame.diffs, True, elapsed, threads=threads)
         if not first:  # that frame's time is mostly compiling
-            self.delegate.note_dense(changed, elapsed)
+            if threads == self.thread_choice.current:
+                self.delegate.note_dense(changed, elapsed)
+            self.thread_choice.note(threads, elapsed, 1.0)
         return outs
 
     def catch_up(self, threads: int) -> None:

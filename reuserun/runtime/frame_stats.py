@@ -16,7 +16,7 @@ class FrameStats:
         self.dense_macs = 0
         self._input_npix: dict = {}
         self._weights = None
-        self._last = None  # (computed per step, diffs, full, elapsed, shift, backend)
+        self._last = None  # (computed per step, diffs, full, elapsed, shift, backend, threads)
         self._stats: dict | None = {}
 
     def bind(self, program: list, input_npix: dict) -> None:
@@ -30,8 +30,9 @@ class FrameStats:
                          np.array([s.macs for s in program], np.int64))
 
     # --- recording (cheap: the dict is built only when read) -----------------------------------
-    def record(self, computed, diffs, full: bool, elapsed: float, shift=None, backend: str = "reuserun") -> None:
-        self._last = (computed, diffs, full, elapsed, shift, backend)
+    def record(self, computed, diffs, full: bool, elapsed: float, shift=None, backend: str = "reuserun",
+               threads: int | None = None) -> None:
+        self._last = (computed, diffs, full, elapsed, shift, backend, threads)
         self._stats = None
 
     def replace(self, stats: dict) -> None:
@@ -77,7 +78,7 @@ class FrameStats:
         return sum(nchanged for _, nchanged, _ in diffs.values()) / total if total else 1.0
 
     def _build(self) -> dict:
-        computed, diffs, full, elapsed, shift, backend = self._last
+        computed, diffs, full, elapsed, shift, backend, threads = self._last
         macs = self.macs(computed)
         layers = [{"name": step.node.name, "op": step.node.op, "computed": n, "total": step.npix}
                   for step, n in zip(self.program, computed) if step.positional]
@@ -90,5 +91,6 @@ class FrameStats:
             "full": full,
             "backend": backend,
             "time_s": elapsed,
+            "threads": threads,
             "layers": layers,
         }

@@ -37,7 +37,9 @@ class InferenceSession(OnnxruntimeSurface):
 
     policy:    "auto" (default), "tiles", "rects", "rect" or "dense" (the reference).
     threshold: input change threshold; 0 means any bit counts (exact mode).
-    threads:   kernel threads (default: all cores).
+    threads:   kernel threads (default: the CPUs this process may use). Frames run on one thread
+               instead while they are measured faster so (another process holding a core makes
+               every parallel step wait); stats["threads"] says which.
     tile:      tile size for "tiles" / "rects".
     input_shape: binds dynamic input dims, a tuple (single input) or {name: tuple};
                otherwise the first frame binds them.
