@@ -76,8 +76,8 @@ class FrameLoop:
         t0 = time.perf_counter()
         if self.thread_choice is None or self.thread_choice.threads != threads:
             self.thread_choice = ThreadChoice(threads)
-        threads = self.thread_choice.pick()
-        frame = self.inputs.read(feed, self.fresh or self.dense, self.inputs.shift_ok, threads)
+        frame = self.inputs.read(feed, self.fresh or self.dense, self.inputs.shift_ok, self.thread_choice.current)
+        threads = self.thread_choice.pick()  # after the checks: a refused frame changes nothing
         diffs = frame.diffs
         changed = self.stats.changed_fraction(diffs) if diffs else 0.0
         if not self.fresh and self.delegate.takes(diffs, changed):

@@ -365,6 +365,9 @@ class FallbackStep(Step):
     # a result that moved no more than the threshold keeps its reference
     takes_threshold = True
 
+    def scratch(self) -> list:
+        return list(self._nchw.values()) if self._nchw else []
+
     def _operand(self, k: int, tensor, threads: int) -> np.ndarray:
         """Input k as the numpy op takes it: a spatial tensor converted into a contiguous NCHW
         buffer kept for this input (outputs are copied into their storage, so one that is a
