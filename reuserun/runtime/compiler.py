@@ -7,6 +7,7 @@ don't cover a case, falls back to numpy on the whole tensor.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -258,10 +259,9 @@ def build_conv(node, cx: Compiler):
     depthwise = g > 1 and Ig == 1 and O == g and kh * kw <= 64
     fused = None if depthwise or not kconv.takes_residual(g, O // g, False) else _residual_add(node, cx)
     x = cx.spatial(node.inputs[0])
-    y = cx.new_spatial(fused[0].outputs[0] if fused else node.outputs[0])
+    y = cx.new_spatial(fused.add.outputs[0] if fused else node.outputs[0])
     bias = a["bias"] if a.get("bias") is not None else np.zeros(O, np.float32)
-    # a residual added before the activation takes the Add's; one added after it, the conv's
-    code, alpha, beta, slope = act_params(fused[0].attrs.get("act") if fused and not a.get("act") else a.get("act"))
+    code, alpha, beta, slope = act_params(fused.act if fused else a.get("act"))
     slope = _slope_vector(slope, O)
     geom = ((kh, kw), tuple(a["strides"]), tuple(a["pads"]), tuple(a["dilations"]))
     if depthwise:
@@ -271,10 +271,9 @@ def build_conv(node, cx: Compiler):
     else:
         residual = None
         if fused:
-            add, other = fused
-            r = cx.storage[other]
-            residual = (r.buf, r.off, add.inputs[0] == other, bool(a.get("act")))
-            cx.done.add(id(add))
+            r = cx.storage[fused.other]
+            residual = (r.buf, r.off, fused.add.inputs[0] == fused.other, fused.after_act)
+            cx.done.add(id(fused.add))
         packed, nocb = cx.packed(node, lambda: kconv.pack_conv_weights(w, False, g))
         kernel = kconv.ConvKernel(
             x.buf, x.off, y.buf, y.off, packed, nocb, kconv.pad_channels(bias, g, O // g, nocb),
@@ -289,9 +288,9 @@ def _residual_add(conv, cx: Compiler):
     """In a program for dense runs (no caches, so no planning): the Add that alone reads this
     conv's output, when its other operand is a spatial tensor of the same shape computed before
     the conv, the conv has no affine after its activation, and at most one of the two has an
-    activation. Returns (add, other operand) or None. The conv then adds it in its epilogue,
-    before the Add's activation or after its own: the same roundings in the same order as the
-    two steps, one pass over the tensor fewer (as onnxruntime's fused conv with a sum does)."""
+    activation. Returns a ResidualAdd or None. The conv then adds it in its epilogue, before the
+    Add's activation or after its own: the same roundings in the same order as the two steps, one
+    pass over the tensor fewer (as onnxruntime's fused conv with a sum does)."""
     if not cx.residuals or conv.attrs.get("post") or conv.inputs[0] in cx.stacks:
         return None
     out = conv.outputs[0]
@@ -307,7 +306,18 @@ def _residual_add(conv, cx: Compiler):
     r = cx.storage.get(other)  # none yet: computed after the conv
     if r is None or r.kind != "spatial" or not cx.shape(other) == cx.shape(add.outputs[0]) == cx.shape(out):
         return None
-    return add, other
+    after_act = bool(conv.attrs.get("act"))
+    return ResidualAdd(add, other, conv.attrs["act"] if after_act else add.attrs.get("act"), after_act)
+
+
+@dataclass
+class ResidualAdd:
+    """An Add fused into the conv that feeds it: the Add node, its other operand, the activation
+    the fused conv applies (its own, or else the Add's) and whether the residual comes after it."""
+    add: ir.Node
+    other: str
+    act: dict | None
+    after_act: bool
 
 
 def build_conv_transpose(node, cx: Compiler):

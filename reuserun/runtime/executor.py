@@ -93,8 +93,7 @@ class Executor:
         for name in names:
             st = storage[name]
             if st.kind == "spatial":
-                out = np.empty(self.graph.tensors[name].shape, np.float32)
-                region.to_channels_first(st.buf, st.off, st.C, None, out.reshape(st.C, -1), threads)
+                out = st.channels_first(threads=threads)
             else:
                 out = np.array(st.logical(), dtype=np.float32, copy=True, order="C")
             outs.append(out)

@@ -115,16 +115,13 @@ class FrameLoop:
         self.stats.record(computed, diffs, full, elapsed, moved[1] if moved else None, threads=threads)
         if ex.profiler is not None:
             ex.profiler.frame(elapsed)
-        fraction = None
+        computing = computed is not ex.still
+        fraction = 1.0 if full else (self.stats.macs(computed) / max(1, self.stats.dense_macs) if computing else 0.0)
         # a frame that tries the other thread count says nothing of the dense choice at this one
-        trying = threads != self.thread_choice.current
-        incremental = diffs and moved is None and computed is not ex.still
-        if not trying and (self.delegate.backend == "onnxruntime" or incremental):
-            fraction = 1.0 if full else self.stats.macs(computed) / max(1, self.stats.dense_macs)
+        if not self.thread_choice.is_try(threads) and (
+                self.delegate.backend == "onnxruntime" or (diffs and moved is None and computing)):
             self.delegate.note(changed, time.perf_counter() - t0, full, fraction)
-        if not first and computed is not ex.still:  # the first frame touches every buffer the first time
-            if fraction is None:
-                fraction = 1.0 if full else self.stats.macs(computed) / max(1, self.stats.dense_macs)
+        if not first and computing:  # the first frame touches every buffer the first time
             self.thread_choice.note(threads, elapsed, fraction)
         return outs
 
@@ -156,7 +153,7 @@ class FrameLoop:
         elapsed = time.perf_counter() - t0
         self.stats.record(self.executor.all_positions(), frame.diffs, True, elapsed, threads=threads)
         if not first:  # that frame's time is mostly compiling
-            if threads == self.thread_choice.current:
+            if not self.thread_choice.is_try(threads):
                 self.delegate.note_dense(changed, elapsed)
             self.thread_choice.note(threads, elapsed, 1.0)
         return outs

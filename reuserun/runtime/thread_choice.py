@@ -35,6 +35,11 @@ class ThreadChoice:
         self.since = 0  # frames since the last try began
         self.tried = False  # whether the other choice has been tried yet
 
+    def is_try(self, threads: int) -> bool:
+        """Whether a frame on `threads` was a try of the other choice (its time says nothing of
+        the current one's costs)."""
+        return threads != self.current
+
     @property
     def other(self) -> int:
         return 1 if self.current == self.threads else self.threads
@@ -71,10 +76,10 @@ class ThreadChoice:
     def _decide(self) -> None:
         """After a try of the other choice: switch when it was clearly faster; else try it
         again later, the later the more it lost."""
-        mine, theirs = median(self.recent), median(self.trial)
-        self.trial = []
-        if theirs < MARGIN * mine:
+        trial, self.trial = self.trial, []
+        mine, theirs = median(self.recent), median(trial)
+        if theirs < MARGIN * mine:  # the try's frames are the new choice's first figures
             self.current, self.interval = self.other, PROBE_FIRST
-            self.recent = deque(self.trial, maxlen=KEPT)
+            self.recent = deque(trial, maxlen=KEPT)
         elif theirs > mine / MARGIN:
             self.interval = min(PROBE_MAX, 2 * self.interval)
